@@ -1,0 +1,363 @@
+"""The wire format: pydantic models of the Parea REST API, shared by client, store and server.
+
+Names, fields and types follow ``shared/reference/parea-openapi.yml``. Two rules on top of the
+spec, both forced by the official SDK:
+
+* requests may carry ``null`` for list and dict fields; responses never do (``[]``/``{}``);
+* scores may arrive as JSON ``true`` or ``3``; they are stored as floats.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "API_PREFIX",
+    "CreateExperimentRequestSchema",
+    "CreateGetProjectRequestSchema",
+    "CreateGetProjectResponseSchema",
+    "CreateTestCaseCollectionRequestSchema",
+    "CreateTestCaseCollectionResponseSchema",
+    "CreateTestCasesSchema",
+    "EvaluationScoreSchema",
+    "ExperimentPinnedStatistic",
+    "ExperimentSchema",
+    "ExperimentStatsSchema",
+    "ExperimentStatus",
+    "ExperimentWithStatsSchema",
+    "FeedbackRequestSchema",
+    "FilterBaseSchema",
+    "FilterOperator",
+    "FinishExperimentRequestSchema",
+    "GetTestCaseCollectionResponseSchema",
+    "GetTestCaseResponseSchema",
+    "ListExperimentsRequestSchema",
+    "PaginatedResponse",
+    "QueryParamsPaginationPublic",
+    "StatisticOperation",
+    "TestCaseSchema",
+    "TimeRange",
+    "TraceLogSchema",
+    "TraceLogTreeSchema",
+    "TraceStatsSchema",
+    "UpdateLogSchema",
+    "UpdateTestCasePublicRequestSchema",
+    "dumps_value",
+]
+
+#: Every path of the API lives under this prefix.
+API_PREFIX = "/api/parea/v1"
+
+
+def dumps_value(value: Any) -> str | None:
+    """Serialise a non-string output/target to a string, as the spec asks."""
+    if value is None or isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, default=str, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class ExperimentStatus(str, Enum):
+    pending = "pending"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+
+
+class StatisticOperation(str, Enum):
+    mean = "mean"
+    median = "median"
+    variance = "variance"
+    standard_deviation = "standard_deviation"
+    min = "min"
+    max = "max"
+    mse = "mse"
+    mae = "mae"
+    correlation = "correlation"
+    spearman_correlation = "spearman_correlation"
+    accuracy = "accuracy"
+    custom = "custom"
+
+
+class FilterOperator(str, Enum):
+    equals = "equals"
+    not_equals = "not_equals"
+    like = "like"
+    greater_than_or_equal = "greater_than_or_equal"
+    less_than_or_equal = "less_than_or_equal"
+    greater_than = "greater_than"
+    less_than = "less_than"
+    is_null = "is_null"
+    exists = "exists"
+    in_ = "in"
+    between = "between"
+
+
+class TimeRange(str, Enum):
+    na = "na"
+    h1 = "1h"
+    h3 = "3h"
+    h6 = "6h"
+    h24 = "24h"
+    d7 = "7d"
+    m1 = "1m"
+    m3 = "3m"
+    m6 = "6m"
+    y1 = "1y"
+
+
+class EvaluationScoreSchema(_Model):
+    name: str
+    score: float
+    evaluation_metric_id: int | None = None
+    reason: str | None = None
+
+
+class TraceLogSchema(_Model):
+    """One span as posted by a client (``POST /trace_log``)."""
+
+    trace_id: str = Field(min_length=1, max_length=200)
+    start_timestamp: str
+    configuration: dict[str, Any] | None = None
+    inputs: dict[str, Any] | None = None
+    output: str | None = None
+    target: str | None = None
+    latency: float | None = 0.0
+    time_to_first_token: float | None = None
+    input_tokens: int | None = 0
+    output_tokens: int | None = 0
+    total_tokens: int | None = 0
+    cost: float | None = 0.0
+    parent_trace_id: str | None = None
+    root_trace_id: str | None = None
+    project_name: str | None = None
+    status: str | None = None
+    error: str | None = None
+    output_for_eval_metrics: str | None = None
+    evaluation_metric_names: list[str] | None = None
+    scores: list[EvaluationScoreSchema] | None = None
+    feedback_score: float | None = None
+    apply_eval_frac: float | None = 1.0
+    log_sample_rate: float | None = Field(default=1.0, ge=0.0, le=1.0)
+    deployment_id: str | None = None
+    cache_hit: bool = False
+    trace_name: str | None = None
+    children: list[str] | None = None
+    children_ids: list[int] | None = None
+    end_timestamp: str | None = None
+    end_user_identifier: str | None = None
+    session_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    tags: list[str] | None = None
+    experiment_uuid: str | None = None
+    images: list[dict[str, Any]] | None = None
+    comments: list[dict[str, Any]] | None = None
+    annotations: dict[str, Any] | None = None
+    depth: int = 0
+    execution_order: int = 0
+    evaluation_metric_ids: list[int] | None = None
+    fill_children: bool = False
+    project_uuid: str | None = None
+    organization_id: str | None = None
+
+    @field_validator("output", "target", "output_for_eval_metrics", mode="before")
+    @classmethod
+    def _stringify(cls, v: Any) -> Any:
+        return dumps_value(v)
+
+
+class TraceLogTreeSchema(TraceLogSchema):
+    """A span as read back: lists and dicts are never ``null``; children are nested."""
+
+    configuration: dict[str, Any] = Field(default_factory=dict)  # type: ignore[assignment]
+    inputs: dict[str, Any] = Field(default_factory=dict)  # type: ignore[assignment]
+    scores: list[EvaluationScoreSchema] = Field(default_factory=list)  # type: ignore[assignment]
+    children: list[str] = Field(default_factory=list)  # type: ignore[assignment]
+    metadata: dict[str, Any] = Field(default_factory=dict)  # type: ignore[assignment]
+    tags: list[str] = Field(default_factory=list)  # type: ignore[assignment]
+    images: list[dict[str, Any]] = Field(default_factory=list)  # type: ignore[assignment]
+    comments: list[dict[str, Any]] = Field(default_factory=list)  # type: ignore[assignment]
+    annotations: dict[str, Any] = Field(default_factory=dict)  # type: ignore[assignment]
+    children_logs: list[TraceLogTreeSchema] = Field(default_factory=list)
+
+
+class UpdateLogSchema(_Model):
+    trace_id: str
+    field_name_to_value_map: dict[str, Any]
+    root_trace_id: str | None = None
+
+
+class CreateGetProjectRequestSchema(_Model):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class CreateGetProjectResponseSchema(_Model):
+    name: str
+    uuid: str
+    created_at: str
+    was_created: bool
+
+
+class CreateExperimentRequestSchema(_Model):
+    name: str = Field(min_length=1, max_length=500)
+    run_name: str | None = None
+    project_uuid: str
+    is_public: bool = False
+    metadata: dict[str, Any] | None = None
+
+
+class ExperimentSchema(_Model):
+    name: str
+    run_name: str | None = None
+    project_uuid: str
+    is_public: bool = False
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    uuid: str
+    created_at: str
+
+
+class ExperimentPinnedStatistic(_Model):
+    var1: str
+    var2: str | None = None
+    operation: StatisticOperation
+    value: float
+
+
+class ExperimentWithStatsSchema(ExperimentSchema):
+    status: ExperimentStatus
+    pinned_stats: list[ExperimentPinnedStatistic] = Field(default_factory=list)
+    num_samples: int | None = None
+
+
+class TraceStatsSchema(_Model):
+    trace_id: str
+    latency: float | None = 0.0
+    input_tokens: int | None = 0
+    output_tokens: int | None = 0
+    total_tokens: int | None = 0
+    cost: float | None = None
+    scores: list[EvaluationScoreSchema] = Field(default_factory=list)
+
+
+class ExperimentStatsSchema(_Model):
+    parent_trace_stats: list[TraceStatsSchema] = Field(default_factory=list)
+
+
+class FinishExperimentRequestSchema(_Model):
+    status: ExperimentStatus = ExperimentStatus.completed
+    dataset_level_stats: list[EvaluationScoreSchema] | None = None
+
+
+class ListExperimentsRequestSchema(_Model):
+    project_name: str | None = None
+    metadata_filter: dict[str, Any] | None = None
+    experiment_name_filter: str | None = None
+    run_name_filter: str | None = None
+    experiment_uuids: list[str] | None = None
+
+
+class FilterBaseSchema(_Model):
+    filter_field: str | None = None
+    filter_key: str | None = None
+    filter_operator: FilterOperator | None = None
+    filter_value: str | None = None
+
+
+class QueryParamsPaginationPublic(FilterBaseSchema):
+    page: int = Field(default=1, gt=0)
+    page_size: int = Field(default=20, gt=0, le=100000)
+    project_name: str
+    time_range: TimeRange = TimeRange.na
+    status: str | None = None
+
+
+T = TypeVar("T")
+
+
+class PaginatedResponse(_Model, Generic[T]):
+    total: int
+    page: int
+    total_pages: int
+    page_size: int
+    results: list[T]
+
+
+class FeedbackRequestSchema(_Model):
+    trace_id: str | None = None
+    inference_id: str | None = None
+    score: float = Field(ge=0.0, le=1.0)
+    comment: str | None = None
+    target: str | None = None
+    organization_id: str | None = None
+    name: str | None = None
+
+
+class TestCaseSchema(_Model):
+    __test__ = False  # not a pytest test class
+
+    inputs: dict[str, Any]
+    target: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _stringify(cls, v: Any) -> Any:
+        return dumps_value(v)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _none_tags(cls, v: Any) -> Any:
+        return [] if v is None else v
+
+
+class CreateTestCaseCollectionRequestSchema(_Model):
+    name: str = Field(min_length=1, max_length=500)
+    column_names: list[str]
+    test_cases: list[TestCaseSchema] | None = None
+
+
+class CreateTestCaseCollectionResponseSchema(_Model):
+    id: int
+    last_updated_at: str
+    test_case_ids: list[int]
+
+
+class CreateTestCasesSchema(_Model):
+    id: int | None = None
+    name: str | None = None
+    test_cases: list[TestCaseSchema]
+
+
+class GetTestCaseResponseSchema(TestCaseSchema):
+    id: int
+    test_case_collection_id: int
+
+
+class GetTestCaseCollectionResponseSchema(_Model):
+    id: int
+    name: str
+    column_names: list[str]
+    created_at: str
+    last_updated_at: str
+    test_cases: dict[str, GetTestCaseResponseSchema]
+
+
+class UpdateTestCasePublicRequestSchema(_Model):
+    inputs: dict[str, Any] | None = None
+    target: str | None = None
+    tags: list[str] | None = None
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _stringify(cls, v: Any) -> Any:
+        return dumps_value(v)

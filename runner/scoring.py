@@ -1,0 +1,191 @@
+"""Scores, the log a scorer sees, and calling scorers.
+
+A scorer is any callable ``f(log) -> float | bool | int | Score | list[Score] | None``, sync or
+async. What it returns is normalised here into a list of :class:`Score`; what it raises, or a
+NaN/infinite value, becomes a :class:`ScorerFailure` for that scorer on that row, so one broken
+scorer never hides the others.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import traceback
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Union
+
+from runner.errors import FunctionError
+
+__all__ = [
+    "EvaluationResult",
+    "Log",
+    "Score",
+    "ScorerFailure",
+    "call_scorer",
+    "scorer_name",
+    "validate_scorers",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """One named score of one log.
+
+    >>> Score("exact_match", 1.0, reason="identical")
+    Score(name='exact_match', score=1.0, reason='identical')
+    """
+
+    name: str
+    score: float
+    reason: str | None = None
+
+
+#: Parea's name for a score; the same class.
+EvaluationResult = Score
+
+
+@dataclass(frozen=True, slots=True)
+class ScorerFailure:
+    """A scorer that raised or returned something unusable on one log."""
+
+    name: str
+    error: str
+
+
+@dataclass(slots=True)
+class Log:
+    """What a scorer (or a dataset-level eval) sees of one row-trial or span.
+
+    ``output`` is the function's return value exactly as returned; ``target`` is the row's
+    ``target`` column as in the dataset (``None`` if absent).
+    """
+
+    inputs: dict[str, Any]
+    output: Any = None
+    target: Any = None
+    status: str = "success"
+    error: str | None = None
+    latency: float = 0.0
+    trace_id: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    scores: list[Score] = field(default_factory=list)
+    #: scorer name -> error message, for scorers that failed on this log
+    score_errors: dict[str, str] = field(default_factory=dict)
+
+    def get_score(self, name: str) -> float | None:
+        """The value of the score called ``name`` on this log, or ``None`` if it has none."""
+        for s in self.scores:
+            if s.name == name:
+                return s.score
+        return None
+
+
+ScorerResult = Union[float, bool, int, Score, Sequence[Score], None]
+
+
+class Scorer(Protocol):
+    """A per-row scorer: takes a :class:`Log`, returns a score or scores (or awaits them)."""
+
+    def __call__(self, log: Log, /) -> ScorerResult | Awaitable[ScorerResult]: ...
+
+
+def scorer_name(scorer: Callable[..., Any]) -> str:
+    """The name a scorer's scores get when it returns a bare number."""
+    name = getattr(scorer, "__name__", None)
+    if not name or name == "<lambda>":
+        name = type(scorer).__name__ if not inspect.isfunction(scorer) else "score"
+    return str(name)
+
+
+def validate_scorers(scorers: Sequence[Any], what: str) -> list[Callable[..., Any]]:
+    """Check each scorer is callable with one argument; raise naming the bad one."""
+    out: list[Callable[..., Any]] = []
+    for s in scorers:
+        if not callable(s):
+            raise FunctionError(f"{what} must be callables taking a log; got {s!r} ({type(s).__name__})")
+        try:
+            sig = inspect.signature(s)
+        except (TypeError, ValueError):
+            out.append(s)
+            continue
+        try:
+            sig.bind(None)
+        except TypeError:
+            raise FunctionError(
+                f"{what}: {scorer_name(s)}{sig} cannot be called with one argument (the log); "
+                "a scorer takes exactly one positional argument"
+            ) from None
+        out.append(s)
+    return out
+
+
+def _check_number(name: str, value: Any) -> float:
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if not isinstance(value, (int, float)):
+        try:
+            import numpy as np  # numpy scalars are common in scorer code
+
+            if isinstance(value, (np.integer, np.floating, np.bool_)):
+                value = value.item()
+            else:
+                raise TypeError
+        except (ImportError, TypeError):
+            raise ValueError(
+                f"returned {type(value).__name__} {value!r}; a scorer returns a number, a bool, "
+                "a Score, a list of Scores or None"
+            ) from None
+    f = float(value)
+    if math.isnan(f) or math.isinf(f):
+        raise ValueError(f"returned {f}, which is not a finite number")
+    return f
+
+
+def normalise(name: str, value: Any) -> list[Score]:
+    """Turn what a scorer returned into scores; raise ``ValueError`` for anything unusable."""
+    if value is None:
+        return []
+    if isinstance(value, Score):
+        return [Score(value.name, _check_number(value.name, value.score), value.reason)]
+    if isinstance(value, Mapping) and "score" in value:
+        return [
+            Score(
+                str(value.get("name") or name),
+                _check_number(name, value["score"]),
+                value.get("reason"),
+            )
+        ]
+    if isinstance(value, (list, tuple)):
+        out: list[Score] = []
+        for v in value:
+            if not isinstance(v, Score):
+                raise ValueError(f"returned a list containing {type(v).__name__}; lists must hold Score objects")
+            out.extend(normalise(name, v))
+        return out
+    return [Score(name, _check_number(name, value))]
+
+
+def _format_exc(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+def call_scorer_sync(scorer: Callable[..., Any], log: Log) -> tuple[list[Score], list[ScorerFailure]]:
+    """Run a sync scorer; never raises for the scorer's own failures."""
+    name = scorer_name(scorer)
+    try:
+        return normalise(name, scorer(log)), []
+    except Exception as exc:
+        return [], [ScorerFailure(name, _format_exc(exc))]
+
+
+async def call_scorer(scorer: Callable[..., Any], log: Log) -> tuple[list[Score], list[ScorerFailure]]:
+    """Run a sync or async scorer; never raises for the scorer's own failures."""
+    name = scorer_name(scorer)
+    try:
+        value = scorer(log)
+        if inspect.isawaitable(value):
+            value = await value
+        return normalise(name, value), []
+    except Exception as exc:
+        return [], [ScorerFailure(name, _format_exc(exc))]

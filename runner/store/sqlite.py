@@ -1,0 +1,367 @@
+"""The SQLite store: projects, experiments, traces, datasets and feedback in one file.
+
+One connection per :class:`Store`, guarded by a lock, in WAL mode with a busy timeout, so two
+experiments in one process (sharing a Store) and two processes on one file (each with its own)
+never corrupt or mix each other's data: every write is one ``BEGIN IMMEDIATE`` transaction.
+
+Every method takes ``owner``: the tenant (an API key's id on the server, ``""`` embedded). Rows
+of one owner are invisible to every other.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import sqlite3
+import threading
+import uuid as _uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from runner.errors import BackendError, NotFoundError, RunNameError
+from runner.store.migrations import MIGRATIONS
+from runner.store.datasets import DatasetQueries
+from runner.store.traces import TraceQueries
+
+__all__ = ["RUN_NAME_RE", "Store", "now_iso", "validate_run_name"]
+
+RUN_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO 8601 with microseconds (sorts as text)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def validate_run_name(run_name: str) -> str:
+    if not RUN_NAME_RE.match(run_name):
+        raise RunNameError(
+            f"invalid run name {run_name!r}: use 1-100 letters, digits, '-' or '_' (e.g. 'baseline-1')"
+        )
+    return run_name
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def loads(text: str | bytes | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+class Store(TraceQueries, DatasetQueries):
+    """A SQLite file holding everything the runner and the server record.
+
+    >>> store = Store(":memory:")
+    >>> project, created = store.get_or_create_project("default")
+    """
+
+    def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            p = Path(self.path)
+            if p.is_dir():
+                raise BackendError(f"store path {self.path} is a directory; give a file path such as {p}/runner.db")
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BackendError(f"cannot create the folder for store {self.path}: {exc.strerror}") from None
+        try:
+            self._conn = sqlite3.connect(
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.DatabaseError as exc:
+            raise BackendError(
+                f"cannot open store {self.path}: {exc}; is it a runner SQLite file? "
+                "Point RUNNER_DB or --db at another path"
+            ) from None
+        self._lock = threading.RLock()
+        self._project_cache: dict[tuple[str, str], str] = {}
+        self._experiment_project: dict[str, str] = {}
+        self._migrate()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        with self._lock:
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise BackendError(
+                    f"store {self.path} was written by a newer runner (schema {version}); upgrade runner"
+                )
+            for i in range(version, len(MIGRATIONS)):
+                with self.transaction() as c:
+                    # re-check inside the write lock: another process may have migrated meanwhile
+                    if c.execute("PRAGMA user_version").fetchone()[0] > i:
+                        continue
+                    for stmt in MIGRATIONS[i].split(";"):
+                        if stmt.strip():
+                            c.execute(stmt)
+                    c.execute(f"PRAGMA user_version={i + 1}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken with the write lock up front (``BEGIN IMMEDIATE``)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            cur = self._conn.execute(sql, params)
+            cur.row_factory = sqlite3.Row
+            return cur.fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- projects ---------------------------------------------------------------------------
+    def get_or_create_project(self, name: str, owner: str = "") -> tuple[dict[str, Any], bool]:
+        """The project called ``name`` (created if missing) and whether it was created."""
+        rows = self._query("SELECT * FROM projects WHERE owner=? AND name=?", (owner, name))
+        if rows:
+            return dict(rows[0]), False
+        with self.transaction() as c:
+            row = c.execute("SELECT * FROM projects WHERE owner=? AND name=?", (owner, name)).fetchone()
+            if row is not None:  # created by another process meanwhile
+                return self.get_or_create_project(name, owner)
+            project = {"uuid": str(_uuid.uuid4()), "owner": owner, "name": name, "created_at": now_iso()}
+            c.execute(
+                "INSERT INTO projects(uuid, owner, name, created_at) VALUES (?,?,?,?)",
+                (project["uuid"], owner, name, project["created_at"]),
+            )
+        return project, True
+
+    def project_uuid(self, name: str, owner: str = "") -> str:
+        key = (owner, name)
+        uid = self._project_cache.get(key)
+        if uid is None:
+            uid = self.get_or_create_project(name, owner)[0]["uuid"]
+            self._project_cache[key] = uid
+        return uid
+
+    def get_project(self, project_uuid: str, owner: str = "") -> dict[str, Any]:
+        rows = self._query("SELECT * FROM projects WHERE uuid=? AND owner=?", (project_uuid, owner))
+        if not rows:
+            raise NotFoundError(f"project {project_uuid} not found")
+        return dict(rows[0])
+
+    def list_projects(self, owner: str = "") -> list[dict[str, Any]]:
+        return [dict(r) for r in self._query("SELECT * FROM projects WHERE owner=? ORDER BY name", (owner,))]
+
+    # -- experiments ------------------------------------------------------------------------
+    def create_experiment(
+        self,
+        *,
+        name: str,
+        project_uuid: str,
+        run_name: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        is_public: bool = False,
+        owner: str = "",
+        experiment_uuid: str | None = None,
+    ) -> dict[str, Any]:
+        """Create an experiment run; a taken or invalid ``run_name`` raises :class:`RunNameError`."""
+        self.get_project(project_uuid, owner)
+        if run_name is None:
+            run_name = self._unique_run_name(project_uuid)
+        validate_run_name(run_name)
+        uid = experiment_uuid or str(_uuid.uuid4())
+        created = now_iso()
+        try:
+            with self.transaction() as c:
+                c.execute(
+                    "INSERT INTO experiments(uuid, owner, project_uuid, name, run_name, is_public, metadata,"
+                    " status, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (uid, owner, project_uuid, name, run_name, int(is_public), dumps(dict(metadata or {})),
+                     "running", created),
+                )
+        except sqlite3.IntegrityError:
+            existing = self._query("SELECT uuid FROM experiments WHERE uuid=?", (uid,))
+            if existing and experiment_uuid:
+                return self.get_experiment(uid, owner)
+            raise RunNameError(
+                f"run name {run_name!r} is already used in this project; pick another name or leave it "
+                "out to get a generated one"
+            ) from None
+        self._experiment_project[uid] = project_uuid
+        return self.get_experiment(uid, owner)
+
+    def _unique_run_name(self, project_uuid: str) -> str:
+        from runner.names import generate_run_name
+
+        for _ in range(50):
+            candidate = generate_run_name()
+            if not self._query(
+                "SELECT 1 FROM experiments WHERE project_uuid=? AND run_name=?", (project_uuid, candidate)
+            ):
+                return candidate
+        return f"run-{_uuid.uuid4().hex[:12]}"  # pragma: no cover - 50 collisions in a row
+
+    def run_name_taken(self, project_uuid: str, run_name: str) -> bool:
+        return bool(
+            self._query("SELECT 1 FROM experiments WHERE project_uuid=? AND run_name=?", (project_uuid, run_name))
+        )
+
+    def _experiment_dict(self, row: sqlite3.Row) -> dict[str, Any]:
+        d = dict(row)
+        d["metadata"] = loads(d["metadata"]) or {}
+        d["dataset_level_stats"] = loads(d["dataset_level_stats"]) or []
+        d["pinned_stats"] = loads(d["pinned_stats"]) or []
+        d["is_public"] = bool(d["is_public"])
+        return d
+
+    def get_experiment(self, experiment_uuid: str, owner: str = "") -> dict[str, Any]:
+        rows = self._query(
+            "SELECT e.*, p.name AS project_name FROM experiments e JOIN projects p ON p.uuid=e.project_uuid"
+            " WHERE e.uuid=? AND e.owner=?",
+            (experiment_uuid, owner),
+        )
+        if not rows:
+            raise NotFoundError(f"experiment {experiment_uuid} not found")
+        return self._experiment_dict(rows[0])
+
+    def find_experiment(self, ref: str, owner: str = "", project_name: str | None = None) -> dict[str, Any]:
+        """An experiment by uuid, or the newest run with run name ``ref``."""
+        sql = (
+            "SELECT e.*, p.name AS project_name FROM experiments e JOIN projects p ON p.uuid=e.project_uuid"
+            " WHERE e.owner=? AND (e.uuid=? OR e.run_name=?)"
+        )
+        params: list[Any] = [owner, ref, ref]
+        if project_name is not None:
+            sql += " AND p.name=?"
+            params.append(project_name)
+        rows = self._query(sql + " ORDER BY e.created_at DESC LIMIT 1", params)
+        if not rows:
+            raise NotFoundError(f"no run or experiment called {ref!r}; `python -m runner list` shows them")
+        return self._experiment_dict(rows[0])
+
+    def list_experiments(
+        self,
+        owner: str = "",
+        *,
+        project_name: str | None = None,
+        experiment_name_filter: str | None = None,
+        run_name_filter: str | None = None,
+        metadata_filter: Mapping[str, Any] | None = None,
+        experiment_uuids: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT e.*, p.name AS project_name FROM experiments e JOIN projects p ON p.uuid=e.project_uuid"
+            " WHERE e.owner=?"
+        )
+        params: list[Any] = [owner]
+        if project_name is not None:
+            sql += " AND p.name=?"
+            params.append(project_name)
+        if experiment_name_filter:
+            sql += " AND instr(lower(e.name), lower(?)) > 0"
+            params.append(experiment_name_filter)
+        if run_name_filter:
+            sql += " AND instr(lower(e.run_name), lower(?)) > 0"
+            params.append(run_name_filter)
+        if experiment_uuids is not None:
+            sql += f" AND e.uuid IN ({','.join('?' * len(experiment_uuids))})"
+            params.extend(experiment_uuids)
+        sql += " ORDER BY e.created_at DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        out = [self._experiment_dict(r) for r in self._query(sql, params)]
+        if metadata_filter:
+            out = [
+                e for e in out if all(str(e["metadata"].get(k)) == str(v) for k, v in metadata_filter.items())
+            ]
+        for e in out:
+            if e["num_samples"] is None:
+                e["num_samples"] = self.count_roots(e["uuid"])
+        return out
+
+    def experiment_project_uuid(self, experiment_uuid: str) -> str | None:
+        uid = self._experiment_project.get(experiment_uuid)
+        if uid is None:
+            rows = self._query("SELECT project_uuid FROM experiments WHERE uuid=?", (experiment_uuid,))
+            if rows:
+                uid = rows[0][0]
+                self._experiment_project[experiment_uuid] = uid
+        return uid
+
+    def finish_experiment(
+        self,
+        experiment_uuid: str,
+        *,
+        status: str = "completed",
+        dataset_level_stats: Iterable[Mapping[str, Any]] | None = None,
+        owner: str = "",
+    ) -> list[dict[str, Any]]:
+        """Mark the experiment finished, store its pinned and dataset-level stats; return root stats."""
+        self.get_experiment(experiment_uuid, owner)
+        stats = self.experiment_stats(experiment_uuid, owner)
+        pinned = pinned_stats(stats)
+        dls = [
+            {"name": s["name"], "score": float(s["score"]), "reason": s.get("reason")}
+            for s in (dataset_level_stats or [])
+        ]
+        pinned.extend({"var1": s["name"], "operation": "custom", "value": s["score"]} for s in dls)
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE experiments SET status=?, finished_at=?, dataset_level_stats=?, pinned_stats=?,"
+                " num_samples=? WHERE uuid=? AND owner=?",
+                (status, now_iso(), dumps(dls), dumps(pinned), len(stats), experiment_uuid, owner),
+            )
+        return stats
+
+    def set_experiment_status(self, experiment_uuid: str, status: str, owner: str = "") -> None:
+        with self.transaction() as c:
+            c.execute("UPDATE experiments SET status=? WHERE uuid=? AND owner=?", (status, experiment_uuid, owner))
+
+    # -- feedback ---------------------------------------------------------------------------
+    def record_feedback(
+        self, trace_id: str, score: float, comment: str | None, target: str | None, owner: str = ""
+    ) -> None:
+        if not self._query("SELECT 1 FROM traces WHERE trace_id=? AND owner=?", (trace_id, owner)):
+            raise NotFoundError(f"trace {trace_id} not found")
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO feedback(owner, trace_id, score, comment, target, created_at) VALUES (?,?,?,?,?,?)",
+                (owner, trace_id, float(score), comment, target, now_iso()),
+            )
+        fields: dict[str, Any] = {"feedback_score": float(score)}
+        if target is not None:
+            fields["target"] = target
+        self.update_trace(trace_id, fields, owner)
+
+
+def pinned_stats(stats: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Means of every score, latency, tokens and cost over root-trace stats (Parea's pinned stats)."""
+    sums: dict[str, list[float]] = {}
+    for s in stats:
+        for sc in s.get("scores") or []:
+            sums.setdefault(sc["name"], []).append(float(sc["score"]))
+    out = [{"var1": k, "operation": "mean", "value": sum(v) / len(v)} for k, v in sums.items()]
+    n = len(stats)
+    if n:
+        for label, key in (
+            ("Latency", "latency"),
+            ("Input Tokens", "input_tokens"),
+            ("Output Tokens", "output_tokens"),
+            ("Total Tokens", "total_tokens"),
+            ("Cost", "cost"),
+        ):
+            out.append({"var1": label, "operation": "mean", "value": sum(float(s.get(key) or 0) for s in stats) / n})
+    return out

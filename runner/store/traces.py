@@ -1,0 +1,350 @@
+"""Trace logs in the store: the upsert, trees, per-root stats and filtered reads.
+
+Children may arrive before or after their parents and any log may be posted twice: a write is
+an upsert keyed by ``trace_id`` that merges the new fields into the stored ones (RFC 7396, via
+SQLite's ``json_patch``), so retries and partial updates never lose or duplicate anything.
+
+Scores, tokens and cost of children are rolled up on read: a span's effective scores are its own
+plus, for each name it does not score itself, the mean of that score over its descendants; its
+tokens and cost are its own plus all of its descendants'.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+import orjson
+
+from runner.errors import NotFoundError
+
+__all__ = ["TraceQueries", "merge_scores"]
+
+_NUM_COLS = ("latency", "input_tokens", "output_tokens", "total_tokens", "cost")
+
+_UPSERT = """
+INSERT INTO traces(trace_id, owner, root_trace_id, parent_trace_id, experiment_uuid, project_uuid,
+    trace_name, status, depth, execution_order, start_timestamp, end_timestamp, latency, input_tokens,
+    output_tokens, total_tokens, cost, is_root, scores, created_at, data)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+ON CONFLICT(trace_id) DO UPDATE SET
+    root_trace_id=excluded.root_trace_id,
+    parent_trace_id=coalesce(excluded.parent_trace_id, traces.parent_trace_id),
+    experiment_uuid=coalesce(excluded.experiment_uuid, traces.experiment_uuid),
+    project_uuid=coalesce(excluded.project_uuid, traces.project_uuid),
+    trace_name=coalesce(excluded.trace_name, traces.trace_name),
+    status=coalesce(excluded.status, traces.status),
+    depth=excluded.depth,
+    execution_order=excluded.execution_order,
+    start_timestamp=coalesce(excluded.start_timestamp, traces.start_timestamp),
+    end_timestamp=coalesce(excluded.end_timestamp, traces.end_timestamp),
+    latency=coalesce(excluded.latency, traces.latency),
+    input_tokens=coalesce(excluded.input_tokens, traces.input_tokens),
+    output_tokens=coalesce(excluded.output_tokens, traces.output_tokens),
+    total_tokens=coalesce(excluded.total_tokens, traces.total_tokens),
+    cost=coalesce(excluded.cost, traces.cost),
+    is_root=excluded.is_root,
+    scores=coalesce(excluded.scores, traces.scores),
+    data=json_patch(traces.data, excluded.data)
+WHERE traces.owner = excluded.owner
+"""
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def merge_scores(own: Sequence[Mapping[str, Any]], descendants: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A span's own scores, then the mean of each other score name over its descendants."""
+    out = [dict(s) for s in own]
+    seen = {s["name"] for s in own}
+    acc: dict[str, list[float]] = {}
+    for s in descendants:
+        if s["name"] not in seen:
+            acc.setdefault(s["name"], []).append(float(s["score"]))
+    out.extend({"name": k, "score": sum(v) / len(v)} for k, v in acc.items())
+    return out
+
+
+def _clean_scores(scores: Any) -> list[dict[str, Any]] | None:
+    if scores is None:
+        return None
+    out = []
+    for s in scores:
+        v = float(s["score"])
+        if math.isfinite(v):
+            out.append({k: s[k] for k in ("name", "score", "reason", "evaluation_metric_id") if s.get(k) is not None}
+                       | {"score": v})
+    return out
+
+
+class TraceQueries:
+    """Mixin of :class:`runner.store.Store` holding everything about trace logs."""
+
+    _lock: threading.RLock
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:  # pragma: no cover - in Store
+        raise NotImplementedError
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:  # pragma: no cover
+        raise NotImplementedError
+
+    def project_uuid(self, name: str, owner: str = "") -> str:  # pragma: no cover - in Store
+        raise NotImplementedError
+
+    def experiment_project_uuid(self, experiment_uuid: str) -> str | None:  # pragma: no cover
+        raise NotImplementedError
+
+    # -- writes -----------------------------------------------------------------------------
+    def upsert_traces(self, logs: Iterable[Mapping[str, Any]], owner: str = "") -> int:
+        """Insert or merge trace logs (dicts shaped like ``TraceLogSchema``) in one transaction."""
+        rows = self._trace_rows(logs, owner)
+        if rows:
+            with self.transaction() as c:
+                c.executemany(_UPSERT, rows)
+        return len(rows)
+
+    def _trace_rows(self, logs: Iterable[Mapping[str, Any]], owner: str) -> list[tuple[Any, ...]]:
+        from runner.store.sqlite import now_iso
+
+        created = now_iso()
+        rows = []
+        for log in logs:
+            data = {k: v for k, v in log.items() if v is not None}
+            trace_id = data["trace_id"]
+            parent = data.get("parent_trace_id")
+            root = data.get("root_trace_id") or (trace_id if parent in (None, trace_id) else parent)
+            data["root_trace_id"] = root
+            data.setdefault("parent_trace_id", trace_id if root == trace_id else root)
+            is_root = root == trace_id
+            project = data.get("project_uuid")
+            exp = data.get("experiment_uuid")
+            if project is None and exp is not None:
+                project = self.experiment_project_uuid(exp)
+            if project is None:
+                project = self.project_uuid(data.get("project_name") or "default", owner)
+            data["project_uuid"] = project
+            scores = _clean_scores(data.get("scores"))
+            if scores is not None:
+                data["scores"] = scores
+            rows.append(
+                (
+                    trace_id, owner, root, data["parent_trace_id"], exp, project, data.get("trace_name"),
+                    data.get("status"), int(data.get("depth") or 0), int(data.get("execution_order") or 0),
+                    data.get("start_timestamp"), data.get("end_timestamp"), data.get("latency"),
+                    data.get("input_tokens"), data.get("output_tokens"), data.get("total_tokens"),
+                    data.get("cost"), int(is_root), None if scores is None else _dumps(scores), created,
+                    _dumps(data),
+                )
+            )
+        return rows
+
+    def update_trace(self, trace_id: str, fields: Mapping[str, Any], owner: str = "") -> None:
+        """``PUT /trace_log``: set the given fields of an existing log."""
+        rows = self._query("SELECT data FROM traces WHERE trace_id=? AND owner=?", (trace_id, owner))
+        if not rows:
+            raise NotFoundError(f"trace {trace_id} not found")
+        data = orjson.loads(rows[0][0])
+        data.update(fields)
+        data["trace_id"] = trace_id
+        rows = self._trace_rows([data], owner)
+        with self.transaction() as c:
+            c.execute("DELETE FROM traces WHERE trace_id=? AND owner=?", (trace_id, owner))
+            c.executemany(_UPSERT, rows)
+
+    # -- reads ------------------------------------------------------------------------------
+    def count_roots(self, experiment_uuid: str) -> int:
+        return int(
+            self._query("SELECT count(*) FROM traces WHERE experiment_uuid=? AND is_root=1", (experiment_uuid,))[0][0]
+        )
+
+    def count_traces(self, owner: str = "") -> int:
+        return int(self._query("SELECT count(*) FROM traces WHERE owner=?", (owner,))[0][0])
+
+    def _child_rollup(self, root_sql: str, params: Sequence[Any]) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
+        sums: dict[str, list[float]] = {}
+        for r in self._query(
+            "SELECT root_trace_id, sum(coalesce(input_tokens,0)), sum(coalesce(output_tokens,0)),"
+            " sum(coalesce(total_tokens,0)), sum(coalesce(cost,0)) FROM traces"
+            f" WHERE root_trace_id IN ({root_sql}) AND is_root=0 GROUP BY root_trace_id",
+            params,
+        ):
+            sums[r[0]] = [r[1], r[2], r[3], r[4]]
+        scores: dict[str, list[Any]] = defaultdict(list)
+        for r in self._query(
+            f"SELECT root_trace_id, scores FROM traces WHERE root_trace_id IN ({root_sql}) AND is_root=0"
+            " AND scores IS NOT NULL AND scores != '[]'",
+            params,
+        ):
+            scores[r[0]].extend(orjson.loads(r[1]))
+        return sums, scores
+
+    def experiment_stats(self, experiment_uuid: str, owner: str = "") -> list[dict[str, Any]]:
+        """``TraceStatsSchema`` dicts of the experiment's root traces, with children rolled up."""
+        root_sql = "SELECT trace_id FROM traces WHERE experiment_uuid=? AND is_root=1 AND owner=?"
+        params = (experiment_uuid, owner)
+        sums, child_scores = self._child_rollup(root_sql, params)
+        out = []
+        for r in self._query(
+            "SELECT trace_id, latency, input_tokens, output_tokens, total_tokens, cost, scores FROM traces"
+            " WHERE experiment_uuid=? AND is_root=1 AND owner=? ORDER BY rowid",
+            params,
+        ):
+            extra = sums.get(r[0], [0, 0, 0, 0.0])
+            own = orjson.loads(r[6]) if r[6] else []
+            out.append(
+                {
+                    "trace_id": r[0],
+                    "latency": r[1] or 0.0,
+                    "input_tokens": (r[2] or 0) + extra[0],
+                    "output_tokens": (r[3] or 0) + extra[1],
+                    "total_tokens": (r[4] or 0) + extra[2],
+                    "cost": (r[5] or 0.0) + extra[3],
+                    "scores": merge_scores(own, child_scores.get(r[0], ())),
+                }
+            )
+        return out
+
+    def experiment_rows(self, experiment_uuid: str, owner: str = "") -> list[dict[str, Any]]:
+        """Root trace logs of an experiment (full data, children's scores and costs rolled up)."""
+        stats = {s["trace_id"]: s for s in self.experiment_stats(experiment_uuid, owner)}
+        out = []
+        for r in self._query(
+            "SELECT data FROM traces WHERE experiment_uuid=? AND is_root=1 AND owner=? ORDER BY rowid",
+            (experiment_uuid, owner),
+        ):
+            d = orjson.loads(r[0])
+            s = stats.get(d["trace_id"])
+            if s is not None:
+                d.update({k: s[k] for k in ("scores", "input_tokens", "output_tokens", "total_tokens", "cost")})
+            out.append(d)
+        return out
+
+    def get_trace_tree(self, trace_id: str, owner: str = "") -> dict[str, Any]:
+        """The log ``trace_id`` with its descendants nested in ``children_logs``."""
+        rows = self._query("SELECT root_trace_id FROM traces WHERE trace_id=? AND owner=?", (trace_id, owner))
+        if not rows:
+            raise NotFoundError(f"trace {trace_id} not found")
+        nodes = self._trees_for_roots([rows[0][0]], owner)
+        node = nodes.get(trace_id)
+        if node is None:  # pragma: no cover - defensive: the row exists
+            raise NotFoundError(f"trace {trace_id} not found")
+        return node
+
+    def _trees_for_roots(self, roots: Sequence[str], owner: str) -> dict[str, dict[str, Any]]:
+        """Every node of the given traces, by id, each with its rolled-up children attached."""
+        nodes: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(roots), 500):
+            chunk = roots[i : i + 500]
+            for r in self._query(
+                f"SELECT data FROM traces WHERE owner=? AND root_trace_id IN ({','.join('?' * len(chunk))})",
+                (owner, *chunk),
+            ):
+                d = orjson.loads(r[0])
+                d["children_logs"] = []
+                nodes[d["trace_id"]] = d
+        for d in sorted(nodes.values(), key=lambda n: (n.get("depth", 0), n.get("execution_order", 0))):
+            parent = d.get("parent_trace_id")
+            if parent and parent != d["trace_id"] and parent in nodes:
+                nodes[parent]["children_logs"].append(d)
+        for d in nodes.values():
+            d["children"] = [c["trace_id"] for c in d["children_logs"]]
+        done: set[str] = set()
+
+        def roll(node: dict[str, Any]) -> tuple[list[dict[str, Any]], list[float]]:
+            # returns (all scores in the subtree below and at node, [in, out, total, cost] of subtree)
+            desc_scores: list[dict[str, Any]] = []
+            tot = [0.0, 0.0, 0.0, 0.0]
+            for child in node["children_logs"]:
+                s, t = roll(child)
+                desc_scores.extend(s)
+                tot = [a + b for a, b in zip(tot, t)]
+            own = node.get("scores") or []
+            if node["trace_id"] not in done:
+                done.add(node["trace_id"])
+                node["scores"] = merge_scores(own, desc_scores)
+                if node["children_logs"]:
+                    node["input_tokens"] = int((node.get("input_tokens") or 0) + tot[0])
+                    node["output_tokens"] = int((node.get("output_tokens") or 0) + tot[1])
+                    node["total_tokens"] = int((node.get("total_tokens") or 0) + tot[2])
+                    node["cost"] = (node.get("cost") or 0.0) + tot[3]
+                    return [*own, *desc_scores], [
+                        float(node["input_tokens"]), float(node["output_tokens"]),
+                        float(node["total_tokens"]), float(node["cost"]),
+                    ]
+            own_tot = [float(node.get(k) or 0) for k in ("input_tokens", "output_tokens", "total_tokens", "cost")]
+            return [*own, *desc_scores], own_tot
+
+        for d in list(nodes.values()):
+            if d.get("parent_trace_id") in (None, d["trace_id"]) or d.get("parent_trace_id") not in nodes:
+                roll(d)
+        return nodes
+
+    def trace_trees(self, root_ids: Sequence[str], owner: str = "") -> list[dict[str, Any]]:
+        nodes = self._trees_for_roots(root_ids, owner)
+        return [nodes[r] for r in root_ids if r in nodes]
+
+    def filter_sql(
+        self, field: str | None, key: str | None, operator: str | None, value: str | None
+    ) -> tuple[str, list[Any]]:
+        """A SQL condition (on table ``traces``) for a Parea ``FilterBaseSchema``; ``("", [])`` for none."""
+        if not field or not operator:
+            return "", []
+        columns = {
+            "trace_id", "trace_name", "status", "experiment_uuid", "root_trace_id", "parent_trace_id",
+            "start_timestamp", "end_timestamp", "latency", "input_tokens", "output_tokens",
+            "total_tokens", "cost", "depth",
+        }
+        params: list[Any] = []
+        if field.startswith("score:"):
+            expr = "(SELECT json_extract(value,'$.score') FROM json_each(traces.scores)" \
+                   " WHERE json_extract(value,'$.name')=? LIMIT 1)"
+            params.append(field[len("score:"):])
+        elif field in columns:
+            expr = field
+        elif field in ("metadata", "inputs") and key:
+            expr = f"json_extract(traces.data, '$.{field}.' || json_quote(?))"
+            params.append(key)
+        elif field in ("output", "target", "error", "session_id", "end_user_identifier", "tags"):
+            expr = f"json_extract(traces.data, '$.{field}')"
+        else:
+            raise ValueError(f"cannot filter on field {field!r}")
+        ops = {
+            "equals": "=", "not_equals": "!=", "greater_than_or_equal": ">=", "less_than_or_equal": "<=",
+            "greater_than": ">", "less_than": "<",
+        }
+        if operator in ops:
+            num = _as_number(value)
+            return f"{expr} {ops[operator]} ?", [*params, num if num is not None else value]
+        if operator == "like":
+            return f"CAST({expr} AS TEXT) LIKE ?", [*params, f"%{value or ''}%"]
+        if operator == "is_null":
+            return f"{expr} IS NULL", params
+        if operator == "exists":
+            return f"{expr} IS NOT NULL", params
+        if operator == "in":
+            items = [v.strip() for v in (value or "").split(",") if v.strip()]
+            if not items:
+                return "0", []
+            return f"{expr} IN ({','.join('?' * len(items))})", [*params, *items]
+        if operator == "between":
+            parts = [v.strip() for v in (value or "").split(",")]
+            if len(parts) != 2:
+                raise ValueError("the 'between' filter takes two comma-separated values, e.g. '0.2,0.8'")
+            lo, hi = (_as_number(p) if _as_number(p) is not None else p for p in parts)
+            return f"{expr} BETWEEN ? AND ?", [*params, lo, hi]
+        raise ValueError(f"unknown filter operator {operator!r}")
+
+
+def _as_number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
