@@ -285,6 +285,42 @@ class TraceQueries:
                 roll(d)
         return nodes
 
+    def find_roots(
+        self,
+        owner: str = "",
+        *,
+        experiment_uuid: str | None = None,
+        project_uuid: str | None = None,
+        condition: str = "",
+        params: Sequence[Any] = (),
+        since: str | None = None,
+        status: str | None = None,
+        newest_first: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> tuple[int, list[str]]:
+        """How many root traces match, and the ids of one page of them (for ``trace_trees``).
+
+        ``condition``/``params`` come from :meth:`filter_sql`; ``since`` is an ISO timestamp."""
+        where = ["owner=?", "is_root=1"]
+        args: list[Any] = [owner]
+        for sql, value in (
+            ("experiment_uuid=?", experiment_uuid), ("project_uuid=?", project_uuid),
+            ("start_timestamp>=?", since), ("status=?", status),
+        ):
+            if value is not None:
+                where.append(sql)
+                args.append(value)
+        if condition:
+            where.append(f"({condition})")
+            args.extend(params)
+        sql_where = " AND ".join(where)
+        total = int(self._query(f"SELECT count(*) FROM traces WHERE {sql_where}", args)[0][0])
+        order = "start_timestamp DESC, rowid DESC" if newest_first else "rowid"
+        page = f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else ""
+        ids = [r[0] for r in self._query(f"SELECT trace_id FROM traces WHERE {sql_where} ORDER BY {order}{page}", args)]
+        return total, ids
+
     def trace_trees(self, root_ids: Sequence[str], owner: str = "") -> list[dict[str, Any]]:
         nodes = self._trees_for_roots(root_ids, owner)
         return [nodes[r] for r in root_ids if r in nodes]
