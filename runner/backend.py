@@ -46,6 +46,10 @@ class Backend(Protocol):
         """Return once everything logged so far is stored; raise if some of it cannot be."""
         ...
 
+    def log_from_thread(self, logs: Sequence[dict[str, Any]], loop: asyncio.AbstractEventLoop) -> None:
+        """Hand over logs from a worker thread (sync functions); may block for backpressure."""
+        ...
+
     async def finish_experiment(
         self, experiment_uuid: str, *, status: str, dataset_level_stats: Sequence[Mapping[str, Any]]
     ) -> list[dict[str, Any]]:
@@ -69,8 +73,17 @@ _STOP = object()
 class EmbeddedBackend:
     """The default backend: a SQLite file, written by one background thread in batches."""
 
-    def __init__(self, store: Store, *, batch_size: int = 1000, max_pending_batches: int = 8, owner: str = "") -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        batch_size: int = 1000,
+        max_pending_batches: int = 8,
+        owner: str = "",
+        close_store: bool = False,
+    ) -> None:
         self.store = store
+        self._close_store = close_store
         self.location = store.path
         self.owner = owner
         self.batch_size = batch_size
@@ -126,6 +139,10 @@ class EmbeddedBackend:
             batch, self._buffer = self._buffer, []
             await self._put(batch)
 
+    def log_from_thread(self, logs: Sequence[dict[str, Any]], loop: asyncio.AbstractEventLoop) -> None:
+        self._ensure_thread()
+        self._queue.put(list(logs))  # blocks while the writer is behind: backpressure
+
     async def flush(self) -> None:
         if self._buffer:
             batch, self._buffer = self._buffer, []
@@ -164,3 +181,5 @@ class EmbeddedBackend:
                 self._queue.put(_STOP)
                 await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
                 self._thread = None
+            if self._close_store:
+                self.store.close()

@@ -9,11 +9,12 @@ spec, both forced by the official SDK:
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from runner._json import dumps_value
 
 __all__ = [
     "API_PREFIX",
@@ -51,16 +52,6 @@ __all__ = [
 
 #: Every path of the API lives under this prefix.
 API_PREFIX = "/api/parea/v1"
-
-
-def dumps_value(value: Any) -> str | None:
-    """Serialise a non-string output/target to a string, as the spec asks."""
-    if value is None or isinstance(value, str):
-        return value
-    try:
-        return json.dumps(value, default=str, ensure_ascii=False)
-    except (TypeError, ValueError):
-        return str(value)
 
 
 class _Model(BaseModel):

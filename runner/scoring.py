@@ -13,7 +13,7 @@ import math
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 from runner.errors import FunctionError
 
@@ -81,7 +81,7 @@ class Log:
         return None
 
 
-ScorerResult = Union[float, bool, int, Score, Sequence[Score], None]
+ScorerResult = float | bool | int | Score | Sequence[Score] | None
 
 
 class Scorer(Protocol):

@@ -55,7 +55,12 @@ class DatasetQueries:
         for tc in test_cases:
             cur = c.execute(
                 "INSERT INTO testcases(dataset_id, inputs, target, tags) VALUES (?,?,?,?)",
-                (dataset_id, _dumps(dict(tc.get("inputs") or {})), tc.get("target"), _dumps(list(tc.get("tags") or []))),
+                (
+                    dataset_id,
+                    _dumps(dict(tc.get("inputs") or {})),
+                    tc.get("target"),
+                    _dumps(list(tc.get("tags") or [])),
+                ),
             )
             ids.append(int(cur.lastrowid or 0))
         return ids

@@ -56,7 +56,8 @@ MIGRATIONS: list[str] = [
         created_at TEXT NOT NULL DEFAULT '',
         data TEXT NOT NULL
     );
-    CREATE INDEX traces_root ON traces(root_trace_id);
+    -- children only: roots are found through experiment_uuid, so most rows stay out of it
+    CREATE INDEX traces_child_root ON traces(root_trace_id) WHERE is_root=0;
     CREATE INDEX traces_experiment_root ON traces(experiment_uuid, is_root);
     CREATE INDEX traces_project_start ON traces(project_uuid, start_timestamp);
     CREATE TABLE datasets (

@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 
 from runner.errors import BackendError, NotFoundError, RunNameError
-from runner.store.migrations import MIGRATIONS
 from runner.store.datasets import DatasetQueries
+from runner.store.migrations import MIGRATIONS
 from runner.store.traces import TraceQueries
 
 __all__ = ["RUN_NAME_RE", "Store", "now_iso", "validate_run_name"]

@@ -152,10 +152,10 @@ class TraceQueries:
         data = orjson.loads(rows[0][0])
         data.update(fields)
         data["trace_id"] = trace_id
-        rows = self._trace_rows([data], owner)
+        new_rows = self._trace_rows([data], owner)
         with self.transaction() as c:
             c.execute("DELETE FROM traces WHERE trace_id=? AND owner=?", (trace_id, owner))
-            c.executemany(_UPSERT, rows)
+            c.executemany(_UPSERT, new_rows)
 
     # -- reads ------------------------------------------------------------------------------
     def count_roots(self, experiment_uuid: str) -> int:
@@ -166,7 +166,9 @@ class TraceQueries:
     def count_traces(self, owner: str = "") -> int:
         return int(self._query("SELECT count(*) FROM traces WHERE owner=?", (owner,))[0][0])
 
-    def _child_rollup(self, root_sql: str, params: Sequence[Any]) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
+    def _child_rollup(
+        self, root_sql: str, params: Sequence[Any]
+    ) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
         sums: dict[str, list[float]] = {}
         for r in self._query(
             "SELECT root_trace_id, sum(coalesce(input_tokens,0)), sum(coalesce(output_tokens,0)),"
@@ -205,7 +207,7 @@ class TraceQueries:
                     "output_tokens": (r[3] or 0) + extra[1],
                     "total_tokens": (r[4] or 0) + extra[2],
                     "cost": (r[5] or 0.0) + extra[3],
-                    "scores": merge_scores(own, child_scores.get(r[0], ())),
+                    "scores": merge_scores(own, child_scores[r[0]]) if r[0] in child_scores else own,
                 }
             )
         return out
@@ -241,9 +243,11 @@ class TraceQueries:
         nodes: dict[str, dict[str, Any]] = {}
         for i in range(0, len(roots), 500):
             chunk = roots[i : i + 500]
+            marks = ",".join("?" * len(chunk))
             for r in self._query(
-                f"SELECT data FROM traces WHERE owner=? AND root_trace_id IN ({','.join('?' * len(chunk))})",
-                (owner, *chunk),
+                f"SELECT data FROM traces WHERE owner=? AND trace_id IN ({marks})"
+                f" UNION ALL SELECT data FROM traces WHERE owner=? AND is_root=0 AND root_trace_id IN ({marks})",
+                (owner, *chunk, owner, *chunk),
             ):
                 d = orjson.loads(r[0])
                 d["children_logs"] = []
@@ -263,7 +267,7 @@ class TraceQueries:
             for child in node["children_logs"]:
                 s, t = roll(child)
                 desc_scores.extend(s)
-                tot = [a + b for a, b in zip(tot, t)]
+                tot = [a + b for a, b in zip(tot, t, strict=True)]
             own = node.get("scores") or []
             if node["trace_id"] not in done:
                 done.add(node["trace_id"])

@@ -1,0 +1,279 @@
+"""Bounded concurrent execution of rows: a fixed pool of workers pulling rows lazily.
+
+``n_workers`` coroutines pull ``(row, trial)`` items from one shared iterator, so rows are read
+from the dataset only as fast as they are run and at most ``n_workers`` run at once. A sync
+function runs, with its sync scorers, in one call on a thread pool of the same size (the
+context is copied, so spans opened there find their row); an async function and async scorers
+run on the loop.
+
+Stopping: ``stop()`` (first Ctrl-C) lets running rows end and starts no new ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from runner.dataset import Row
+from runner.scoring import Log, Score, ScorerFailure, call_scorer, call_scorer_sync
+from runner.tracing import Span, TraceRun, reset_current, set_current
+
+__all__ = ["Collector", "Engine", "RowOutcome"]
+
+
+@dataclass(slots=True)
+class RowOutcome:
+    """What one row-trial produced: its log for scorers and evals, and its wire logs."""
+
+    row: Row
+    trial: int
+    log: Log
+    wire: list[dict[str, Any]]
+
+
+def is_async_callable(fn: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+class Engine:
+    """Runs one experiment's function and scorers over rows with bounded concurrency."""
+
+    def __init__(
+        self,
+        *,
+        func: Callable[..., Any],
+        func_name: str,
+        make_kwargs: Callable[[dict[str, Any]], dict[str, Any]],
+        scorers: Sequence[Callable[..., Any]],
+        n_workers: int,
+        experiment_uuid: str,
+        project_name: str,
+        collector: Collector,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.func = func
+        self.func_name = func_name
+        self.make_kwargs = make_kwargs
+        self.is_async = is_async_callable(func)
+        self.sync_scorers = [s for s in scorers if not is_async_callable(s)]
+        self.async_scorers = [s for s in scorers if is_async_callable(s)]
+        self.n_workers = n_workers
+        self.experiment_uuid = experiment_uuid
+        self.project_name = project_name
+        self.collector = collector
+        self._stopping = False
+        self._pool: ThreadPoolExecutor | None = None
+        #: rows running now, for the "still running" report on interruption
+        self.running: dict[tuple[str, int], float] = {}
+
+    def stop(self) -> None:
+        """Start no new rows; rows already running finish."""
+        self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    # -- one row ------------------------------------------------------------------------------
+    def _root(self, row: Row, trial: int) -> Span:
+        run = TraceRun(self.experiment_uuid, self.project_name, row.target)
+        root = Span(self.func_name, run, None, row.inputs)
+        root.metadata.update({"row_id": row.id, "row_index": row.index, "trial": trial})
+        return root
+
+    def _call_sync(self, root: Span, kwargs: dict[str, Any]) -> tuple[list[Score], list[ScorerFailure]]:
+        token = set_current(root)
+        try:
+            root.output = self.func(**kwargs)
+        except Exception as exc:
+            root.fail(exc)
+        finally:
+            reset_current(token)
+            root.finish()
+        return self._score_sync(root)
+
+    def _score_sync(self, root: Span) -> tuple[list[Score], list[ScorerFailure]]:
+        scores: list[Score] = []
+        failures: list[ScorerFailure] = []
+        if root.status != "success" or not self.sync_scorers:
+            return scores, failures
+        log = root.as_log()
+        for s in self.sync_scorers:
+            got, failed = call_scorer_sync(s, log)
+            scores.extend(got)
+            failures.extend(failed)
+        return scores, failures
+
+    async def run_row(self, row: Row, trial: int) -> RowOutcome:
+        """Run one row-trial of an async function (and its scorers) on the loop."""
+        root = self._root(row, trial)
+        kwargs = self.make_kwargs(row.inputs)
+        token = set_current(root)
+        try:
+            root.output = await self.func(**kwargs)
+        except Exception as exc:
+            root.fail(exc)
+        finally:
+            reset_current(token)
+            root.finish()
+        if self.sync_scorers and root.status == "success":
+            assert self._pool is not None
+            scores, failures = await asyncio.get_running_loop().run_in_executor(self._pool, self._score_sync, root)
+        else:
+            scores, failures = [], []
+        if self.async_scorers and root.status == "success":
+            more, more_failures = await self._score_async(root)
+            scores += more
+            failures += more_failures
+        return self._outcome(row, trial, root, scores, failures)
+
+    def run_row_sync(self, row: Row, trial: int, loop: asyncio.AbstractEventLoop) -> RowOutcome:
+        """Run one row-trial of a sync function and its scorers, on a worker thread."""
+        root = self._root(row, trial)
+        scores, failures = contextvars.copy_context().run(self._call_sync, root, self.make_kwargs(row.inputs))
+        if self.async_scorers and root.status == "success":
+            more, more_failures = asyncio.run_coroutine_threadsafe(self._score_async(root), loop).result()
+            scores += more
+            failures += more_failures
+        return self._outcome(row, trial, root, scores, failures)
+
+    async def _score_async(self, root: Span) -> tuple[list[Score], list[ScorerFailure]]:
+        scores: list[Score] = []
+        failures: list[ScorerFailure] = []
+        log = root.as_log()
+        for s in self.async_scorers:
+            got, failed = await call_scorer(s, log)
+            scores.extend(got)
+            failures.extend(failed)
+        return scores, failures
+
+    @staticmethod
+    def _outcome(row: Row, trial: int, root: Span, scores: list[Score], failures: list[ScorerFailure]) -> RowOutcome:
+        root.scores.extend(scores)
+        if failures:
+            root.score_errors.update({f.name: f.error for f in failures})
+        log = root.as_log()
+        children = root.run.children
+        if children:
+            # children's scores roll up to the root (the backend does the same for what it stores)
+            own = {s.name for s in log.scores}
+            acc: dict[str, list[float]] = {}
+            for c in children:
+                for sc in c.get("scores") or ():
+                    if sc["name"] not in own:
+                        acc.setdefault(sc["name"], []).append(float(sc["score"]))
+            log.scores.extend(Score(k, sum(v) / len(v)) for k, v in acc.items())
+        return RowOutcome(row, trial, log, [root.to_wire(), *children])
+
+    # -- the pool -----------------------------------------------------------------------------
+    async def run(self, items: Iterator[tuple[Row, int]]) -> None:
+        """Run every item with at most ``n_workers`` at once; returns when all are done or stopped."""
+        if self.is_async:
+            await self._run_async(items)
+        else:
+            await self._run_threads(items)
+
+    async def _run_async(self, items: Iterator[tuple[Row, int]]) -> None:
+        if self.sync_scorers:
+            self._pool = ThreadPoolExecutor(max_workers=self.n_workers, thread_name_prefix="runner-score")
+        try:
+            workers = [asyncio.create_task(self._worker(items)) for _ in range(self.n_workers)]
+            try:
+                await asyncio.gather(*workers)
+            except BaseException:
+                self._stopping = True
+                for w in workers:
+                    w.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+                raise
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _worker(self, items: Iterator[tuple[Row, int]]) -> None:
+        while not self._stopping:
+            try:
+                row, trial = next(items)
+            except StopIteration:
+                return
+            key = (row.id, trial)
+            self.running[key] = time.monotonic()
+            try:
+                outcome = await self.run_row(row, trial)
+            finally:
+                self.running.pop(key, None)
+            await self.collector.add(outcome)
+
+    async def _run_threads(self, items: Iterator[tuple[Row, int]]) -> None:
+        """Sync functions: ``n_workers`` threads each run whole rows and hand them on themselves.
+
+        A thread hop per row through an executor, or a loop that collects every row, costs
+        more than a no-op row (the loop and the threads fight over the GIL); threads that pull
+        rows and pass finished ones straight to the collector (which batches) do not.
+        """
+        loop = asyncio.get_running_loop()
+        lock = threading.Lock()
+        failures: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                while not self._stopping:
+                    with lock:
+                        try:
+                            row, trial = next(items)
+                        except StopIteration:
+                            return
+                    key = (row.id, trial)
+                    self.running[key] = time.monotonic()
+                    try:
+                        outcome = self.run_row_sync(row, trial, loop)
+                    finally:
+                        self.running.pop(key, None)
+                    self.collector.add_threadsafe(outcome, loop)
+            except BaseException as exc:  # stops the run; raised on the loop below
+                self._stopping = True
+                failures.append(exc)
+
+        threads = [
+            threading.Thread(target=work, name=f"runner-row-{i}", daemon=True) for i in range(self.n_workers)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    await asyncio.sleep(0.01)
+        except BaseException:
+            self._stopping = True
+            raise
+        await self.collector.drain()
+        if failures:
+            raise failures[0]
+
+
+class Collector(Protocol):
+    """Receives finished rows: on the loop (``add``) or from worker threads (``add_threadsafe``)."""
+
+    async def add(self, outcome: RowOutcome) -> None: ...
+
+    def add_threadsafe(self, outcome: RowOutcome, loop: asyncio.AbstractEventLoop) -> None: ...
+
+    async def drain(self) -> None: ...
+
+
+_DONE = object()
+
+
+@dataclass(slots=True)
+class _Failure:
+    exc: BaseException

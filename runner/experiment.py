@@ -1,0 +1,466 @@
+"""``Experiment``: what to run, and ``run()`` / ``arun()`` to run it.
+
+>>> from runner import Experiment
+>>> from evals import exact_match
+>>> exp = Experiment(name="qa", data=[{"question": "2+2", "target": "4"}],
+...                  func=lambda question: "4", evals=[exact_match])
+>>> result = exp.run(run_name="baseline-1")        # doctest: +SKIP
+>>> result.scores["exact_match"].mean               # doctest: +SKIP
+1.0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from runner.backend import Backend, EmbeddedBackend
+from runner.dataset import RowSource, check_columns, collection_records, is_dataset_file, iter_records
+from runner.engine import Engine, RowOutcome
+from runner.errors import ConfigError, DatasetError, FunctionError, RunnerError
+from runner.result import Result, Tally, mapping_str, run_stats
+from runner.scoring import Score, normalise, scorer_name, validate_scorers
+from runner.settings import Settings
+from runner.store import validate_run_name
+
+__all__ = ["Experiment"]
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+@dataclass
+class RunOptions:
+    """Per-run settings, resolved: argument > CLI flag > environment > default."""
+
+    run_name: str | None = None
+    limit: int | None = None
+    n_workers: int = 10
+    n_trials: int = 1
+    quiet: bool = False
+
+
+@dataclass
+class Experiment:
+    """An evaluation: a dataset, a function to run on each row, and the scorers to apply.
+
+    ``data`` is a list of dicts, a pandas DataFrame, a path to a .csv/.jsonl/.json file, any
+    iterable of dicts, or the name (or integer id) of a dataset stored on the backend. Each row's
+    columns except ``target`` are passed to ``func`` as keyword arguments.
+
+    ``evals`` are per-row scorers ``f(log) -> float | bool | Score | list[Score] | None``;
+    ``dataset_level_evals`` take the list of all root logs (``evals.dataset`` has ready ones).
+    Results go to the embedded SQLite store unless ``base_url`` (or ``PAREA_BASE_URL``) names
+    a Parea-compatible server.
+    """
+
+    name: str
+    data: Any
+    func: Callable[..., Any]
+    evals: Sequence[Callable[..., Any]] = ()
+    dataset_level_evals: Sequence[Callable[..., Any]] = ()
+    n_trials: int = 1
+    n_workers: int | None = None
+    metadata: Mapping[str, Any] | None = None
+    project_name: str | None = None
+    base_url: str | None = None
+    api_key: str | None = None
+    db: str | Path | None = None
+    _evals: list[Callable[..., Any]] = field(init=False, repr=False)
+    _dataset_evals: list[Callable[..., Any]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError(f"Experiment name must be a non-empty string, got {self.name!r}")
+        if not callable(self.func):
+            raise FunctionError(f"Experiment {self.name!r}: func must be callable, got {self.func!r}")
+        if isinstance(self.evals, (str, bytes)) or not isinstance(self.evals, Iterable):
+            raise FunctionError(f"Experiment {self.name!r}: evals must be a list of scorers, got {self.evals!r}")
+        self._evals = validate_scorers(list(self.evals), f"Experiment {self.name!r}: evals")
+        self._dataset_evals = []
+        for ev in self.dataset_level_evals:
+            if not callable(ev):
+                raise FunctionError(
+                    f"Experiment {self.name!r}: dataset_level_evals must be callables taking the list of "
+                    f"logs, got {ev!r}; did you forget the parentheses, e.g. balanced_accuracy()?"
+                )
+            self._dataset_evals.append(ev)
+        _check_positive_int("n_trials", self.n_trials)
+        if self.n_workers is not None:
+            _check_positive_int("n_workers", self.n_workers)
+        if self.metadata is not None and not isinstance(self.metadata, Mapping):
+            raise ConfigError(f"metadata must be a dict, got {type(self.metadata).__name__}")
+
+    # -- entry points -------------------------------------------------------------------------
+    def run(self, run_name: str | None = None, **options: Any) -> Result:
+        """Run the experiment and return its :class:`Result`.
+
+        Works the same in a script and in a notebook cell (where an event loop is already
+        running: the run then happens on a worker thread with its own loop).
+        Options: ``limit``, ``n_workers``, ``n_trials``, ``quiet``.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.arun(run_name, **options))
+        return _run_in_thread(self, run_name, options)
+
+    async def arun(self, run_name: str | None = None, **options: Any) -> Result:
+        """Run the experiment from async code; same result as :meth:`run`."""
+        settings = Settings.from_env()
+        opts = self._options(run_name, settings, options)
+        backend = self._backend(settings)
+        try:
+            return await _Run(self, opts, backend, settings).execute()
+        finally:
+            await backend.aclose()
+
+    # -- resolution ---------------------------------------------------------------------------
+    def _options(self, run_name: str | None, settings: Settings, options: Mapping[str, Any]) -> RunOptions:
+        unknown = set(options) - {"limit", "n_workers", "n_trials", "quiet"}
+        if unknown:
+            raise ConfigError(f"unknown run option(s): {', '.join(sorted(unknown))}")
+        if run_name is not None:
+            if not isinstance(run_name, str):
+                raise ConfigError(f"run_name must be a string, got {run_name!r}")
+            validate_run_name(run_name)
+        limit = options.get("limit")
+        if limit is not None:
+            _check_positive_int("limit", limit)
+        n_workers = options.get("n_workers") or self.n_workers or settings.n_workers
+        n_trials = options.get("n_trials") or self.n_trials
+        return RunOptions(
+            run_name=run_name,
+            limit=limit,
+            n_workers=_check_positive_int("n_workers", n_workers),
+            n_trials=_check_positive_int("n_trials", n_trials),
+            quiet=bool(options.get("quiet", settings.quiet)),
+        )
+
+    def _backend(self, settings: Settings) -> Backend:
+        base_url = self.base_url or settings.base_url
+        if base_url:
+            from runner.client import HttpBackend
+
+            return HttpBackend(base_url, self.api_key or settings.api_key)
+        from runner.store import Store
+
+        return EmbeddedBackend(Store(self.db or settings.db_path), close_store=True)
+
+
+def _run_in_thread(exp: Experiment, run_name: str | None, options: Mapping[str, Any]) -> Result:
+    """Run ``exp`` on a worker thread with its own loop (a loop already runs in this thread)."""
+    box: dict[str, Any] = {}
+    ready = threading.Event()
+    loop_box: dict[str, asyncio.AbstractEventLoop] = {}
+
+    def target() -> None:
+        loop = asyncio.new_event_loop()
+        loop_box["loop"] = loop
+        ready.set()
+        try:
+            box["result"] = loop.run_until_complete(exp.arun(run_name, **options))
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            loop.close()
+
+    t = threading.Thread(target=target, name=f"runner-{exp.name}", daemon=True)
+    t.start()
+    ready.wait()
+    interrupts = 0
+    while t.is_alive():
+        try:
+            t.join(0.1)
+        except KeyboardInterrupt:
+            interrupts += 1
+            run = _Run.active.get(loop_box["loop"])
+            if run is not None:
+                loop_box["loop"].call_soon_threadsafe(run.interrupt)
+            if interrupts >= 2:
+                t.join(5)
+                break
+    if "error" in box:
+        raise box["error"]
+    if "result" not in box:
+        raise KeyboardInterrupt
+    result: Result = box["result"]
+    return result
+
+
+class _Run:
+    """One execution of an experiment: dataset, engine, tally, finishing."""
+
+    active: ClassVar[dict[asyncio.AbstractEventLoop, _Run]] = {}
+
+    def __init__(self, exp: Experiment, opts: RunOptions, backend: Backend, settings: Settings) -> None:
+        self.exp = exp
+        self.opts = opts
+        self.backend = backend
+        self.settings = settings
+        self.tally = Tally(keep_logs=bool(exp._dataset_evals))
+        self.engine: Engine | None = None
+        self.interrupts = 0
+        self.task: asyncio.Task[Any] | None = None
+        self.progress: Any = None
+        self._lock = threading.Lock()
+        self._pending: list[dict[str, Any]] = []
+        self._pending_rows = 0
+
+    def interrupt(self) -> None:
+        """First call: start no new rows. Second: stop at once."""
+        self.interrupts += 1
+        if self.interrupts == 1:
+            if self.engine is not None:
+                self.engine.stop()
+            print(
+                "\nInterrupted: letting running rows finish (Ctrl-C again to stop at once)...",
+                file=sys.stderr,
+                flush=True,
+            )
+        elif self.task is not None:
+            self.task.cancel()
+
+    async def _records(self) -> Iterator[dict[str, Any]]:
+        data = self.exp.data
+        if isinstance(data, bool):
+            raise DatasetError(f"data={data!r} is not a dataset")
+        if isinstance(data, int) or (isinstance(data, str) and not is_dataset_file(data)):
+            return iter(collection_records(await self.backend.load_dataset(data)))
+        return iter_records(data)
+
+    async def execute(self) -> Result:
+        exp, opts = self.exp, self.opts
+        func_name = getattr(exp.func, "__name__", type(exp.func).__name__)
+        source = RowSource(await self._records(), limit=opts.limit)
+        first = source.peek()
+        if first is None:
+            raise DatasetError(f"Experiment {exp.name!r}: the dataset has no rows")
+        make_kwargs = check_columns(exp.func, [c for c in first if c != "target"], func_name)
+
+        info = await self.backend.create_experiment(
+            project_name=exp.project_name or self.settings.project_name,
+            name=exp.name,
+            run_name=opts.run_name,
+            metadata=mapping_str(exp.metadata or {}),
+        )
+        uuid, run_name = info["uuid"], info["run_name"]
+        started = time.perf_counter()
+        self.engine = Engine(
+            func=exp.func,
+            func_name=func_name,
+            make_kwargs=make_kwargs,
+            scorers=exp._evals,
+            n_workers=opts.n_workers,
+            experiment_uuid=uuid,
+            project_name=exp.project_name or self.settings.project_name,
+            collector=self,
+        )
+        items = ((row, t) for row in source for t in range(opts.n_trials))
+        self.progress = _progress(exp.name, opts, run_name)
+        loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        _Run.active[loop] = self
+        sigint = _install_sigint(loop, self.interrupt)
+        status = "completed"
+        failure: BaseException | None = None
+        try:
+            await self.engine.run(items)
+        except asyncio.CancelledError:
+            status = "failed"
+            failure = KeyboardInterrupt()
+            if self.task is not None:
+                self.task.uncancel()
+        except BaseException as exc:
+            status, failure = "failed", exc
+        finally:
+            _Run.active.pop(loop, None)
+            if sigint:
+                loop.remove_signal_handler(signal.SIGINT)
+            if self.progress is not None:
+                self.progress.close()
+        interrupted = self.engine.stopping or isinstance(failure, KeyboardInterrupt)
+        if interrupted:
+            status = "failed"
+        still_running = list(self.engine.running)
+
+        dls, details, dl_errors, dl_ci = self._dataset_level()
+        stats_ok = True
+        try:
+            await self.backend.finish_experiment(
+                uuid,
+                status=status,
+                dataset_level_stats=[{"name": s.name, "score": s.score, "reason": s.reason} for s in details.values()],
+            )
+        except RunnerError:
+            stats_ok = False
+            if failure is None:
+                raise
+        result = Result(
+            name=exp.name,
+            experiment_uuid=uuid,
+            run_name=run_name,
+            project_name=exp.project_name or self.settings.project_name,
+            status=status,
+            scores=self.tally.summaries(),
+            dataset_level_stats=dls,
+            stats=run_stats(self.tally),
+            n_total=self.tally.n_total,
+            n_errors=self.tally.n_errors,
+            location=self.backend.location,
+            duration=time.perf_counter() - started,
+            interrupted=interrupted,
+            dataset_level_details=details,
+            dataset_level_ci=dl_ci,
+            dataset_level_errors=dl_errors,
+            scorer_errors=dict(self.tally.scorer_failure_examples),
+            still_running=still_running,
+            _rows_loader=_rows_loader(exp, self.settings, uuid, self.backend),
+        )
+        if failure is not None and not isinstance(failure, KeyboardInterrupt):
+            raise failure
+        if not opts.quiet:
+            print(result.summary_text(), file=sys.stderr if interrupted else sys.stdout, flush=True)
+        if not stats_ok:  # pragma: no cover - only with a failure already being raised
+            pass
+        return result
+
+    # -- Collector: finished rows go to the tally, the backend and the progress bar -----------
+    async def add(self, outcome: RowOutcome) -> None:
+        self.tally.add(outcome.log, outcome.row.id, outcome.wire)
+        await self.backend.log(outcome.wire)
+        if self.progress is not None:
+            self.progress.update(1)
+
+    def add_threadsafe(self, outcome: RowOutcome, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self.tally.add(outcome.log, outcome.row.id, outcome.wire)
+            self._pending.extend(outcome.wire)
+            self._pending_rows += 1
+            batch: list[dict[str, Any]] | None = None
+            if len(self._pending) >= 500:
+                batch, self._pending = self._pending, []
+                n, self._pending_rows = self._pending_rows, 0
+        if batch is not None:
+            # may wait while the backend is behind: the backpressure on worker threads
+            self.backend.log_from_thread(batch, loop)
+            if self.progress is not None:
+                self.progress.update(n)
+
+    async def _log_batch(self, batch: list[dict[str, Any]], n_rows: int) -> None:
+        await self.backend.log(batch)
+        if self.progress is not None:
+            self.progress.update(n_rows)
+
+    async def drain(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+            n, self._pending_rows = self._pending_rows, 0
+        if batch:
+            await self._log_batch(batch, n)
+
+    def _dataset_level(
+        self,
+    ) -> tuple[dict[str, float], dict[str, Score], dict[str, str], dict[str, tuple[float | None, float | None]]]:
+        values: dict[str, float] = {}
+        details: dict[str, Score] = {}
+        errors: dict[str, str] = {}
+        cis: dict[str, tuple[float | None, float | None]] = {}
+        logs = self.tally.logs
+        for ev in self.exp._dataset_evals:
+            name = getattr(ev, "name", None) or scorer_name(ev)
+            try:
+                got = ev(logs)
+                if inspect.isawaitable(got):
+                    raise FunctionError("dataset-level evals must be sync functions")
+                scores = normalise(name, got)
+            except Exception as exc:
+                errors[name] = f"{type(exc).__name__}: {exc}"
+                continue
+            for s in scores:
+                values[s.name] = s.score
+                details[s.name] = s
+            compute = getattr(ev, "compute", None)
+            if compute is not None and len(scores) == 1 and len(logs) >= 3:
+                from runner.stats import bootstrap_dataset_stat
+
+                cis[scores[0].name] = bootstrap_dataset_stat(compute, logs, self.tally.row_ids)
+        return values, details, errors, cis
+
+
+def _install_sigint(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> bool:
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        loop.add_signal_handler(signal.SIGINT, handler)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return False
+    return True
+
+
+def _progress(name: str, opts: RunOptions, run_name: str) -> Any:
+    if opts.quiet:
+        return None
+    total = None
+    if opts.limit is not None:
+        total = opts.limit * opts.n_trials
+    tqdm_cls = _tqdm_class()
+    return tqdm_cls(total=total, desc=f"{name} [{run_name}]", unit="row", mininterval=0.2, leave=False)
+
+
+def _tqdm_class() -> Any:
+    if "ipykernel" in sys.modules:
+        try:
+            import IPython
+
+            ip = IPython.get_ipython()  # type: ignore[attr-defined,no-untyped-call]
+            if ip is not None and "IPKernelApp" in ip.config:
+                import ipywidgets  # noqa: F401
+                from tqdm.notebook import tqdm as tqdm_nb
+
+                return tqdm_nb
+        except Exception:
+            pass
+    from tqdm import tqdm
+
+    return tqdm
+
+
+def _rows_loader(
+    exp: Experiment, settings: Settings, uuid: str, backend: Backend
+) -> Callable[[], list[dict[str, Any]]]:
+    if isinstance(backend, EmbeddedBackend):
+        path = backend.store.path
+
+        def load() -> list[dict[str, Any]]:
+            from runner.store import Store
+
+            store = Store(path)
+            try:
+                return store.experiment_rows(uuid)
+            finally:
+                store.close()
+
+        return load
+    base_url = exp.base_url or settings.base_url or ""
+    api_key = exp.api_key or settings.api_key
+
+    def load_http() -> list[dict[str, Any]]:
+        from runner.client import fetch_experiment_rows
+
+        return fetch_experiment_rows(base_url, api_key, uuid)
+
+    return load_http
+
+
