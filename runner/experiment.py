@@ -354,7 +354,11 @@ class _Run:
                 n, self._pending_rows = self._pending_rows, 0
         if batch is not None:
             # may wait while the backend is behind: the backpressure on worker threads
-            self.backend.log_from_thread(batch, loop)
+            log_from_thread = getattr(self.backend, "log_from_thread", None)
+            if log_from_thread is not None:
+                log_from_thread(batch, loop)
+            else:
+                asyncio.run_coroutine_threadsafe(self.backend.log(batch), loop).result()
             if self.progress is not None:
                 self.progress.update(n)
 
