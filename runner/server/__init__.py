@@ -1,0 +1,63 @@
+"""The server: the Parea REST API over the runner's SQLite store.
+
+``python -m runner serve`` (or ``python -m runner.server``) runs :func:`serve`; tests and
+embedders call :func:`create_app` with a store they opened themselves.
+
+>>> from runner.store import Store
+>>> from runner.server import create_app
+>>> app = create_app(Store("results.db"), api_keys=["my-key"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from pathlib import Path
+
+from runner.errors import ConfigError
+from runner.server.app import EXTENSIONS, create_app
+
+__all__ = ["EXTENSIONS", "check_bind", "create_app", "serve"]
+
+
+def check_bind(host: str, api_keys: Sequence[str]) -> None:
+    """Refuse to serve beyond this machine without an API key (a :class:`ConfigError`)."""
+    if api_keys:
+        return
+    if host == "localhost":
+        return
+    try:
+        if ipaddress.ip_address(host.strip("[]")).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise ConfigError(
+        f"refusing to serve on {host!r} without an API key: anyone who can reach it could read and "
+        "write your results. Pass --api-key KEY (or set RUNNER_API_KEYS), or serve on 127.0.0.1"
+    )
+
+
+def serve(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    db: str | Path,
+    api_keys: Sequence[str] = (),
+    log_level: str = "info",
+    access_log: bool = False,
+) -> None:
+    """Serve the store at ``db`` until interrupted. Raises :class:`ConfigError` for a bad setup."""
+    import uvicorn
+
+    from runner.store import Store
+
+    check_bind(host, api_keys)
+    store = Store(db)
+    try:
+        app = create_app(store, api_keys=api_keys)
+        shown = f"[{host}]" if ":" in host else host
+        keys = f"{len(set(api_keys))} API key(s)" if api_keys else "no API key (loopback only)"
+        print(f"runner: serving {store.path} at http://{shown}:{port}/api/parea/v1 with {keys}", flush=True)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
+    finally:
+        store.close()

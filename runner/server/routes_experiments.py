@@ -1,0 +1,123 @@
+"""Projects and experiments: create, finish, list, and read their stats and root traces.
+
+Routes that touch the store are plain ``def``: FastAPI runs them in its thread pool, so SQLite
+never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import uuid as _uuid
+from typing import Any
+
+from fastapi import APIRouter, Body
+from pydantic import field_validator
+
+from runner.schema import (
+    CreateExperimentRequestSchema,
+    CreateGetProjectRequestSchema,
+    CreateGetProjectResponseSchema,
+    ExperimentSchema,
+    ExperimentStatsSchema,
+    ExperimentWithStatsSchema,
+    FilterBaseSchema,
+    FinishExperimentRequestSchema,
+    ListExperimentsRequestSchema,
+    TraceLogTreeSchema,
+)
+from runner.server.deps import OwnerDep, StoreDep, invalid
+from runner.server.trees import clean_tree
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["experiments"])
+
+
+class CreateExperimentBody(CreateExperimentRequestSchema):
+    """``CreateExperimentRequestSchema`` plus an optional client-chosen ``uuid`` (an extension).
+
+    With a ``uuid``, creating the same experiment twice returns the first one instead of
+    refusing its run name as taken, so a client may retry the request safely."""
+
+    uuid: str | None = None
+
+    @field_validator("uuid")
+    @classmethod
+    def _is_uuid(cls, v: str | None) -> str | None:
+        return None if v is None else str(_uuid.UUID(v))
+
+
+@router.post("/project", response_model=CreateGetProjectResponseSchema)
+def create_or_get_project(body: CreateGetProjectRequestSchema, store: StoreDep, owner: OwnerDep) -> dict[str, Any]:
+    project, created = store.get_or_create_project(body.name, owner)
+    return {**project, "was_created": created}
+
+
+@router.post("/experiment", response_model=ExperimentSchema)
+def create_experiment(body: CreateExperimentBody, store: StoreDep, owner: OwnerDep) -> dict[str, Any]:
+    """400 ``{"detail": ...}`` for a run name that is invalid or already used in the project."""
+    return store.create_experiment(
+        name=body.name,
+        project_uuid=body.project_uuid,
+        run_name=body.run_name,
+        metadata=body.metadata,
+        is_public=body.is_public,
+        owner=owner,
+        experiment_uuid=body.uuid,
+    )
+
+
+@router.get("/experiment/{experiment_uuid}/stats", response_model=ExperimentStatsSchema)
+def experiment_stats(experiment_uuid: str, store: StoreDep, owner: OwnerDep) -> dict[str, Any]:
+    store.get_experiment(experiment_uuid, owner)
+    return {"parent_trace_stats": store.experiment_stats(experiment_uuid, owner)}
+
+
+@router.post("/experiment/{experiment_uuid}/finished", response_model=ExperimentStatsSchema)
+def finish_experiment(
+    experiment_uuid: str,
+    store: StoreDep,
+    owner: OwnerDep,
+    body: FinishExperimentRequestSchema | None = Body(default=None),
+) -> dict[str, Any]:
+    """Store the status and dataset-level stats, pin the means of every score, latency, tokens
+    and cost over the root traces, and return the per-root stats."""
+    body = body or FinishExperimentRequestSchema()
+    stats = store.finish_experiment(
+        experiment_uuid,
+        status=body.status.value,
+        dataset_level_stats=[s.model_dump() for s in body.dataset_level_stats or []],
+        owner=owner,
+    )
+    return {"parent_trace_stats": stats}
+
+
+@router.post("/experiments", response_model=list[ExperimentWithStatsSchema])
+def list_experiments(body: ListExperimentsRequestSchema, store: StoreDep, owner: OwnerDep) -> list[dict[str, Any]]:
+    return store.list_experiments(
+        owner,
+        project_name=body.project_name,
+        experiment_name_filter=body.experiment_name_filter,
+        run_name_filter=body.run_name_filter,
+        metadata_filter=body.metadata_filter,
+        experiment_uuids=body.experiment_uuids,
+    )
+
+
+@router.post("/experiment/{experiment_uuid}/trace_logs", response_model=list[TraceLogTreeSchema])
+def experiment_trace_logs(
+    experiment_uuid: str, body: FilterBaseSchema, store: StoreDep, owner: OwnerDep
+) -> list[dict[str, Any]]:
+    """The experiment's root traces (in logging order) with their children, filtered."""
+    store.get_experiment(experiment_uuid, owner)
+    condition, params = filter_condition(store, body)
+    _, ids = store.find_roots(owner, experiment_uuid=experiment_uuid, condition=condition, params=params)
+    return [clean_tree(t) for t in store.trace_trees(ids, owner)]
+
+
+def filter_condition(store: StoreDep, f: FilterBaseSchema) -> tuple[str, list[Any]]:
+    """The SQL for a ``FilterBaseSchema``; a filter the store cannot apply is a 422."""
+    operator = f.filter_operator.value if f.filter_operator is not None else None
+    try:
+        return store.filter_sql(f.filter_field, f.filter_key, operator, f.filter_value)
+    except ValueError as exc:
+        raise invalid(("body", "filter_field"), str(exc), f.filter_field) from None
