@@ -137,10 +137,16 @@ class Engine:
             failures += more_failures
         return self._outcome(row, trial, root, scores, failures)
 
-    def run_row_sync(self, row: Row, trial: int, loop: asyncio.AbstractEventLoop) -> RowOutcome:
-        """Run one row-trial of a sync function and its scorers, on a worker thread."""
+    def run_row_sync(
+        self, row: Row, trial: int, loop: asyncio.AbstractEventLoop, context: contextvars.Context
+    ) -> RowOutcome:
+        """Run one row-trial of a sync function and its scorers, on a worker thread.
+
+        ``context`` is the caller's context: each row runs in a copy of it, so context
+        variables the caller set reach the function, and spans of one row stay in that row.
+        """
         root = self._root(row, trial)
-        scores, failures = contextvars.copy_context().run(self._call_sync, root, self.make_kwargs(row.inputs))
+        scores, failures = context.copy().run(self._call_sync, root, self.make_kwargs(row.inputs))
         if self.async_scorers and root.status == "success":
             more, more_failures = asyncio.run_coroutine_threadsafe(self._score_async(root), loop).result()
             scores += more
@@ -222,6 +228,7 @@ class Engine:
         rows and pass finished ones straight to the collector (which batches) do not.
         """
         loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
         lock = threading.Lock()
         failures: list[BaseException] = []
 
@@ -236,7 +243,7 @@ class Engine:
                     key = (row.id, trial)
                     self.running[key] = time.monotonic()
                     try:
-                        outcome = self.run_row_sync(row, trial, loop)
+                        outcome = self.run_row_sync(row, trial, loop, context)
                     finally:
                         self.running.pop(key, None)
                     self.collector.add_threadsafe(outcome, loop)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import signal
 import sys
@@ -164,13 +165,14 @@ def _run_in_thread(exp: Experiment, run_name: str | None, options: Mapping[str, 
     box: dict[str, Any] = {}
     ready = threading.Event()
     loop_box: dict[str, asyncio.AbstractEventLoop] = {}
+    context = contextvars.copy_context()  # the caller's context variables reach the run
 
     def target() -> None:
         loop = asyncio.new_event_loop()
         loop_box["loop"] = loop
         ready.set()
         try:
-            box["result"] = loop.run_until_complete(exp.arun(run_name, **options))
+            box["result"] = context.run(loop.run_until_complete, exp.arun(run_name, **options))
         except BaseException as exc:
             box["error"] = exc
         finally:
