@@ -1,0 +1,172 @@
+"""The completion cache: a key derived from what the provider sees, and two stores for it.
+
+**The cache key** is the SHA-256 of a canonical JSON (sorted keys, no spaces) of:
+
+* ``provider`` and ``model``;
+* the model params that are sent, in Parea's names, without values equal to the defaults
+  (``temp: 1.0`` and no ``temp`` are the same request) — including unknown params such as
+  ``seed``, which is how to ask a provider for a different sample;
+* the messages as sent (``history`` prepended, ``{{placeholders}}`` filled from ``llm_inputs``);
+* ``functions`` and ``function_call``;
+* ``metadata["cache_seed"]`` if present, and nothing else from ``metadata``.
+
+Trace ids, names, tags, project, experiment and the rest of ``metadata`` do not change the key,
+so re-running an experiment reuses its completions. To get a fresh sample per trial while keeping
+re-runs cached, put the trial index in ``metadata["cache_seed"]``; to bypass the cache, send
+``cache: false``. The API key and base URL are not part of the key.
+
+Only successful completions are stored. Stores are synchronous and thread-safe: the proxy reads
+on the event loop (a primary-key lookup) and writes from a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from runner.proxy.providers import Completion, LLMCall
+
+__all__ = [
+    "CACHE_SEED_KEY",
+    "CompletionCache",
+    "MemoryCompletionCache",
+    "SQLiteCompletionCache",
+    "cache_key",
+]
+
+#: The one ``metadata`` entry that is part of the cache key.
+CACHE_SEED_KEY = "cache_seed"
+
+_KEY_VERSION = 1  # bump when the key's inputs change, so old entries are never misread
+
+
+def cache_key(call: LLMCall, cache_seed: Any = None) -> str:
+    """The hex SHA-256 identifying ``call`` (and the optional seed) in a cache."""
+    payload = {
+        "v": _KEY_VERSION,
+        "provider": call.provider,
+        "model": call.model,
+        "params": call.params,
+        "messages": call.messages,
+        "functions": call.functions,
+        "function_call": call.function_call,
+        "cache_seed": cache_seed,
+    }
+    canonical = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+class CompletionCache(Protocol):
+    """Where completions are kept between requests. Implementations must be thread-safe."""
+
+    def get(self, key: str) -> Completion | None: ...
+
+    def put(self, key: str, completion: Completion, *, provider: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryCompletionCache:
+    """A dict behind a lock; for tests and short-lived processes."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Completion] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Completion | None:
+        return self._entries.get(key)
+
+    def put(self, key: str, completion: Completion, *, provider: str) -> None:
+        with self._lock:
+            self._entries[key] = completion
+
+    def close(self) -> None:
+        pass
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS completion_cache (
+    key        TEXT PRIMARY KEY,     -- runner.proxy.cache.cache_key()
+    provider   TEXT NOT NULL,
+    model      TEXT NOT NULL,        -- as answered by the provider
+    value      BLOB NOT NULL,        -- JSON: content, model, input_tokens, output_tokens
+    created_at TEXT NOT NULL         -- ISO 8601, UTC
+) WITHOUT ROWID
+"""
+
+
+class SQLiteCompletionCache:
+    """Completions in table ``completion_cache`` of a SQLite file, which other tables may share.
+
+    Each thread gets its own connection (WAL mode, so readers never wait for the writer, and a
+    busy timeout for concurrent writers, in this process or another).
+
+    Example::
+
+        cache = SQLiteCompletionCache(".runner/runner.db")
+        proxy = Proxy(cache)
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000) -> None:
+        self.path = Path(path)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._conn()
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise RuntimeError(f"completion cache {self.path} is closed")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError(f"completion cache {self.path} is closed")
+                conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                self._connections.append(conn)
+            self._local.conn = conn
+        return conn
+
+    def get(self, key: str) -> Completion | None:
+        row = self._conn().execute("SELECT value FROM completion_cache WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        data = orjson.loads(row[0])
+        return Completion(str(data["content"]), str(data["model"]), int(data["input_tokens"]),
+                          int(data["output_tokens"]))
+
+    def put(self, key: str, completion: Completion, *, provider: str) -> None:
+        self._conn().execute(
+            "INSERT OR REPLACE INTO completion_cache (key, provider, model, value, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (key, provider, completion.model, orjson.dumps(asdict(completion)),
+             datetime.now(timezone.utc).isoformat()),
+        )
+
+    def close(self) -> None:
+        """Close every connection; later calls raise."""
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+
+    def __len__(self) -> int:
+        return int(self._conn().execute("SELECT count(*) FROM completion_cache").fetchone()[0])

@@ -1,0 +1,190 @@
+"""Sending provider requests: one shared ``httpx.AsyncClient``, retries, server-sent events.
+
+Retried, with exponential backoff and full jitter, up to ``max_retries`` times: HTTP 429 and 5xx,
+timeouts and connection errors. A ``Retry-After`` header (seconds or an HTTP date; OpenAI's
+``retry-after-ms`` too) replaces the computed backoff. Any other 4xx ends the call at once.
+A call that fails for good raises :class:`UpstreamError`, whose message becomes the response's
+``error``. A stream is retried only until its first byte: after that, what was said is said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+
+from runner.proxy.providers import Completion, ProviderAdapter, UpstreamRequest
+from runner.proxy.settings import ProxySettings
+
+__all__ = ["Upstream", "UpstreamError", "iter_sse", "parse_retry_after"]
+
+logger = logging.getLogger("runner.proxy")
+T = TypeVar("T")
+
+
+class UpstreamError(Exception):
+    """The provider call failed for good; ``str(err)`` is the message for the response."""
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def parse_retry_after(headers: httpx.Headers, now: datetime | None = None) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
+    if ms := headers.get("retry-after-ms"):
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+async def iter_sse(response: httpx.Response) -> AsyncIterator[tuple[str | None, str]]:
+    """``(event, data)`` for each server-sent event of a streamed response."""
+    event: str | None = None
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = None, []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+    if data:
+        yield event, "\n".join(data)
+
+
+class Upstream:
+    """The shared HTTP client and the retry policy around it."""
+
+    def __init__(self, settings: ProxySettings) -> None:
+        self._settings = settings
+        self._client = httpx.AsyncClient(
+            # pool=None: beyond max_connections requests queue rather than fail
+            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout, pool=None),
+            limits=httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_keepalive_connections,
+            ),
+            headers={"user-agent": "runner-proxy", "content-type": "application/json"},
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def complete(self, adapter: ProviderAdapter, request: UpstreamRequest) -> Completion:
+        """Send ``request``; the parsed completion, or :class:`UpstreamError`."""
+        name = adapter.spec.name
+
+        async def attempt() -> Completion:
+            try:
+                response = await self._client.post(
+                    request.url, content=orjson.dumps(request.body), headers=request.headers
+                )
+            except httpx.TransportError as exc:  # timeouts included
+                raise _transport_error(name, request.url, exc) from None
+            _check(adapter, response)
+            try:
+                return adapter.parse(orjson.loads(response.content))
+            except (ValueError, LookupError, TypeError, AttributeError) as exc:
+                raise UpstreamError(f"{name} answered with a body this proxy cannot read: {exc!r}") from None
+
+        return await self._retrying(name, attempt)
+
+    @asynccontextmanager
+    async def open_stream(self, adapter: ProviderAdapter, request: UpstreamRequest,
+                          ) -> AsyncIterator[httpx.Response]:
+        """A streamed 2xx response to ``request`` (retried until then), closed on exit."""
+        name = adapter.spec.name
+
+        async def attempt() -> httpx.Response:
+            built = self._client.build_request(
+                "POST", request.url, content=orjson.dumps(request.body), headers=request.headers
+            )
+            try:
+                response = await self._client.send(built, stream=True)
+                if response.is_success:
+                    return response
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
+            except httpx.TransportError as exc:
+                raise _transport_error(name, request.url, exc) from None
+            _check(adapter, response)
+            raise AssertionError("unreachable: _check raises on every non-2xx status")
+
+        response = await self._retrying(name, attempt)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def _retrying(self, name: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        settings = self._settings
+        for n in range(settings.max_retries + 1):
+            try:
+                return await attempt()
+            except _Retryable as exc:
+                if n == settings.max_retries:
+                    tries = "1 attempt" if n == 0 else f"{n + 1} attempts"
+                    raise UpstreamError(f"{exc} (gave up after {tries})") from None
+                delay = exc.retry_after
+                if delay is None:
+                    delay = random.uniform(0.0, settings.backoff_base * 2**n)
+                delay = min(delay, settings.backoff_max)
+                logger.info("%s; retry %d/%d in %.3fs", exc, n + 1, settings.max_retries, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+
+def _check(adapter: ProviderAdapter, response: httpx.Response) -> None:
+    """Raise for a non-2xx response: retryable for 429 and 5xx, final otherwise."""
+    if response.is_success:
+        return
+    body: Any = None
+    with suppress(ValueError):
+        body = orjson.loads(response.content)
+    message = f"{adapter.spec.name} returned HTTP {response.status_code}: " + adapter.error_message(
+        body, response.text
+    )
+    if response.status_code == 429 or response.status_code >= 500:
+        raise _Retryable(message, parse_retry_after(response.headers))
+    raise UpstreamError(message)
+
+
+def _transport_error(name: str, url: str, exc: httpx.TransportError) -> _Retryable:
+    if isinstance(exc, httpx.TimeoutException):
+        return _Retryable(f"{name} timed out ({type(exc).__name__}) at {url}")
+    return _Retryable(f"cannot reach {name} at {url}: {type(exc).__name__}: {exc}")
