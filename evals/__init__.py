@@ -1,0 +1,14 @@
+"""Ready-made evals.
+
+Row-level scorers (this package) take one log and return a score::
+
+    from evals import exact_match, levenshtein, regex_match
+    Experiment(..., scores=[exact_match, levenshtein, regex_match(r"\\d+", name="has_number")])
+
+Dataset-level evals (:mod:`evals.dataset`: ``pearson``, ``spearman``, ``accuracy``,
+``balanced_accuracy``) take every root log of an experiment and return one score.
+"""
+
+from evals.row import contains, exact_match, json_valid, levenshtein, regex_match
+
+__all__ = ["contains", "exact_match", "json_valid", "levenshtein", "regex_match"]
