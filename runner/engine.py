@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from runner.dataset import Row
-from runner.scoring import Log, Score, ScorerFailure, call_scorer, call_scorer_sync
+from runner.scoring import Log, Score, ScorerFailure, call_scorer, call_scorer_sync, scorer_name
 from runner.tracing import Span, TraceRun, reset_current, set_current
 
 __all__ = ["Collector", "Engine", "RowOutcome"]
@@ -59,14 +60,16 @@ class Engine:
         experiment_uuid: str,
         project_name: str,
         collector: Collector,
+        project_uuid: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         self.func = func
         self.func_name = func_name
         self.make_kwargs = make_kwargs
         self.is_async = is_async_callable(func)
-        self.sync_scorers = [s for s in scorers if not is_async_callable(s)]
+        self.sync_scorers = [(s, scorer_name(s)) for s in scorers if not is_async_callable(s)]
         self.async_scorers = [s for s in scorers if is_async_callable(s)]
+        self.project_uuid = project_uuid
         self.n_workers = n_workers
         self.experiment_uuid = experiment_uuid
         self.project_name = project_name
@@ -86,7 +89,7 @@ class Engine:
 
     # -- one row ------------------------------------------------------------------------------
     def _root(self, row: Row, trial: int) -> Span:
-        run = TraceRun(self.experiment_uuid, self.project_name, row.target)
+        run = TraceRun(self.experiment_uuid, self.project_name, row.target, self.project_uuid)
         root = Span(self.func_name, run, None, row.inputs)
         root.metadata.update({"row_id": row.id, "row_index": row.index, "trial": trial})
         return root
@@ -108,8 +111,8 @@ class Engine:
         if root.status != "success" or not self.sync_scorers:
             return scores, failures
         log = root.as_log()
-        for s in self.sync_scorers:
-            got, failed = call_scorer_sync(s, log)
+        for s, name in self.sync_scorers:
+            got, failed = call_scorer_sync(s, log, name)
             scores.extend(got)
             failures.extend(failed)
         return scores, failures
@@ -233,23 +236,39 @@ class Engine:
         failures: list[BaseException] = []
 
         def work() -> None:
+            # Fast rows are taken and handed on in small batches: one lock round trip per row
+            # makes threads queue on the lock and then on the GIL. Slow rows go one at a time,
+            # so no thread sits on rows that an idle one could run.
+            done: list[RowOutcome] = []
+            last_flush = time.monotonic()
+            take = 1
             try:
                 while not self._stopping:
                     with lock:
-                        try:
-                            row, trial = next(items)
-                        except StopIteration:
+                        batch = list(itertools.islice(items, take))
+                    if not batch:
+                        return
+                    for row, trial in batch:
+                        if self._stopping:
                             return
-                    key = (row.id, trial)
-                    self.running[key] = time.monotonic()
-                    try:
-                        outcome = self.run_row_sync(row, trial, loop, context)
-                    finally:
-                        self.running.pop(key, None)
-                    self.collector.add_threadsafe(outcome, loop)
+                        key = (row.id, trial)
+                        started = time.monotonic()
+                        self.running[key] = started
+                        try:
+                            done.append(self.run_row_sync(row, trial, loop, context))
+                        finally:
+                            self.running.pop(key, None)
+                        now = time.monotonic()
+                        take = _FAST_BATCH if now - started < _FAST_ROW else 1
+                        if len(done) >= _FAST_BATCH or now - last_flush > _FLUSH_EVERY:
+                            self.collector.add_threadsafe(done, loop)
+                            done, last_flush = [], now
             except BaseException as exc:  # stops the run; raised on the loop below
                 self._stopping = True
                 failures.append(exc)
+            finally:
+                if done:
+                    self.collector.add_threadsafe(done, loop)
 
         threads = [
             threading.Thread(target=work, name=f"runner-row-{i}", daemon=True) for i in range(self.n_workers)
@@ -273,12 +292,16 @@ class Collector(Protocol):
 
     async def add(self, outcome: RowOutcome) -> None: ...
 
-    def add_threadsafe(self, outcome: RowOutcome, loop: asyncio.AbstractEventLoop) -> None: ...
+    def add_threadsafe(self, outcomes: list[RowOutcome], loop: asyncio.AbstractEventLoop) -> None: ...
 
     async def drain(self) -> None: ...
 
 
-_DONE = object()
+#: a row faster than this (seconds) counts as fast: its thread takes rows in batches
+_FAST_ROW = 0.001
+_FAST_BATCH = 32
+#: finished rows reach the collector at least this often (seconds)
+_FLUSH_EVERY = 0.05
 
 
 @dataclass(slots=True)

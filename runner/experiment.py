@@ -267,6 +267,7 @@ class _Run:
             n_workers=opts.n_workers,
             experiment_uuid=uuid,
             project_name=exp.project_name or self.settings.project_name,
+            project_uuid=info.get("project_uuid"),
             collector=self,
         )
         items = ((row, t) for row in source for t in range(opts.n_trials))
@@ -345,11 +346,12 @@ class _Run:
         if self.progress is not None:
             self.progress.update(1)
 
-    def add_threadsafe(self, outcome: RowOutcome, loop: asyncio.AbstractEventLoop) -> None:
+    def add_threadsafe(self, outcomes: list[RowOutcome], loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
-            self.tally.add(outcome.log, outcome.row.id, outcome.wire)
-            self._pending.extend(outcome.wire)
-            self._pending_rows += 1
+            for outcome in outcomes:
+                self.tally.add(outcome.log, outcome.row.id, outcome.wire)
+                self._pending.extend(outcome.wire)
+            self._pending_rows += len(outcomes)
             batch: list[dict[str, Any]] | None = None
             if len(self._pending) >= 500:
                 batch, self._pending = self._pending, []

@@ -146,6 +146,8 @@ def normalise(name: str, value: Any) -> list[Score]:
     """Turn what a scorer returned into scores; raise ``ValueError`` for anything unusable."""
     if value is None:
         return []
+    if type(value) is float and math.isfinite(value):  # the common case, first
+        return [Score(name, value)]
     if isinstance(value, Score):
         return [Score(value.name, _check_number(value.name, value.score), value.reason)]
     if isinstance(value, Mapping) and "score" in value:
@@ -170,9 +172,11 @@ def _format_exc(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
-def call_scorer_sync(scorer: Callable[..., Any], log: Log) -> tuple[list[Score], list[ScorerFailure]]:
+def call_scorer_sync(
+    scorer: Callable[..., Any], log: Log, name: str | None = None
+) -> tuple[list[Score], list[ScorerFailure]]:
     """Run a sync scorer; never raises for the scorer's own failures."""
-    name = scorer_name(scorer)
+    name = name or scorer_name(scorer)
     try:
         return normalise(name, scorer(log)), []
     except Exception as exc:

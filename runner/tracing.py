@@ -57,11 +57,18 @@ def iso(ts: float) -> str:
 class TraceRun:
     """Shared by every span of one root trace: its counter and where finished children go."""
 
-    __slots__ = ("_order", "children", "experiment_uuid", "project_name", "target")
+    __slots__ = ("_order", "children", "experiment_uuid", "project_name", "project_uuid", "target")
 
-    def __init__(self, experiment_uuid: str | None, project_name: str | None, target: Any = None) -> None:
+    def __init__(
+        self,
+        experiment_uuid: str | None,
+        project_name: str | None,
+        target: Any = None,
+        project_uuid: str | None = None,
+    ) -> None:
         self.experiment_uuid = experiment_uuid
         self.project_name = project_name
+        self.project_uuid = project_uuid
         self.target = target
         self._order = itertools.count()
         #: finished child logs, in the order they ended (list.append is atomic)
@@ -132,39 +139,55 @@ class Span:
         )
 
     def to_wire(self) -> dict[str, Any]:
-        """This span as a ``TraceLogSchema`` dict."""
+        """This span as a ``TraceLogSchema`` dict (fields that would be ``null`` are left out)."""
         self.finish()
-        assert self.end is not None
+        end = self.end
+        assert end is not None
+        run = self.run
         meta = self.metadata
         if self.score_errors:
             meta = {**meta, "scorer_errors": self.score_errors}
-        if self.output is not None and not isinstance(self.output, str):
-            meta = {**meta, "output_is_json": True}
-        return {
+        output = self.output
+        wire: dict[str, Any] = {
             "trace_id": self.trace_id,
             "parent_trace_id": self.parent_trace_id,
             "root_trace_id": self.root_trace_id,
-            "experiment_uuid": self.run.experiment_uuid,
-            "project_name": self.run.project_name,
             "trace_name": self.name,
             "inputs": self.inputs,
-            "output": dumps_value(self.output),
-            "target": dumps_value(self.run.target) if self.depth == 0 else None,
             "status": self.status,
-            "error": self.error,
             "start_timestamp": iso(self.start),
-            "end_timestamp": iso(self.end),
-            "latency": self.end - self.start,
+            "end_timestamp": iso(end),
+            "latency": end - self.start,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "total_tokens": self.input_tokens + self.output_tokens,
             "cost": self.cost,
-            "scores": [{"name": s.name, "score": s.score, "reason": s.reason} for s in self.scores],
+            "scores": [
+                {"name": s.name, "score": s.score} if s.reason is None else {"name": s.name, "score": s.score, "reason": s.reason}
+                for s in self.scores
+            ],
             "metadata": meta,
             "tags": self.tags,
             "depth": self.depth,
             "execution_order": self.execution_order,
         }
+        if output is not None:
+            if isinstance(output, str):
+                wire["output"] = output
+            else:
+                wire["output"] = dumps_value(output)
+                meta = wire["metadata"] = {**meta, "output_is_json": True}
+        if self.depth == 0 and run.target is not None:
+            wire["target"] = dumps_value(run.target)
+        if self.error is not None:
+            wire["error"] = self.error
+        if run.experiment_uuid is not None:
+            wire["experiment_uuid"] = run.experiment_uuid
+        if run.project_name is not None:
+            wire["project_name"] = run.project_name
+        if run.project_uuid is not None:
+            wire["project_uuid"] = run.project_uuid
+        return wire
 
 
 def current_span() -> Span | None:

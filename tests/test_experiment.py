@@ -420,27 +420,32 @@ def test_named_dataset_from_the_backend(door: Door) -> None:
     assert result.scores["exact_match"].mean == 1.0
 
 
-def test_rows_are_pulled_lazily() -> None:
+@pytest.mark.parametrize(("row_seconds", "bound"), [(0.005, 4 + 2), (0.0, 4 * 32 + 2)])
+def test_rows_are_pulled_lazily(row_seconds: float, bound: int) -> None:
+    # slow rows are taken one at a time; fast ones in small batches per worker; never the whole file
     pulled = 0
     done = 0
     max_ahead = 0
+    lock = threading.Lock()
 
     def gen() -> Any:
         nonlocal pulled
-        for i in range(200):
+        for i in range(400):
             pulled += 1
             yield {"x": i}
 
     def fn(x: int) -> int:
         nonlocal done, max_ahead
-        max_ahead = max(max_ahead, pulled - done)
-        time.sleep(0.0005)
-        done += 1
+        with lock:
+            max_ahead = max(max_ahead, pulled - done)
+        time.sleep(row_seconds)
+        with lock:
+            done += 1
         return x
 
     Experiment(name="lazy", data=gen(), func=fn, n_workers=4, db="lazy.db").run(quiet=True)
-    assert pulled == 200
-    assert max_ahead <= 4 + 2  # never more than the workers (and the peeked first row) ahead
+    assert pulled == 400
+    assert max_ahead <= bound
 
 
 def test_bad_experiment_arguments_name_the_problem() -> None:

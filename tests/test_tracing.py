@@ -43,7 +43,7 @@ def test_children_get_parent_root_depth_order_inputs_and_scores() -> None:
     assert ch["trace_name"] == "child" and ch["depth"] == 1 and ch["execution_order"] == 1
     assert ch["parent_trace_id"] == root.trace_id == ch["root_trace_id"]
     assert ch["inputs"] == {"a": 1, "c": 3}
-    assert ch["scores"] == [{"name": "score", "score": 1.0, "reason": None}]
+    assert ch["scores"] == [{"name": "score", "score": 1.0}]
     assert ch["metadata"] == {"k": "v", "output_is_json": True} and ch["tags"] == ["t"]
     assert inner["depth"] == 2 and inner["parent_trace_id"] == ch["trace_id"] and inner["execution_order"] == 2
     assert inner["output"] == "inner-out"
