@@ -163,7 +163,9 @@ class Span:
             "total_tokens": self.input_tokens + self.output_tokens,
             "cost": self.cost,
             "scores": [
-                {"name": s.name, "score": s.score} if s.reason is None else {"name": s.name, "score": s.score, "reason": s.reason}
+                {"name": s.name, "score": s.score}
+                if s.reason is None
+                else {"name": s.name, "score": s.score, "reason": s.reason}
                 for s in self.scores
             ],
             "metadata": meta,

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# the `door` fixture: behavioural tests run through the embedded store and through HTTP
+pytest_plugins = ["tests.doors"]
+
 
 @pytest.fixture(autouse=True)
 def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:

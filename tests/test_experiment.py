@@ -18,7 +18,7 @@ from evals import exact_match, levenshtein
 from evals.dataset import accuracy, balanced_accuracy, pearson, spearman
 from runner import DatasetError, Experiment, FunctionError, Result, RunNameError, Score, trace
 from runner.scoring import Log
-from tests.doors import Door, door  # noqa: F401  (fixture)
+from tests.doors import Door
 
 QA = [{"question": f"q{i}", "target": f"Q{i}"} for i in range(20)]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from runner.tracing import Span, TraceRun, current_span, new_id, reset_current, set_current, span, trace
 
@@ -58,10 +59,8 @@ def test_failing_span_records_the_error_and_reraises() -> None:
         def bad() -> None:
             raise ValueError("x")
 
-        try:
+        with contextlib.suppress(ValueError):
             bad()
-        except ValueError:
-            pass
     finally:
         reset_current(token)
     (log,) = run.children
