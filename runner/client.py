@@ -6,7 +6,8 @@ speaks the Parea API, and uses the runner server's extensions when ``GET /`` adv
 
 * ``trace_logs_batch``: logs go out in batches of ``batch_size`` (one request, one transaction
   each); without it, one ``POST /trace_log`` per log;
-* ``experiment_uuid``: the client picks the experiment's uuid, so retrying its creation is safe.
+* ``experiment_uuid``: the client picks the experiment's uuid, so retrying its creation is safe;
+* ``delete_traces``: ``delete_traces()`` (resuming a run) works; a plain Parea server cannot.
 
 Logging never blocks rows: ``log()`` only appends to a buffer and hands full batches to
 ``max_concurrency`` background senders through a bounded queue, so it waits only when the
@@ -362,6 +363,25 @@ class HttpBackend:
         for row in rows:
             row.pop("children_logs", None)  # the same shape as the embedded store's rows
         return rows
+
+    async def find_run(self, project_name: str, run_name: str) -> dict[str, Any] | None:
+        """The run called ``run_name`` in the project, through ``POST /experiments``, or ``None``."""
+        body = {"project_name": project_name, "run_name_filter": run_name}
+        listed = (await self._request("POST", "/experiments", body)).json()
+        runs = [e for e in listed if isinstance(e, dict) and e.get("run_name") == run_name]
+        return max(runs, key=lambda e: str(e.get("created_at", ""))) if runs else None
+
+    async def delete_traces(self, experiment_uuid: str, root_trace_ids: Sequence[str]) -> None:
+        """Delete root traces with their descendants; needs the ``delete_traces`` extension."""
+        await self.flush()
+        if "delete_traces" not in await self._ready():
+            raise BackendError(
+                f"the server at {self.location} cannot delete traces (the Parea API has no such "
+                "endpoint), so this run cannot be resumed there; start a new run instead"
+            )
+        path = f"/experiment/{quote(experiment_uuid, safe='')}/delete_traces"
+        for i in range(0, len(root_trace_ids), 5000):
+            await self._request("POST", path, {"root_trace_ids": list(root_trace_ids[i : i + 5000])})
 
     async def load_dataset(self, identifier: str | int) -> dict[str, Any]:
         try:

@@ -198,6 +198,28 @@ async def test_a_taken_run_name_is_a_run_name_error(store: Store) -> None:
         await backend.aclose()
 
 
+async def test_find_run_and_delete_traces_for_resumed_runs(store: Store) -> None:
+    with start_app(create_app(store)) as server:
+        backend = HttpBackend(server.base_url)
+        exp = await _experiment(backend, run_name="resume-me")
+        await backend.log(_rows(exp, 3))
+        found = await backend.find_run("p", "resume-me")
+        assert found is not None and found["uuid"] == exp
+        assert await backend.find_run("p", "resume") is None  # the filter matches parts; the run, whole names
+        assert await backend.find_run("other", "resume-me") is None
+        await backend.delete_traces(exp, ["r0", "r2"])
+        assert [r["trace_id"] for r in await backend.experiment_rows(exp)] == ["r1"]
+        await backend.aclose()
+
+
+async def test_delete_traces_needs_the_extension(store: Store) -> None:
+    with _serve(PlainParea(create_app(store))) as server:
+        backend = HttpBackend(server.base_url)
+        with pytest.raises(BackendError, match="cannot be resumed"):
+            await backend.delete_traces("x", ["r0"])
+        await backend.aclose()
+
+
 # -- retries and errors ------------------------------------------------------------------------------------
 
 

@@ -225,3 +225,26 @@ def test_experiment_trace_logs_schema_errors(api: httpx.Client) -> None:
 def test_experiment_trace_logs_unknown_experiment_is_404(api: httpx.Client) -> None:
     response = api.post("/experiment/nope/trace_logs", json={})
     assert response.status_code == 404
+
+
+# -- POST /experiment/{uuid}/delete_traces (extension) -------------------------------------------------
+
+
+def test_delete_traces_removes_roots_of_the_experiment_with_descendants(api: httpx.Client) -> None:
+    exp = experiment(api)["uuid"]
+    _log_rows(api, exp)
+    other = experiment(api, run_name="other")["uuid"]
+    api.post("/trace_log", json=log("o1", experiment_uuid=other))
+    response = api.post(f"/experiment/{exp}/delete_traces", json={"root_trace_ids": ["r1", "o1", "c1", "nope"]})
+    assert response.status_code == 200
+    assert response.json() == {"deleted": 2}  # r1 and its child c1; o1 is another run's, c1 no root
+    assert [r["trace_id"] for r in api.post(f"/experiment/{exp}/trace_logs", json={}).json()] == ["r2"]
+    assert api.get("/trace_log/c1").status_code == 404
+    assert api.get("/trace_log/o1").status_code == 200
+
+
+def test_delete_traces_schema_errors_and_not_found(api: httpx.Client) -> None:
+    exp = experiment(api)["uuid"]
+    assert api.post(f"/experiment/{exp}/delete_traces", json={"root_trace_ids": "r1"}).status_code == 422
+    assert api.post(f"/experiment/{exp}/delete_traces", json={}).status_code == 422
+    assert api.post("/experiment/nope/delete_traces", json={"root_trace_ids": []}).status_code == 404

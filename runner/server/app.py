@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from runner.errors import BackendError, ConfigError, NotFoundError, RunNameError
-from runner.schema import API_PREFIX
+from runner.schema import API_PREFIX, TraceLogSchema
 from runner.server import routes_datasets, routes_experiments, routes_traces
 from runner.server.auth import AuthMiddleware, KeyRing
 from runner.server.routes_traces import ExperimentCheck
@@ -31,8 +33,9 @@ VERSION = "0.1.0"
 #: What this server offers beyond the Parea API, as advertised by ``GET /``:
 #: ``trace_logs_batch`` — ``POST /trace_logs/batch`` with ``{"logs": [...]}``, one transaction;
 #: ``collections`` — ``GET /collections`` lists datasets;
-#: ``experiment_uuid`` — ``POST /experiment`` takes a client-chosen ``uuid``, making retries safe.
-EXTENSIONS = ("trace_logs_batch", "collections", "experiment_uuid")
+#: ``experiment_uuid`` — ``POST /experiment`` takes a client-chosen ``uuid``, making retries safe;
+#: ``delete_traces`` — ``POST /experiment/{uuid}/delete_traces`` removes root traces (resumed runs).
+EXTENSIONS = ("trace_logs_batch", "collections", "experiment_uuid", "delete_traces")
 
 
 def create_app(store: Store, *, api_keys: Iterable[str] = ()) -> FastAPI:
@@ -72,4 +75,18 @@ def create_app(store: Store, *, api_keys: Iterable[str] = ()) -> FastAPI:
     app.add_exception_handler(BackendError, detail(503, {"Retry-After": "1"}))
     app.add_exception_handler(sqlite3.OperationalError, detail(503, {"Retry-After": "1"}))
     app.add_middleware(AuthMiddleware, keys=keys, prefix=API_PREFIX)
+
+    def openapi() -> dict[str, Any]:
+        # the trace log routes read their bodies themselves (the fast path) and refer to
+        # TraceLogSchema by name: put it, and what it refers to, in the components
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            log_schema = TraceLogSchema.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(log_schema.pop("$defs", {}))
+            components["TraceLogSchema"] = log_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

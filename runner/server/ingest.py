@@ -16,7 +16,7 @@ from typing_extensions import NotRequired, Required, TypedDict
 
 from runner.schema import EvaluationScoreSchema, TraceLogSchema, dumps_value
 
-__all__ = ["parse_batch"]
+__all__ = ["parse_batch", "parse_log"]
 
 _STRINGIFIED = ("output", "target", "output_for_eval_metrics")
 
@@ -47,6 +47,13 @@ class _Batch(TypedDict):
 
 
 _BATCH = TypeAdapter(_Batch)
+_LOG = TypeAdapter(_TraceLogDict)
+
+
+def parse_log(body: bytes) -> list[dict[str, Any]]:
+    """The log of a ``TraceLogSchema`` body, as a one-item list; raises ``pydantic.ValidationError``."""
+    log: dict[str, Any] = _LOG.validate_json(body)
+    return [log]
 
 
 def parse_batch(body: bytes) -> list[dict[str, Any]]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import uuid as _uuid
 from typing import Any
 
-from fastapi import APIRouter, Body
-from pydantic import field_validator
+from fastapi import APIRouter, Body, Response
+from pydantic import BaseModel, field_validator
 
 from runner.schema import (
     CreateExperimentRequestSchema,
@@ -25,7 +25,7 @@ from runner.schema import (
     TraceLogTreeSchema,
 )
 from runner.server.deps import OwnerDep, StoreDep, invalid
-from runner.server.trees import clean_tree
+from runner.server.trees import json_response, stats_out, tree_out
 
 __all__ = ["router"]
 
@@ -67,9 +67,9 @@ def create_experiment(body: CreateExperimentBody, store: StoreDep, owner: OwnerD
 
 
 @router.get("/experiment/{experiment_uuid}/stats", response_model=ExperimentStatsSchema)
-def experiment_stats(experiment_uuid: str, store: StoreDep, owner: OwnerDep) -> dict[str, Any]:
+def experiment_stats(experiment_uuid: str, store: StoreDep, owner: OwnerDep) -> Response:
     store.get_experiment(experiment_uuid, owner)
-    return {"parent_trace_stats": store.experiment_stats(experiment_uuid, owner)}
+    return json_response(stats_out(store.experiment_stats(experiment_uuid, owner)))
 
 
 @router.post("/experiment/{experiment_uuid}/finished", response_model=ExperimentStatsSchema)
@@ -78,7 +78,7 @@ def finish_experiment(
     store: StoreDep,
     owner: OwnerDep,
     body: FinishExperimentRequestSchema | None = Body(default=None),
-) -> dict[str, Any]:
+) -> Response:
     """Store the status and dataset-level stats, pin the means of every score, latency, tokens
     and cost over the root traces, and return the per-root stats."""
     body = body or FinishExperimentRequestSchema()
@@ -88,7 +88,7 @@ def finish_experiment(
         dataset_level_stats=[s.model_dump() for s in body.dataset_level_stats or []],
         owner=owner,
     )
-    return {"parent_trace_stats": stats}
+    return json_response(stats_out(stats))
 
 
 @router.post("/experiments", response_model=list[ExperimentWithStatsSchema])
@@ -104,14 +104,31 @@ def list_experiments(body: ListExperimentsRequestSchema, store: StoreDep, owner:
 
 
 @router.post("/experiment/{experiment_uuid}/trace_logs", response_model=list[TraceLogTreeSchema])
-def experiment_trace_logs(
-    experiment_uuid: str, body: FilterBaseSchema, store: StoreDep, owner: OwnerDep
-) -> list[dict[str, Any]]:
+def experiment_trace_logs(experiment_uuid: str, body: FilterBaseSchema, store: StoreDep, owner: OwnerDep) -> Response:
     """The experiment's root traces (in logging order) with their children, filtered."""
     store.get_experiment(experiment_uuid, owner)
     condition, params = filter_condition(store, body)
     _, ids = store.find_roots(owner, experiment_uuid=experiment_uuid, condition=condition, params=params)
-    return [clean_tree(t) for t in store.trace_trees(ids, owner)]
+    return json_response([tree_out(t) for t in store.trace_trees(ids, owner)])
+
+
+class DeleteTracesSchema(BaseModel):
+    """Body of ``POST /experiment/{uuid}/delete_traces`` (an extension)."""
+
+    root_trace_ids: list[str]
+
+
+@router.post("/experiment/{experiment_uuid}/delete_traces")
+def delete_traces(experiment_uuid: str, body: DeleteTracesSchema, store: StoreDep, owner: OwnerDep) -> dict[str, int]:
+    """Extension: delete root traces of the experiment with all their descendants (a resumed run
+    re-runs those rows). Ids that are not roots of this experiment are left alone."""
+    store.get_experiment(experiment_uuid, owner)
+    roots: list[str] = []
+    for i in range(0, len(body.root_trace_ids), 500):
+        chunk = body.root_trace_ids[i : i + 500]
+        condition = f"trace_id IN ({','.join('?' * len(chunk))})"
+        roots += store.find_roots(owner, experiment_uuid=experiment_uuid, condition=condition, params=chunk)[1]
+    return {"deleted": store.delete_trace_trees(roots, owner) if roots else 0}
 
 
 def filter_condition(store: StoreDep, f: FilterBaseSchema) -> tuple[str, list[Any]]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -27,9 +27,9 @@ from runner.schema import (
     UpdateLogSchema,
 )
 from runner.server.deps import OwnerDep, StoreDep, invalid, invalid_from
-from runner.server.ingest import parse_batch
+from runner.server.ingest import parse_batch, parse_log
 from runner.server.routes_experiments import filter_condition
-from runner.server.trees import clean_tree
+from runner.server.trees import json_response, tree_out
 from runner.store import Store
 
 __all__ = ["ExperimentCheck", "router"]
@@ -73,54 +73,49 @@ def _checker(request: Request) -> ExperimentCheck:
     return checker
 
 
-@router.post("/trace_log")
-def record_trace_log(log: TraceLogSchema, request: Request, store: StoreDep, owner: OwnerDep) -> dict[str, Any]:
-    data = log.model_dump(exclude_unset=True)
-    _checker(request).check(store, owner, [data])
-    store.upsert_traces([data], owner)
-    return {}
+def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-@router.post(
-    "/trace_logs/batch",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "title": "TraceLogBatchSchema",
-                        "required": ["logs"],
-                        "properties": {
-                            "logs": {
-                                "type": "array",
-                                "items": {"$ref": "#/components/schemas/TraceLogSchema"},
-                            }
-                        },
-                    }
-                }
-            },
-        }
-    },
-)
-async def record_trace_logs_batch(request: Request, store: StoreDep, owner: OwnerDep) -> dict[str, int]:
-    """Extension: upsert many logs in one transaction (``{"logs": [TraceLogSchema, ...]}``).
+_LOG_REF = {"$ref": "#/components/schemas/TraceLogSchema"}  # added to the components by create_app
 
-    Validated straight from bytes into dicts (``runner.server.ingest``) and stored on a worker
-    thread: the event loop only reads the body."""
+
+async def _ingest(request: Request, store: Store, owner: str, parse: Callable[[bytes], list[dict[str, Any]]]) -> int:
+    """Validate the body straight from bytes into dicts (``runner.server.ingest``) and store it,
+    both on one worker thread: the event loop only reads the body."""
     body = await request.body()
     checker = _checker(request)
 
     def ingest() -> int:
         try:
-            logs = parse_batch(body)
+            logs = parse(body)
         except ValidationError as exc:
             raise invalid_from(exc) from None
         checker.check(store, owner, logs)
         return store.upsert_traces(logs, owner)
 
-    return {"count": await run_in_threadpool(ingest)}
+    return await run_in_threadpool(ingest)
+
+
+@router.post("/trace_log", openapi_extra=_body_schema(_LOG_REF))
+async def record_trace_log(request: Request, store: StoreDep, owner: OwnerDep) -> Response:
+    """Upsert one log (``TraceLogSchema``), merged into what is stored under its ``trace_id``."""
+    await _ingest(request, store, owner, parse_log)
+    return json_response({})
+
+
+_BATCH_SCHEMA = {
+    "type": "object",
+    "title": "TraceLogBatchSchema",
+    "required": ["logs"],
+    "properties": {"logs": {"type": "array", "items": _LOG_REF}},
+}
+
+
+@router.post("/trace_logs/batch", openapi_extra=_body_schema(_BATCH_SCHEMA))
+async def record_trace_logs_batch(request: Request, store: StoreDep, owner: OwnerDep) -> dict[str, int]:
+    """Extension: upsert many logs in one transaction (``{"logs": [TraceLogSchema, ...]}``)."""
+    return {"count": await _ingest(request, store, owner, parse_batch)}
 
 
 @router.put("/trace_log")
@@ -143,13 +138,13 @@ def update_trace_log(body: UpdateLogSchema, store: StoreDep, owner: OwnerDep) ->
 
 
 @router.get("/trace_log/{trace_id}", response_model=TraceLogTreeSchema)
-def get_trace_log(trace_id: str, store: StoreDep, owner: OwnerDep) -> dict[str, Any]:
+def get_trace_log(trace_id: str, store: StoreDep, owner: OwnerDep) -> Response:
     """The log with its descendants nested in ``children_logs``, scores and costs rolled up."""
-    return clean_tree(store.get_trace_tree(trace_id, owner))
+    return json_response(tree_out(store.get_trace_tree(trace_id, owner)))
 
 
 @router.post("/get_trace_logs", response_model=PaginatedResponse[TraceLogTreeSchema])
-def get_trace_logs(body: QueryParamsPaginationPublic, store: StoreDep, owner: OwnerDep) -> dict[str, Any]:
+def get_trace_logs(body: QueryParamsPaginationPublic, store: StoreDep, owner: OwnerDep) -> Response:
     """One page of a project's root traces with their children, newest first."""
     project = next((p for p in store.list_projects(owner) if p["name"] == body.project_name), None)
     if project is None:
@@ -168,13 +163,15 @@ def get_trace_logs(body: QueryParamsPaginationPublic, store: StoreDep, owner: Ow
         limit=body.page_size,
         offset=(body.page - 1) * body.page_size,
     )
-    return {
-        "total": total,
-        "page": body.page,
-        "total_pages": math.ceil(total / body.page_size),
-        "page_size": body.page_size,
-        "results": [clean_tree(t) for t in store.trace_trees(ids, owner)],
-    }
+    return json_response(
+        {
+            "total": total,
+            "page": body.page,
+            "total_pages": math.ceil(total / body.page_size),
+            "page_size": body.page_size,
+            "results": [tree_out(t) for t in store.trace_trees(ids, owner)],
+        }
+    )
 
 
 @router.post("/feedback")
