@@ -60,6 +60,14 @@ class Backend(Protocol):
         """Root trace logs of the run, scores of children rolled up."""
         ...
 
+    async def find_run(self, project_name: str, run_name: str) -> dict[str, Any] | None:
+        """The run called ``run_name`` in the project (``ExperimentSchema`` fields), or ``None``."""
+        ...
+
+    async def delete_traces(self, experiment_uuid: str, root_trace_ids: Sequence[str]) -> None:
+        """Delete these root traces of the run with all their descendants (for a resumed run)."""
+        ...
+
     async def load_dataset(self, identifier: str | int) -> dict[str, Any]:
         """A named dataset, shaped like ``GetTestCaseCollectionResponseSchema``."""
         ...
@@ -172,6 +180,19 @@ class EmbeddedBackend:
 
     async def load_dataset(self, identifier: str | int) -> dict[str, Any]:
         return self.store.get_dataset(identifier, self.owner)
+
+    async def find_run(self, project_name: str, run_name: str) -> dict[str, Any] | None:
+        from runner.errors import NotFoundError
+
+        try:
+            exp = self.store.find_experiment(run_name, self.owner, project_name=project_name)
+        except NotFoundError:
+            return None
+        return exp if exp["run_name"] == run_name else None
+
+    async def delete_traces(self, experiment_uuid: str, root_trace_ids: Sequence[str]) -> None:
+        await self.flush()
+        await asyncio.to_thread(self.store.delete_trace_trees, root_trace_ids, self.owner)
 
     async def aclose(self) -> None:
         try:

@@ -37,6 +37,8 @@ class Row:
     index: int
     inputs: dict[str, Any]
     target: Any = None
+    #: hash of the row's content (inputs and target): tells a changed row from an unchanged one
+    hash: str = ""
 
 
 def is_dataset_file(data: Any) -> bool:
@@ -156,7 +158,8 @@ class RowSource:
     def __init__(self, records: Iterator[dict[str, Any]], *, limit: int | None = None) -> None:
         self._records = records
         self._limit = limit
-        self._seen: dict[int, int] = {}
+        self._seen: set[int] = set()  # content hashes met once; duplicates are counted apart
+        self._dups: dict[int, int] = {}
         self._peeked: list[dict[str, Any]] = []
 
     def peek(self) -> dict[str, Any] | None:
@@ -168,16 +171,19 @@ class RowSource:
                 return None
         return self._peeked[0]
 
-    def _row_id(self, rec: dict[str, Any]) -> str:
-        if "id" in rec and rec["id"] is not None and rec["id"] != "":
-            return str(rec["id"])
+    def _row_id(self, rec: dict[str, Any]) -> tuple[str, str]:
+        """(row id, content hash) of a record."""
         blob = orjson.dumps(rec, default=str, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
         digest = hashlib.blake2b(blob, digest_size=8).digest()
-        key = int.from_bytes(digest, "big")
-        n = self._seen.get(key, 0) + 1
-        self._seen[key] = n
         hexid = digest.hex()
-        return hexid if n == 1 else f"{hexid}-{n}"
+        if "id" in rec and rec["id"] is not None and rec["id"] != "":
+            return str(rec["id"]), hexid
+        key = int.from_bytes(digest, "big")
+        if key not in self._seen:
+            self._seen.add(key)
+            return hexid, hexid
+        n = self._dups[key] = self._dups.get(key, 1) + 1
+        return f"{hexid}-{n}", hexid
 
     def __iter__(self) -> Iterator[Row]:
         def records() -> Iterator[dict[str, Any]]:
@@ -189,8 +195,8 @@ class RowSource:
             if self._limit is not None and index >= self._limit:
                 return
             target = rec.pop("target", None)
-            row_id = self._row_id({**rec, "target": target} if target is not None else rec)
-            yield Row(row_id, index, rec, target)
+            row_id, digest = self._row_id({**rec, "target": target} if target is not None else rec)
+            yield Row(row_id, index, rec, target, digest)
 
 
 def check_columns(

@@ -15,8 +15,11 @@ import asyncio
 import contextvars
 import inspect
 import itertools
+import random
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,7 +50,13 @@ def is_async_callable(fn: Callable[..., Any]) -> bool:
 
 
 class Engine:
-    """Runs one experiment's function and scorers over rows with bounded concurrency."""
+    """Runs one experiment's function and scorers over rows with bounded concurrency.
+
+    ``timeout`` bounds each call of the function and of each scorer (seconds); a row past it is
+    stored as an error ``timeout after N s`` and its worker moves on (a sync call that will not
+    return is left behind on its own daemon thread). ``retries`` re-runs a row whose function
+    raised or timed out, after an exponential backoff with jitter, and records the attempts.
+    """
 
     def __init__(
         self,
@@ -61,7 +70,9 @@ class Engine:
         project_name: str,
         collector: Collector,
         project_uuid: str | None = None,
-        metadata: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        retries: int = 0,
+        retry_backoff: float = 1.0,
     ) -> None:
         self.func = func
         self.func_name = func_name
@@ -74,10 +85,15 @@ class Engine:
         self.experiment_uuid = experiment_uuid
         self.project_name = project_name
         self.collector = collector
+        self.timeout = timeout
+        self.retries = retries
+        self.retry_backoff = retry_backoff
         self._stopping = False
         self._pool: ThreadPoolExecutor | None = None
-        #: rows running now, for the "still running" report on interruption
+        #: rows running now and when they started, for the watchdog and the interruption report
         self.running: dict[tuple[str, int], float] = {}
+        #: when the last row finished (monotonic seconds)
+        self.last_finished = time.monotonic()
 
     def stop(self) -> None:
         """Start no new rows; rows already running finish."""
@@ -87,23 +103,55 @@ class Engine:
     def stopping(self) -> bool:
         return self._stopping
 
+    def root_trace_id(self, row_id: str, trial: int) -> str:
+        """The root trace id of a row-trial: the same on every attempt and every resumed run.
+
+        That makes each row-trial's log idempotent: a retry, a resend or a resume replaces it
+        instead of adding a second one."""
+        return str(uuid.uuid5(_NAMESPACE, f"{self.experiment_uuid}/{row_id}/{trial}"))
+
     # -- one row ------------------------------------------------------------------------------
     def _root(self, row: Row, trial: int) -> Span:
         run = TraceRun(self.experiment_uuid, self.project_name, row.target, self.project_uuid)
-        root = Span(self.func_name, run, None, row.inputs)
-        root.metadata.update({"row_id": row.id, "row_index": row.index, "trial": trial})
+        root = Span(self.func_name, run, None, row.inputs, trace_id=self.root_trace_id(row.id, trial))
+        root.metadata.update({"row_id": row.id, "row_index": row.index, "row_hash": row.hash, "trial": trial})
         return root
 
-    def _call_sync(self, root: Span, kwargs: dict[str, Any]) -> tuple[list[Score], list[ScorerFailure]]:
+    def _timed_out(self, span: Span) -> None:
+        span.status = "error"
+        span.error = f"timeout after {self.timeout:g} s"
+
+    def _invoke_sync(self, root: Span, kwargs: dict[str, Any], context: contextvars.Context) -> None:
+        """Call the sync function for ``root``, within ``timeout`` if one is set."""
+        if self.timeout is None:
+            context.run(self._call_sync, root, kwargs)
+            return
+        done = threading.Event()
+
+        def target() -> None:
+            try:
+                self._call_sync(root, kwargs)
+            finally:
+                done.set()
+
+        threading.Thread(target=context.run, args=(target,), name="runner-row-call", daemon=True).start()
+        if not done.wait(self.timeout):
+            self._timed_out(root)
+            root.finish()
+
+    def _call_sync(self, root: Span, kwargs: dict[str, Any]) -> None:
         token = set_current(root)
         try:
-            root.output = self.func(**kwargs)
+            output = self.func(**kwargs)
         except Exception as exc:
-            root.fail(exc)
+            if root.end is None:
+                root.fail(exc)
+        else:
+            if root.end is None:  # not timed out meanwhile
+                root.output = output
         finally:
             reset_current(token)
             root.finish()
-        return self._score_sync(root)
 
     def _score_sync(self, root: Span) -> tuple[list[Score], list[ScorerFailure]]:
         scores: list[Score] = []
@@ -112,23 +160,56 @@ class Engine:
             return scores, failures
         log = root.as_log()
         for s, name in self.sync_scorers:
-            got, failed = call_scorer_sync(s, log, name)
+            if self.timeout is None:
+                got, failed = call_scorer_sync(s, log, name)
+            else:
+                got, failed = self._score_sync_timed(s, log, name)
             scores.extend(got)
             failures.extend(failed)
         return scores, failures
 
+    def _score_sync_timed(
+        self, scorer: Callable[..., Any], log: Log, name: str
+    ) -> tuple[list[Score], list[ScorerFailure]]:
+        box: list[tuple[list[Score], list[ScorerFailure]]] = []
+        t = threading.Thread(target=lambda: box.append(call_scorer_sync(scorer, log, name)), daemon=True)
+        t.start()
+        t.join(self.timeout)
+        if not box:
+            return [], [ScorerFailure(name, f"timeout after {self.timeout:g} s")]
+        return box[0]
+
+    def _backoff(self, attempt: int) -> float:
+        delay: float = min(30.0, self.retry_backoff * 2.0**attempt)
+        return delay * (0.5 + random.random() / 2)
+
     async def run_row(self, row: Row, trial: int) -> RowOutcome:
         """Run one row-trial of an async function (and its scorers) on the loop."""
-        root = self._root(row, trial)
         kwargs = self.make_kwargs(row.inputs)
-        token = set_current(root)
-        try:
-            root.output = await self.func(**kwargs)
-        except Exception as exc:
-            root.fail(exc)
-        finally:
-            reset_current(token)
-            root.finish()
+        errors: list[str] = []
+        for attempt in range(self.retries + 1):
+            root = self._root(row, trial)
+            token = set_current(root)
+            try:
+                if self.timeout is None:
+                    root.output = await self.func(**kwargs)
+                else:
+                    root.output = await asyncio.wait_for(self.func(**kwargs), self.timeout)
+            except asyncio.TimeoutError:
+                if self.timeout is not None and time.time() - root.start >= self.timeout * 0.99:
+                    self._timed_out(root)
+                else:
+                    root.fail(sys.exc_info()[1])  # type: ignore[arg-type]
+            except Exception as exc:
+                root.fail(exc)
+            finally:
+                reset_current(token)
+                root.finish()
+            if root.status == "success" or attempt == self.retries or self._stopping:
+                break
+            errors.append(_short(root.error))
+            await asyncio.sleep(self._backoff(attempt))
+        _record_attempts(root, errors)
         if self.sync_scorers and root.status == "success":
             assert self._pool is not None
             scores, failures = await asyncio.get_running_loop().run_in_executor(self._pool, self._score_sync, root)
@@ -145,11 +226,20 @@ class Engine:
     ) -> RowOutcome:
         """Run one row-trial of a sync function and its scorers, on a worker thread.
 
-        ``context`` is the caller's context: each row runs in a copy of it, so context
+        ``context`` is the caller's context: each attempt runs in a copy of it, so context
         variables the caller set reach the function, and spans of one row stay in that row.
         """
-        root = self._root(row, trial)
-        scores, failures = context.copy().run(self._call_sync, root, self.make_kwargs(row.inputs))
+        kwargs = self.make_kwargs(row.inputs)
+        errors: list[str] = []
+        for attempt in range(self.retries + 1):
+            root = self._root(row, trial)
+            self._invoke_sync(root, kwargs, context.copy())
+            if root.status == "success" or attempt == self.retries or self._stopping:
+                break
+            errors.append(_short(root.error))
+            time.sleep(self._backoff(attempt))
+        _record_attempts(root, errors)
+        scores, failures = self._score_sync(root)
         if self.async_scorers and root.status == "success":
             more, more_failures = asyncio.run_coroutine_threadsafe(self._score_async(root), loop).result()
             scores += more
@@ -161,18 +251,25 @@ class Engine:
         failures: list[ScorerFailure] = []
         log = root.as_log()
         for s in self.async_scorers:
-            got, failed = await call_scorer(s, log)
+            if self.timeout is None:
+                got, failed = await call_scorer(s, log)
+            else:
+                try:
+                    got, failed = await asyncio.wait_for(call_scorer(s, log), self.timeout)
+                except asyncio.TimeoutError:
+                    got, failed = [], [ScorerFailure(scorer_name(s), f"timeout after {self.timeout:g} s")]
             scores.extend(got)
             failures.extend(failed)
         return scores, failures
 
-    @staticmethod
-    def _outcome(row: Row, trial: int, root: Span, scores: list[Score], failures: list[ScorerFailure]) -> RowOutcome:
+    def _outcome(
+        self, row: Row, trial: int, root: Span, scores: list[Score], failures: list[ScorerFailure]
+    ) -> RowOutcome:
         root.scores.extend(scores)
         if failures:
             root.score_errors.update({f.name: f.error for f in failures})
         log = root.as_log()
-        children = root.run.children
+        children = list(root.run.children)  # a call left behind by a timeout may still add some
         if children:
             # children's scores roll up to the root (the backend does the same for what it stores)
             own = {s.name for s in log.scores}
@@ -182,7 +279,21 @@ class Engine:
                     if sc["name"] not in own:
                         acc.setdefault(sc["name"], []).append(float(sc["score"]))
             log.scores.extend(Score(k, sum(v) / len(v)) for k, v in acc.items())
+        self.last_finished = time.monotonic()
         return RowOutcome(row, trial, log, [root.to_wire(), *children])
+
+    async def watch(self, stall_after: float, report: Callable[[float, list[tuple[str, int, float]]], None]) -> None:
+        """Call ``report(idle_seconds, running)`` whenever no row has finished for ``stall_after``
+        seconds while rows are running (once per stall)."""
+        reported_at = 0.0
+        while True:
+            await asyncio.sleep(min(1.0, stall_after / 4))
+            now = time.monotonic()
+            idle = now - self.last_finished
+            if idle >= stall_after and self.running and reported_at != self.last_finished:
+                reported_at = self.last_finished
+                report(idle, sorted(((r, t, now - s) for (r, t), s in list(self.running.items())), key=lambda x: -x[2]))
+
 
     # -- the pool -----------------------------------------------------------------------------
     async def run(self, items: Iterator[tuple[Row, int]]) -> None:
@@ -307,3 +418,17 @@ _FLUSH_EVERY = 0.05
 @dataclass(slots=True)
 class _Failure:
     exc: BaseException
+
+
+def _short(error: str | None) -> str:
+    """The last line of a traceback: what went wrong, without the stack."""
+    return (error or "").strip().splitlines()[-1] if error else ""
+
+
+def _record_attempts(root: Span, errors: list[str]) -> None:
+    if errors:
+        root.metadata["attempts"] = len(errors) + 1
+        root.metadata["retry_errors"] = errors
+
+
+_NAMESPACE = uuid.UUID("6f1c3b8e-4d0a-4c8e-9a55-2f1f6e7d9b10")

@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
+import json
 import signal
 import sys
 import threading
@@ -28,7 +30,7 @@ from runner.dataset import RowSource, check_columns, collection_records, is_data
 from runner.engine import Engine, RowOutcome
 from runner.errors import ConfigError, DatasetError, FunctionError, RunnerError
 from runner.result import Result, Tally, mapping_str, run_stats
-from runner.scoring import Score, normalise, scorer_name, validate_scorers
+from runner.scoring import Log, Score, normalise, scorer_name, validate_scorers
 from runner.settings import Settings
 from runner.store import validate_run_name
 
@@ -50,6 +52,24 @@ class RunOptions:
     n_workers: int = 10
     n_trials: int = 1
     quiet: bool = False
+    timeout: float | None = None
+    retries: int = 0
+    retry_backoff: float = 1.0
+    stall_after: float = 300.0
+    resume: bool = False
+    keep_errors: bool = False
+
+
+_RUN_OPTIONS = frozenset(
+    ("limit", "n_workers", "n_trials", "quiet", "timeout", "retries", "retry_backoff", "stall_after", "resume",
+     "keep_errors")
+)
+
+
+def _check_seconds(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
 
 
 @dataclass
@@ -64,6 +84,11 @@ class Experiment:
     ``dataset_level_evals`` take the list of all root logs (``evals.dataset`` has ready ones).
     Results go to the embedded SQLite store unless ``base_url`` (or ``PAREA_BASE_URL``) names
     a Parea-compatible server.
+
+    Limits: ``timeout`` seconds per row (and per scorer call) — a row past it is stored as the
+    error ``timeout after N s``; ``retries`` re-runs a row whose function raised or timed out,
+    with exponential backoff from ``retry_backoff`` seconds; ``stall_after`` seconds without any
+    row finishing makes the run name the rows still running.
     """
 
     name: str
@@ -78,6 +103,10 @@ class Experiment:
     base_url: str | None = None
     api_key: str | None = None
     db: str | Path | None = None
+    timeout: float | None = None
+    retries: int = 0
+    retry_backoff: float = 1.0
+    stall_after: float = 300.0
     _evals: list[Callable[..., Any]] = field(init=False, repr=False)
     _dataset_evals: list[Callable[..., Any]] = field(init=False, repr=False)
 
@@ -102,6 +131,12 @@ class Experiment:
             _check_positive_int("n_workers", self.n_workers)
         if self.metadata is not None and not isinstance(self.metadata, Mapping):
             raise ConfigError(f"metadata must be a dict, got {type(self.metadata).__name__}")
+        if self.timeout is not None:
+            _check_seconds("timeout", self.timeout)
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ConfigError(f"retries must be a whole number >= 0, got {self.retries!r}")
+        _check_seconds("retry_backoff", self.retry_backoff)
+        _check_seconds("stall_after", self.stall_after)
 
     # -- entry points -------------------------------------------------------------------------
     def run(self, run_name: str | None = None, **options: Any) -> Result:
@@ -109,7 +144,12 @@ class Experiment:
 
         Works the same in a script and in a notebook cell (where an event loop is already
         running: the run then happens on a worker thread with its own loop).
-        Options: ``limit``, ``n_workers``, ``n_trials``, ``quiet``.
+
+        Options (each overrides the Experiment's own setting for this run): ``limit`` (first N
+        rows), ``n_workers``, ``n_trials``, ``quiet``, ``timeout``, ``retries``,
+        ``retry_backoff``, ``stall_after``; ``resume=True`` continues the run called
+        ``run_name`` (rows already stored as successful are not run again; errored ones are,
+        unless ``keep_errors=True``).
         """
         try:
             asyncio.get_running_loop()
@@ -129,9 +169,11 @@ class Experiment:
 
     # -- resolution ---------------------------------------------------------------------------
     def _options(self, run_name: str | None, settings: Settings, options: Mapping[str, Any]) -> RunOptions:
-        unknown = set(options) - {"limit", "n_workers", "n_trials", "quiet"}
+        unknown = set(options) - _RUN_OPTIONS
         if unknown:
-            raise ConfigError(f"unknown run option(s): {', '.join(sorted(unknown))}")
+            raise ConfigError(
+                f"unknown run option(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(_RUN_OPTIONS))}"
+            )
         if run_name is not None:
             if not isinstance(run_name, str):
                 raise ConfigError(f"run_name must be a string, got {run_name!r}")
@@ -141,12 +183,25 @@ class Experiment:
             _check_positive_int("limit", limit)
         n_workers = options.get("n_workers") or self.n_workers or settings.n_workers
         n_trials = options.get("n_trials") or self.n_trials
+        timeout = options.get("timeout", self.timeout)
+        retries = options.get("retries", self.retries)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigError(f"retries must be a whole number >= 0, got {retries!r}")
+        resume = bool(options.get("resume", False))
+        if resume and run_name is None:
+            raise ConfigError("resume needs the run name of the run to continue (run_name=... or --run-name)")
         return RunOptions(
             run_name=run_name,
             limit=limit,
             n_workers=_check_positive_int("n_workers", n_workers),
             n_trials=_check_positive_int("n_trials", n_trials),
             quiet=bool(options.get("quiet", settings.quiet)),
+            timeout=None if timeout is None else _check_seconds("timeout", timeout),
+            retries=retries,
+            retry_backoff=_check_seconds("retry_backoff", options.get("retry_backoff", self.retry_backoff)),
+            stall_after=_check_seconds("stall_after", options.get("stall_after", self.stall_after)),
+            resume=resume,
+            keep_errors=bool(options.get("keep_errors", False)),
         )
 
     def _backend(self, settings: Settings) -> Backend:
@@ -219,6 +274,7 @@ class _Run:
         self._lock = threading.Lock()
         self._pending: list[dict[str, Any]] = []
         self._pending_rows = 0
+        self.stalls: list[str] = []
 
     def interrupt(self) -> None:
         """First call: start no new rows. Second: stop at once."""
@@ -251,12 +307,18 @@ class _Run:
             raise DatasetError(f"Experiment {exp.name!r}: the dataset has no rows")
         make_kwargs = check_columns(exp.func, [c for c in first if c != "target"], func_name)
 
-        info = await self.backend.create_experiment(
-            project_name=exp.project_name or self.settings.project_name,
-            name=exp.name,
-            run_name=opts.run_name,
-            metadata=mapping_str(exp.metadata or {}),
-        )
+        project_name = exp.project_name or self.settings.project_name
+        done: set[tuple[str, int]] = set()
+        if opts.resume:
+            assert opts.run_name is not None
+            info, done = await self._resume(project_name, opts.run_name)
+        else:
+            info = await self.backend.create_experiment(
+                project_name=project_name,
+                name=exp.name,
+                run_name=opts.run_name,
+                metadata=mapping_str(exp.metadata or {}),
+            )
         uuid, run_name = info["uuid"], info["run_name"]
         started = time.perf_counter()
         self.engine = Engine(
@@ -269,13 +331,17 @@ class _Run:
             project_name=exp.project_name or self.settings.project_name,
             project_uuid=info.get("project_uuid"),
             collector=self,
+            timeout=opts.timeout,
+            retries=opts.retries,
+            retry_backoff=opts.retry_backoff,
         )
-        items = ((row, t) for row in source for t in range(opts.n_trials))
+        items = ((row, t) for row in source for t in range(opts.n_trials) if (row.id, t) not in done)
         self.progress = _progress(exp.name, opts, run_name)
         loop = asyncio.get_running_loop()
         self.task = asyncio.current_task()
         _Run.active[loop] = self
         sigint = _install_sigint(loop, self.interrupt)
+        watchdog = asyncio.create_task(self.engine.watch(opts.stall_after, self._stalled))
         status = "completed"
         failure: BaseException | None = None
         try:
@@ -288,6 +354,7 @@ class _Run:
         except BaseException as exc:
             status, failure = "failed", exc
         finally:
+            watchdog.cancel()
             _Run.active.pop(loop, None)
             if sigint:
                 loop.remove_signal_handler(signal.SIGINT)
@@ -329,6 +396,8 @@ class _Run:
             dataset_level_errors=dl_errors,
             scorer_errors=dict(self.tally.scorer_failure_examples),
             still_running=still_running,
+            stalls=list(self.stalls),
+            resumed_rows=len(done),
             _rows_loader=_rows_loader(exp, self.settings, uuid, self.backend),
         )
         if failure is not None and not isinstance(failure, KeyboardInterrupt):
@@ -338,6 +407,76 @@ class _Run:
         if not stats_ok:  # pragma: no cover - only with a failure already being raised
             pass
         return result
+
+    def _stalled(self, idle: float, running: list[tuple[str, int, float]]) -> None:
+        shown = ", ".join(f"row {r} trial {t} ({age:.0f} s)" for r, t, age in running[:10])
+        more = f" and {len(running) - 10} more" if len(running) > 10 else ""
+        message = f"no row finished for {idle:.0f} s; still running: {shown}{more}"
+        self.stalls.append(message)
+        print(f"\nwarning: {message}", file=sys.stderr, flush=True)
+
+    async def _resume(self, project_name: str, run_name: str) -> tuple[dict[str, Any], set[tuple[str, int]]]:
+        """Reopen run ``run_name``: which row-trials are done, and their results in the tally.
+
+        Rows stored as successful are kept (errored ones too with ``keep_errors``); the rest are
+        deleted so they run again. A dataset whose rows changed since is refused."""
+        exp = self.exp
+        info = await self.backend.find_run(project_name, run_name)
+        if info is None:
+            raise ConfigError(
+                f"no run called {run_name!r} in project {project_name!r} to resume; "
+                "`python -m runner list` shows the runs"
+            )
+        if info["name"] != exp.name:
+            raise ConfigError(f"run {run_name!r} belongs to experiment {info['name']!r}, not {exp.name!r}")
+        stored = await self.backend.experiment_rows(info["uuid"])
+        current = await self._scan()
+        changed = sorted(
+            {
+                str(r["metadata"].get("row_id"))
+                for r in stored
+                if r["metadata"].get("row_id") in current
+                and r["metadata"].get("row_hash") not in (None, current[r["metadata"]["row_id"]][0])
+            }
+        )
+        gone = sorted({str(r["metadata"].get("row_id")) for r in stored} - set(current))
+        if changed or gone:
+            parts = []
+            if changed:
+                parts.append(f"{len(changed)} row(s) changed (e.g. row {changed[0]})")
+            if gone:
+                parts.append(f"{len(gone)} stored row(s) are no longer in the data (e.g. row {gone[0]})")
+            raise DatasetError(
+                f"cannot resume run {run_name!r}: the dataset changed since it ran: {'; '.join(parts)}. "
+                "Start a new run instead"
+            )
+        done: set[tuple[str, int]] = set()
+        rerun: list[str] = []
+        for r in stored:
+            meta = r.get("metadata") or {}
+            key = (str(meta.get("row_id")), int(meta.get("trial", 0)))
+            if key in done:  # pragma: no cover - ids are unique per row-trial
+                continue
+            if r.get("status") == "success" or self.opts.keep_errors:
+                done.add(key)
+                log = _stored_log(r, current[key[0]][1])
+                self.tally.add(log, key[0], [r])
+            else:
+                rerun.append(r["trace_id"])
+        if rerun:
+            await self.backend.delete_traces(info["uuid"], rerun)
+        return info, done
+
+    async def _scan(self) -> dict[str, tuple[str, Any]]:
+        """Row id -> (content hash, target) of every row of the data, read once more."""
+        data = self.exp.data
+        if isinstance(data, Iterator):
+            raise ConfigError(
+                "resume needs data that can be read again (a file, a list, a DataFrame or a stored dataset), "
+                "not a one-shot iterator"
+            )
+        source = RowSource(await self._records(), limit=self.opts.limit)
+        return {row.id: (row.hash, row.target) for row in source}
 
     # -- Collector: finished rows go to the tally, the backend and the progress bar -----------
     async def add(self, outcome: RowOutcome) -> None:
@@ -385,7 +524,11 @@ class _Run:
         details: dict[str, Score] = {}
         errors: dict[str, str] = {}
         cis: dict[str, tuple[float | None, float | None]] = {}
-        logs = self.tally.logs
+        # in row order, not finishing order: the seeded intervals then depend on the data only
+        tally = self.tally
+        order = sorted(range(len(tally.logs)), key=lambda i: (tally.row_ids[i], tally.logs[i].metadata.get("trial", 0)))
+        logs = [self.tally.logs[i] for i in order]
+        row_ids = [self.tally.row_ids[i] for i in order]
         for ev in self.exp._dataset_evals:
             name = getattr(ev, "name", None) or scorer_name(ev)
             try:
@@ -403,8 +546,29 @@ class _Run:
             if compute is not None and len(scores) == 1 and len(logs) >= 3:
                 from runner.stats import bootstrap_dataset_stat
 
-                cis[scores[0].name] = bootstrap_dataset_stat(compute, logs, self.tally.row_ids)
+                cis[scores[0].name] = bootstrap_dataset_stat(compute, logs, row_ids)
         return values, details, errors, cis
+
+
+def _stored_log(r: Mapping[str, Any], target: Any) -> Log:
+    """The scorer's view of a stored root log (for a resumed run's summary and dataset-level evals)."""
+    meta = r.get("metadata") or {}
+    output = r.get("output")
+    if meta.get("output_is_json") and isinstance(output, str):
+        with contextlib.suppress(ValueError):
+            output = json.loads(output)
+    return Log(
+        inputs=r.get("inputs") or {},
+        output=output,
+        target=target,
+        status=r.get("status") or "success",
+        error=r.get("error"),
+        latency=float(r.get("latency") or 0.0),
+        trace_id=r["trace_id"],
+        metadata=meta,
+        scores=[Score(s["name"], float(s["score"]), s.get("reason")) for s in r.get("scores") or []],
+        score_errors=dict(meta.get("scorer_errors") or {}),
+    )
 
 
 def _install_sigint(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> bool:

@@ -35,6 +35,8 @@ class Tally:
         self.values: dict[str, array[float]] = {}
         self.clusters: dict[str, list[str]] = {}
         self.scorer_failures: dict[str, int] = {}
+        #: per score: errored rows that still carry that score (from a span that ran before the error)
+        self.errored_scored: dict[str, int] = {}
         self.scorer_failure_examples: dict[str, str] = {}
         self.latencies: array[float] = array("d")
         self.input_tokens = 0
@@ -53,7 +55,10 @@ class Tally:
             self.input_tokens += w.get("input_tokens") or 0
             self.output_tokens += w.get("output_tokens") or 0
             self.cost += w.get("cost") or 0.0
+        errored = log.status != "success"
         for s in log.scores:
+            if errored:  # a child span scored before the function failed
+                self.errored_scored[s.name] = self.errored_scored.get(s.name, 0) + 1
             vals = self.values.get(s.name)
             if vals is None:
                 vals = self.values[s.name] = array("d")
@@ -69,16 +74,20 @@ class Tally:
 
     def summaries(self) -> dict[str, ScoreSummary]:
         names = list(self.values) + [n for n in self.scorer_failures if n not in self.values]
-        return {
-            name: summarize_score(
+        out = {}
+        for name in names:
+            values = self.values.get(name, array("d"))
+            clusters = self.clusters.get(name, [])
+            # rows finish in no fixed order: sort, so the seeded interval depends on the data only
+            order = sorted(range(len(values)), key=lambda i: (clusters[i], values[i]))
+            out[name] = summarize_score(
                 name,
-                self.values.get(name, array("d")),
-                self.clusters.get(name, []),
-                n_errors=self.n_errors + self.scorer_failures.get(name, 0),
+                [values[i] for i in order],
+                [clusters[i] for i in order],
+                n_errors=self.n_errors + self.scorer_failures.get(name, 0) - self.errored_scored.get(name, 0),
                 n_total=self.n_total,
             )
-            for name in names
-        }
+        return out
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -125,6 +134,10 @@ class Result:
     scorer_errors: dict[str, str] = field(default_factory=dict)
     #: rows still running when the run was stopped: (row id, trial) pairs
     still_running: list[tuple[str, int]] = field(default_factory=list)
+    #: what the watchdog said when no row finished for a while (names the rows still running)
+    stalls: list[str] = field(default_factory=list)
+    #: row-trials taken over from the interrupted run this one resumed
+    resumed_rows: int = 0
     _rows_loader: Callable[[], list[dict[str, Any]]] | None = field(default=None, repr=False)
 
     @property
@@ -214,6 +227,10 @@ class Result:
             + (f" · tokens {tokens:,}" if tokens else "")
             + (f" · cost ${cost:.4f}" if cost else "")
         )
+        for message in self.stalls:
+            lines.append(f"  watchdog: {message}")
+        if self.resumed_rows:
+            lines.append(f"  resumed: {self.resumed_rows} row-trials were already done and kept")
         if self.still_running:
             lines.append(f"  still running when stopped: {', '.join(f'{r}#{t}' for r, t in self.still_running)}")
         lines.append(f"  stored in {self.location} (experiment {self.experiment_uuid})")

@@ -87,8 +87,15 @@ class Span:
         "start", "status", "tags", "trace_id",
     )
 
-    def __init__(self, name: str, run: TraceRun, parent: Span | None, inputs: dict[str, Any] | None = None) -> None:
-        self.trace_id = new_id()
+    def __init__(
+        self,
+        name: str,
+        run: TraceRun,
+        parent: Span | None,
+        inputs: dict[str, Any] | None = None,
+        trace_id: str | None = None,
+    ) -> None:
+        self.trace_id = trace_id or new_id()
         self.name = name
         self.run = run
         if parent is None:

@@ -170,6 +170,21 @@ class TraceQueries:
             out.append(data)
         return out
 
+    def delete_trace_trees(self, root_trace_ids: Sequence[str], owner: str = "") -> int:
+        """Delete root traces and all their descendants (a resumed run re-runs those rows)."""
+        deleted = 0
+        with self.transaction() as c:
+            for i in range(0, len(root_trace_ids), 500):
+                chunk = list(root_trace_ids[i : i + 500])
+                marks = ",".join("?" * len(chunk))
+                deleted += c.execute(
+                    f"DELETE FROM traces WHERE owner=? AND is_root=0 AND root_trace_id IN ({marks})", (owner, *chunk)
+                ).rowcount
+                deleted += c.execute(
+                    f"DELETE FROM traces WHERE owner=? AND trace_id IN ({marks})", (owner, *chunk)
+                ).rowcount
+        return deleted
+
     def update_trace(self, trace_id: str, fields: Mapping[str, Any], owner: str = "") -> None:
         """``PUT /trace_log``: set the given fields of an existing log."""
         rows = self._query("SELECT data FROM traces WHERE trace_id=? AND owner=?", (trace_id, owner))
