@@ -1,0 +1,376 @@
+"""The command line: ``python -m runner CONFIG.py`` and its subcommands.
+
+``run`` is the default command, so ``python -m runner experiments/x.py`` needs no ``run`` word.
+Every :class:`~runner.errors.RunnerError` becomes one line ``error: ...`` on stderr and its exit
+code here, in :func:`main`, and nowhere else; ``--debug`` adds the traceback.
+
+Exit codes: 0 every experiment completed; 1 one failed or was interrupted; 2 usage or config
+error (unknown flag, missing file, no experiments, bad setting).
+
+Importing this module is cheap: the commands import what they need (pandas, the store, the
+server) when they run, so ``--help`` and ``--version`` stay fast.
+
+``docs/cli.md`` is generated from the help texts: ``python -m runner.cli --write-docs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from runner.errors import RunnerError
+
+__all__ = ["build_parser", "main", "render_docs"]
+
+PROG = "python -m runner"
+COMMANDS = ("run", "list", "show", "datasets", "serve")
+#: help text width of docs/cli.md (and of the help in a terminal of DOCS_WIDTH + 2 columns)
+DOCS_WIDTH = 88
+DOCS_PATH = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+
+TOP_EPILOG = f"""\
+The default command is `run`: `{PROG} CONFIG.py` runs the experiments that
+CONFIG.py defines (the list `experiments` if it has one, else every module-level
+Experiment, in file order).
+
+examples:
+  {PROG} experiments/sentiment.py            run every experiment in the file
+  {PROG} experiments/sentiment.py --limit 5  a quick check on the first 5 rows
+  {PROG} experiments/faq_qa.py --json        the summary as JSON, for CI
+  {PROG} list                                the runs stored so far
+  {PROG} show brisk-otter-4f2a               one run's summary and worst rows
+  {PROG} datasets upload datasets/reviews.csv --name reviews
+  {PROG} serve                               the results over the Parea API
+
+exit codes: 0 all experiments completed; 1 one failed or was interrupted;
+2 usage or config error (unknown flag, missing file, no experiments, bad setting).
+
+settings: RUNNER_DB, RUNNER_N_WORKERS, RUNNER_PROJECT, RUNNER_QUIET, PAREA_BASE_URL,
+PAREA_API_KEY. What the config file sets in code > flag > environment > default.
+"""
+
+RUN_EPILOG = f"""\
+examples:
+  {PROG} experiments/sentiment.py
+  {PROG} experiments/sentiment.py --only sentiment-negation --limit 10
+  {PROG} experiments/handbook_rag.py --n-workers 4 --trials 3 --run-prefix ci
+  {PROG} experiments/faq_qa.py --output results.csv --quiet
+  {PROG} experiments/faq_qa.py --json > summary.json
+
+A flag fills in only what the file leaves unset: Experiment(n_workers=2) in the file
+beats --n-workers 8 (a note on stderr says so).
+
+Ctrl-C stops starting new rows and lets running ones finish; a second Ctrl-C stops at
+once. What finished is stored, the run is marked failed, and the exit code is 1.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """One-line usage errors (exit 2) that point at ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _add_store_options(p: argparse.ArgumentParser, what: str = "results", project: bool = True) -> None:
+    """--db, --base-url, --api-key (and --project): every command that reads or writes results."""
+    g = p.add_argument_group(f"where {what} are stored")
+    g.add_argument("--db", metavar="PATH", help="SQLite store (default: $RUNNER_DB, else .runner/runner.db)")
+    g.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="a Parea-compatible server's API root, e.g. http://localhost:8765/api/parea/v1 (default: $PAREA_BASE_URL)",
+    )
+    g.add_argument("--api-key", metavar="KEY", help="API key sent as x-api-key (default: $PAREA_API_KEY)")
+    if project:
+        g.add_argument("--project", metavar="NAME", help="project name (default: $RUNNER_PROJECT, else 'default')")
+
+
+def _add_common(p: argparse._ActionsContainer, json_help: str) -> None:
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command but ``serve`` (which has its own, in runner.server)."""
+    from runner import __version__
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog=PROG,
+        formatter_class=fmt,
+        epilog=TOP_EPILOG,
+        usage=f"{PROG} CONFIG.py [options]\n       {PROG} {{run,list,show,datasets,serve}} ...",
+        description="Run LLM experiments and look at their results. Results go to a local SQLite\n"
+        "store (.runner/runner.db) unless a Parea-compatible server is given.",
+    )
+    parser.add_argument("--version", action="version", version=f"runner {__version__}")
+    sub = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser(
+        "run",
+        prog=f"{PROG} run",
+        help="run the experiments a config file defines (the default command)",
+        formatter_class=fmt,
+        epilog=RUN_EPILOG,
+        description="Run the experiments that CONFIG.py defines and print their summaries.",
+    )
+    run.add_argument("config", metavar="CONFIG.py", help="a Python file that defines Experiment(...) objects")
+    g = run.add_argument_group("what to run")
+    g.add_argument("--only", metavar="NAME", action="append", help="run only the experiment called NAME (repeatable)")
+    g.add_argument("--limit", metavar="N", type=_positive_int, help="only the first N rows, for a quick check")
+    g.add_argument("--trials", metavar="N", type=_positive_int, help="run each row N times (default: 1)")
+    g.add_argument(
+        "--n-workers", metavar="N", type=_positive_int, help="rows run at once (default: $RUNNER_N_WORKERS, else 10)"
+    )
+    names = g.add_mutually_exclusive_group()
+    names.add_argument("--run-name", metavar="NAME", help="name of the run (default: generated, e.g. brisk-otter-4f2a)")
+    names.add_argument("--run-prefix", metavar="P", help="name each run P-EXPERIMENT (for several experiments)")
+    _add_store_options(run)
+    o = run.add_argument_group("output")
+    o.add_argument("--output", metavar="PATH", help="write the per-row results table to PATH (.csv, .jsonl or .json)")
+    o.add_argument(
+        "--quiet", action="store_true", help="no progress bar (shown only on a terminal anyway; default: $RUNNER_QUIET)"
+    )
+    _add_common(o, "print the summary as JSON on stdout (human output goes to stderr)")
+    run.set_defaults(handler=_run)
+
+    ls = sub.add_parser(
+        "list",
+        prog=f"{PROG} list",
+        help="list the stored runs, newest first",
+        formatter_class=fmt,
+        description="List stored runs, newest first: experiment, run, status, rows, errors, scores, date.",
+        epilog=f"examples:\n  {PROG} list\n  {PROG} list --name sentiment --last 5\n  {PROG} list --json",
+    )
+    ls.add_argument("--name", metavar="TEXT", help="only experiments whose name contains TEXT")
+    ls.add_argument("--last", metavar="N", type=_positive_int, default=20, help="show the newest N runs (default: 20)")
+    _add_store_options(ls)
+    _add_common(ls, "print the runs as JSON")
+    ls.set_defaults(handler=_list)
+
+    show = sub.add_parser(
+        "show",
+        prog=f"{PROG} show",
+        help="show one run's summary and its worst rows",
+        formatter_class=fmt,
+        description="Show one run: its summary (as printed when it finished) and its worst rows.",
+        epilog=f"examples:\n  {PROG} show brisk-otter-4f2a\n  {PROG} show 3f1c... --rows 10\n  {PROG} show RUN --json",
+    )
+    show.add_argument("ref", metavar="RUN", help="run name or experiment uuid (the newest run of that name)")
+    show.add_argument("--rows", metavar="N", type=int, default=5, help="how many worst rows to show (default: 5)")
+    _add_store_options(show)
+    _add_common(show, "print the summary and worst rows as JSON")
+    show.set_defaults(handler=_show)
+
+    ds = sub.add_parser(
+        "datasets",
+        prog=f"{PROG} datasets",
+        help="upload and list stored datasets",
+        formatter_class=fmt,
+        description="Store datasets by name, to use as Experiment(data=NAME).",
+        epilog=f"examples:\n  {PROG} datasets upload datasets/reviews.csv --name reviews\n  {PROG} datasets list",
+    )
+    ds_sub = ds.add_subparsers(
+        dest="datasets_command", title="commands", metavar="COMMAND", required=True, parser_class=_Parser
+    )
+    up = ds_sub.add_parser(
+        "upload",
+        prog=f"{PROG} datasets upload",
+        help="store a .csv/.jsonl/.json file as a named dataset",
+        formatter_class=fmt,
+        description="Store the rows of FILE as a dataset; its `target` column is each row's target.",
+    )
+    up.add_argument("file", metavar="FILE", help="a .csv, .jsonl or .json file")
+    up.add_argument("--name", metavar="NAME", help="the dataset's name (default: the file name without suffix)")
+    _add_store_options(up, "datasets", project=False)
+    _add_common(up, "print what was stored as JSON")
+    up.set_defaults(handler=_datasets_upload)
+    dl = ds_sub.add_parser(
+        "list",
+        prog=f"{PROG} datasets list",
+        help="list stored datasets",
+        formatter_class=fmt,
+        description="List stored datasets.",
+    )
+    _add_store_options(dl, "datasets", project=False)
+    _add_common(dl, "print the datasets as JSON")
+    dl.set_defaults(handler=_datasets_list)
+
+    sub.add_parser(
+        "serve",
+        prog=f"{PROG} serve",
+        help="serve the stored results over the Parea API (see `serve --help`)",
+        add_help=False,
+    )
+    return parser
+
+
+# -- handlers: imported when used ---------------------------------------------------------------
+def _run(args: argparse.Namespace) -> int:
+    from runner.cli_run import run_command
+
+    return run_command(args)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from runner.cli_show import list_command
+
+    return list_command(args)
+
+
+def _show(args: argparse.Namespace) -> int:
+    from runner.cli_show import show_command
+
+    return show_command(args)
+
+
+def _datasets_upload(args: argparse.Namespace) -> int:
+    from runner.cli_show import datasets_upload_command
+
+    return datasets_upload_command(args)
+
+
+def _datasets_list(args: argparse.Namespace) -> int:
+    from runner.cli_show import datasets_list_command
+
+    return datasets_list_command(args)
+
+
+def _serve(argv: list[str]) -> int:
+    try:
+        from runner.server.__main__ import serve_main
+    except ImportError as exc:
+        print(f"error: the server is not available ({exc})", file=sys.stderr)
+        return 2
+    return serve_main(argv)
+
+
+def with_default_command(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``run`` inserted when it names no command (``--debug`` may come first)."""
+    args = list(argv)
+    lead = 0
+    while lead < len(args) and args[lead] == "--debug":
+        lead += 1
+    rest = args[lead:]
+    if not rest:
+        return args
+    if rest[0] in COMMANDS:
+        return [rest[0], *args[:lead], *rest[1:]]
+    if rest[0] in ("-h", "--help", "--version"):
+        return rest
+    return ["run", *args[:lead], *rest]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args_list = with_default_command(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["serve"]:
+        return _serve(args_list[1:])
+    parser = build_parser()
+    if not args_list:
+        parser.print_usage(sys.stderr)
+        print(f"{PROG}: error: give a config file to run, or a command (see `{PROG} --help`)", file=sys.stderr)
+        return 2
+    args = parser.parse_args(args_list)
+    debug = bool(getattr(args, "debug", False))
+    try:
+        code: int = args.handler(args)
+    except RunnerError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("interrupted", file=sys.stderr)
+        return 1
+    return code
+
+
+# -- docs/cli.md ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _columns(width: int) -> Iterator[None]:
+    """Help formatted for a terminal of ``width`` + 2 columns, as argparse does with $COLUMNS."""
+    old = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(width + 2)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = old
+
+
+def _help_texts() -> list[tuple[str, str]]:
+    parser = build_parser()
+    texts = [(PROG, parser.format_help())]
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("run", "list", "show"):
+        texts.append((f"{PROG} {name}", sub.choices[name].format_help()))
+    ds = sub.choices["datasets"]
+    texts.append((f"{PROG} datasets", ds.format_help()))
+    ds_sub = next(a for a in ds._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("upload", "list"):
+        texts.append((f"{PROG} datasets {name}", ds_sub.choices[name].format_help()))
+    try:
+        from runner.server.__main__ import build_parser as serve_parser
+    except ImportError:
+        pass
+    else:
+        texts.append((f"{PROG} serve", serve_parser(f"{PROG} serve").format_help()))
+    return [(title, text.replace("optional arguments:", "options:").rstrip() + "\n") for title, text in texts]
+
+
+def render_docs(width: int = DOCS_WIDTH) -> str:
+    """The text of docs/cli.md: every command's ``--help``, as printed in a terminal."""
+    parts = [
+        "# Command line\n",
+        "<!-- Generated from the --help texts by `python -m runner.cli --write-docs`; do not edit. -->\n",
+        "`python -m runner CONFIG.py` runs the experiments a config file defines (`run` is the default",
+        "command); `list`, `show`, `datasets` and `serve` look at and share what is stored. Every",
+        "command prints one line `error: ...` and exits with 2 for a usage or config mistake; add",
+        "`--debug` for the traceback.\n",
+    ]
+    with _columns(width):
+        texts = _help_texts()
+    for title, text in texts:
+        parts.append(f"## `{title}`\n\n```text\n{text}```\n")
+    return "\n".join(parts)
+
+
+def _docs_main(argv: Sequence[str]) -> int:
+    path = Path(argv[1]) if len(argv) > 1 else DOCS_PATH
+    if argv[:1] == ["--write-docs"]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render_docs(), encoding="utf-8")
+        print(f"wrote {path}")
+        return 0
+    if argv[:1] == ["--check-docs"]:
+        if path.exists() and path.read_text(encoding="utf-8") == render_docs():
+            return 0
+        print(f"{path} is out of date: run python -m runner.cli --write-docs", file=sys.stderr)
+        return 1
+    return main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(_docs_main(sys.argv[1:]))

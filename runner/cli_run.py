@@ -1,0 +1,254 @@
+"""``python -m runner CONFIG.py``: load a config file, pick its experiments, run them, report.
+
+Precedence of every setting: what the file sets in code (an ``Experiment`` field) > the CLI flag
+> the environment > the default. So a flag fills in only what the file left open, and says so
+on stderr when the file's value wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import re
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from runner.errors import ConfigError, RunnerError
+
+if TYPE_CHECKING:
+    from runner.experiment import Experiment
+    from runner.result import Result
+
+__all__ = ["OUTPUT_SUFFIXES", "collect_experiments", "load_config", "run_command"]
+
+#: What ``--output`` can write, by suffix.
+OUTPUT_SUFFIXES = (".csv", ".jsonl", ".json")
+
+
+# -- loading the file -----------------------------------------------------------------------------
+def load_config(path: Path) -> ModuleType:
+    """Import ``path`` as a module (not as ``__main__``, so its ``if __name__ == "__main__"`` block
+    does not run); any error while importing it becomes a one-line :class:`ConfigError`."""
+    if not path.exists():
+        raise ConfigError(f"config file {path} not found")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; give the .py file that defines the experiments")
+    if path.suffix != ".py":
+        raise ConfigError(f"{path} is not a Python file; give a .py file that defines Experiment(...) objects")
+    module_name = "runner_config_" + re.sub(r"\W", "_", path.stem)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has a loader
+        raise ConfigError(f"cannot load {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look the module up by name
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # so the file can import its neighbours, as `python FILE` would
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from exc
+    except RunnerError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    except Exception as exc:
+        raise ConfigError(
+            f"{path}:{_line_in(path, exc)}: {type(exc).__name__}: {exc} (while loading the file; "
+            "--debug shows the traceback)"
+        ) from exc
+    return module
+
+
+def _line_in(path: Path, exc: BaseException) -> str:
+    """The line of ``path`` where ``exc`` passed last, or ``?``."""
+    resolved = str(path.resolve())
+    line = "?"
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == resolved or frame.filename == str(path):
+            line = str(frame.lineno)
+    return line
+
+
+def collect_experiments(module: ModuleType, path: Path) -> list[Experiment]:
+    """The list ``experiments`` if the file has one, else every module-level ``Experiment``."""
+    from runner.experiment import Experiment
+
+    declared = getattr(module, "experiments", None)
+    if declared is not None:
+        if isinstance(declared, Experiment):
+            declared = [declared]
+        if not isinstance(declared, (list, tuple)):
+            raise ConfigError(f"{path}: `experiments` must be a list of Experiment, got {type(declared).__name__}")
+        for i, item in enumerate(declared):
+            if not isinstance(item, Experiment):
+                raise ConfigError(f"{path}: experiments[{i}] is {type(item).__name__} {item!r:.60}, not an Experiment")
+        found = list(declared)
+    else:
+        found = []
+        for value in vars(module).values():
+            if isinstance(value, Experiment) and all(value is not f for f in found):
+                found.append(value)
+    if not found:
+        raise ConfigError(
+            f"{path} defines no experiments: create one at module level (exp = Experiment(...)) "
+            "or list them in `experiments = [...]`"
+        )
+    return found
+
+
+def select(experiments: list[Experiment], only: Sequence[str] | None, path: Path) -> list[Experiment]:
+    if not only:
+        return experiments
+    names = [e.name for e in experiments]
+    for name in only:
+        if name not in names:
+            raise ConfigError(f"--only {name}: {path} has no experiment called {name!r} (it has: {', '.join(names)})")
+    return [e for e in experiments if e.name in only]
+
+
+# -- flags ----------------------------------------------------------------------------------------
+def run_names(experiments: Sequence[Experiment], args: argparse.Namespace) -> list[str | None]:
+    """The run name of each experiment: ``--run-name``, ``--run-prefix``-NAME, or generated."""
+    from runner.store import validate_run_name
+
+    if args.run_name is not None:
+        if len(experiments) > 1:
+            raise ConfigError(
+                f"--run-name names one run, but {len(experiments)} experiments would run "
+                f"({', '.join(e.name for e in experiments)}); use --run-prefix, or --only NAME to pick one"
+            )
+        return [validate_run_name(args.run_name)]
+    if args.run_prefix is not None:
+        names = [f"{args.run_prefix}-{re.sub(r'[^A-Za-z0-9_-]+', '-', e.name)}"[:100] for e in experiments]
+        return [validate_run_name(n) for n in names]
+    return [None] * len(experiments)
+
+
+def with_flags(exp: Experiment, args: argparse.Namespace, path: Path) -> Experiment:
+    """``exp`` with the flags filled into the fields the file left unset (the file's value wins)."""
+    changes: dict[str, Any] = {}
+    flags = (
+        ("db", args.db, "--db"),
+        ("base_url", args.base_url, "--base-url"),
+        ("api_key", args.api_key, "--api-key"),
+        ("n_workers", args.n_workers, "--n-workers"),
+        ("project_name", args.project, "--project"),
+        ("n_trials", args.trials, "--trials"),
+    )
+    for field, value, flag in flags:
+        if value is None:
+            continue
+        current = getattr(exp, field)
+        unset = current == 1 if field == "n_trials" else current is None  # n_trials defaults to 1
+        if unset:
+            changes[field] = value
+        elif current != value:
+            shown = "(set)" if field == "api_key" else repr(current)
+            print(f"note: {flag} ignored for {exp.name!r}: {path.name} sets {field}={shown}", file=sys.stderr)
+    return dataclasses.replace(exp, **changes) if changes else exp
+
+
+# -- running --------------------------------------------------------------------------------------
+def run_command(args: argparse.Namespace) -> int:
+    """Run the experiments of ``args.config``; 0 when all completed, 1 when one failed or was stopped."""
+    from runner.settings import Settings
+
+    path = Path(args.config)
+    output = Path(args.output) if args.output else None
+    if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ConfigError(f"--output {output}: unknown suffix {output.suffix!r}; use .csv, .jsonl or .json")
+    if args.db is not None and args.base_url is None:
+        # --db asks for the embedded store: a flag beats PAREA_BASE_URL from the environment
+        os.environ.pop("PAREA_BASE_URL", None)
+    settings = Settings.from_env()  # bad RUNNER_* values fail here, before anything runs
+    module = load_config(path)
+    experiments = select(collect_experiments(module, path), args.only, path)
+    names = run_names(experiments, args)
+    prepared = [with_flags(e, args, path) for e in experiments]
+    # a progress bar only on a terminal: in CI logs and pipes it is noise
+    quiet = args.quiet or settings.quiet or not sys.stderr.isatty()
+
+    results: list[Result] = []
+    stopped = False
+    try:
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+            for exp, run_name in zip(prepared, names, strict=True):
+                try:
+                    result = exp.run(run_name, limit=args.limit, quiet=quiet)
+                except KeyboardInterrupt:
+                    print(f"interrupted before {exp.name!r} had started any rows", file=sys.stderr)
+                    stopped = True
+                    break
+                results.append(result)
+                if quiet:  # run() printed nothing: the summary is still the point
+                    print(result.summary_text(), file=sys.stderr if result.interrupted else sys.stdout, flush=True)
+                if result.interrupted:
+                    stopped = True
+                    _say_interrupted(result, len(prepared) - len(results))
+                    break
+    finally:
+        if output is not None and results:
+            write_output(output, results)
+            print(f"wrote {sum(r.n_total for r in results)} rows to {output}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(_json_summary(results, stopped), indent=2, default=str))
+    if len(prepared) > 1 and not args.json and not stopped:
+        states = ", ".join(f"{r.name} {r.status}" for r in results)
+        print(f"{len(results)} experiments: {states}")
+    ok = not stopped and len(results) == len(prepared) and all(r.status == "completed" for r in results)
+    return 0 if ok else 1
+
+
+def _say_interrupted(result: Result, not_started: int) -> None:
+    finished = result.n_total
+    rest = f"; {not_started} more experiment(s) not started" if not_started else ""
+    print(
+        f"interrupted: stored the {finished} finished row(s) of {result.name!r} (run {result.run_name}) "
+        f"and marked the run failed{rest}",
+        file=sys.stderr,
+    )
+
+
+def _json_summary(results: Sequence[Result], stopped: bool) -> dict[str, Any]:
+    ok = not stopped and all(r.status == "completed" for r in results)
+    return {"status": "completed" if ok else "failed", "experiments": [_finite(r.to_dict()) for r in results]}
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as ``None``, so that the JSON is valid everywhere."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_output(path: Path, results: Sequence[Result]) -> None:
+    """The per-row table of every run, one file, with ``experiment`` and ``run_name`` columns."""
+    import pandas as pd
+
+    frames = []
+    for r in results:
+        df = r.to_dataframe()
+        df.insert(0, "run_name", r.run_name)
+        df.insert(0, "experiment", r.name)
+        frames.append(df)
+    table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        table.to_csv(path, index=False)
+    elif suffix == ".jsonl":
+        table.to_json(path, orient="records", lines=True, force_ascii=False, date_format="iso")
+    else:
+        table.to_json(path, orient="records", indent=2, force_ascii=False, date_format="iso")
