@@ -172,7 +172,7 @@ def test_resume_after_sigkill_stores_every_row_once_and_matches_an_uninterrupted
     )
 
 
-def test_resume_reruns_errored_rows_unless_keep_errors(tmp_path: Path) -> None:
+def test_resume_reruns_errored_rows_unless_keep_errors(door: Door) -> None:
     calls: list[int] = []
     fail = {"on": True}
 
@@ -183,18 +183,18 @@ def test_resume_reruns_errored_rows_unless_keep_errors(tmp_path: Path) -> None:
         return x
 
     data = [{"x": i} for i in range(5)]
-    first = Experiment(name="r", data=data, func=fn, db="r.db").run("run-1", quiet=True)
+    first = Experiment(name="r", data=data, func=fn, **door.kwargs()).run("run-1", quiet=True)
     assert first.n_errors == 1
-    kept = Experiment(name="r", data=data, func=fn, db="r.db").run("run-1", resume=True, keep_errors=True, quiet=True)
+    kept = Experiment(name="r", data=data, func=fn, **door.kwargs()).run(
+        "run-1", resume=True, keep_errors=True, quiet=True
+    )
     assert calls.count(2) == 1 and kept.n_errors == 1 and kept.n_total == 5
     fail["on"] = False
-    again = Experiment(name="r", data=data, func=fn, db="r.db").run("run-1", resume=True, quiet=True)
+    again = Experiment(name="r", data=data, func=fn, **door.kwargs()).run("run-1", resume=True, quiet=True)
     assert calls.count(2) == 2 and calls.count(0) == 1
     assert again.n_errors == 0 and again.n_total == 5
-    s = Store("r.db")
-    rows = s.experiment_rows(again.experiment_uuid)
+    rows = door.store.experiment_rows(again.experiment_uuid)
     assert len(rows) == 5 and all(r["status"] == "success" and "error" not in r for r in rows)
-    s.close()
 
 
 def test_resume_is_keyed_by_row_id_so_a_reordered_file_resumes(tmp_path: Path) -> None:
