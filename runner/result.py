@@ -23,6 +23,8 @@ from runner.stats import ScoreSummary, latency_summary, summarize_score
 if TYPE_CHECKING:
     import pandas as pd
 
+    from runner.compare import Comparison
+
 __all__ = ["Result", "Tally"]
 
 
@@ -188,6 +190,20 @@ class Result:
                 df[name] = float("nan")
         return df
 
+    def compare(self, other: Result, *, top: int = 5) -> Comparison:
+        """This run (B) against ``other`` (A, the baseline): per-score differences with their
+        95 % interval and a paired p-value (McNemar's exact test for 0/1 scores, a paired
+        permutation test otherwise; Holm-adjusted across scores), win/tie/loss, and the rows
+        that regressed and improved most.
+
+        >>> candidate.compare(baseline)            # doctest: +SKIP
+        """
+        from runner.compare import compare_rows
+
+        return compare_rows(
+            other.rows(), self.rows(), label_a=other.run_name, label_b=self.run_name, top=top
+        )
+
     # -- rendering ----------------------------------------------------------------------------
     def headline(self) -> str:
         errs = f", {self.n_errors} errored" if self.n_errors else ""
@@ -202,11 +218,9 @@ class Result:
         lines = [self.headline()]
         if self.scores:
             width = max(12, *(len(n) for n in self.scores))
-            lines.append(f"  {'score':<{width}}  {'mean [95% CI]':<24} {'std':>7}  n scored/total")
+            lines.append(f"  {'score':<{width}}  mean [95% CI] n=scored/total    std")
             for name, s in self.scores.items():
-                ci = f"{_fmt(s.mean)} [{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]" if s.mean is not None else "-"
-                err = f"  ({s.n_errors} errors)" if s.n_errors else ""
-                lines.append(f"  {name:<{width}}  {ci:<24} {_fmt(s.std):>7}  {s.n}/{s.n_total}{err}")
+                lines.append(f"  {name:<{width}}  {s.format():<34} {_fmt(s.std):>6}")
         else:
             lines.append("  no scores")
         for name, value in self.dataset_level_stats.items():

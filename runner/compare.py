@@ -1,0 +1,276 @@
+"""Run B against run A: per-score differences with intervals and paired tests, and the rows
+that changed most.
+
+>>> cmp = compare_rows(rows_a, rows_b, label_a="baseline", label_b="candidate")  # doctest: +SKIP
+>>> print(cmp.to_markdown())                                                      # doctest: +SKIP
+
+Rows are paired by their row id (the dataset's ``id`` column or the row's content hash), and a
+row's trials are averaged before pairing, since trials of one row are not independent samples.
+Rows present in only one run are counted and reported, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from runner.stats import ScoreComparison, compare_scores
+
+__all__ = ["Comparison", "RowChange", "compare_rows"]
+
+
+@dataclass(frozen=True)
+class RowChange:
+    """One row whose scores moved between the runs."""
+
+    row_id: str
+    inputs: dict[str, Any]
+    output_a: Any
+    output_b: Any
+    #: score name -> (value in A, value in B) for the scores both runs have on this row
+    scores: dict[str, tuple[float, float]]
+    #: sum over those scores of B - A: negative means the row regressed
+    delta: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "row_id": self.row_id,
+            "inputs": self.inputs,
+            "output_a": self.output_a,
+            "output_b": self.output_b,
+            "scores": {k: list(v) for k, v in self.scores.items()},
+            "delta": self.delta,
+        }
+
+
+@dataclass
+class Comparison:
+    """The comparison of two runs (B against A)."""
+
+    label_a: str
+    label_b: str
+    scores: list[ScoreComparison]
+    n_rows_a: int
+    n_rows_b: int
+    n_shared_rows: int
+    regressions: list[RowChange] = field(default_factory=list)
+    improvements: list[RowChange] = field(default_factory=list)
+    #: metric -> (mean in A, mean in B) for latency, total tokens and cost per row-trial
+    usage: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def only_a(self) -> int:
+        return self.n_rows_a - self.n_shared_rows
+
+    @property
+    def only_b(self) -> int:
+        return self.n_rows_b - self.n_shared_rows
+
+    @property
+    def n_tested(self) -> int:
+        return sum(1 for s in self.scores if s.p_value is not None)
+
+    def get(self, name: str) -> ScoreComparison | None:
+        return next((s for s in self.scores if s.name == name), None)
+
+    # -- rendering ----------------------------------------------------------------------------
+    def _rows(self) -> list[list[str]]:
+        out = []
+        for s in self.scores:
+            out.append(
+                [
+                    s.name,
+                    _f(s.mean_a),
+                    _f(s.mean_b),
+                    _signed(s.diff),
+                    f"[{_signed(s.diff_ci_low)}, {_signed(s.diff_ci_high)}]" if s.diff_ci_low is not None else "-",
+                    _p(s.p_value),
+                    _p(s.p_adjusted),
+                    f"{s.wins}/{s.ties}/{s.losses}",
+                    str(s.n_shared),
+                    (s.test or "-"),
+                ]
+            )
+        return out
+
+    _HEADER = ["score", "A", "B", "B − A", "95% CI of B − A", "p", "p (Holm)", "win/tie/loss", "n", "test"]
+
+    def notes(self) -> list[str]:
+        lines = []
+        if self.n_tested > 1:
+            lines.append(f"p-values are Holm-adjusted across the {self.n_tested} scores compared.")
+        lines.append(
+            f"Rows: {self.n_shared_rows} in both runs, {self.only_a} only in {self.label_a}, "
+            f"{self.only_b} only in {self.label_b} (trials of a row are averaged before pairing)."
+        )
+        for name, (a, b) in self.usage.items():
+            lines.append(f"{name}: {_f(a)} → {_f(b)} ({_signed(b - a)}) per row-trial.")
+        return lines
+
+    def to_text(self) -> str:
+        rows = [self._HEADER, *self._rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self._HEADER))]
+        lines = [f"{self.label_b} (B) vs {self.label_a} (A)"]
+        for i, r in enumerate(rows):
+            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+            if i == 0:
+                lines.append("  " + "  ".join("-" * w for w in widths))
+        lines.extend("  " + n for n in self.notes())
+        for title, changes in (("Regressed most", self.regressions), ("Improved most", self.improvements)):
+            if changes:
+                lines.append(f"  {title}:")
+                for c in changes:
+                    lines.append(
+                        f"    row {c.row_id} Δ{_signed(c.delta)} inputs={_short(c.inputs)} "
+                        f"A={_short(c.output_a)} B={_short(c.output_b)} "
+                        + " ".join(f"{k}: {_f(a)}→{_f(b)}" for k, (a, b) in c.scores.items())
+                    )
+        return "\n".join(lines)
+
+    def to_markdown(self) -> str:
+        """A Markdown report fit for a pull-request comment."""
+        md = [f"### {_md(self.label_b)} (B) vs {_md(self.label_a)} (A)", ""]
+        md.append("| " + " | ".join(self._HEADER) + " |")
+        md.append("|" + "|".join("---" for _ in self._HEADER) + "|")
+        for r in self._rows():
+            md.append("| " + " | ".join(_md(c) for c in r) + " |")
+        md.append("")
+        md.extend(f"- {_md(n)}" for n in self.notes())
+        for title, changes in (("Regressed most", self.regressions), ("Improved most", self.improvements)):
+            if changes:
+                md += ["", f"**{title}**", "", "| row | Δ | inputs | A | B | scores |", "|---|---|---|---|---|---|"]
+                for c in changes:
+                    scores = ", ".join(f"{k}: {_f(a)}→{_f(b)}" for k, (a, b) in c.scores.items())
+                    md.append(
+                        f"| {_md(c.row_id)} | {_signed(c.delta)} | {_md(_short(c.inputs))} | "
+                        f"{_md(_short(c.output_a))} | {_md(_short(c.output_b))} | {_md(scores)} |"
+                    )
+        return "\n".join(md)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "a": self.label_a,
+            "b": self.label_b,
+            "scores": [s.to_dict() for s in self.scores],
+            "holm_adjusted": self.n_tested > 1,
+            "n_rows_a": self.n_rows_a,
+            "n_rows_b": self.n_rows_b,
+            "n_shared_rows": self.n_shared_rows,
+            "only_a": self.only_a,
+            "only_b": self.only_b,
+            "usage": {k: list(v) for k, v in self.usage.items()},
+            "regressions": [c.to_dict() for c in self.regressions],
+            "improvements": [c.to_dict() for c in self.improvements],
+        }
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def _repr_html_(self) -> str:
+        import html
+
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self._HEADER)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in self._rows()
+        )
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes())
+        return (
+            f"<p><b>{html.escape(self.label_b)}</b> (B) vs <b>{html.escape(self.label_a)}</b> (A)</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table><ul>{notes}</ul>"
+        )
+
+
+def _per_row(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[str, dict[str, float]], dict[str, Mapping[str, Any]]]:
+    """score name -> row id -> mean over trials; and row id -> its first stored log."""
+    sums: dict[str, dict[str, list[float]]] = {}
+    first: dict[str, Mapping[str, Any]] = {}
+    for r in rows:
+        meta = r.get("metadata") or {}
+        rid = str(meta.get("row_id", r.get("trace_id")))
+        if rid not in first or meta.get("trial", 0) < (first[rid].get("metadata") or {}).get("trial", 0):
+            first[rid] = r
+        for s in r.get("scores") or []:
+            sums.setdefault(s["name"], {}).setdefault(rid, []).append(float(s["score"]))
+    means = {name: {rid: sum(v) / len(v) for rid, v in per.items()} for name, per in sums.items()}
+    return means, first
+
+
+def _usage(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    n = max(len(rows), 1)
+    return {
+        "latency (s)": sum(float(r.get("latency") or 0) for r in rows) / n,
+        "total tokens": sum(float(r.get("total_tokens") or 0) for r in rows) / n,
+        "cost ($)": sum(float(r.get("cost") or 0) for r in rows) / n,
+    }
+
+
+def compare_rows(
+    rows_a: Sequence[Mapping[str, Any]],
+    rows_b: Sequence[Mapping[str, Any]],
+    *,
+    label_a: str = "A",
+    label_b: str = "B",
+    top: int = 5,
+    seed: int = 0,
+) -> Comparison:
+    """Compare two runs given their stored root logs (``Result.rows()`` or the store's)."""
+    scores_a, first_a = _per_row(rows_a)
+    scores_b, first_b = _per_row(rows_b)
+    comparisons = compare_scores(scores_a, scores_b, seed=seed)
+    shared = [rid for rid in first_a if rid in first_b]
+    changes = []
+    for rid in shared:
+        per = {
+            name: (scores_a[name][rid], scores_b[name][rid])
+            for name in scores_a
+            if name in scores_b and rid in scores_a[name] and rid in scores_b[name]
+        }
+        if not per:
+            continue
+        delta = sum(b - a for a, b in per.values())
+        if delta != 0:
+            ra, rb = first_a[rid], first_b[rid]
+            changes.append(RowChange(rid, dict(ra.get("inputs") or {}), ra.get("output"), rb.get("output"), per, delta))
+    changes.sort(key=lambda c: c.delta)
+    ua, ub = _usage(rows_a), _usage(rows_b)
+    return Comparison(
+        label_a=label_a,
+        label_b=label_b,
+        scores=comparisons,
+        n_rows_a=len(first_a),
+        n_rows_b=len(first_b),
+        n_shared_rows=len(shared),
+        regressions=[c for c in changes if c.delta < 0][:top],
+        improvements=[c for c in reversed(changes) if c.delta > 0][:top],
+        usage={k: (ua[k], ub[k]) for k in ua},
+    )
+
+
+def _f(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.3g}" if abs(x) < 1000 else f"{x:,.0f}"
+
+
+def _signed(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:+.3g}"
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _short(value: Any, n: int = 60) -> str:
+    text = value if isinstance(value, str) else str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
