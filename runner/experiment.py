@@ -336,7 +336,7 @@ class _Run:
             retry_backoff=opts.retry_backoff,
         )
         items = ((row, t) for row in source for t in range(opts.n_trials) if (row.id, t) not in done)
-        self.progress = _progress(exp.name, opts, run_name)
+        self.progress = _progress(exp.name, opts, run_name, exp.data)
         loop = asyncio.get_running_loop()
         self.task = asyncio.current_task()
         _Run.active[loop] = self
@@ -581,12 +581,13 @@ def _install_sigint(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]
     return True
 
 
-def _progress(name: str, opts: RunOptions, run_name: str) -> Any:
+def _progress(name: str, opts: RunOptions, run_name: str, data: Any) -> Any:
     if opts.quiet:
         return None
     total = None
-    if opts.limit is not None:
-        total = opts.limit * opts.n_trials
+    known = len(data) if hasattr(data, "__len__") and not isinstance(data, (str, bytes)) else None
+    if opts.limit is not None or known is not None:
+        total = min(x for x in (opts.limit, known) if x is not None) * opts.n_trials
     tqdm_cls = _tqdm_class()
     return tqdm_cls(total=total, desc=f"{name} [{run_name}]", unit="row", mininterval=0.2, leave=False)
 

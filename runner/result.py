@@ -101,6 +101,8 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 def _fmt_s(x: float | None) -> str:
     if x is None:
         return "-"
+    if x < 0.001:
+        return f"{x * 1e6:.0f} µs"
     return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s"
 
 
