@@ -282,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args_list = with_default_command(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["serve"]:
-        return _serve(args_list[1:])
+        return _serve([a for a in args_list[1:] if a != "--debug"])
     parser = build_parser()
     if not args_list:
         parser.print_usage(sys.stderr)

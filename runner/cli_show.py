@@ -81,7 +81,10 @@ class HttpSource:
 
     def find(self, ref: str, project: str | None) -> dict[str, Any]:
         body: dict[str, Any] = {"project_name": project}
-        body["experiment_uuids" if _UUID.match(ref) else "run_name_filter"] = [ref] if _UUID.match(ref) else ref
+        if _UUID.match(ref):
+            body["experiment_uuids"] = [ref]
+        else:
+            body["run_name_filter"] = ref
         found = [
             e
             for e in self.api.request("POST", "/experiments", body).json()

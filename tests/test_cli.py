@@ -266,6 +266,12 @@ def test_usage_and_config_errors(
     assert proc.stdout == ""
 
 
+def test_no_arguments_is_a_usage_error(tmp_path: Path) -> None:
+    proc = cli(cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "error: give a config file to run, or a command" in proc.stderr
+
+
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     write(tmp_path / "boom.py", "import os\nundefined_name()\n")
     proc = cli("--debug", "boom.py", cwd=tmp_path)
