@@ -43,6 +43,7 @@ __all__ = ["HttpBackend", "error_for", "fetch_experiment_rows", "parse_extension
 _JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _MAX_RETRY_AFTER = 60.0
+_MAX_BATCH_BYTES = 8 * 1024 * 1024
 
 
 # -- the I/O-free core, shared with the sync helpers in runner.client_datasets ----------------
@@ -220,11 +221,18 @@ class HttpBackend:
         return self._client
 
     async def _request(
-        self, method: str, path: str, body: Any = None, *, accept: frozenset[int] = frozenset()
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        accept: frozenset[int] = frozenset(),
     ) -> httpx.Response:
-        """Send with retries; returns a 2xx response (or one whose status is in ``accept``)."""
+        """Send ``body`` (or ``raw`` JSON bytes) with retries; returns a 2xx response (or one whose
+        status is in ``accept``)."""
         client = self._bind()
-        content = None if body is None else encode(body)
+        content = raw if raw is not None else None if body is None else encode(body)
         url = self.base_url + path
         for attempt in range(self.max_retries + 1):
             try:
@@ -284,10 +292,19 @@ class HttpBackend:
     async def _send(self, batch: list[dict[str, Any]]) -> None:
         logs = [_finite_scores(log) for log in batch]
         if "trace_logs_batch" in (self.extensions or ()):
-            await self._request("POST", "/trace_logs/batch", {"logs": logs})
+            await self._send_batch(logs)
         else:
             for log in logs:
                 await self._request("POST", "/trace_log", log)
+
+    async def _send_batch(self, logs: list[dict[str, Any]]) -> None:
+        body = encode({"logs": logs})
+        if len(body) > _MAX_BATCH_BYTES and len(logs) > 1:  # huge outputs: split, keep requests sane
+            half = len(logs) // 2
+            await self._send_batch(logs[:half])
+            await self._send_batch(logs[half:])
+            return
+        await self._request("POST", "/trace_logs/batch", raw=body)
 
     # Backend -----------------------------------------------------------------------------------
     async def create_experiment(

@@ -147,6 +147,18 @@ async def test_logs_go_out_in_batches_when_the_server_offers_them(store: Store) 
     assert listed["status"] == "completed" and listed["metadata"] == {"k": "v"}
 
 
+async def test_huge_batches_are_split_by_size(store: Store) -> None:
+    rec = Recorder(create_app(store))
+    with _serve(rec) as server:
+        backend = HttpBackend(server.base_url)
+        exp = await _experiment(backend)
+        await backend.log([log(f"big{i}", experiment_uuid=exp, output="x" * 3_000_000) for i in range(4)])
+        stats = await backend.finish_experiment(exp, status="completed", dataset_level_stats=[])
+        await backend.aclose()
+    assert len(stats) == 4
+    assert rec.paths("/trace_logs/batch") == 2  # 12 MB in one batch: halved until under 8 MB each
+
+
 async def test_without_the_extension_it_posts_each_log_concurrently(store: Store) -> None:
     rec = PlainParea(create_app(store))
     with _serve(rec) as server:
