@@ -50,8 +50,18 @@ def new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+_iso_cache: tuple[int, str] = (-1, "")
+
+
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="microseconds")
+    """``ts`` as ISO 8601 UTC with microseconds; the date-and-second part is cached (hot path)."""
+    global _iso_cache
+    sec = int(ts)
+    cached_sec, prefix = _iso_cache
+    if sec != cached_sec:
+        prefix = datetime.fromtimestamp(sec, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        _iso_cache = (sec, prefix)
+    return f"{prefix}.{int((ts - sec) * 1e6):06d}+00:00"
 
 
 class TraceRun:

@@ -149,9 +149,19 @@ class TraceQueries:
 
     def _prepare_logs(self, logs: Iterable[Mapping[str, Any]], owner: str) -> list[dict[str, Any]]:
         """Logs without ``null`` fields, with root, parent and project filled in, scores finite."""
-        out = []
+        out: list[dict[str, Any]] = []
         for log in logs:
-            data = dict(log) if None not in log.values() else {k: v for k, v in log.items() if v is not None}
+            scores = log.get("scores")
+            if (
+                "project_uuid" in log
+                and "parent_trace_id" in log
+                and "root_trace_id" in log
+                and None not in log.values()
+                and (not scores or all(type(s.get("score")) is float and math.isfinite(s["score"]) for s in scores))
+            ):
+                out.append(log)  # type: ignore[arg-type]  # complete already (the runner's own logs)
+                continue
+            data = {k: v for k, v in log.items() if v is not None}
             trace_id = data["trace_id"]
             if "root_trace_id" not in data or "parent_trace_id" not in data:
                 parent = data.get("parent_trace_id")
