@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from runner.stats import ScoreComparison, compare_scores
 
@@ -95,7 +95,9 @@ class Comparison:
             )
         return out
 
-    _HEADER = ["score", "A", "B", "B − A", "95% CI of B − A", "p", "p (Holm)", "win/tie/loss", "n", "test"]
+    _HEADER: ClassVar[list[str]] = [
+        "score", "A", "B", "B − A", "95% CI of B − A", "p", "p (Holm)", "win/tie/loss", "n", "test",
+    ]
 
     def notes(self) -> list[str]:
         lines = []
