@@ -293,9 +293,13 @@ class HttpBackend:
         logs = [_finite_scores(log) for log in batch]
         if "trace_logs_batch" in (self.extensions or ()):
             await self._send_batch(logs)
-        else:
-            for log in logs:
+            return
+        for log in logs:  # one refused log must not keep the others from being sent
+            try:
                 await self._request("POST", "/trace_log", log)
+            except BackendError as exc:
+                self._failures.append(exc)
+                self._failed_logs += 1
 
     async def _send_batch(self, logs: list[dict[str, Any]]) -> None:
         body = encode({"logs": logs})

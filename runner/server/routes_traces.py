@@ -53,7 +53,7 @@ _UPDATABLE = frozenset(TraceLogSchema.model_fields) - {"trace_id"}
 class ExperimentCheck:
     """Remembers which experiments each owner may log to, so a batch costs no extra query.
 
-    A log naming another tenant's (or no) experiment is refused: it would otherwise be counted
+    A log naming an unknown experiment, or another tenant's, is refused (404): it would otherwise be counted
     in that experiment's stats."""
 
     def __init__(self) -> None:
