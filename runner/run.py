@@ -1,0 +1,452 @@
+"""One execution of an experiment: the dataset, the engine, the tally, and finishing.
+
+``Experiment.run()``/``arun()`` resolve options and the backend, then hand over to :class:`Run`,
+which streams the rows through the engine, collects finished rows (the engine's collector),
+resumes an interrupted run when asked, computes the dataset-level evals and finishes the
+experiment on the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from runner.backend import Backend, EmbeddedBackend
+from runner.dataset import RowSource, check_columns, collection_records, is_dataset_file, iter_records
+from runner.engine import Engine, RowOutcome
+from runner.errors import ConfigError, DatasetError, FunctionError, RunnerError
+from runner.result import Result, Tally, mapping_str, run_stats
+from runner.scoring import Log, Score, normalise, scorer_name
+from runner.settings import Settings
+
+if TYPE_CHECKING:
+    from runner.experiment import Experiment
+
+__all__ = ["Run", "RunOptions", "check_positive_int", "check_seconds"]
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+@dataclass
+class RunOptions:
+    """Per-run settings, resolved: argument > CLI flag > environment > default."""
+
+    run_name: str | None = None
+    limit: int | None = None
+    n_workers: int = 10
+    n_trials: int = 1
+    quiet: bool = False
+    timeout: float | None = None
+    retries: int = 0
+    retry_backoff: float = 1.0
+    stall_after: float = 300.0
+    resume: bool = False
+    keep_errors: bool = False
+
+
+_RUN_OPTIONS = frozenset(
+    ("limit", "n_workers", "n_trials", "quiet", "timeout", "retries", "retry_backoff", "stall_after", "resume",
+     "keep_errors")
+)
+
+
+def check_seconds(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+class Run:
+    """One execution of an experiment: dataset, engine, tally, finishing."""
+
+    active: ClassVar[dict[asyncio.AbstractEventLoop, Run]] = {}
+
+    def __init__(self, exp: Experiment, opts: RunOptions, backend: Backend, settings: Settings) -> None:
+        self.exp = exp
+        self.opts = opts
+        self.backend = backend
+        self.settings = settings
+        self.tally = Tally(keep_logs=bool(exp._dataset_evals))
+        self.engine: Engine | None = None
+        self.interrupts = 0
+        self.task: asyncio.Task[Any] | None = None
+        self.progress: Any = None
+        self._lock = threading.Lock()
+        self._pending: list[dict[str, Any]] = []
+        self._pending_rows = 0
+        self.stalls: list[str] = []
+
+    def interrupt(self) -> None:
+        """First call: start no new rows. Second: stop at once."""
+        self.interrupts += 1
+        if self.interrupts == 1:
+            if self.engine is not None:
+                self.engine.stop()
+            print(
+                "\nInterrupted: letting running rows finish (Ctrl-C again to stop at once)...",
+                file=sys.stderr,
+                flush=True,
+            )
+        elif self.task is not None:
+            self.task.cancel()
+
+    async def _records(self) -> Iterator[dict[str, Any]]:
+        data = self.exp.data
+        if isinstance(data, bool):
+            raise DatasetError(f"data={data!r} is not a dataset")
+        if isinstance(data, int) or (isinstance(data, str) and not is_dataset_file(data)):
+            return iter(collection_records(await self.backend.load_dataset(data)))
+        return iter_records(data)
+
+    async def execute(self) -> Result:
+        exp, opts = self.exp, self.opts
+        func_name = getattr(exp.func, "__name__", type(exp.func).__name__)
+        source = RowSource(await self._records(), limit=opts.limit)
+        first = source.peek()
+        if first is None:
+            raise DatasetError(f"Experiment {exp.name!r}: the dataset has no rows")
+        make_kwargs = check_columns(exp.func, [c for c in first if c != "target"], func_name)
+
+        project_name = exp.project_name or self.settings.project_name
+        done: set[tuple[str, int]] = set()
+        if opts.resume:
+            assert opts.run_name is not None
+            info, done = await self._resume(project_name, opts.run_name)
+        else:
+            info = await self.backend.create_experiment(
+                project_name=project_name,
+                name=exp.name,
+                run_name=opts.run_name,
+                metadata=mapping_str(exp.metadata or {}),
+            )
+        uuid, run_name = info["uuid"], info["run_name"]
+        started = time.perf_counter()
+        self.engine = Engine(
+            func=exp.func,
+            func_name=func_name,
+            make_kwargs=make_kwargs,
+            scorers=exp._evals,
+            n_workers=opts.n_workers,
+            experiment_uuid=uuid,
+            project_name=exp.project_name or self.settings.project_name,
+            project_uuid=info.get("project_uuid"),
+            collector=self,
+            timeout=opts.timeout,
+            retries=opts.retries,
+            retry_backoff=opts.retry_backoff,
+        )
+        items = ((row, t) for row in source for t in range(opts.n_trials) if (row.id, t) not in done)
+        self.progress = _progress(exp.name, opts, run_name, exp.data)
+        loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        Run.active[loop] = self
+        sigint = _install_sigint(loop, self.interrupt)
+        watchdog = asyncio.create_task(self.engine.watch(opts.stall_after, self._stalled))
+        status = "completed"
+        failure: BaseException | None = None
+        try:
+            await self.engine.run(items)
+        except asyncio.CancelledError:
+            status = "failed"
+            failure = KeyboardInterrupt()
+            if self.task is not None:
+                self.task.uncancel()
+        except BaseException as exc:
+            status, failure = "failed", exc
+        finally:
+            watchdog.cancel()
+            Run.active.pop(loop, None)
+            if sigint:
+                loop.remove_signal_handler(signal.SIGINT)
+            if self.progress is not None:
+                self.progress.close()
+        interrupted = self.engine.stopping or isinstance(failure, KeyboardInterrupt)
+        if interrupted:
+            status = "failed"
+        still_running = list(self.engine.running)
+
+        dls, details, dl_errors, dl_ci = self._dataset_level()
+        stats_ok = True
+        try:
+            await self.backend.finish_experiment(
+                uuid,
+                status=status,
+                dataset_level_stats=[{"name": s.name, "score": s.score, "reason": s.reason} for s in details.values()],
+            )
+        except RunnerError:
+            stats_ok = False
+            if failure is None:
+                raise
+        result = Result(
+            name=exp.name,
+            experiment_uuid=uuid,
+            run_name=run_name,
+            project_name=exp.project_name or self.settings.project_name,
+            status=status,
+            scores=self.tally.summaries(),
+            dataset_level_stats=dls,
+            stats=run_stats(self.tally),
+            n_total=self.tally.n_total,
+            n_errors=self.tally.n_errors,
+            location=self.backend.location,
+            duration=time.perf_counter() - started,
+            interrupted=interrupted,
+            dataset_level_details=details,
+            dataset_level_ci=dl_ci,
+            dataset_level_errors=dl_errors,
+            scorer_errors=dict(self.tally.scorer_failure_examples),
+            still_running=still_running,
+            stalls=list(self.stalls),
+            resumed_rows=len(done),
+            _rows_loader=_rows_loader(exp, self.settings, uuid, self.backend),
+        )
+        if failure is not None and not isinstance(failure, KeyboardInterrupt):
+            raise failure
+        if not opts.quiet:
+            print(result.summary_text(), file=sys.stderr if interrupted else sys.stdout, flush=True)
+        if not stats_ok:  # pragma: no cover - only with a failure already being raised
+            pass
+        return result
+
+    def _stalled(self, idle: float, running: list[tuple[str, int, float]]) -> None:
+        shown = ", ".join(f"row {r} trial {t} ({age:.0f} s)" for r, t, age in running[:10])
+        more = f" and {len(running) - 10} more" if len(running) > 10 else ""
+        message = f"no row finished for {idle:.0f} s; still running: {shown}{more}"
+        self.stalls.append(message)
+        print(f"\nwarning: {message}", file=sys.stderr, flush=True)
+
+    async def _resume(self, project_name: str, run_name: str) -> tuple[dict[str, Any], set[tuple[str, int]]]:
+        """Reopen run ``run_name``: which row-trials are done, and their results in the tally.
+
+        Rows stored as successful are kept (errored ones too with ``keep_errors``); the rest are
+        deleted so they run again. A dataset whose rows changed since is refused."""
+        exp = self.exp
+        info = await self.backend.find_run(project_name, run_name)
+        if info is None:
+            raise ConfigError(
+                f"no run called {run_name!r} in project {project_name!r} to resume; "
+                "`python -m runner list` shows the runs"
+            )
+        if info["name"] != exp.name:
+            raise ConfigError(f"run {run_name!r} belongs to experiment {info['name']!r}, not {exp.name!r}")
+        stored = await self.backend.experiment_rows(info["uuid"])
+        current = await self._scan()
+        changed = sorted(
+            {
+                str(r["metadata"].get("row_id"))
+                for r in stored
+                if r["metadata"].get("row_id") in current
+                and r["metadata"].get("row_hash") not in (None, current[r["metadata"]["row_id"]][0])
+            }
+        )
+        gone = sorted({str(r["metadata"].get("row_id")) for r in stored} - set(current))
+        if changed or gone:
+            parts = []
+            if changed:
+                parts.append(f"{len(changed)} row(s) changed (e.g. row {changed[0]})")
+            if gone:
+                parts.append(f"{len(gone)} stored row(s) are no longer in the data (e.g. row {gone[0]})")
+            raise DatasetError(
+                f"cannot resume run {run_name!r}: the dataset changed since it ran: {'; '.join(parts)}. "
+                "Start a new run instead"
+            )
+        done: set[tuple[str, int]] = set()
+        rerun: list[str] = []
+        for r in stored:
+            meta = r.get("metadata") or {}
+            key = (str(meta.get("row_id")), int(meta.get("trial", 0)))
+            if key in done:  # pragma: no cover - ids are unique per row-trial
+                continue
+            if r.get("status") == "success" or self.opts.keep_errors:
+                done.add(key)
+                log = _stored_log(r, current[key[0]][1])
+                self.tally.add(log, key[0], [r])
+            else:
+                rerun.append(r["trace_id"])
+        if rerun:
+            await self.backend.delete_traces(info["uuid"], rerun)
+        return info, done
+
+    async def _scan(self) -> dict[str, tuple[str, Any]]:
+        """Row id -> (content hash, target) of every row of the data, read once more."""
+        data = self.exp.data
+        if isinstance(data, Iterator):
+            raise ConfigError(
+                "resume needs data that can be read again (a file, a list, a DataFrame or a stored dataset), "
+                "not a one-shot iterator"
+            )
+        source = RowSource(await self._records(), limit=self.opts.limit)
+        return {row.id: (row.hash, row.target) for row in source}
+
+    # -- Collector: finished rows go to the tally, the backend and the progress bar -----------
+    async def add(self, outcome: RowOutcome) -> None:
+        self.tally.add(outcome.log, outcome.row.id, outcome.wire)
+        await self.backend.log(outcome.wire)
+        if self.progress is not None:
+            self.progress.update(1)
+
+    def add_threadsafe(self, outcomes: list[RowOutcome], loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            for outcome in outcomes:
+                self.tally.add(outcome.log, outcome.row.id, outcome.wire)
+                self._pending.extend(outcome.wire)
+            self._pending_rows += len(outcomes)
+            batch: list[dict[str, Any]] | None = None
+            if len(self._pending) >= 500:
+                batch, self._pending = self._pending, []
+                n, self._pending_rows = self._pending_rows, 0
+        if batch is not None:
+            # may wait while the backend is behind: the backpressure on worker threads
+            log_from_thread = getattr(self.backend, "log_from_thread", None)
+            if log_from_thread is not None:
+                log_from_thread(batch, loop)
+            else:
+                asyncio.run_coroutine_threadsafe(self.backend.log(batch), loop).result()
+            if self.progress is not None:
+                self.progress.update(n)
+
+    async def _log_batch(self, batch: list[dict[str, Any]], n_rows: int) -> None:
+        await self.backend.log(batch)
+        if self.progress is not None:
+            self.progress.update(n_rows)
+
+    async def drain(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+            n, self._pending_rows = self._pending_rows, 0
+        if batch:
+            await self._log_batch(batch, n)
+
+    def _dataset_level(
+        self,
+    ) -> tuple[dict[str, float], dict[str, Score], dict[str, str], dict[str, tuple[float | None, float | None]]]:
+        values: dict[str, float] = {}
+        details: dict[str, Score] = {}
+        errors: dict[str, str] = {}
+        cis: dict[str, tuple[float | None, float | None]] = {}
+        # in row order, not finishing order: the seeded intervals then depend on the data only
+        tally = self.tally
+        order = sorted(range(len(tally.logs)), key=lambda i: (tally.row_ids[i], tally.logs[i].metadata.get("trial", 0)))
+        logs = [self.tally.logs[i] for i in order]
+        row_ids = [self.tally.row_ids[i] for i in order]
+        for ev in self.exp._dataset_evals:
+            name = getattr(ev, "name", None) or scorer_name(ev)
+            try:
+                got = ev(logs)
+                if inspect.isawaitable(got):
+                    raise FunctionError("dataset-level evals must be sync functions")
+                scores = normalise(name, got)
+            except Exception as exc:
+                errors[name] = f"{type(exc).__name__}: {exc}"
+                continue
+            for s in scores:
+                values[s.name] = s.score
+                details[s.name] = s
+            compute = getattr(ev, "compute", None)
+            if compute is not None and len(scores) == 1 and len(logs) >= 3:
+                from runner.stats import bootstrap_dataset_stat
+
+                cis[scores[0].name] = bootstrap_dataset_stat(compute, logs, row_ids)
+        return values, details, errors, cis
+
+
+def _stored_log(r: Mapping[str, Any], target: Any) -> Log:
+    """The scorer's view of a stored root log (for a resumed run's summary and dataset-level evals)."""
+    meta = r.get("metadata") or {}
+    output = r.get("output")
+    if meta.get("output_is_json") and isinstance(output, str):
+        with contextlib.suppress(ValueError):
+            output = json.loads(output)
+    return Log(
+        inputs=r.get("inputs") or {},
+        output=output,
+        target=target,
+        status=r.get("status") or "success",
+        error=r.get("error"),
+        latency=float(r.get("latency") or 0.0),
+        trace_id=r["trace_id"],
+        metadata=meta,
+        scores=[Score(s["name"], float(s["score"]), s.get("reason")) for s in r.get("scores") or []],
+        score_errors=dict(meta.get("scorer_errors") or {}),
+    )
+
+
+def _install_sigint(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> bool:
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        loop.add_signal_handler(signal.SIGINT, handler)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return False
+    return True
+
+
+def _progress(name: str, opts: RunOptions, run_name: str, data: Any) -> Any:
+    if opts.quiet:
+        return None
+    total = None
+    known = len(data) if hasattr(data, "__len__") and not isinstance(data, (str, bytes)) else None
+    if opts.limit is not None or known is not None:
+        total = min(x for x in (opts.limit, known) if x is not None) * opts.n_trials
+    tqdm_cls = _tqdm_class()
+    return tqdm_cls(total=total, desc=f"{name} [{run_name}]", unit="row", mininterval=0.2, leave=False)
+
+
+def _tqdm_class() -> Any:
+    if "ipykernel" in sys.modules:
+        try:
+            import IPython
+
+            ip = IPython.get_ipython()  # type: ignore[attr-defined,no-untyped-call]
+            if ip is not None and "IPKernelApp" in ip.config:
+                import ipywidgets  # noqa: F401
+                from tqdm.notebook import tqdm as tqdm_nb
+
+                return tqdm_nb
+        except Exception:
+            pass
+    from tqdm import tqdm
+
+    return tqdm
+
+
+def _rows_loader(
+    exp: Experiment, settings: Settings, uuid: str, backend: Backend
+) -> Callable[[], list[dict[str, Any]]]:
+    if isinstance(backend, EmbeddedBackend):
+        path = backend.store.path
+
+        def load() -> list[dict[str, Any]]:
+            from runner.store import Store
+
+            store = Store(path)
+            try:
+                return store.experiment_rows(uuid)
+            finally:
+                store.close()
+
+        return load
+    base_url = exp.base_url or settings.base_url or ""
+    api_key = exp.api_key or settings.api_key
+
+    def load_http() -> list[dict[str, Any]]:
+        from runner.client import fetch_experiment_rows
+
+        return fetch_experiment_rows(base_url, api_key, uuid)
+
+    return load_http
+
+
