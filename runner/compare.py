@@ -4,13 +4,18 @@ that changed most.
 >>> cmp = compare_rows(rows_a, rows_b, label_a="baseline", label_b="candidate")  # doctest: +SKIP
 >>> print(cmp.to_markdown())                                                      # doctest: +SKIP
 
-Rows are paired by their row id (the dataset's ``id`` column or the row's content hash), and a
-row's trials are averaged before pairing, since trials of one row are not independent samples.
-Rows present in only one run are counted and reported, never silently dropped.
+Rows are paired by their row id (the dataset's ``id`` column or the row's content hash; for logs
+without one, e.g. from another Parea client, a hash of the inputs and target), and a row's trials
+are averaged before pairing, since trials of one row are not independent samples. Rows present in
+only one run are counted and reported, never silently dropped; when few rows are shared, or shared
+rows changed content, the comparison carries a warning (the runs are probably of different
+datasets).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +64,11 @@ class Comparison:
     improvements: list[RowChange] = field(default_factory=list)
     #: metric -> (mean in A, mean in B) for latency, total tokens and cost per row-trial
     usage: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: (errored, total) row-trials in A and in B
+    errors_a: tuple[int, int] = (0, 0)
+    errors_b: tuple[int, int] = (0, 0)
+    #: reasons to doubt that the runs are comparable (few shared rows, changed rows, ...)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def only_a(self) -> int:
@@ -100,13 +110,25 @@ class Comparison:
     ]
 
     def notes(self) -> list[str]:
-        lines = []
+        """The lines under the table: warnings, the Holm note, row counts, errors, usage."""
+        lines = [f"warning: {w}" for w in self.warnings]
         if self.n_tested > 1:
             lines.append(f"p-values are Holm-adjusted across the {self.n_tested} scores compared.")
         lines.append(
             f"Rows: {self.n_shared_rows} in both runs, {self.only_a} only in {self.label_a}, "
             f"{self.only_b} only in {self.label_b} (trials of a row are averaged before pairing)."
         )
+        for s in self.scores:
+            if s.n_shared and (s.only_a, s.only_b) != (self.only_a, self.only_b):
+                lines.append(
+                    f"{s.name}: {s.only_a} row(s) scored only in {self.label_a}, {s.only_b} only in "
+                    f"{self.label_b} (errors or missing scores); the test uses the {s.n_shared} scored in both."
+                )
+        if self.errors_a[0] or self.errors_b[0]:
+            lines.append(
+                f"Errored row-trials: {self.errors_a[0]}/{self.errors_a[1]} in {self.label_a}, "
+                f"{self.errors_b[0]}/{self.errors_b[1]} in {self.label_b}."
+            )
         for name, (a, b) in self.usage.items():
             lines.append(f"{name}: {_f(a)} → {_f(b)} ({_signed(b - a)}) per row-trial.")
         return lines
@@ -163,6 +185,9 @@ class Comparison:
             "only_a": self.only_a,
             "only_b": self.only_b,
             "usage": {k: list(v) for k, v in self.usage.items()},
+            "errors_a": self.errors_a[0],
+            "errors_b": self.errors_b[0],
+            "warnings": list(self.warnings),
             "regressions": [c.to_dict() for c in self.regressions],
             "improvements": [c.to_dict() for c in self.improvements],
         }
@@ -184,13 +209,27 @@ class Comparison:
         )
 
 
+def row_key(r: Mapping[str, Any]) -> str:
+    """The id that pairs a stored root log with its row in another run.
+
+    The runner's own ``metadata.row_id``; for a log without one (written by another client), a
+    hash of its inputs and target, so that the same question pairs up across runs.
+    """
+    meta = r.get("metadata") or {}
+    rid = meta.get("row_id")
+    if rid is not None:
+        return str(rid)
+    blob = json.dumps([r.get("inputs"), r.get("target")], sort_keys=True, default=str)
+    return "h-" + hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
+
+
 def _per_row(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[str, dict[str, float]], dict[str, Mapping[str, Any]]]:
     """score name -> row id -> mean over trials; and row id -> its first stored log."""
     sums: dict[str, dict[str, list[float]]] = {}
     first: dict[str, Mapping[str, Any]] = {}
     for r in rows:
         meta = r.get("metadata") or {}
-        rid = str(meta.get("row_id", r.get("trace_id")))
+        rid = row_key(r)
         if rid not in first or meta.get("trial", 0) < (first[rid].get("metadata") or {}).get("trial", 0):
             first[rid] = r
         for s in r.get("scores") or []:
@@ -217,7 +256,18 @@ def compare_rows(
     top: int = 5,
     seed: int = 0,
 ) -> Comparison:
-    """Compare two runs given their stored root logs (``Result.rows()`` or the store's)."""
+    """Compare two runs given their stored root logs (``Result.rows()`` or the store's).
+
+    Run A is the baseline, B the candidate: differences are B − A. ``top`` rows that regressed
+    and improved most are kept (by the sum over scores of B − A on the row).
+
+    >>> rows_a = [{"metadata": {"row_id": "r1"}, "scores": [{"name": "em", "score": 0.0}]}]
+    >>> rows_b = [{"metadata": {"row_id": "r1"}, "scores": [{"name": "em", "score": 1.0}]}]
+    >>> compare_rows(rows_a, rows_b).get("em").diff
+    1.0
+    """
+    if top < 0:
+        raise ValueError(f"compare_rows: top must be >= 0, got {top}")
     scores_a, first_a = _per_row(rows_a)
     scores_b, first_b = _per_row(rows_b)
     comparisons = compare_scores(scores_a, scores_b, seed=seed)
@@ -237,6 +287,7 @@ def compare_rows(
             changes.append(RowChange(rid, dict(ra.get("inputs") or {}), ra.get("output"), rb.get("output"), per, delta))
     changes.sort(key=lambda c: c.delta)
     ua, ub = _usage(rows_a), _usage(rows_b)
+    warnings = _warnings(first_a, first_b, shared, label_a, label_b)
     return Comparison(
         label_a=label_a,
         label_b=label_b,
@@ -247,7 +298,44 @@ def compare_rows(
         regressions=[c for c in changes if c.delta < 0][:top],
         improvements=[c for c in reversed(changes) if c.delta > 0][:top],
         usage={k: (ua[k], ub[k]) for k in ua},
+        errors_a=(_n_errors(rows_a), len(rows_a)),
+        errors_b=(_n_errors(rows_b), len(rows_b)),
+        warnings=warnings,
     )
+
+
+def _n_errors(rows: Sequence[Mapping[str, Any]]) -> int:
+    return sum(1 for r in rows if r.get("status") == "error")
+
+
+def _warnings(
+    first_a: Mapping[str, Mapping[str, Any]],
+    first_b: Mapping[str, Mapping[str, Any]],
+    shared: Sequence[str],
+    label_a: str,
+    label_b: str,
+) -> list[str]:
+    """Signs that the two runs are not of the same dataset."""
+    out = []
+    larger = max(len(first_a), len(first_b))
+    if larger and len(shared) < larger / 2:
+        out.append(
+            f"only {len(shared)} of the {len(first_a)} rows of {label_a} and {len(first_b)} rows of {label_b} "
+            "are in both runs: are they runs of the same dataset?"
+        )
+    changed = [
+        rid
+        for rid in shared
+        if (h_a := (first_a[rid].get("metadata") or {}).get("row_hash")) is not None
+        and (h_b := (first_b[rid].get("metadata") or {}).get("row_hash")) is not None
+        and h_a != h_b
+    ]
+    if changed:
+        out.append(
+            f"{len(changed)} row(s) in both runs have different content (e.g. row {changed[0]}): "
+            "the dataset changed between the runs"
+        )
+    return out
 
 
 def _f(x: float | None) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 from runner.backend import Backend, EmbeddedBackend
 from runner.errors import ConfigError, FunctionError
 from runner.result import Result
-from runner.run import _RUN_OPTIONS, Run, RunOptions, check_positive_int, check_seconds
+from runner.run import RUN_OPTIONS, Run, RunOptions, check_positive_int, check_seconds
 from runner.scoring import validate_scorers
 from runner.settings import Settings
 from runner.store import validate_run_name
@@ -127,10 +127,10 @@ class Experiment:
 
     # -- resolution ---------------------------------------------------------------------------
     def _options(self, run_name: str | None, settings: Settings, options: Mapping[str, Any]) -> RunOptions:
-        unknown = set(options) - _RUN_OPTIONS
+        unknown = set(options) - RUN_OPTIONS
         if unknown:
             raise ConfigError(
-                f"unknown run option(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(_RUN_OPTIONS))}"
+                f"unknown run option(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(RUN_OPTIONS))}"
             )
         if run_name is not None:
             if not isinstance(run_name, str):

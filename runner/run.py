@@ -31,7 +31,7 @@ from runner.settings import Settings
 if TYPE_CHECKING:
     from runner.experiment import Experiment
 
-__all__ = ["Run", "RunOptions", "check_positive_int", "check_seconds"]
+__all__ = ["RUN_OPTIONS", "Run", "RunOptions", "check_positive_int", "check_seconds"]
 
 
 def check_positive_int(name: str, value: Any) -> int:
@@ -57,7 +57,7 @@ class RunOptions:
     keep_errors: bool = False
 
 
-_RUN_OPTIONS = frozenset(
+RUN_OPTIONS = frozenset(
     ("limit", "n_workers", "n_trials", "quiet", "timeout", "retries", "retry_backoff", "stall_after", "resume",
      "keep_errors")
 )
