@@ -132,7 +132,7 @@ def test_resume_after_sigkill_stores_every_row_once_and_matches_an_uninterrupted
         from evals import exact_match
         from runner import Experiment
         def answer(question):
-            time.sleep(0.002)
+            time.sleep(0.02)  # slow enough (about 3 s in all) to be killed mid-run
             return question.upper() if int(question[1:]) % 5 else "wrong"
         Experiment(name="resumable", data={str(data_path)!r}, func=answer, evals=[exact_match], n_trials=2,
                    n_workers=4, db={str(db)!r}).run("to-resume", quiet=True)
