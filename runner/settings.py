@@ -47,6 +47,8 @@ class Settings:
     project_name: str = "default"
     #: no progress bar and no summary printed (``RUNNER_QUIET=1``)
     quiet: bool = False
+    #: keys ``serve`` accepts, one tenant each (``RUNNER_API_KEYS``, comma-separated)
+    api_keys: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -58,4 +60,5 @@ class Settings:
             n_workers=_int(env, "RUNNER_N_WORKERS", 10),
             project_name=env.get("RUNNER_PROJECT") or "default",
             quiet=(env.get("RUNNER_QUIET", "").lower() in ("1", "true", "yes")),
+            api_keys=tuple(k.strip() for k in env.get("RUNNER_API_KEYS", "").split(",") if k.strip()),
         )

@@ -7,7 +7,6 @@ directory; the API keys are every ``--api-key``, else the comma-separated ``RUNN
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from runner.errors import RunnerError
@@ -53,7 +52,7 @@ def serve_main(argv: list[str], *, prog: str = "python -m runner serve") -> int:
         settings = Settings.from_env()
         keys = args.api_key
         if keys is None:
-            keys = [k.strip() for k in os.environ.get("RUNNER_API_KEYS", "").split(",") if k.strip()]
+            keys = list(settings.api_keys)
         if any(not k.strip() for k in keys):
             print(f"{prog}: error: --api-key must not be empty", file=sys.stderr)
             return 2
