@@ -1,0 +1,320 @@
+"""What runs inside one benchmark child process: one workload, timed, reported as one JSON line.
+
+``benchmarks/run.py`` starts ``python benchmarks/run.py --child NAME ...`` once per workload, so
+every workload gets a fresh interpreter and its own peak RSS. The child does one small warm-up
+run (imports, first connections and SQLite set-up are then not counted), then the measured runs,
+each into a fresh store (embedded) or under a fresh run name (over HTTP), and prints
+``BENCH-RESULT {json}`` as its last line.
+
+The timed span is ``Experiment.run()`` (or the SDK's ``Experiment.run()``) alone: interpreter
+start-up, imports and data generation happen before the clock starts. Peak RSS is read from
+``VmHWM`` before the rows are counted back, so counting does not inflate it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RESULT_PREFIX", "count_stored", "main_child", "peak_rss_mb"]
+
+RESULT_PREFIX = "BENCH-RESULT "
+SCORE_NAME = "exact_match"
+SLEEP_S = 0.1  # W3/W4: each row awaits this long
+
+
+# -- the user code being run --------------------------------------------------------------------
+def noop(question: str) -> str:
+    return question
+
+
+async def sleepy(x: str) -> str:
+    await asyncio.sleep(SLEEP_S)
+    return x
+
+
+def qa_rows(n: int) -> list[dict[str, str]]:
+    return [{"question": str(i), "target": str(i)} for i in range(n)]
+
+
+def x_rows(n: int) -> list[dict[str, str]]:
+    return [{"x": str(i)} for i in range(n)]
+
+
+def write_jsonl(path: Path, n: int) -> Path:
+    """``n`` rows of ``{"question": ..., "target": ...}``, written as a stream."""
+    with path.open("w") as f:
+        for i in range(n):
+            f.write(f'{{"question": "what is {i} + 1?", "target": "{i + 1}"}}\n')
+    return path
+
+
+# -- measuring ----------------------------------------------------------------------------------
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (``VmHWM``), in MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # pragma: no cover
+
+
+def count_stored(db: str | Path, uuid: str, score_name: str | None) -> tuple[int, int]:
+    """(root rows, roots carrying a ``score_name`` score) of experiment ``uuid`` in store ``db``."""
+    from runner.store import Store
+
+    store = Store(db)
+    try:
+        if score_name is None:
+            return store.count_roots(uuid), 0
+        rows = store.experiment_rows(uuid)
+        scored = sum(1 for r in rows if any(s.get("name") == score_name for s in r.get("scores") or []))
+        return len(rows), scored
+    finally:
+        store.close()
+
+
+# -- our runner -----------------------------------------------------------------------------------
+def _plan(workload: str, rows: int, tmp: Path) -> dict[str, Any]:
+    """Data (for the measured runs and for the warm-up), function, scorers and workers."""
+    from evals import exact_match
+
+    if workload in ("W1", "W2"):
+        return {
+            "data": qa_rows(rows),
+            "warm": qa_rows(min(rows, 200)),
+            "func": noop,
+            "evals": [exact_match],
+            "n_workers": 10,
+            "score": SCORE_NAME,
+        }
+    if workload in ("W3", "W4"):
+        return {
+            "data": x_rows(rows),
+            "warm": x_rows(min(rows, 20)),
+            "func": sleepy,
+            "evals": [],
+            "n_workers": 20 if workload == "W3" else 100,
+            "score": None,
+        }
+    if workload == "W5":
+        return {
+            "data": str(write_jsonl(tmp / "rows.jsonl", rows)),
+            "warm": str(write_jsonl(tmp / "warm.jsonl", min(rows, 1000))),
+            "func": noop,
+            "evals": [],
+            "n_workers": 10,
+            "score": None,
+        }
+    raise SystemExit(f"unknown workload {workload!r}")
+
+
+def run_ours(workload: str, rows: int, runs: int, base_url: str | None) -> dict[str, Any]:
+    """Warm up, then ``runs`` timed ``Experiment.run()`` calls; count what was stored (embedded)."""
+    from runner import Experiment
+
+    with tempfile.TemporaryDirectory(prefix=f"bench-{workload}-") as tmp_name:
+        tmp = Path(tmp_name)
+        plan = _plan(workload, rows, tmp)
+
+        def experiment(data: Any, label: str) -> Any:
+            return Experiment(
+                name=f"bench-{workload}",
+                data=data,
+                func=plan["func"],
+                evals=plan["evals"],
+                n_workers=plan["n_workers"],
+                db=None if base_url else tmp / f"{label}.db",
+                base_url=base_url,
+            )
+
+        started = time.perf_counter()
+        experiment(plan["warm"], "warmup").run(run_name=f"{workload.lower()}-warmup", quiet=True)
+        warmup_s = time.perf_counter() - started
+
+        detail: list[dict[str, Any]] = []
+        for k in range(1, runs + 1):
+            label = f"{workload.lower()}-run-{k}"
+            exp = experiment(plan["data"], label)
+            started = time.perf_counter()
+            result = exp.run(run_name=label, quiet=True)
+            elapsed = time.perf_counter() - started
+            score = result.scores.get(plan["score"]) if plan["score"] else None
+            detail.append(
+                {
+                    "run_name": label,
+                    "seconds": elapsed,
+                    "uuid": result.experiment_uuid,
+                    "n_total": result.n_total,
+                    "n_errors": result.n_errors,
+                    "n_scored": score.n if score else 0,
+                    "db": None if base_url else str(tmp / f"{label}.db"),
+                }
+            )
+        peak = peak_rss_mb()
+        if base_url is None:  # over HTTP the parent counts, in the server's store, after it stops
+            for d in detail:
+                d["stored_rows"], d["stored_scores"] = count_stored(d.pop("db"), d["uuid"], plan["score"])
+        else:
+            for d in detail:
+                d.pop("db")
+    return {
+        "workload": workload,
+        "rows": rows,
+        "runs": runs,
+        "n_workers": plan["n_workers"],
+        "times": [d["seconds"] for d in detail],
+        "warmup_s": warmup_s,
+        "peak_rss_mb": peak,
+        "expected_scores": rows if plan["score"] else 0,
+        "detail": detail,
+    }
+
+
+# -- W6: import time ------------------------------------------------------------------------------
+def run_import(runs: int) -> dict[str, Any]:
+    """Wall time of ``python -c "import runner"`` and of ``python -c pass``, interleaved."""
+    cmds = {"import": [sys.executable, "-c", "import runner"], "baseline": [sys.executable, "-c", "pass"]}
+    times: dict[str, list[float]] = {k: [] for k in cmds}
+    with tempfile.TemporaryDirectory(prefix="bench-W6-") as cwd:
+        for k in range(runs + 1):  # the first round warms the page cache and is not counted
+            for name, cmd in cmds.items():
+                started = time.perf_counter()
+                subprocess.run(cmd, check=True, cwd=cwd)
+                if k:
+                    times[name].append(time.perf_counter() - started)
+    return {
+        "workload": "W6",
+        "rows": 0,
+        "runs": runs,
+        "times": times["import"],
+        "baseline_times": times["baseline"],
+        "baseline_median_s": statistics.median(times["baseline"]),
+        # the largest of the `python -c ...` children
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "expected_scores": 0,
+        "detail": [],
+    }
+
+
+# -- the official parea-ai SDK --------------------------------------------------------------------
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _no_internet(blocked: list[str]) -> None:
+    """Refuse to resolve (hence to connect to) any host but loopback, in this process.
+
+    Every connection httpx opens, sync or async, resolves its host through ``socket.getaddrinfo``."""
+    real = socket.getaddrinfo
+
+    def guarded(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if name not in _LOOPBACK:
+            blocked.append(name)
+            raise OSError(f"benchmark: refusing to reach {name!r}: only the local server is allowed")
+        return real(host, *args, **kwargs)
+
+    socket.getaddrinfo = guarded
+
+
+def _wait_for_log_threads(deadline: float) -> int:
+    """Join the SDK's (non-daemon) threads that post logs; how many were still alive at the deadline."""
+    while True:
+        pending = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+        if not pending or time.monotonic() > deadline:
+            return len(pending)
+        pending[0].join(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+
+
+def run_sdk(workload: str, rows: int, runs: int, flush_timeout: float) -> dict[str, Any]:
+    """The SDK's ``p.experiment(...).run()`` against ``PAREA_BASE_URL`` (our server), then the
+    wait until every log it posts from its threads has been sent."""
+    blocked: list[str] = []
+    _no_internet(blocked)
+    base_url = os.environ["PAREA_BASE_URL"]
+    from parea import Parea, trace
+    from parea.api_client import HTTPClient
+    from parea.schemas import Log
+
+    if HTTPClient.base_url != base_url:
+        raise SystemExit(f"parea SDK points at {HTTPClient.base_url}, not {base_url}")
+    p = Parea(api_key=os.environ["PAREA_API_KEY"], project_name="bench")
+
+    def exact_match(log: Log) -> float:
+        return 1.0 if str(log.output).strip() == str(log.target).strip() else 0.0
+
+    func: Callable[..., Any]
+    if workload == "W2":
+        make, n_workers, warm_rows, score = qa_rows, 10, 10, SCORE_NAME
+        func = trace(eval_funcs=[exact_match])(noop)
+    elif workload == "W3":
+        make, n_workers, warm_rows, score = x_rows, 20, 10, None
+        func = trace(sleepy)
+    else:
+        raise SystemExit(f"the SDK runs W2 and W3, not {workload!r}")
+
+    started = time.perf_counter()
+    p.experiment(name=f"sdk-{workload}", data=make(warm_rows), func=func, n_workers=n_workers).run(
+        run_name=f"sdk-{workload.lower()}-warmup"
+    )
+    _wait_for_log_threads(time.monotonic() + flush_timeout)
+    warmup_s = time.perf_counter() - started
+
+    detail: list[dict[str, Any]] = []
+    for k in range(1, runs + 1):
+        label = f"sdk-{workload.lower()}-run-{k}"
+        data = make(rows)
+        exp = p.experiment(name=f"sdk-{workload}", data=data, func=func, n_workers=n_workers)
+        started = time.perf_counter()
+        exp.run(run_name=label)
+        elapsed = time.perf_counter() - started
+        unflushed = _wait_for_log_threads(time.monotonic() + flush_timeout)
+        detail.append(
+            {
+                "run_name": label,
+                "seconds": elapsed,
+                "flushed_s": time.perf_counter() - started,
+                "unflushed_threads": unflushed,
+                "uuid": exp.experiment_uuid,
+                "ran": exp.experiment_stats is not None,
+            }
+        )
+    return {
+        "workload": f"{workload}-sdk",
+        "rows": rows,
+        "runs": runs,
+        "n_workers": n_workers,
+        "times": [d["seconds"] for d in detail],
+        "warmup_s": warmup_s,
+        "peak_rss_mb": peak_rss_mb(),
+        "expected_scores": rows if score else 0,
+        "score_name": score,
+        "detail": detail,
+        "blocked_hosts": sorted(set(blocked)),
+    }
+
+
+def main_child(workload: str, rows: int, runs: int, base_url: str | None, flush_timeout: float) -> None:
+    if workload == "W6":
+        out = run_import(runs)
+    elif workload.endswith("-sdk"):
+        out = run_sdk(workload.removesuffix("-sdk"), rows, runs, flush_timeout)
+    else:
+        out = run_ours(workload, rows, runs, base_url)
+    sys.stdout.flush()
+    print(RESULT_PREFIX + json.dumps(out), flush=True)
