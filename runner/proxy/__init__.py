@@ -29,7 +29,7 @@ from runner.proxy.cache import (
     SQLiteCompletionCache,
     cache_key,
 )
-from runner.proxy.engine import CompletionStream, Proxy
+from runner.proxy.engine import CompletionStream, LogSink, Proxy, resolve_call
 from runner.proxy.errors import ProxyConfigError
 from runner.proxy.models import (
     CompletionsResponseSchema,
@@ -44,6 +44,7 @@ from runner.proxy.models import (
 from runner.proxy.pricing import DEFAULT_PRICES, ModelPrice, PriceTable
 from runner.proxy.providers import PROVIDERS, Completion, LLMCall
 from runner.proxy.settings import ProviderConfig, ProxySettings
+from runner.proxy.upstream import is_rate_limited
 
 __all__ = [
     "CACHE_SEED_KEY",
@@ -57,6 +58,7 @@ __all__ = [
     "FunctionSchema",
     "LLMCall",
     "LLMInputsSchema",
+    "LogSink",
     "MemoryCompletionCache",
     "MessageSchema",
     "ModelParamsSchema",
@@ -70,4 +72,6 @@ __all__ = [
     "Role",
     "SQLiteCompletionCache",
     "cache_key",
+    "is_rate_limited",
+    "resolve_call",
 ]

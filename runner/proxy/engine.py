@@ -44,9 +44,12 @@ from runner.proxy.settings import ProxySettings
 from runner.proxy.tracelog import build_trace_log, is_sampled
 from runner.proxy.upstream import Upstream, UpstreamError, iter_sse
 
-__all__ = ["CompletionStream", "Proxy"]
+__all__ = ["CompletionStream", "LogSink", "Proxy", "resolve_call"]
 
 logger = logging.getLogger("runner.proxy")
+
+#: Receives the ``TraceLogSchema`` dict of each completion; called on the proxy's loop.
+LogSink = Callable[[dict[str, Any]], None]
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}\s]+)\s*\}\}")
 
@@ -64,6 +67,7 @@ class _Prepared:
     trace_id: str
     start_timestamp: str
     start: float  # time.perf_counter()
+    log_sink: LogSink | None
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ class Proxy:
         cache: CompletionCache | None,
         *,
         settings: ProxySettings | None = None,
-        log_sink: Callable[[dict[str, Any]], None] | None = None,
+        log_sink: LogSink | None = None,
     ) -> None:
         self.settings = settings if settings is not None else ProxySettings.from_env()
         self.cache = cache
@@ -138,9 +142,14 @@ class Proxy:
 
     # --- complete ------------------------------------------------------------------------------
 
-    async def complete(self, req: CompletionsSchema) -> CompletionsResponseSchema:
-        """Answer ``req`` from the cache or the provider, log it, and return the response."""
-        p = self._prepare(req)
+    async def complete(self, req: CompletionsSchema, *, log_sink: LogSink | None = None,
+                       ) -> CompletionsResponseSchema:
+        """Answer ``req`` from the cache or the provider, log it, and return the response.
+
+        ``log_sink``, if given, receives this call's log instead of the proxy's sink (a server
+        passes one per request, to log under the caller's tenant).
+        """
+        p = self._prepare(req, log_sink)
         return self._finish(p, await self._outcome(p))
 
     async def _outcome(self, p: _Prepared) -> _Outcome:
@@ -188,14 +197,15 @@ class Proxy:
 
     # --- stream --------------------------------------------------------------------------------
 
-    def stream(self, req: CompletionsSchema) -> CompletionStream:
+    def stream(self, req: CompletionsSchema, *, log_sink: LogSink | None = None) -> CompletionStream:
         """The completion of ``req`` as text chunks (see :class:`CompletionStream`).
 
         Not a coroutine: configuration errors raise here, before a response has started.
         A cache hit is one chunk with the whole content. Identical concurrent streams each call
-        the provider (single-flight applies to :meth:`complete`).
+        the provider (single-flight applies to :meth:`complete`). ``log_sink`` as for
+        :meth:`complete`.
         """
-        p = self._prepare(req)
+        p = self._prepare(req, log_sink)
         stream = CompletionStream()
         stream._chunks = self._stream_chunks(p, stream)
         return stream
@@ -247,49 +257,25 @@ class Proxy:
 
     # --- shared --------------------------------------------------------------------------------
 
-    def _prepare(self, req: CompletionsSchema) -> _Prepared:
+    def _prepare(self, req: CompletionsSchema, log_sink: LogSink | None = None) -> _Prepared:
         """Validate ``req`` and resolve it to a provider call; raises :class:`ProxyConfigError`."""
         start = time.perf_counter()
-        cfg = req.llm_configuration
-        messages = [*(cfg.history or []), *(cfg.messages or [])]
-        if req.deployment_id and not messages:
-            raise ProxyConfigError(
-                "deployed prompts are not supported by this server; send llm_configuration "
-                "(model, provider, messages) instead of deployment_id"
-            )
-        model = cfg.model or (cfg.model_params.model if cfg.model_params else None)
-        if not model:
-            raise ProxyConfigError("llm_configuration.model is required")
-        provider = cfg.provider.value if cfg.provider else _infer_provider(model)
-        if provider not in PROVIDERS:
-            raise ProxyConfigError(
-                f"provider {provider!r} is not supported by this server; "
-                f"use one of {', '.join(sorted(PROVIDERS))}"
-            )
-        if not messages:
-            raise ProxyConfigError("llm_configuration.messages is empty: nothing to send")
-        api_key, base_url = self.settings.resolve(provider, req.provider_api_key)
-        call = LLMCall(
-            provider=provider,
-            model=model,
-            messages=[_render(m, req.llm_inputs) for m in messages],
-            params=_params(req),
-            functions=cfg.functions or None,
-            function_call=cfg.function_call,
-        )
+        call = resolve_call(req)
+        api_key, base_url = self.settings.resolve(call.provider, req.provider_api_key)
         key = None
         if req.cache and self.cache is not None:
             key = cache_key(call, (req.metadata or {}).get(CACHE_SEED_KEY))
         return _Prepared(
             request=req,
             call=call,
-            adapter=self._adapters[provider],
+            adapter=self._adapters[call.provider],
             api_key=api_key,
             base_url=base_url,
             cache_key=key,
             trace_id=req.trace_id or req.inference_id or str(uuid.uuid4()),
             start_timestamp=_now(),
             start=start,
+            log_sink=log_sink if log_sink is not None else self._log_sink,
         )
 
     def _finish(self, p: _Prepared, outcome: _Outcome, *,
@@ -316,14 +302,49 @@ class Proxy:
             end_timestamp=_now(),
             inference_id=p.trace_id,
         )
-        if self._log_sink is not None:
+        if p.log_sink is not None:
             log = build_trace_log(p.request, p.call, response, time_to_first_token=time_to_first_token)
             if is_sampled(p.request.log_sample_rate, log["root_trace_id"]):
                 try:
-                    self._log_sink(log)
+                    p.log_sink(log)
                 except Exception:  # the answer matters more than its log
                     logger.exception("log_sink failed for trace %s", p.trace_id)
         return response
+
+
+def resolve_call(req: CompletionsSchema) -> LLMCall:
+    """The provider call ``req`` asks for: model, provider, rendered messages, params, functions.
+
+    No settings are needed (no key, no URL), so a client can describe a request exactly as the
+    proxy will, e.g. to build the same trace log. Raises :class:`ProxyConfigError` for a request
+    that can never work: no model, no messages, an unknown provider, a deployed prompt.
+    """
+    cfg = req.llm_configuration
+    messages = [*(cfg.history or []), *(cfg.messages or [])]
+    if req.deployment_id and not messages:
+        raise ProxyConfigError(
+            "deployed prompts are not supported by this server; send llm_configuration "
+            "(model, provider, messages) instead of deployment_id"
+        )
+    model = cfg.model or (cfg.model_params.model if cfg.model_params else None)
+    if not model:
+        raise ProxyConfigError("llm_configuration.model is required")
+    provider = cfg.provider.value if cfg.provider else _infer_provider(model)
+    if provider not in PROVIDERS:
+        raise ProxyConfigError(
+            f"provider {provider!r} is not supported by this server; "
+            f"use one of {', '.join(sorted(PROVIDERS))}"
+        )
+    if not messages:
+        raise ProxyConfigError("llm_configuration.messages is empty: nothing to send")
+    return LLMCall(
+        provider=provider,
+        model=model,
+        messages=[_render(m, req.llm_inputs) for m in messages],
+        params=_params(req),
+        functions=cfg.functions or None,
+        function_call=cfg.function_call,
+    )
 
 
 def _now() -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import datetime, timezone
@@ -24,7 +25,7 @@ import orjson
 from runner.proxy.providers import Completion, ProviderAdapter, UpstreamRequest
 from runner.proxy.settings import ProxySettings
 
-__all__ = ["Upstream", "UpstreamError", "iter_sse", "parse_retry_after"]
+__all__ = ["Upstream", "UpstreamError", "is_rate_limited", "iter_sse", "parse_retry_after"]
 
 logger = logging.getLogger("runner.proxy")
 T = TypeVar("T")
@@ -32,6 +33,16 @@ T = TypeVar("T")
 
 class UpstreamError(Exception):
     """The provider call failed for good; ``str(err)`` is the message for the response."""
+
+
+#: The start of the error of a call whose last attempt got HTTP 429 (see :func:`_check`).
+_RATE_LIMITED = re.compile(r"^[\w.-]+ returned HTTP 429: ")
+
+
+def is_rate_limited(error: str | None) -> bool:
+    """Whether a response's ``error`` says the provider was still rate-limiting (HTTP 429) when
+    the proxy gave up. Clients use it to tell "slow down and retry later" from other failures."""
+    return bool(error) and _RATE_LIMITED.match(error or "") is not None
 
 
 class _Retryable(Exception):

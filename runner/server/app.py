@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 
 from runner.errors import BackendError, ConfigError, NotFoundError, RunNameError
 from runner.schema import API_PREFIX, TraceLogSchema
-from runner.server import routes_datasets, routes_experiments, routes_traces
+from runner.server import routes_completion, routes_datasets, routes_experiments, routes_traces
 from runner.server.auth import AuthMiddleware, KeyRing
 from runner.server.routes_traces import ExperimentCheck
 from runner.store import Store
@@ -59,7 +59,7 @@ def create_app(store: Store, *, api_keys: Iterable[str] = ()) -> FastAPI:
         """Health check; also names the extensions this server offers (comma-separated)."""
         return {"status": "ok", "server": SERVER_NAME, "version": VERSION, "extensions": ",".join(EXTENSIONS)}
 
-    for module in (routes_experiments, routes_traces, routes_datasets):
+    for module in (routes_experiments, routes_traces, routes_datasets, routes_completion):
         app.include_router(module.router, prefix=API_PREFIX)
 
     def detail(status: int, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]

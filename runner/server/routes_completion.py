@@ -1,0 +1,160 @@
+"""``POST /completion`` and ``POST /completion/stream``: LLM calls through the server.
+
+Both take a ``CompletionsSchema`` (``llm_configuration``: ``model``, ``provider``,
+``model_params``, ``messages``, ``history``, ``functions``, ``function_call``) and are served by
+one :class:`runner.proxy.Proxy` per app (made on the first call, closed at shutdown), whose
+completion cache lives in the store's SQLite file. Provider keys and base URLs come from the
+server's environment (``OPENAI_API_KEY``, ``ANTHROPIC_BASE_URL`` ...; see
+:mod:`runner.proxy.settings`); a request that cannot be served as configured gets 400 with a
+``detail`` naming what to set, and one naming an experiment the caller cannot see gets 404.
+
+Every completion is stored as a trace log under the caller's tenant, before the answer is sent
+(``trace_id``, ``parent_trace_id``, ``root_trace_id``, ``experiment_uuid`` as the request names
+them; ``log_omit*`` and ``log_sample_rate`` honoured), so an LLM call made inside an experiment
+row adds its tokens and cost to the row's root trace.
+
+``/completion`` answers with the ``CompletionsResponseSchema``. A provider failure is not an
+HTTP error: it is a 200 whose ``status`` is ``"error"`` (Parea's behaviour).
+
+``/completion/stream`` answers with server-sent events (``text/event-stream``)::
+
+    data: {"chunk": "Hel"}
+
+    data: {"chunk": "lo!"}
+
+    event: result
+    data: {"result": {...the CompletionsResponseSchema...}}
+
+one ``data`` event per text chunk, then one ``result`` event with the full response (tokens,
+cost, status, error); a consumer that ignores event names can tell it by its ``result`` key.
+A provider failure after the stream started shows only in that final response.
+
+``POST /deployed-prompt`` is not supported: it answers 404 with a ``detail`` saying so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import orjson
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from runner.errors import NotFoundError
+from runner.proxy import (
+    CompletionCache,
+    CompletionsResponseSchema,
+    CompletionsSchema,
+    MemoryCompletionCache,
+    Proxy,
+    ProxySettings,
+    SQLiteCompletionCache,
+)
+from runner.server.deps import OwnerDep, StoreDep
+from runner.store import Store
+
+__all__ = ["aclose_proxy", "proxy_for", "router"]
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    await aclose_proxy(app)
+
+
+router = APIRouter(tags=["completion"], lifespan=_lifespan)
+
+_STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def proxy_for(app: Any) -> Proxy:
+    """The app's proxy, made on first use from the server's environment (one per app)."""
+    proxy: Proxy | None = getattr(app.state, "completion_proxy", None)
+    if proxy is None:
+        store: Store = app.state.store
+        cache: CompletionCache = MemoryCompletionCache() if store.path == ":memory:" else SQLiteCompletionCache(
+            store.path
+        )
+        proxy = Proxy(cache, settings=ProxySettings.from_env())
+        app.state.completion_proxy = proxy
+    return proxy
+
+
+async def aclose_proxy(app: Any) -> None:
+    """Close the app's proxy and its cache connections, if it made one (at shutdown)."""
+    proxy: Proxy | None = getattr(app.state, "completion_proxy", None)
+    if proxy is not None:
+        app.state.completion_proxy = None
+        await proxy.aclose()
+        if proxy.cache is not None:
+            proxy.cache.close()
+
+
+async def _check_experiment(request: Request, store: Store, owner: str, body: CompletionsSchema) -> None:
+    """404 before any provider call for an experiment the caller cannot log to."""
+    if body.experiment_uuid is not None:
+        check = request.app.state.experiment_check
+        await run_in_threadpool(check.check, store, owner, [{"experiment_uuid": body.experiment_uuid}])
+
+
+async def _store_logs(store: Store, owner: str, logs: list[dict[str, Any]]) -> None:
+    if logs:
+        batch = logs[:]
+        logs.clear()
+        await run_in_threadpool(store.upsert_traces, batch, owner)
+
+
+@router.post("/completion", response_model=CompletionsResponseSchema)
+async def completion(body: CompletionsSchema, request: Request, store: StoreDep, owner: OwnerDep) -> Response:
+    """Call the provider (or answer from the cache), log the call as a trace, return the response."""
+    proxy = proxy_for(request.app)
+    await _check_experiment(request, store, owner, body)
+    logs: list[dict[str, Any]] = []
+    answer = await proxy.complete(body, log_sink=logs.append)
+    await _store_logs(store, owner, logs)
+    return Response(orjson.dumps(answer.model_dump()), media_type="application/json")
+
+
+@router.post(
+    "/completion/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "chunks, then the full response"}},
+)
+async def completion_stream(
+    body: CompletionsSchema, request: Request, store: StoreDep, owner: OwnerDep
+) -> StreamingResponse:
+    """The completion as server-sent events: ``data: {"chunk": ...}`` lines, then ``event: result``."""
+    proxy = proxy_for(request.app)
+    await _check_experiment(request, store, owner, body)
+    logs: list[dict[str, Any]] = []
+    stream = proxy.stream(body, log_sink=logs.append)  # configuration errors: 400 before streaming
+
+    async def events() -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            async for text in stream:
+                yield b"data: " + orjson.dumps({"chunk": text}) + b"\n\n"
+            finished = True
+        finally:
+            if not finished:  # the client went away: log what was said, even while cancelled
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
+                    await _store_logs(store, owner, logs)
+        await _store_logs(store, owner, logs)
+        result = stream.result.model_dump() if stream.result is not None else None
+        yield b"event: result\ndata: " + orjson.dumps({"result": result}) + b"\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=_STREAM_HEADERS)
+
+
+@router.post("/deployed-prompt", status_code=404, responses={404: {"description": "not supported"}})
+async def deployed_prompt() -> None:
+    """Not supported: this server has no prompt deployments."""
+    raise NotFoundError(
+        "deployed prompts are not supported by this server: there is nothing to deploy a prompt to. "
+        "Send the prompt itself to POST /completion (llm_configuration with model, provider and messages)"
+    )
