@@ -6,6 +6,10 @@
 Errors the store raises on purpose become the status codes of the Parea API, always with a
 ``{"detail": ...}`` body: unknown ids 404, an invalid or taken run name 400, a bad dataset 400,
 a store failure 503. Schema errors keep FastAPI's 422 body.
+
+Bodies are bounded before any route sees them (:class:`BodyLimitMiddleware`): more than
+``max_body_bytes`` (16 MiB by default) is a 413, JSON nested deeper than :data:`MAX_JSON_DEPTH`
+levels a 422, and so is an integer the store cannot hold (beyond 64 bits).
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runner.errors import BackendError, ConfigError, NotFoundError, RunNameError
 from runner.schema import API_PREFIX, TraceLogSchema
@@ -25,7 +31,16 @@ from runner.server.auth import AuthMiddleware, KeyRing
 from runner.server.routes_traces import ExperimentCheck
 from runner.store import Store
 
-__all__ = ["EXTENSIONS", "SERVER_NAME", "VERSION", "create_app"]
+__all__ = [
+    "EXTENSIONS",
+    "MAX_BODY_BYTES",
+    "MAX_JSON_DEPTH",
+    "SERVER_NAME",
+    "VERSION",
+    "BodyLimitMiddleware",
+    "create_app",
+    "json_too_deep",
+]
 
 SERVER_NAME = "runner"
 VERSION = "0.1.0"
@@ -37,9 +52,17 @@ VERSION = "0.1.0"
 #: ``delete_traces`` — ``POST /experiment/{uuid}/delete_traces`` removes root traces (resumed runs).
 EXTENSIONS = ("trace_logs_batch", "collections", "experiment_uuid", "delete_traces")
 
+#: The largest request body read (bytes); the runner's client splits its batches at 8 MB.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+#: How deep a JSON body may nest: the trace log routes' parser (pydantic's) stops at 200 levels,
+#: and so does :class:`BodyLimitMiddleware` for every other route, below the store's JSON
+#: encoder's own limit (254) and Python's recursion limit.
+MAX_JSON_DEPTH = 200
 
-def create_app(store: Store, *, api_keys: Iterable[str] = ()) -> FastAPI:
-    """The app serving ``store`` under ``/api/parea/v1``; with ``api_keys``, one tenant per key.
+
+def create_app(store: Store, *, api_keys: Iterable[str] = (), max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The app serving ``store`` under ``/api/parea/v1``; with ``api_keys``, one tenant per key;
+    request bodies above ``max_body_bytes`` get 413.
 
     The store stays the caller's: the app neither opens nor closes it."""
     keys = KeyRing(api_keys)
@@ -74,6 +97,17 @@ def create_app(store: Store, *, api_keys: Iterable[str] = ()) -> FastAPI:
     app.add_exception_handler(ConfigError, detail(400))
     app.add_exception_handler(BackendError, detail(503, {"Retry-After": "1"}))
     app.add_exception_handler(sqlite3.OperationalError, detail(503, {"Retry-After": "1"}))
+    app.add_exception_handler(OverflowError, _out_of_range)  # sqlite3: an int beyond 64 bits
+    app.add_exception_handler(TypeError, _out_of_range)  # orjson: the same, when storing JSON
+    # inside AuthMiddleware (added last, so outermost): a request without a key gets 401 unread
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=max_body_bytes,
+        max_depth=MAX_JSON_DEPTH,
+        # these routes parse their bodies with pydantic's own depth limit (see ingest.py): a
+        # second scan of the largest bodies would only cost time
+        self_checked=frozenset({("POST", API_PREFIX + "/trace_log"), ("POST", API_PREFIX + "/trace_logs/batch")}),
+    )
     app.add_middleware(AuthMiddleware, keys=keys, prefix=API_PREFIX)
 
     def openapi() -> dict[str, Any]:
@@ -90,3 +124,108 @@ def create_app(store: Store, *, api_keys: Iterable[str] = ()) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+    """422 for a number the store cannot hold (validation let it through: JSON has no bound)."""
+    if isinstance(exc, TypeError) and "64-bit" not in str(exc):
+        raise exc  # a bug: the usual 500
+    msg = "a number in the body is out of range: integers must fit in 64 bits (send a float or a string)"
+    return JSONResponse({"detail": [{"type": "value_error", "loc": ["body"], "msg": msg}]}, status_code=422)
+
+
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"{}[]")
+_STEP = bytes.maketrans(b"{[}]", b"\x02\x02\x00\x00")  # a byte - 1 is then +1 or -1
+
+
+def json_too_deep(body: bytes, limit: int) -> bool:
+    """Whether the JSON ``body`` nests objects and arrays deeper than ``limit`` levels.
+
+    In C-speed passes over the bytes (escapes, then strings, then everything but brackets
+    dropped) and one Python pass over the brackets left: no parsing, so no recursion."""
+    if body.count(b"{") + body.count(b"[") <= limit:
+        return False
+    outside = b"".join(body.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')[::2])
+    depth = 0
+    for step in outside.translate(None, _NOT_BRACKETS).translate(_STEP):
+        depth += step - 1
+        if depth > limit:
+            return True
+    return False
+
+
+class BodyLimitMiddleware:
+    """Reads each request body before the app does: 413 past ``max_bytes``, 422 for JSON nested
+    past ``max_depth`` (except on the ``self_checked`` (method, path) routes).
+
+    A body declared too large is drained (up to 16 times the limit) before the 413 is sent, so
+    that a client still writing it reads the answer instead of a reset connection."""
+
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, max_depth: int, self_checked: frozenset[tuple[str, str]] = frozenset()
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_depth = max_depth
+        self.self_checked = self_checked
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._drain(receive, min(int(declared), 16 * self.max_bytes))
+            await self._too_large(send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client went away: nothing to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            more = bool(message.get("more_body", False))
+            if size > self.max_bytes:
+                if more:
+                    await self._drain(receive, 16 * self.max_bytes - size)
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        if (scope["method"], scope["path"]) not in self.self_checked and json_too_deep(body, self.max_depth):
+            msg = f"the JSON body is nested deeper than {self.max_depth} levels"
+            await _send_json(send, 422, {"detail": [{"type": "json_invalid", "loc": ["body"], "msg": msg}]})
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: the disconnect, when it comes
+
+        await self.app(scope, replay, send)
+
+    async def _drain(self, receive: Receive, budget: int) -> None:
+        while budget > 0:
+            message = await receive()
+            budget -= len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+
+    async def _too_large(self, send: Send) -> None:
+        detail = f"the request body is larger than {self.max_bytes} bytes; send fewer logs per request"
+        await _send_json(send, 413, {"detail": detail})
+
+
+async def _send_json(send: Send, status: int, body: Any) -> None:
+    raw = orjson.dumps(body)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+    if status == 413:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": raw})
