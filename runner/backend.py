@@ -53,7 +53,8 @@ class Backend(Protocol):
     async def finish_experiment(
         self, experiment_uuid: str, *, status: str, dataset_level_stats: Sequence[Mapping[str, Any]]
     ) -> list[dict[str, Any]]:
-        """Finish the run; returns ``TraceStatsSchema`` dicts of its root traces."""
+        """Finish the run; returns ``TraceStatsSchema`` dicts of its root traces (the embedded
+        backend returns ``[]``: it streams them into the stored stats and keeps no copy)."""
         ...
 
     async def experiment_rows(self, experiment_uuid: str) -> list[dict[str, Any]]:
@@ -167,12 +168,14 @@ class EmbeddedBackend:
         self, experiment_uuid: str, *, status: str, dataset_level_stats: Sequence[Mapping[str, Any]]
     ) -> list[dict[str, Any]]:
         await self.flush()
+        # the runner needs only what is stored: the per-root stats are streamed, not returned
         return await asyncio.to_thread(
             self.store.finish_experiment,
             experiment_uuid,
             status=status,
             dataset_level_stats=dataset_level_stats,
             owner=self.owner,
+            return_stats=False,
         )
 
     async def experiment_rows(self, experiment_uuid: str) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ import orjson
 from runner.errors import BackendError, NotFoundError, RunNameError
 from runner.store.datasets import DatasetQueries
 from runner.store.migrations import MIGRATIONS
+from runner.store.pages import PageQueries
 from runner.store.traces import TraceQueries
 
 __all__ = ["RUN_NAME_RE", "Store", "now_iso", "validate_run_name"]
@@ -53,7 +54,7 @@ def loads(text: str | bytes | None) -> Any:
     return None if text is None else orjson.loads(text)
 
 
-class Store(TraceQueries, DatasetQueries):
+class Store(TraceQueries, DatasetQueries, PageQueries):
     """A SQLite file holding everything the runner and the server record.
 
     >>> store = Store(":memory:")
@@ -310,11 +311,19 @@ class Store(TraceQueries, DatasetQueries):
         status: str = "completed",
         dataset_level_stats: Iterable[Mapping[str, Any]] | None = None,
         owner: str = "",
+        return_stats: bool = True,
     ) -> list[dict[str, Any]]:
-        """Mark the experiment finished, store its pinned and dataset-level stats; return root stats."""
+        """Mark the experiment finished, store its pinned and dataset-level stats; return root stats.
+
+        With ``return_stats=False`` the per-root stats are streamed into the pinned stats and not
+        kept (``[]`` is returned): the embedded runner needs only what is stored."""
         self.get_experiment(experiment_uuid, owner)
-        stats = self.experiment_stats(experiment_uuid, owner)
-        pinned = pinned_stats(stats)
+        stats: list[dict[str, Any]] = []
+        if return_stats:
+            stats = self.experiment_stats(experiment_uuid, owner)
+            pinned, n_roots = pinned_stats(stats)
+        else:
+            pinned, n_roots = pinned_stats(self.iter_experiment_stats(experiment_uuid, owner))
         dls = [
             {"name": s["name"], "score": float(s["score"]), "reason": s.get("reason")}
             for s in (dataset_level_stats or [])
@@ -324,7 +333,7 @@ class Store(TraceQueries, DatasetQueries):
             c.execute(
                 "UPDATE experiments SET status=?, finished_at=?, dataset_level_stats=?, pinned_stats=?,"
                 " num_samples=? WHERE uuid=? AND owner=?",
-                (status, now_iso(), dumps(dls), dumps(pinned), len(stats), experiment_uuid, owner),
+                (status, now_iso(), dumps(dls), dumps(pinned), n_roots, experiment_uuid, owner),
             )
         return stats
 
@@ -349,21 +358,32 @@ class Store(TraceQueries, DatasetQueries):
         self.update_trace(trace_id, fields, owner)
 
 
-def pinned_stats(stats: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Means of every score, latency, tokens and cost over root-trace stats (Parea's pinned stats)."""
-    sums: dict[str, list[float]] = {}
+_USAGE = (
+    ("Latency", "latency"),
+    ("Input Tokens", "input_tokens"),
+    ("Output Tokens", "output_tokens"),
+    ("Total Tokens", "total_tokens"),
+    ("Cost", "cost"),
+)
+
+
+def pinned_stats(stats: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """Means of every score, latency, tokens and cost over root-trace stats (Parea's pinned stats),
+    in one pass; also how many roots there were."""
+    score_sums: dict[str, list[float]] = {}  # name -> [sum, count]
+    usage = [0.0] * len(_USAGE)
+    n = 0
     for s in stats:
-        for sc in s.get("scores") or []:
-            sums.setdefault(sc["name"], []).append(float(sc["score"]))
-    out = [{"var1": k, "operation": "mean", "value": sum(v) / len(v)} for k, v in sums.items()]
-    n = len(stats)
+        n += 1
+        for sc in s.get("scores") or ():
+            acc = score_sums.get(sc["name"])
+            if acc is None:
+                acc = score_sums[sc["name"]] = [0.0, 0.0]
+            acc[0] += float(sc["score"])
+            acc[1] += 1
+        for i, (_, key) in enumerate(_USAGE):
+            usage[i] += float(s.get(key) or 0)
+    out = [{"var1": k, "operation": "mean", "value": v[0] / v[1]} for k, v in score_sums.items()]
     if n:
-        for label, key in (
-            ("Latency", "latency"),
-            ("Input Tokens", "input_tokens"),
-            ("Output Tokens", "output_tokens"),
-            ("Total Tokens", "total_tokens"),
-            ("Cost", "cost"),
-        ):
-            out.append({"var1": label, "operation": "mean", "value": sum(float(s.get(key) or 0) for s in stats) / n})
-    return out
+        out.extend({"var1": label, "operation": "mean", "value": usage[i] / n} for i, (label, _) in enumerate(_USAGE))
+    return out, n

@@ -15,7 +15,7 @@ import math
 import sqlite3
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -236,29 +236,37 @@ class TraceQueries:
 
     def experiment_stats(self, experiment_uuid: str, owner: str = "") -> list[dict[str, Any]]:
         """``TraceStatsSchema`` dicts of the experiment's root traces, with children rolled up."""
+        return list(self.iter_experiment_stats(experiment_uuid, owner))
+
+    def iter_experiment_stats(
+        self, experiment_uuid: str, owner: str = "", page: int = 5000
+    ) -> Iterator[dict[str, Any]]:
+        """Like :meth:`experiment_stats`, read a page at a time (a million-row run fits in memory)."""
         root_sql = "SELECT trace_id FROM traces WHERE experiment_uuid=? AND is_root=1 AND owner=?"
         params = (experiment_uuid, owner)
         sums, child_scores = self._child_rollup(root_sql, params)
-        out = []
-        for r in self._query(
-            "SELECT trace_id, latency, input_tokens, output_tokens, total_tokens, cost, scores FROM traces"
-            " WHERE experiment_uuid=? AND is_root=1 AND owner=? ORDER BY rowid",
-            params,
-        ):
-            extra = sums.get(r[0], [0, 0, 0, 0.0])
-            own = orjson.loads(r[6]) if r[6] else []
-            out.append(
-                {
-                    "trace_id": r[0],
-                    "latency": r[1] or 0.0,
-                    "input_tokens": (r[2] or 0) + extra[0],
-                    "output_tokens": (r[3] or 0) + extra[1],
-                    "total_tokens": (r[4] or 0) + extra[2],
-                    "cost": (r[5] or 0.0) + extra[3],
-                    "scores": merge_scores(own, child_scores[r[0]]) if r[0] in child_scores else own,
-                }
+        last = 0
+        while True:
+            rows = self._query(
+                "SELECT rowid, trace_id, latency, input_tokens, output_tokens, total_tokens, cost, scores FROM traces"
+                " WHERE experiment_uuid=? AND is_root=1 AND owner=? AND rowid > ? ORDER BY rowid LIMIT ?",
+                (*params, last, page),
             )
-        return out
+            for r in rows:
+                extra = sums.get(r[1], [0, 0, 0, 0.0])
+                own = orjson.loads(r[7]) if r[7] else []
+                yield {
+                    "trace_id": r[1],
+                    "latency": r[2] or 0.0,
+                    "input_tokens": (r[3] or 0) + extra[0],
+                    "output_tokens": (r[4] or 0) + extra[1],
+                    "total_tokens": (r[5] or 0) + extra[2],
+                    "cost": (r[6] or 0.0) + extra[3],
+                    "scores": merge_scores(own, child_scores[r[1]]) if r[1] in child_scores else own,
+                }
+            if len(rows) < page:
+                return
+            last = rows[-1][0]
 
     def experiment_rows(self, experiment_uuid: str, owner: str = "") -> list[dict[str, Any]]:
         """Root trace logs of an experiment (full data, children's scores and costs rolled up)."""

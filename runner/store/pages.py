@@ -1,0 +1,207 @@
+"""Reads for the web UI: a run's rows as compact columns, pages of rows by position, text search
+and text sort orders, and pages of a dataset's rows.
+
+The UI never loads a whole run to show one page of it. It reads a run once as compact columns
+(:meth:`PageQueries.root_columns`: no inputs or outputs, scores rolled up from child spans),
+which the server caches per run to summarise, sort and filter it; then it fetches only the rows
+of the page it shows (:meth:`PageQueries.roots_by_rowid`). Sorting by inputs, target or output
+and searching their text happen in SQLite (:meth:`PageQueries.root_order`,
+:meth:`PageQueries.search_roots`), since those texts are not part of the compact columns.
+
+Rows are addressed by SQLite's ``rowid``: a run's rows in logging order, and what
+:meth:`PageQueries.run_version` watches, since every new or rewritten log gets a new one.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from runner.store.traces import merge_scores
+
+__all__ = ["TEXT_FIELDS", "PageQueries", "RootColumns"]
+
+#: the fields of a root trace the UI can sort by or search as text
+TEXT_FIELDS = ("inputs", "target", "output", "error")
+
+
+@dataclass
+class RootColumns:
+    """A run's root traces (one per row-trial) as columns, in logging order.
+
+    Scores, tokens and cost include the run's child spans (as :meth:`experiment_stats` rolls
+    them up); ``scores`` holds each row's ``[{name, score}]``."""
+
+    rowid: list[int]
+    trace_id: list[str]
+    #: the row's id (``metadata.row_id``, else the trace id): trials of one row share it
+    row_id: list[str]
+    status: list[str]
+    latency: list[float]
+    input_tokens: list[int]
+    output_tokens: list[int]
+    cost: list[float]
+    scores: list[list[dict[str, Any]]]
+    #: names of the scorers that failed on the row (``metadata.scorer_errors``)
+    scorer_errors: list[list[str]]
+
+    def __len__(self) -> int:
+        return len(self.rowid)
+
+
+def _like_pattern(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere, as it appears inside a JSON document."""
+    encoded = orjson.dumps(text).decode()[1:-1]  # quotes and backslashes as JSON writes them
+    return "%" + encoded.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+
+
+class PageQueries:
+    """Mixin of :class:`runner.store.Store` holding the web UI's reads."""
+
+    if TYPE_CHECKING:  # provided by Store and DatasetQueries
+
+        def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
+
+        def _dataset_row(self, identifier: str | int, owner: str) -> Any: ...
+
+    def run_version(self, experiment_uuid: str) -> tuple[int, int]:
+        """The highest rowids of the run's roots and of its other spans: they change whenever a
+        log is added or rewritten (two index lookups, whatever the run's size)."""
+        row = self._query(
+            "SELECT (SELECT max(rowid) FROM traces WHERE experiment_uuid=?1 AND is_root=1),"
+            " (SELECT max(rowid) FROM traces WHERE experiment_uuid=?1 AND is_root=0)",
+            (experiment_uuid,),
+        )[0]
+        return int(row[0] or 0), int(row[1] or 0)
+
+    def _rollup(self, roots_sql: str, params: Sequence[Any]) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+        """Tokens and cost summed over each root's descendants, and their scores, by root id.
+
+        ``roots_sql`` selects ``trace_id`` of the roots, aliased ``r``."""
+        sums: dict[str, list[Any]] = {}
+        scores: dict[str, list[Any]] = defaultdict(list)
+        for root, tin, tout, cost, child_scores in self._query(
+            "SELECT c.root_trace_id, coalesce(c.input_tokens, 0), coalesce(c.output_tokens, 0), coalesce(c.cost, 0),"
+            f" c.scores FROM ({roots_sql}) r JOIN traces c ON c.root_trace_id = r.trace_id AND c.is_root = 0",
+            params,
+        ):
+            acc = sums.setdefault(root, [0, 0, 0.0])
+            acc[0] += tin
+            acc[1] += tout
+            acc[2] += cost
+            if child_scores and child_scores != "[]":
+                scores[root].extend(orjson.loads(child_scores))
+        return sums, scores
+
+    def root_columns(self, experiment_uuid: str, owner: str = "") -> RootColumns:
+        """Every root trace of the run as :class:`RootColumns` (one pass over the run)."""
+        cols = RootColumns([], [], [], [], [], [], [], [], [], [])
+        where = "experiment_uuid=? AND is_root=1 AND owner=?"
+        params = (experiment_uuid, owner)
+        sums, child_scores = self._rollup(f"SELECT trace_id FROM traces WHERE {where}", params)
+        loads = orjson.loads
+        for rowid, trace_id, row_id, status, latency, tin, tout, cost, scores, errors in self._query(
+            "SELECT rowid, trace_id, json_extract(data, '$.metadata.row_id'), status, latency, input_tokens,"
+            f" output_tokens, cost, scores, json_extract(data, '$.metadata.scorer_errors') FROM traces WHERE {where}"
+            " ORDER BY rowid",
+            params,
+        ):
+            own = loads(scores) if scores else []
+            extra = sums.get(trace_id)
+            if extra is not None:
+                tin, tout, cost = (tin or 0) + extra[0], (tout or 0) + extra[1], (cost or 0.0) + extra[2]
+                if trace_id in child_scores:
+                    own = merge_scores(own, child_scores[trace_id])
+            cols.rowid.append(rowid)
+            cols.trace_id.append(trace_id)
+            cols.row_id.append(trace_id if row_id is None else str(row_id))
+            cols.status.append(status or "success")
+            cols.latency.append(float(latency or 0.0))
+            cols.input_tokens.append(int(tin or 0))
+            cols.output_tokens.append(int(tout or 0))
+            cols.cost.append(float(cost or 0.0))
+            cols.scores.append(own)
+            cols.scorer_errors.append(list(loads(errors)) if errors else [])
+        return cols
+
+    def roots_by_rowid(self, experiment_uuid: str, rowids: Sequence[int], owner: str = "") -> dict[int, dict[str, Any]]:
+        """The full logs of these roots of the run by rowid, children rolled up (a rowid that is
+        no longer a root of the run is left out)."""
+        if not rowids:
+            return {}
+        rows = self._query(
+            "SELECT rowid, data FROM traces WHERE rowid IN (SELECT value FROM json_each(?))"
+            " AND experiment_uuid=? AND is_root=1 AND owner=?",
+            (orjson.dumps([int(r) for r in rowids]).decode(), experiment_uuid, owner),
+        )
+        out: dict[int, dict[str, Any]] = {r[0]: orjson.loads(r[1]) for r in rows}
+        trace_ids = orjson.dumps([d["trace_id"] for d in out.values()]).decode()
+        sums, child_scores = self._rollup("SELECT value AS trace_id FROM json_each(?)", (trace_ids,))
+        for d in out.values():
+            extra = sums.get(d["trace_id"])
+            if extra is not None:
+                d["input_tokens"] = int((d.get("input_tokens") or 0) + extra[0])
+                d["output_tokens"] = int((d.get("output_tokens") or 0) + extra[1])
+                d["cost"] = (d.get("cost") or 0.0) + extra[2]
+                d["scores"] = merge_scores(d.get("scores") or [], child_scores.get(d["trace_id"], []))
+        return out
+
+    def search_roots(self, experiment_uuid: str, text: str, owner: str = "") -> list[int]:
+        """Rowids of the run's roots whose inputs, target, output or error contain ``text``
+        (case-insensitive for ASCII, as SQLite's LIKE), in logging order."""
+        pattern = _like_pattern(text)
+        fields = " || char(10) || ".join(f"coalesce(data -> '$.{f}', '')" for f in TEXT_FIELDS)
+        # the cheap test on the whole document first: the precise one only runs on its matches
+        return [
+            r[0]
+            for r in self._query(
+                "SELECT rowid FROM traces WHERE experiment_uuid=? AND is_root=1 AND owner=?"
+                f" AND data LIKE ?3 ESCAPE '!' AND ({fields}) LIKE ?3 ESCAPE '!' ORDER BY rowid",
+                (experiment_uuid, owner, pattern),
+            )
+        ]
+
+    def root_order(self, experiment_uuid: str, field: str, owner: str = "") -> list[int]:
+        """Rowids of the run's roots sorted by a text field (one of :data:`TEXT_FIELDS`), as its
+        JSON text; ties (and missing values, first) in logging order."""
+        if field not in TEXT_FIELDS:
+            raise ValueError(f"cannot sort rows by {field!r}; use one of {', '.join(TEXT_FIELDS)}")
+        return [
+            r[0]
+            for r in self._query(
+                f"SELECT rowid FROM traces WHERE experiment_uuid=? AND is_root=1 AND owner=?"
+                f" ORDER BY data -> '$.{field}', rowid",
+                (experiment_uuid, owner),
+            )
+        ]
+
+    def dataset_rows(
+        self, identifier: str | int, owner: str = "", *, limit: int = 50, offset: int = 0
+    ) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
+        """A dataset (without its rows), how many rows it has, and one page of them."""
+        ds = self._dataset_row(identifier, owner)
+        total = int(self._query("SELECT count(*) FROM testcases WHERE dataset_id=?", (ds["id"],))[0][0])
+        rows = [
+            {
+                "id": r[0],
+                "inputs": orjson.loads(r[1]),
+                "target": r[2],
+                "tags": orjson.loads(r[3]),
+            }
+            for r in self._query(
+                "SELECT id, inputs, target, tags FROM testcases WHERE dataset_id=? ORDER BY id LIMIT ? OFFSET ?",
+                (ds["id"], int(limit), int(offset)),
+            )
+        ]
+        meta = {
+            "id": ds["id"],
+            "name": ds["name"],
+            "column_names": orjson.loads(ds["column_names"]),
+            "created_at": ds["created_at"],
+            "last_updated_at": ds["last_updated_at"],
+        }
+        return meta, total, rows
