@@ -4,8 +4,9 @@
 Every :class:`~runner.errors.RunnerError` becomes one line ``error: ...`` on stderr and its exit
 code here, in :func:`main`, and nowhere else; ``--debug`` adds the traceback.
 
-Exit codes: 0 every experiment completed; 1 one failed or was interrupted; 2 usage or config
-error (unknown flag, missing file, no experiments, bad setting).
+Exit codes: 0 every experiment completed (and every gate passed); 1 one failed, was interrupted or
+failed a gate; 2 usage or config error (unknown flag, missing file, no experiments, bad setting,
+bad gate).
 
 Importing this module is cheap: the commands import what they need (pandas, the store, the
 server) when they run, so ``--help`` and ``--version`` stay fast.
@@ -20,7 +21,7 @@ import contextlib
 import os
 import sys
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -29,10 +30,11 @@ from runner.errors import RunnerError
 __all__ = ["build_parser", "main", "render_docs"]
 
 PROG = "python -m runner"
-COMMANDS = ("run", "list", "show", "datasets", "serve")
+COMMANDS = ("run", "list", "show", "compare", "datasets", "serve")
 #: help text width of docs/cli.md (and of the help in a terminal of DOCS_WIDTH + 2 columns)
 DOCS_WIDTH = 88
 DOCS_PATH = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+_TOP_HELP = "how many rows that regressed and improved most to list (default: 5)"
 
 TOP_EPILOG = f"""\
 The default command is `run`: `{PROG} CONFIG.py` runs the experiments that
@@ -45,11 +47,13 @@ examples:
   {PROG} experiments/faq_qa.py --json        the summary as JSON, for CI
   {PROG} list                                the runs stored so far
   {PROG} show brisk-otter-4f2a               one run's summary and worst rows
+  {PROG} compare main-7 pr-12 --markdown     run pr-12 against run main-7
   {PROG} datasets upload datasets/reviews.csv --name reviews
   {PROG} serve                               the results over the Parea API
 
-exit codes: 0 all experiments completed; 1 one failed or was interrupted;
-2 usage or config error (unknown flag, missing file, no experiments, bad setting).
+exit codes: 0 all experiments completed (and all gates passed); 1 one failed, was
+interrupted or failed a gate; 2 usage or config error (unknown flag, missing file, no
+experiments, bad setting, bad gate).
 
 settings: RUNNER_DB, RUNNER_N_WORKERS, RUNNER_PROJECT, RUNNER_QUIET, PAREA_BASE_URL,
 PAREA_API_KEY. What the config file sets in code > flag > environment > default.
@@ -65,6 +69,21 @@ examples:
 
 A flag fills in only what the file leaves unset: Experiment(n_workers=2) in the file
 beats --n-workers 8 (a note on stderr says so).
+
+comparing and gating (for CI):
+  {PROG} experiments/faq_qa.py --baseline main-7 --markdown
+  {PROG} experiments/faq_qa.py --fail-under exact_match=0.7 --max-error-rate 0.02
+  {PROG} experiments/faq_qa.py --baseline main-7 --max-regression exact_match=0.05
+
+--baseline RUN prints, after each experiment, its comparison with the stored run RUN
+(same as `compare RUN NEW`). A failed gate prints one line `gate failed: ...` on stderr
+and makes the exit code 1; a gate on a score the run does not have exits with 2.
+--fail-under checks the mean (with --strict: the 95% CI upper bound, so it fails only
+when the shortfall is beyond noise); --max-regression fails when the score dropped by
+more than DELTA against the baseline with p < 0.05 (Holm-adjusted across scores).
+
+Every summary shows each score as `mean [95% CI] n=scored/total`; `show RUN` recomputes
+the same numbers from the stored rows.
 
 Ctrl-C stops starting new rows and lets running ones finish; a second Ctrl-C stops at
 once. What finished is stored, the run is marked failed, and the exit code is 1.
@@ -86,6 +105,48 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a fraction between 0 and 1, e.g. 0.05")
+    return value
+
+
+def _assignment(flag: str) -> Callable[[str], tuple[str, float]]:
+    def parse(text: str) -> tuple[str, float]:
+        from runner.gates import parse_assignment
+
+        try:
+            return parse_assignment(text, flag)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{flag} ")) from None
+
+    return parse
 
 
 def _add_store_options(p: argparse.ArgumentParser, what: str = "results", project: bool = True) -> None:
@@ -116,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         formatter_class=fmt,
         epilog=TOP_EPILOG,
-        usage=f"{PROG} CONFIG.py [options]\n       {PROG} {{run,list,show,datasets,serve}} ...",
+        usage=f"{PROG} CONFIG.py [options]\n       {PROG} {{run,list,show,compare,datasets,serve}} ...",
         description="Run LLM experiments and look at their results. Results go to a local SQLite\n"
         "store (.runner/runner.db) unless a Parea-compatible server is given.",
     )
@@ -142,13 +203,56 @@ def build_parser() -> argparse.ArgumentParser:
     names = g.add_mutually_exclusive_group()
     names.add_argument("--run-name", metavar="NAME", help="name of the run (default: generated, e.g. brisk-otter-4f2a)")
     names.add_argument("--run-prefix", metavar="P", help="name each run P-EXPERIMENT (for several experiments)")
+    r = run.add_argument_group("reliability")
+    r.add_argument(
+        "--timeout", metavar="SECONDS", type=_positive_float, help="a row running longer is stored as an error"
+    )
+    r.add_argument(
+        "--retries",
+        metavar="N",
+        type=_non_negative_int,
+        help="re-run a row that raised or timed out N times (default: 0)",
+    )
+    r.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run named by --run-name (or --run-prefix): rows stored as successful are not run again",
+    )
+    r.add_argument(
+        "--keep-errors", action="store_true", help="with --resume: keep errored rows instead of re-running them"
+    )
     _add_store_options(run)
+    c = run.add_argument_group("comparing and gating")
+    c.add_argument("--baseline", metavar="RUN", help="after each experiment, compare it with the stored run RUN")
+    c.add_argument(
+        "--fail-under",
+        metavar="NAME=VALUE",
+        type=_assignment("--fail-under"),
+        action="append",
+        help="fail (exit 1) when score NAME's mean is below VALUE (repeatable)",
+    )
+    c.add_argument("--strict", action="store_true", help="--fail-under checks the 95%% CI upper bound, not the mean")
+    c.add_argument(
+        "--max-regression",
+        metavar="NAME=DELTA",
+        type=_assignment("--max-regression"),
+        action="append",
+        help="fail when NAME dropped by more than DELTA vs --baseline with p < 0.05 (repeatable)",
+    )
+    c.add_argument(
+        "--max-error-rate",
+        metavar="RATE",
+        type=_fraction,
+        help="fail when more than RATE (0-1) of the row-trials errored",
+    )
     o = run.add_argument_group("output")
     o.add_argument("--output", metavar="PATH", help="write the per-row results table to PATH (.csv, .jsonl or .json)")
     o.add_argument(
         "--quiet", action="store_true", help="no progress bar (shown only on a terminal anyway; default: $RUNNER_QUIET)"
     )
-    _add_common(o, "print the summary as JSON on stdout (human output goes to stderr)")
+    o.add_argument("--markdown", action="store_true", help="print the comparison with --baseline as Markdown")
+    o.add_argument("--top", metavar="N", type=_non_negative_int, default=5, help=_TOP_HELP)
+    _add_common(o, "print the summary (and comparisons) as JSON on stdout (human output goes to stderr)")
     run.set_defaults(handler=_run)
 
     ls = sub.add_parser(
@@ -178,6 +282,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_options(show)
     _add_common(show, "print the summary and worst rows as JSON")
     show.set_defaults(handler=_show)
+
+    cmp = sub.add_parser(
+        "compare",
+        prog=f"{PROG} compare",
+        help="compare two stored runs score by score",
+        formatter_class=fmt,
+        description=(
+            "Compare run B with run A on the rows both ran: for each score, both means, the\n"
+            "difference with its 95% CI, a paired p-value (McNemar's exact test for 0/1 scores,\n"
+            "a paired permutation test otherwise; Holm-adjusted across scores) and win/tie/loss\n"
+            "counts; then the rows that regressed and improved most, and the change in latency,\n"
+            "tokens and cost. Rows in one run only are counted, and a warning says when few\n"
+            "rows are shared (runs of different datasets)."
+        ),
+        epilog=(
+            f"examples:\n  {PROG} compare main-7 pr-12\n  {PROG} compare main-7 pr-12 --markdown > comment.md\n"
+            f"  {PROG} compare 3f1c... 9a0b... --json --top 10\n\n"
+            "The exit code is 0 whatever the difference; gate on it with `run --baseline RUN\n"
+            "--max-regression NAME=DELTA`."
+        ),
+    )
+    cmp.add_argument("run_a", metavar="RUN_A", help="the baseline: run name or experiment uuid")
+    cmp.add_argument("run_b", metavar="RUN_B", help="the run compared with it: run name or experiment uuid")
+    cmp.add_argument("--top", metavar="N", type=_non_negative_int, default=5, help=_TOP_HELP)
+    _add_store_options(cmp)
+    co = cmp.add_argument_group("output")
+    fmts = co.add_mutually_exclusive_group()
+    fmts.add_argument(
+        "--markdown", action="store_true", help="print a Markdown report, e.g. for a pull-request comment"
+    )
+    fmts.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    co.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    cmp.set_defaults(handler=_compare)
 
     ds = sub.add_parser(
         "datasets",
@@ -239,6 +376,12 @@ def _show(args: argparse.Namespace) -> int:
     from runner.cli_show import show_command
 
     return show_command(args)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from runner.cli_compare import compare_command
+
+    return compare_command(args)
 
 
 def _datasets_upload(args: argparse.Namespace) -> int:
@@ -324,7 +467,7 @@ def _help_texts() -> list[tuple[str, str]]:
     parser = build_parser()
     texts = [(PROG, parser.format_help())]
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for name in ("run", "list", "show"):
+    for name in ("run", "list", "show", "compare"):
         texts.append((f"{PROG} {name}", sub.choices[name].format_help()))
     ds = sub.choices["datasets"]
     texts.append((f"{PROG} datasets", ds.format_help()))
@@ -346,9 +489,15 @@ def render_docs(width: int = DOCS_WIDTH) -> str:
         "# Command line\n",
         "<!-- Generated from the --help texts by `python -m runner.cli --write-docs`; do not edit. -->\n",
         "`python -m runner CONFIG.py` runs the experiments a config file defines (`run` is the default",
-        "command); `list`, `show`, `datasets` and `serve` look at and share what is stored. Every",
-        "command prints one line `error: ...` and exits with 2 for a usage or config mistake; add",
+        "command); `list`, `show`, `compare`, `datasets` and `serve` look at and share what is stored.",
+        "Every command prints one line `error: ...` and exits with 2 for a usage or config mistake; add",
         "`--debug` for the traceback.\n",
+        "Every score is reported as `mean [95% CI] n=scored/total`. The intervals are not stored with",
+        "the run (Parea's `pinned_stats` holds one number per stat): `show`, `list` and `compare`",
+        "recompute them from the stored rows, deterministically, so they match what the run printed.\n",
+        "In CI, `run --baseline RUN` compares each new run with a stored one, and the gates",
+        "`--fail-under`, `--max-regression` and `--max-error-rate` turn the numbers into an exit code",
+        "(1 and one line `gate failed: ...` per failed gate).\n",
     ]
     with _columns(width):
         texts = _help_texts()

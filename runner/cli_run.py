@@ -2,7 +2,13 @@
 
 Precedence of every setting: what the file sets in code (an ``Experiment`` field) > the CLI flag
 > the environment > the default. So a flag fills in only what the file left open, and says so
-on stderr when the file's value wins.
+on stderr when the file's value wins. ``--resume`` and ``--keep-errors`` are options of one run,
+not fields of an experiment, so they always apply.
+
+With ``--baseline RUN`` each experiment's result is compared with the stored run RUN once it
+finishes (:mod:`runner.cli_compare`); the gates (``--fail-under``, ``--max-regression``,
+``--max-error-rate``; :mod:`runner.gates`) are checked once every experiment has run, and each
+failed gate prints one line ``gate failed: ...`` and makes the exit code 1.
 """
 
 from __future__ import annotations
@@ -25,10 +31,14 @@ from typing import TYPE_CHECKING, Any
 from runner.errors import ConfigError, RunnerError
 
 if TYPE_CHECKING:
+    from runner.cli_compare import Baseline
+    from runner.compare import Comparison
     from runner.experiment import Experiment
+    from runner.gates import Gates
     from runner.result import Result
+    from runner.settings import Settings
 
-__all__ = ["OUTPUT_SUFFIXES", "collect_experiments", "load_config", "run_command"]
+__all__ = ["OUTPUT_SUFFIXES", "collect_experiments", "finite", "load_config", "run_command"]
 
 #: What ``--output`` can write, by suffix.
 OUTPUT_SUFFIXES = (".csv", ".jsonl", ".json")
@@ -142,12 +152,15 @@ def with_flags(exp: Experiment, args: argparse.Namespace, path: Path) -> Experim
         ("n_workers", args.n_workers, "--n-workers"),
         ("project_name", args.project, "--project"),
         ("n_trials", args.trials, "--trials"),
+        ("timeout", args.timeout, "--timeout"),
+        ("retries", args.retries, "--retries"),
     )
+    defaults = {"n_trials": 1, "retries": 0}  # fields whose default is not None
     for field, value, flag in flags:
         if value is None:
             continue
         current = getattr(exp, field)
-        unset = current == 1 if field == "n_trials" else current is None  # n_trials defaults to 1
+        unset = current == defaults.get(field)
         if unset:
             changes[field] = value
         elif current != value:
@@ -156,15 +169,88 @@ def with_flags(exp: Experiment, args: argparse.Namespace, path: Path) -> Experim
     return dataclasses.replace(exp, **changes) if changes else exp
 
 
+# -- gates and baselines ---------------------------------------------------------------------------
+def gates_from(args: argparse.Namespace) -> Gates:
+    """The gates the flags ask for; ``ConfigError`` for flags that cannot work together."""
+    from runner.gates import Gates
+
+    if args.max_regression and args.baseline is None:
+        raise ConfigError("--max-regression compares with a baseline run: give --baseline RUN")
+    if args.markdown and args.baseline is None:
+        raise ConfigError("--markdown formats the comparison with a baseline run: give --baseline RUN")
+    return Gates(
+        fail_under=_once("--fail-under", args.fail_under),
+        strict=args.strict,
+        max_regression=_once("--max-regression", args.max_regression),
+        max_error_rate=args.max_error_rate,
+    )
+
+
+def _once(flag: str, pairs: Sequence[tuple[str, float]] | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, value in pairs or []:
+        if name in out:
+            raise ConfigError(
+                f"{flag} {name} is given twice ({out[name]:g} and {value:g}); give one threshold per score"
+            )
+        out[name] = value
+    return out
+
+
+def declared_scores(exp: Experiment) -> set[str]:
+    """The score names ``exp``'s scorers give when they return a bare number."""
+    from runner.scoring import scorer_name
+
+    names = {scorer_name(ev) for ev in exp._evals}
+    names.update(getattr(ev, "name", None) or scorer_name(ev) for ev in exp._dataset_evals)
+    return names
+
+
+def check_gates(
+    gates: Gates,
+    runs: Sequence[tuple[Experiment, Result, Comparison | None]],
+) -> list[str]:
+    """Every failed gate of every run. With several experiments a gate applies to those that
+    have the score; a name none of them has is a :class:`ConfigError`."""
+    several = len(runs) > 1
+    if several:
+        unknown = set.intersection(*(set(gates.unknown(r, declared_scores(e))) for e, r, _ in runs))
+        if unknown:
+            name = sorted(unknown)[0]
+            raise ConfigError(f"gate on unknown score {name!r}: none of the experiments that ran has it")
+    failed: list[str] = []
+    for exp, result, comparison in runs:
+        failed += gates.check(result, comparison, known=declared_scores(exp), skip_missing=several)
+    return failed
+
+
 # -- running --------------------------------------------------------------------------------------
+def _resume_options(args: argparse.Namespace, names: Sequence[str | None]) -> dict[str, Any]:
+    if args.keep_errors and not args.resume:
+        raise ConfigError("--keep-errors keeps the errored rows of a resumed run: use it with --resume")
+    if args.resume and any(n is None for n in names):
+        raise ConfigError("--resume continues a stored run: name it with --run-name NAME (or --run-prefix P)")
+    return {"resume": True, "keep_errors": args.keep_errors} if args.resume else {}
+
+
+def _baselines(ref: str | None, experiments: Sequence[Experiment], settings: Settings) -> list[Baseline | None]:
+    """The baseline run of each experiment, found before anything runs (a typo fails fast)."""
+    if ref is None:
+        return [None] * len(experiments)
+    from runner.cli_compare import Baseline
+
+    return [Baseline.find(ref, e, settings) for e in experiments]
+
+
 def run_command(args: argparse.Namespace) -> int:
-    """Run the experiments of ``args.config``; 0 when all completed, 1 when one failed or was stopped."""
+    """Run the experiments of ``args.config``; 0 when all completed (and passed their gates), else 1."""
     from runner.settings import Settings
 
     path = Path(args.config)
     output = Path(args.output) if args.output else None
     if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ConfigError(f"--output {output}: unknown suffix {output.suffix!r}; use .csv, .jsonl or .json")
+    gates = gates_from(args)
     if args.db is not None and args.base_url is None:
         # --db asks for the embedded store: a flag beats PAREA_BASE_URL from the environment
         os.environ.pop("PAREA_BASE_URL", None)
@@ -172,39 +258,62 @@ def run_command(args: argparse.Namespace) -> int:
     module = load_config(path)
     experiments = select(collect_experiments(module, path), args.only, path)
     names = run_names(experiments, args)
+    options = _resume_options(args, names)
     prepared = [with_flags(e, args, path) for e in experiments]
+    baselines = _baselines(args.baseline, prepared, settings)
     # a progress bar only on a terminal: in CI logs and pipes it is noise
     quiet = args.quiet or settings.quiet or not sys.stderr.isatty()
+    human = sys.stderr if args.json else sys.stdout
 
     results: list[Result] = []
+    comparisons: list[Comparison | None] = []
+    failed_gates: list[str] | None = None
     stopped = False
     try:
         with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-            for exp, run_name in zip(prepared, names, strict=True):
+            for exp, run_name, baseline in zip(prepared, names, baselines, strict=True):
                 try:
-                    result = exp.run(run_name, limit=args.limit, quiet=quiet)
+                    result = exp.run(run_name, limit=args.limit, quiet=quiet, **options)
                 except KeyboardInterrupt:
                     print(f"interrupted before {exp.name!r} had started any rows", file=sys.stderr)
                     stopped = True
                     break
                 results.append(result)
+                comparisons.append(None)
                 if quiet:  # run() printed nothing: the summary is still the point
                     print(result.summary_text(), file=sys.stderr if result.interrupted else sys.stdout, flush=True)
                 if result.interrupted:
                     stopped = True
                     _say_interrupted(result, len(prepared) - len(results))
                     break
+                if baseline is not None:
+                    comparisons[-1] = comparison = baseline.compare(result, top=args.top)
+                    for w in comparison.warnings:
+                        print(f"warning: {w}", file=sys.stderr)
+                    print(file=human)
+                    print(comparison.to_markdown() if args.markdown else comparison.to_text(), file=human, flush=True)
+        if gates and not stopped:
+            failed_gates = check_gates(gates, list(zip(prepared, results, comparisons, strict=False)))
     finally:
         if output is not None and results:
             write_output(output, results)
             print(f"wrote {sum(r.n_total for r in results)} rows to {output}", file=sys.stderr)
         if args.json:
-            print(json.dumps(_json_summary(results, stopped), indent=2, default=str))
+            summary = _json_summary(results, comparisons, stopped, failed_gates)
+            print(json.dumps(summary, indent=2, default=str))
     if len(prepared) > 1 and not args.json and not stopped:
         states = ", ".join(f"{r.name} {r.status}" for r in results)
         print(f"{len(results)} experiments: {states}")
+    for line in failed_gates or []:
+        print(line, file=sys.stderr)
+    if failed_gates == []:
+        print(f"gates passed ({_gate_count(gates)} checked)", file=sys.stderr)
     ok = not stopped and len(results) == len(prepared) and all(r.status == "completed" for r in results)
-    return 0 if ok else 1
+    return 0 if ok and not failed_gates else 1
+
+
+def _gate_count(gates: Gates) -> int:
+    return len(gates.fail_under) + len(gates.max_regression) + (gates.max_error_rate is not None)
 
 
 def _say_interrupted(result: Result, not_started: int) -> None:
@@ -217,19 +326,33 @@ def _say_interrupted(result: Result, not_started: int) -> None:
     )
 
 
-def _json_summary(results: Sequence[Result], stopped: bool) -> dict[str, Any]:
+def _json_summary(
+    results: Sequence[Result],
+    comparisons: Sequence[Comparison | None],
+    stopped: bool,
+    failed_gates: list[str] | None,
+) -> dict[str, Any]:
     ok = not stopped and all(r.status == "completed" for r in results)
-    return {"status": "completed" if ok else "failed", "experiments": [_finite(r.to_dict()) for r in results]}
+    experiments = []
+    for result, comparison in zip(results, comparisons, strict=True):
+        entry = result.to_dict()
+        if comparison is not None:
+            entry["comparison"] = comparison.to_dict()
+        experiments.append(finite(entry))
+    out: dict[str, Any] = {"status": "completed" if ok else "failed", "experiments": experiments}
+    if failed_gates is not None:
+        out["gates"] = {"passed": not failed_gates, "failed": failed_gates}
+    return out
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
     """``value`` with NaN and infinities as ``None``, so that the JSON is valid everywhere."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     return value
 
 

@@ -4,6 +4,15 @@ Reading goes through a small source with the same four questions for both doors 
 are there, find one, its rows, how many of them errored); rendering is shared. ``show`` rebuilds
 the run's :class:`~runner.result.Result` from the stored rows, so its summary is the same table,
 computed the same way, as the one printed when the run finished.
+
+Where the intervals come from: they are computed on read, not stored. Parea's experiment record
+keeps one number per stat (``pinned_stats``: var1, operation, value), which cannot hold an
+interval, and an extra field would be ours alone. The stored rows hold everything an interval
+needs, and :func:`~runner.stats.summarize_score` is deterministic (seeded, over rows sorted by row
+id), so ``show`` and ``list`` recompute exactly the ``0.82 [0.76, 0.87] n=200/200`` the run
+printed, through either door, for runs made by any Parea client. ``list`` does this for runs of up
+to :data:`LIST_CI_MAX_ROWS` rows and shows the backend's mean for bigger ones (``show`` always
+recomputes). Intervals of dataset-level stats need the eval itself, so only the run prints them.
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ __all__ = ["datasets_list_command", "datasets_upload_command", "list_command", "
 
 #: pinned stats that are not scores
 _NOT_SCORES = {"Latency", "Input Tokens", "Output Tokens", "Total Tokens", "Cost"}
+#: ``list`` recomputes score intervals from the stored rows of runs up to this size
+LIST_CI_MAX_ROWS = 20_000
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -134,7 +145,7 @@ def list_command(args: argparse.Namespace) -> int:
         return 0
     try:
         runs = source.experiments(args.project, args.name, args.last)
-        entries = [_list_entry(e, source.n_errors(e["uuid"])) for e in runs]
+        entries = [_list_entry(e, source.n_errors(e["uuid"]), _summaries(source, e)) for e in runs]
     finally:
         source.close()
     if args.json:
@@ -152,7 +163,7 @@ def list_command(args: argparse.Namespace) -> int:
             e["status"],
             str(e["rows"]),
             "-" if e["n_errors"] is None else str(e["n_errors"]),
-            "  ".join(f"{k}={_num(v)}" for k, v in list(e["scores"].items())[:3]) or "-",
+            "  ".join(_score_cell(k, v, e["score_summaries"].get(k)) for k, v in list(e["scores"].items())[:3]) or "-",
             _date(e["created_at"]),
         ]
         for e in entries
@@ -166,9 +177,25 @@ def list_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _list_entry(e: dict[str, Any], n_errors: int | None) -> dict[str, Any]:
+def _summaries(source: Source, e: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each score's summary (with its interval) from the stored rows; ``{}`` for big runs."""
+    if (e.get("num_samples") or 0) > LIST_CI_MAX_ROWS:
+        return {}
+    result = rebuild_result(e, source.rows(e["uuid"]), source.location)
+    return {name: s.to_dict() for name, s in result.scores.items()}
+
+
+def _score_cell(name: str, mean: Any, summary: dict[str, Any] | None) -> str:
+    if summary is None or summary["ci_low"] is None:
+        return f"{name}={_num(mean)}"
+    return f"{name}={_num(summary['mean'])} [{_num(summary['ci_low'])}, {_num(summary['ci_high'])}]"
+
+
+def _list_entry(e: dict[str, Any], n_errors: int | None, summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
     pinned = e.get("pinned_stats") or []
     scores = {p["var1"]: p["value"] for p in pinned if p.get("var1") not in _NOT_SCORES}
+    for name, summary in summaries.items():  # a score without a pinned mean (e.g. run still going)
+        scores.setdefault(name, summary["mean"])
     return {
         "uuid": e["uuid"],
         "name": e["name"],
@@ -178,6 +205,7 @@ def _list_entry(e: dict[str, Any], n_errors: int | None) -> dict[str, Any]:
         "rows": e.get("num_samples") or 0,
         "n_errors": n_errors,
         "scores": scores,
+        "score_summaries": summaries,
         "created_at": e.get("created_at"),
     }
 

@@ -28,16 +28,29 @@ __all__ = ["Comparison", "RowChange", "compare_rows"]
 
 @dataclass(frozen=True)
 class RowChange:
-    """One row whose scores moved between the runs."""
+    """One row whose scores moved between the runs.
+
+    Scores of different scales (a 0/1 match, a length in characters) and of unknown direction
+    cannot be added up, so a row is ranked by its largest single change: each score's B − A is
+    divided by the range of that score over the shared rows, and ``worst`` / ``best`` are the
+    most negative / positive of these. A score the row had in one run only (the function or the
+    scorer failed in the other) counts as a full change (−1 when lost, +1 when gained). A row
+    can be in both lists when one score rose and another fell.
+    """
 
     row_id: str
     inputs: dict[str, Any]
     output_a: Any
     output_b: Any
-    #: score name -> (value in A, value in B) for the scores both runs have on this row
-    scores: dict[str, tuple[float, float]]
-    #: sum over those scores of B - A: negative means the row regressed
-    delta: float
+    #: score name -> (value in A, value in B); None where the run has no value for the row
+    scores: dict[str, tuple[float | None, float | None]]
+    #: most negative scaled change of one score (0 when none fell)
+    worst: float
+    #: most positive scaled change of one score (0 when none rose)
+    best: float
+    #: "success" or "error", per run
+    status_a: str = "success"
+    status_b: str = "success"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,9 +58,21 @@ class RowChange:
             "inputs": self.inputs,
             "output_a": self.output_a,
             "output_b": self.output_b,
+            "status_a": self.status_a,
+            "status_b": self.status_b,
             "scores": {k: list(v) for k, v in self.scores.items()},
-            "delta": self.delta,
+            "worst": self.worst,
+            "best": self.best,
         }
+
+    def describe_scores(self) -> str:
+        """``exact_match 1→0, length 3→5``; ``-`` for a missing value."""
+        return ", ".join(f"{k} {_f(a)}→{_f(b)}" for k, (a, b) in self.scores.items())
+
+    def output(self, which: str) -> str:
+        """Run ``which``'s output, or its error's last line."""
+        status, value = (self.status_a, self.output_a) if which == "a" else (self.status_b, self.output_b)
+        return f"error: {value}" if status == "error" else _short(value)
 
 
 @dataclass
@@ -106,7 +131,16 @@ class Comparison:
         return out
 
     _HEADER: ClassVar[list[str]] = [
-        "score", "A", "B", "B − A", "95% CI of B − A", "p", "p (Holm)", "win/tie/loss", "n", "test",
+        "score",
+        "A",
+        "B",
+        "B − A",
+        "95% CI of B − A",
+        "p",
+        "p (Holm)",
+        "win/tie/loss",
+        "n",
+        "test",
     ]
 
     def notes(self) -> list[str]:
@@ -129,8 +163,9 @@ class Comparison:
                 f"Errored row-trials: {self.errors_a[0]}/{self.errors_a[1]} in {self.label_a}, "
                 f"{self.errors_b[0]}/{self.errors_b[1]} in {self.label_b}."
             )
-        for name, (a, b) in self.usage.items():
-            lines.append(f"{name}: {_f(a)} → {_f(b)} ({_signed(b - a)}) per row-trial.")
+        usage = [_usage_text(name, a, b) for name, (a, b) in self.usage.items() if a or b]
+        if usage:
+            lines.append("Per row-trial: " + "; ".join(usage) + ".")
         return lines
 
     def to_text(self) -> str:
@@ -147,10 +182,11 @@ class Comparison:
                 lines.append(f"  {title}:")
                 for c in changes:
                     lines.append(
-                        f"    row {c.row_id} Δ{_signed(c.delta)} inputs={_short(c.inputs)} "
-                        f"A={_short(c.output_a)} B={_short(c.output_b)} "
-                        + " ".join(f"{k}: {_f(a)}→{_f(b)}" for k, (a, b) in c.scores.items())
+                        f"    row {c.row_id}: {_inputs(c)} | A: {c.output('a')} | B: {c.output('b')} | "
+                        + c.describe_scores()
                     )
+        if self.n_shared_rows and not self.regressions:
+            lines.append("  No row regressed.")
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
@@ -164,13 +200,14 @@ class Comparison:
         md.extend(f"- {_md(n)}" for n in self.notes())
         for title, changes in (("Regressed most", self.regressions), ("Improved most", self.improvements)):
             if changes:
-                md += ["", f"**{title}**", "", "| row | Δ | inputs | A | B | scores |", "|---|---|---|---|---|---|"]
+                md += ["", f"**{title}**", "", "| row | inputs | A | B | scores |", "|---|---|---|---|---|"]
                 for c in changes:
-                    scores = ", ".join(f"{k}: {_f(a)}→{_f(b)}" for k, (a, b) in c.scores.items())
                     md.append(
-                        f"| {_md(c.row_id)} | {_signed(c.delta)} | {_md(_short(c.inputs))} | "
-                        f"{_md(_short(c.output_a))} | {_md(_short(c.output_b))} | {_md(scores)} |"
+                        f"| {_md(c.row_id)} | {_md(_inputs(c, 80))} | {_md(c.output('a'))} | "
+                        f"{_md(c.output('b'))} | {_md(c.describe_scores())} |"
                     )
+        if self.n_shared_rows and not self.regressions:
+            md += ["", "No row regressed."]
         return "\n".join(md)
 
     def to_dict(self) -> dict[str, Any]:
@@ -199,9 +236,7 @@ class Comparison:
         import html
 
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self._HEADER)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in self._rows()
-        )
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in self._rows())
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes())
         return (
             f"<p><b>{html.escape(self.label_b)}</b> (B) vs <b>{html.escape(self.label_a)}</b> (A)</p>"
@@ -234,7 +269,9 @@ def _per_row(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[str, dict[str, flo
             first[rid] = r
         for s in r.get("scores") or []:
             sums.setdefault(s["name"], {}).setdefault(rid, []).append(float(s["score"]))
-    means = {name: {rid: sum(v) / len(v) for rid, v in per.items()} for name, per in sums.items()}
+    # sorted by row id: rows are stored in finishing order, and the seeded bootstrap and
+    # permutation draws must depend on the data only
+    means = {name: {rid: sum(per[rid]) / len(per[rid]) for rid in sorted(per)} for name, per in sums.items()}
     return means, first
 
 
@@ -258,8 +295,9 @@ def compare_rows(
 ) -> Comparison:
     """Compare two runs given their stored root logs (``Result.rows()`` or the store's).
 
-    Run A is the baseline, B the candidate: differences are B − A. ``top`` rows that regressed
-    and improved most are kept (by the sum over scores of B − A on the row).
+    Run A is the baseline, B the candidate: differences are B − A. The ``top`` rows that regressed
+    and improved most are kept (ranked by their largest scaled change of one score, see
+    :class:`RowChange`).
 
     >>> rows_a = [{"metadata": {"row_id": "r1"}, "scores": [{"name": "em", "score": 0.0}]}]
     >>> rows_b = [{"metadata": {"row_id": "r1"}, "scores": [{"name": "em", "score": 1.0}]}]
@@ -272,20 +310,7 @@ def compare_rows(
     scores_b, first_b = _per_row(rows_b)
     comparisons = compare_scores(scores_a, scores_b, seed=seed)
     shared = [rid for rid in first_a if rid in first_b]
-    changes = []
-    for rid in shared:
-        per = {
-            name: (scores_a[name][rid], scores_b[name][rid])
-            for name in scores_a
-            if name in scores_b and rid in scores_a[name] and rid in scores_b[name]
-        }
-        if not per:
-            continue
-        delta = sum(b - a for a, b in per.values())
-        if delta != 0:
-            ra, rb = first_a[rid], first_b[rid]
-            changes.append(RowChange(rid, dict(ra.get("inputs") or {}), ra.get("output"), rb.get("output"), per, delta))
-    changes.sort(key=lambda c: c.delta)
+    changes = _row_changes(scores_a, scores_b, first_a, first_b, shared)
     ua, ub = _usage(rows_a), _usage(rows_b)
     warnings = _warnings(first_a, first_b, shared, label_a, label_b)
     return Comparison(
@@ -295,13 +320,71 @@ def compare_rows(
         n_rows_a=len(first_a),
         n_rows_b=len(first_b),
         n_shared_rows=len(shared),
-        regressions=[c for c in changes if c.delta < 0][:top],
-        improvements=[c for c in reversed(changes) if c.delta > 0][:top],
+        regressions=sorted((c for c in changes if c.worst < 0), key=lambda c: c.worst)[:top],
+        improvements=sorted((c for c in changes if c.best > 0), key=lambda c: -c.best)[:top],
         usage={k: (ua[k], ub[k]) for k in ua},
         errors_a=(_n_errors(rows_a), len(rows_a)),
         errors_b=(_n_errors(rows_b), len(rows_b)),
         warnings=warnings,
     )
+
+
+def _row_changes(
+    scores_a: Mapping[str, Mapping[str, float]],
+    scores_b: Mapping[str, Mapping[str, float]],
+    first_a: Mapping[str, Mapping[str, Any]],
+    first_b: Mapping[str, Mapping[str, Any]],
+    shared: Sequence[str],
+) -> list[RowChange]:
+    """The shared rows where some score changed, with their largest scaled drop and rise."""
+    names = list(scores_a) + [n for n in scores_b if n not in scores_a]
+    scale = {}
+    for name in names:
+        values = [
+            v
+            for per in (scores_a.get(name, {}), scores_b.get(name, {}))
+            for rid in shared
+            if (v := per.get(rid)) is not None
+        ]
+        scale[name] = (max(values) - min(values)) if values else 0.0
+    changes = []
+    for rid in shared:
+        per: dict[str, tuple[float | None, float | None]] = {}
+        moves = []
+        for name in names:
+            a, b = scores_a.get(name, {}).get(rid), scores_b.get(name, {}).get(rid)
+            if a is None and b is None:
+                continue
+            per[name] = (a, b)
+            if a is None or b is None:
+                moves.append(1.0 if a is None else -1.0)
+            elif a != b and scale[name] > 0:
+                moves.append((b - a) / scale[name])
+        if not any(moves):
+            continue
+        ra, rb = first_a[rid], first_b[rid]
+        changes.append(
+            RowChange(
+                row_id=rid,
+                inputs=dict(ra.get("inputs") or {}),
+                output_a=_output(ra),
+                output_b=_output(rb),
+                scores=per,
+                worst=min(0.0, *moves),
+                best=max(0.0, *moves),
+                status_a=str(ra.get("status") or "success"),
+                status_b=str(rb.get("status") or "success"),
+            )
+        )
+    return changes
+
+
+def _output(r: Mapping[str, Any]) -> Any:
+    """A stored log's output, or the last line of its error."""
+    if r.get("status") == "error":
+        lines = [ln.strip() for ln in str(r.get("error") or "").splitlines() if ln.strip()]
+        return lines[-1] if lines else "error"
+    return r.get("output")
 
 
 def _n_errors(rows: Sequence[Mapping[str, Any]]) -> int:
@@ -354,6 +437,30 @@ def _p(p: float | None) -> str:
     if p is None:
         return "-"
     return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _inputs(change: RowChange, n: int = 60) -> str:
+    """A row's inputs as ``key: value; ...`` (without an ``id`` column that is the row id)."""
+    items = [
+        f"{k}: {v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False)}"
+        for k, v in change.inputs.items()
+        if not (k == "id" and str(v) == change.row_id)
+    ]
+    return _short("; ".join(items), n)
+
+
+def _usage_text(name: str, a: float, b: float) -> str:
+    if name.startswith("latency"):
+        return f"latency {_seconds(a)} → {_seconds(b)} ({'+' if b >= a else '−'}{_seconds(abs(b - a))})"
+    if name.startswith("cost"):
+        return f"cost ${a:.4g} → ${b:.4g} ({_signed(b - a)})"
+    return f"{name} {_f(a)} → {_f(b)} ({_signed(b - a)})"
+
+
+def _seconds(x: float) -> str:
+    if x < 1e-3:
+        return f"{x * 1e6:.0f} µs"
+    return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s"
 
 
 def _short(value: Any, n: int = 60) -> str:

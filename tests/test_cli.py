@@ -96,6 +96,7 @@ def test_default_command_is_run() -> None:
     assert with_default_command(["--debug", "x.py"]) == ["run", "--debug", "x.py"]
     assert with_default_command(["--debug", "list"]) == ["list", "--debug"]
     assert with_default_command(["list.py"]) == ["run", "list.py"]
+    assert with_default_command(["compare", "a", "b"]) == ["compare", "a", "b"]
     assert with_default_command(["--version"]) == ["--version"]
 
 
@@ -427,3 +428,95 @@ def test_docs_show_what_the_terminal_shows(tmp_path: Path) -> None:
         proc = cli(*args, env={"COLUMNS": str(DOCS_WIDTH + 2)}, cwd=tmp_path)
         assert proc.returncode == 0
         assert proc.stdout in docs, f"`python -m runner {' '.join(args)}` differs from docs/cli.md"
+
+
+# -- reliability flags ------------------------------------------------------------------------------
+FLAKY = """
+import time
+from pathlib import Path
+from runner import Experiment
+from evals import exact_match
+
+attempts = {}
+
+def flaky(x):
+    attempts[x] = attempts.get(x, 0) + 1
+    if x == 1 and attempts[x] == 1:
+        raise ConnectionError("flaky")  # fails once, then works
+    if x == 2 and Path("broken").exists():
+        raise ValueError("broken")
+    if x == 3:
+        time.sleep(SLEEP)
+    return x
+
+flaky_exp = Experiment(name="flaky", data=[{"x": i, "target": i} for i in range(4)], func=flaky, evals=[exact_match],
+                       retry_backoff=0.01)
+pinned = Experiment(name="pinned", data=[{"x": 0}], func=flaky, timeout=5, retries=2)
+"""
+
+
+def test_timeout_and_retries_flags(tmp_path: Path) -> None:
+    write(tmp_path / "cfg.py", FLAKY.replace("SLEEP", "3"))
+    plain = cli("cfg.py", "--only", "flaky", "--json", "--timeout", "0.5", cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    (exp,) = json.loads(plain.stdout)["experiments"]
+    assert exp["n_errors"] == 2  # row 1 failed once and was not retried; row 3 timed out
+    retried = cli("cfg.py", "--only", "flaky", "--json", "--timeout", "0.5", "--retries", "1", cwd=tmp_path)
+    (exp,) = json.loads(retried.stdout)["experiments"]
+    assert exp["n_errors"] == 1  # row 1 passed on its retry; row 3 timed out twice
+    rows = json.loads(cli("show", exp["run_name"], "--json", cwd=tmp_path).stdout)["worst_rows"]
+    assert "timeout after 0.5 s" in rows[0]["error"]
+    pinned = cli("cfg.py", "--only", "pinned", "--timeout", "0.5", "--retries", "1", cwd=tmp_path)
+    assert pinned.returncode == 0, pinned.stderr
+    assert "note: --timeout ignored for 'pinned': cfg.py sets timeout=5" in pinned.stderr
+    assert "note: --retries ignored for 'pinned': cfg.py sets retries=2" in pinned.stderr
+
+
+def test_resume_and_keep_errors_flags(tmp_path: Path) -> None:
+    write(tmp_path / "cfg.py", FLAKY.replace("SLEEP", "0"))
+    (tmp_path / "broken").touch()
+    first = cli("cfg.py", "--only", "flaky", "--run-name", "r1", "--json", "--retries", "1", cwd=tmp_path)
+    assert json.loads(first.stdout)["experiments"][0]["n_errors"] == 1  # row 2 is broken
+    kept = cli("cfg.py", "--only", "flaky", "--run-name", "r1", "--resume", "--keep-errors", "--json", cwd=tmp_path)
+    assert kept.returncode == 0, kept.stderr
+    assert json.loads(kept.stdout)["experiments"][0]["n_errors"] == 1  # the errored row was kept, not re-run
+    assert "resumed: 4 row-trials were already done and kept" in kept.stderr
+    (tmp_path / "broken").unlink()
+    fixed = cli("cfg.py", "--only", "flaky", "--run-name", "r1", "--resume", "--json", cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stderr
+    (exp,) = json.loads(fixed.stdout)["experiments"]
+    assert exp["n_errors"] == 0 and exp["n_total"] == 4 and exp["run_name"] == "r1"
+    assert "resumed: 3 row-trials were already done and kept" in fixed.stderr
+    for args, message in (
+        (["--resume"], "error: --resume continues a stored run: name it with --run-name NAME"),
+        (["--keep-errors"], "error: --keep-errors keeps the errored rows of a resumed run: use it with --resume"),
+        (["--timeout", "0"], "argument --timeout: '0' must be a positive number"),
+        (["--retries", "-1"], "argument --retries: '-1' must be 0 or more"),
+    ):
+        proc = cli("cfg.py", "--only", "flaky", *args, cwd=tmp_path)
+        assert proc.returncode == 2 and message in one_line_error(proc), proc.stderr
+
+
+# -- intervals are computed on read: show and list print what the run printed ---------------------------
+def test_show_and_list_recompute_the_intervals_the_run_printed(tmp_path: Path) -> None:
+    write(
+        tmp_path / "cfg.py",
+        """
+        from runner import Experiment
+        def spread(log):
+            return (log.output * 7 % 10) / 10
+
+        e = Experiment(name="e", data=[{"x": i} for i in range(30)], func=lambda x: x, evals=[spread])
+        """,
+    )
+    ran = cli("cfg.py", "--run-name", "ci", "--trials", "2", "--n-workers", "7", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    line = next(ln for ln in ran.stdout.splitlines() if ln.strip().startswith("spread "))
+    printed = line.split("spread", 1)[1].split("n=")[0].strip()
+    assert printed.startswith("0.45 [") and printed.endswith("]")
+    shown = cli("show", "ci", cwd=tmp_path).stdout
+    assert line in shown.splitlines()
+    listed = cli("list", cwd=tmp_path).stdout
+    assert f"spread={printed}" in listed
+    summary = json.loads(cli("list", "--json", cwd=tmp_path).stdout)[0]["score_summaries"]["spread"]
+    assert summary["n"] == 60 and summary["ci_method"] == "bootstrap"  # two trials per row: the row bootstrap
