@@ -332,9 +332,14 @@ def test_compare_command_over_http(tmp_path: Path) -> None:
     with servers.start_server(tmp_path / "server.db") as server:
         env = {"PAREA_BASE_URL": server.base_url}
         assert cli("qa.py", "--run-name", "base", "--quiet", env=env, cwd=tmp_path).returncode == 0
-        assert cli("qa.py", "--run-name", "cand", "--quiet", env={**env, "WRONG": "0"}, cwd=tmp_path).returncode == 0
+        env["WRONG"] = "0"
+        assert cli("qa.py", "--run-name", "cand", "--quiet", env=env, cwd=tmp_path).returncode == 0
         proc = cli("compare", "base", "cand", "--json", env=env, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         em = next(s for s in json.loads(proc.stdout)["scores"] if s["name"] == "exact_match")
         assert (em["n_shared"], em["losses"], em["mean_b"]) == (6, 1, pytest.approx(5 / 6))
+        gated = cli("qa.py", "--baseline", "base", "--fail-under", "exact_match=0.9", env=env, cwd=tmp_path)
+        assert gated.returncode == 1, gated.stderr
+        assert "(B) vs base (A)" in gated.stdout
+        assert gated.stderr.strip().splitlines()[-1] == "gate failed: exact_match mean 0.833 < 0.9"
     assert not (tmp_path / ".runner").exists()
