@@ -10,14 +10,17 @@ Importing this package is cheap: pandas, scipy, pydantic and the server load onl
 
 from runner.errors import (
     BackendError,
+    CompletionError,
     ConfigError,
     DatasetError,
     FunctionError,
     NotFoundError,
+    RateLimitError,
     RunNameError,
     RunnerError,
 )
 from runner.experiment import Experiment
+from runner.llm import acompletion, completion
 from runner.result import Result
 from runner.scoring import EvaluationResult, Log, Score
 from runner.tracing import Span, current_span, span, trace
@@ -26,6 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendError",
+    "CompletionError",
     "ConfigError",
     "DatasetError",
     "EvaluationResult",
@@ -33,12 +37,15 @@ __all__ = [
     "FunctionError",
     "Log",
     "NotFoundError",
+    "RateLimitError",
     "Result",
     "RunNameError",
     "RunnerError",
     "Score",
     "Span",
     "__version__",
+    "acompletion",
+    "completion",
     "current_span",
     "span",
     "trace",

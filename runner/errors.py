@@ -9,6 +9,8 @@ The hierarchy::
     │   └── FunctionError        a user callable that cannot be used as given
     ├── BackendError             the store or the server refused or failed a request
     │   └── NotFoundError        unknown experiment, trace, dataset or run
+    ├── CompletionError          an LLM call (runner.completion) came back with status "error"
+    │   └── RateLimitError       ... because the provider was still rate-limiting after retries
     └── ExperimentFailed         raised by nothing; used as a status marker by the CLI
 
 A ``RunnerError`` is always meant for the user: the CLI prints ``str(err)`` on one line and
@@ -17,13 +19,17 @@ exits with ``err.exit_code``; only ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BackendError",
+    "CompletionError",
     "ConfigError",
     "DatasetError",
     "ExperimentFailed",
     "FunctionError",
     "NotFoundError",
+    "RateLimitError",
     "RunNameError",
     "RunnerError",
 ]
@@ -59,6 +65,26 @@ class BackendError(RunnerError):
 
 class NotFoundError(BackendError):
     """The experiment, run, trace or dataset asked for does not exist."""
+
+
+class CompletionError(RunnerError):
+    """An LLM call failed for good: the provider refused it, or kept failing through the retries.
+
+    ``response`` is the full ``CompletionsResponseSchema`` (status ``"error"``, the provider's
+    message in ``error``), or ``None`` when no completion response came back at all.
+    """
+
+    def __init__(self, message: str, response: Any = None) -> None:
+        super().__init__(message)
+        self.response = response
+
+
+class RateLimitError(CompletionError):
+    """The provider (or the server's ``/completion``) was still rate-limiting after its retries.
+
+    Raised inside an experiment row, it fails the row like any error; ``retries=`` on the
+    experiment then runs the row again after a backoff.
+    """
 
 
 class ExperimentFailed(RunnerError):

@@ -67,7 +67,10 @@ def iso(ts: float) -> str:
 class TraceRun:
     """Shared by every span of one root trace: its counter and where finished children go."""
 
-    __slots__ = ("_order", "children", "experiment_uuid", "project_name", "project_uuid", "target")
+    __slots__ = (
+        "_order", "children", "experiment_uuid", "llm_route", "project_name", "project_uuid", "root_metadata",
+        "target",
+    )
 
     def __init__(
         self,
@@ -83,6 +86,11 @@ class TraceRun:
         self._order = itertools.count()
         #: finished child logs, in the order they ended (list.append is atomic)
         self.children: list[dict[str, Any]] = []
+        #: the root span's metadata (row id, trial), readable from every span of the run
+        self.root_metadata: dict[str, Any] = {}
+        #: where ``runner.completion()`` sends this run's LLM calls (a ``runner.llm.LLMRoute``);
+        #: ``None`` until the first call resolves it from the running experiment
+        self.llm_route: Any = None
 
     def next_order(self) -> int:
         return next(self._order)
@@ -123,6 +131,8 @@ class Span:
         self.scores: list[Score] = []
         self.score_errors: dict[str, str] = {}
         self.metadata: dict[str, Any] = {}
+        if parent is None:
+            run.root_metadata = self.metadata
         self.tags: list[str] = []
         self.input_tokens = 0
         self.output_tokens = 0

@@ -16,18 +16,21 @@ row adds its tokens and cost to the row's root trace.
 ``/completion`` answers with the ``CompletionsResponseSchema``. A provider failure is not an
 HTTP error: it is a 200 whose ``status`` is ``"error"`` (Parea's behaviour).
 
-``/completion/stream`` answers with server-sent events (``text/event-stream``)::
+``/completion/stream`` answers with server-sent events (``text/event-stream``, lines ending
+in CRLF)::
 
     data: {"chunk": "Hel"}
 
     data: {"chunk": "lo!"}
 
     event: result
-    data: {"result": {...the CompletionsResponseSchema...}}
+    data: {"chunk": "", "result": {...the CompletionsResponseSchema...}}
 
-one ``data`` event per text chunk, then one ``result`` event with the full response (tokens,
-cost, status, error); a consumer that ignores event names can tell it by its ``result`` key.
-A provider failure after the stream started shows only in that final response.
+one event per text chunk, then one ``result`` event with the full response (tokens, cost,
+status, error). The final event also carries an empty ``chunk``, and every event is one
+``data`` line: the official SDK's ``p.stream()`` reads the first ``data`` line of what it
+receives and yields its ``chunk``, so it sees the text and then ``""``. A provider failure
+after the stream started shows only in the final response.
 
 ``POST /deployed-prompt`` is not supported: it answers 404 with a ``detail`` saying so.
 """
@@ -137,7 +140,7 @@ async def completion_stream(
         finished = False
         try:
             async for text in stream:
-                yield b"data: " + orjson.dumps({"chunk": text}) + b"\n\n"
+                yield b"data: " + orjson.dumps({"chunk": text}) + b"\r\n\r\n"
             finished = True
         finally:
             if not finished:  # the client went away: log what was said, even while cancelled
@@ -146,7 +149,7 @@ async def completion_stream(
                     await _store_logs(store, owner, logs)
         await _store_logs(store, owner, logs)
         result = stream.result.model_dump() if stream.result is not None else None
-        yield b"event: result\ndata: " + orjson.dumps({"result": result}) + b"\n\n"
+        yield b"event: result\r\ndata: " + orjson.dumps({"chunk": "", "result": result}) + b"\r\n\r\n"
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=_STREAM_HEADERS)
 
