@@ -7,8 +7,12 @@ Row-level scorers (this package) take one log and return a score::
 
 Dataset-level evals (:mod:`evals.dataset`: ``pearson``, ``spearman``, ``accuracy``,
 ``balanced_accuracy``) take every root log of an experiment and return one score.
+
+``llm_judge(criteria, model=...)`` (:mod:`evals.judge`) builds a scorer that asks an LLM to
+grade each output against the criteria, and returns its score with the judge's reason.
 """
 
+from evals.judge import llm_judge
 from evals.row import contains, exact_match, json_valid, levenshtein, regex_match
 
-__all__ = ["contains", "exact_match", "json_valid", "levenshtein", "regex_match"]
+__all__ = ["contains", "exact_match", "json_valid", "levenshtein", "llm_judge", "regex_match"]
