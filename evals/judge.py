@@ -53,6 +53,10 @@ def llm_judge(
     score (0 to 1) and its reason.
 
     ``model_params`` are passed to the model (default ``{"temp": 0}``); ``name`` names the score.
+
+    >>> concise = llm_judge("The answer is one short sentence.", model="gpt-4o-mini", name="concise")
+    >>> concise(Log(inputs={"q": "Capital of France?"}, output="Paris."))        # doctest: +SKIP
+    Score(name='concise', score=1.0, reason='A single, short sentence.')
     """
     if not isinstance(criteria, str) or not criteria.strip():
         raise ConfigError(f"llm_judge: criteria must be a non-empty string, got {criteria!r}")
