@@ -184,7 +184,10 @@ class Run:
             await self.backend.finish_experiment(
                 uuid,
                 status=status,
-                dataset_level_stats=[{"name": s.name, "score": s.score, "reason": s.reason} for s in details.values()],
+                dataset_level_stats=[
+                    {"name": s.name, "score": s.score, "reason": _with_ci(s.reason, dl_ci.get(s.name))}
+                    for s in details.values()
+                ],
             )
         except RunnerError:
             stats_ok = False
@@ -382,6 +385,15 @@ def _stored_log(r: Mapping[str, Any], target: Any) -> Log:
         scores=[Score(s["name"], float(s["score"]), s.get("reason")) for s in r.get("scores") or []],
         score_errors=dict(meta.get("scorer_errors") or {}),
     )
+
+
+def _with_ci(reason: str | None, ci: tuple[float | None, float | None] | None) -> str | None:
+    """The stored reason of a dataset-level stat, with its bootstrap interval appended (Parea's
+    schema has no field for it, and readers of the stored stats should see it)."""
+    if ci is None or ci[0] is None or ci[1] is None:
+        return reason
+    text = f"95% CI [{ci[0]:.4g}, {ci[1]:.4g}] (bootstrap over rows)"
+    return f"{reason}; {text}" if reason else text
 
 
 def _install_sigint(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> bool:
