@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -97,6 +99,7 @@ def create_app(store: Store, *, api_keys: Iterable[str] = (), max_body_bytes: in
     app.add_exception_handler(ConfigError, detail(400))
     app.add_exception_handler(BackendError, detail(503, {"Retry-After": "1"}))
     app.add_exception_handler(sqlite3.OperationalError, detail(503, {"Retry-After": "1"}))
+    app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(OverflowError, _out_of_range)  # sqlite3: an int beyond 64 bits
     app.add_exception_handler(TypeError, _out_of_range)  # orjson: the same, when storing JSON
     # inside AuthMiddleware (added last, so outermost): a request without a key gets 401 unread
@@ -104,6 +107,7 @@ def create_app(store: Store, *, api_keys: Iterable[str] = (), max_body_bytes: in
         BodyLimitMiddleware,
         max_bytes=max_body_bytes,
         max_depth=MAX_JSON_DEPTH,
+        json_prefix=API_PREFIX + "/",
         # these routes parse their bodies with pydantic's own depth limit (see ingest.py): a
         # second scan of the largest bodies would only cost time
         self_checked=frozenset({("POST", API_PREFIX + "/trace_log"), ("POST", API_PREFIX + "/trace_logs/batch")}),
@@ -124,6 +128,17 @@ def create_app(store: Store, *, api_keys: Iterable[str] = (), max_body_bytes: in
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422, also when the rejected input is bytes that are not UTF-8 (which FastAPI's own
+    handler would fail to encode: a 500)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {**e, "input": e["input"].decode("utf-8", "replace")} if isinstance(e.get("input"), bytes) else e
+        for e in exc.errors()
+    ]
+    return await request_validation_exception_handler(request, RequestValidationError(errors))
 
 
 async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
@@ -154,19 +169,37 @@ def json_too_deep(body: bytes, limit: int) -> bool:
     return False
 
 
+def _json_problem(body: bytes, max_depth: int) -> str | None:
+    try:
+        body.decode()
+    except UnicodeDecodeError as exc:  # FastAPI would say 400 "There was an error parsing the body"
+        return f"the body is not UTF-8 (byte {exc.start}): JSON must be"
+    if json_too_deep(body, max_depth):
+        return f"the JSON body is nested deeper than {max_depth} levels"
+    return None
+
+
 class BodyLimitMiddleware:
-    """Reads each request body before the app does: 413 past ``max_bytes``, 422 for JSON nested
-    past ``max_depth`` (except on the ``self_checked`` (method, path) routes).
+    """Reads each request body before the app does: 413 past ``max_bytes``; 422 for a body that is
+    not UTF-8 or nests JSON past ``max_depth``, on paths under ``json_prefix`` (the API) except the
+    ``self_checked`` (method, path) routes, whose parser checks both itself.
 
     A body declared too large is drained (up to 16 times the limit) before the 413 is sent, so
     that a client still writing it reads the answer instead of a reset connection."""
 
     def __init__(
-        self, app: ASGIApp, *, max_bytes: int, max_depth: int, self_checked: frozenset[tuple[str, str]] = frozenset()
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        max_depth: int,
+        json_prefix: str = "/",
+        self_checked: frozenset[tuple[str, str]] = frozenset(),
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_depth = max_depth
+        self.json_prefix = json_prefix
         self.self_checked = self_checked
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -195,10 +228,11 @@ class BodyLimitMiddleware:
                 return
             chunks.append(chunk)
         body = b"".join(chunks)
-        if (scope["method"], scope["path"]) not in self.self_checked and json_too_deep(body, self.max_depth):
-            msg = f"the JSON body is nested deeper than {self.max_depth} levels"
-            await _send_json(send, 422, {"detail": [{"type": "json_invalid", "loc": ["body"], "msg": msg}]})
-            return
+        if scope["path"].startswith(self.json_prefix) and (scope["method"], scope["path"]) not in self.self_checked:
+            problem = _json_problem(body, self.max_depth)
+            if problem is not None:
+                await _send_json(send, 422, {"detail": [{"type": "json_invalid", "loc": ["body"], "msg": problem}]})
+                return
         replayed = False
 
         async def replay() -> Message:
