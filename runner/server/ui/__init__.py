@@ -1,0 +1,53 @@
+"""The web UI: pages over the same store as the API, served by the same app at ``/``.
+
+=====================================  ========================================================
+``GET /``                              runs: every project's runs, newest first (``project``,
+                                       ``q`` filter them); pick two to compare
+``GET /runs/{uuid}``                   a run: summary, histograms, rows (``sort``, ``desc``,
+                                       ``errors``, ``score`` + ``below``, ``q``, ``page``,
+                                       ``per``)
+``GET /traces/{trace_id}``             a row's span tree (``partial=1``: the tree alone)
+``GET /compare?a=UUID&b=UUID``         run B against run A
+``GET /datasets``, ``/datasets/{ref}`` named datasets and their rows (``page``)
+``GET|POST /login``, ``GET /logout``   the key, with API keys configured
+``GET /static/...``                    the stylesheet and the script
+=====================================  ========================================================
+
+Nothing is fetched from elsewhere (no CDN, no fonts, no build step): templates, one stylesheet
+and one small script ship in the package, and charts are SVG drawn on the server.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from runner.server.auth import KeyRing
+from runner.server.ui.auth import KeyInURL, LoginRequired
+from runner.server.ui.routes import HERE, router, with_key_cookie
+from runner.server.ui.runs import LRU, RunCache
+
+__all__ = ["mount"]
+
+
+def mount(app: FastAPI, keys: KeyRing) -> None:
+    """Serve the pages from ``app`` (whose store they read), asking for one of ``keys`` if any."""
+    app.state.ui_keys = keys
+    app.state.ui_runs = RunCache()
+    app.state.ui_pairs = LRU(8)
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="ui-static")
+
+    async def login_required(request: Request, exc: Exception) -> RedirectResponse:
+        assert isinstance(exc, LoginRequired)
+        return RedirectResponse(exc.login_url, status_code=303)
+
+    async def key_in_url(request: Request, exc: Exception) -> RedirectResponse:
+        assert isinstance(exc, KeyInURL)
+        response = RedirectResponse(exc.clean_url, status_code=303)
+        with_key_cookie(response, request, exc.key)
+        return response
+
+    app.add_exception_handler(LoginRequired, login_required)
+    app.add_exception_handler(KeyInURL, key_in_url)

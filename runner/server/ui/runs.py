@@ -1,0 +1,343 @@
+"""A run as the pages see it: compact columns, its summary, and sorted, filtered pages of rows.
+
+A :class:`RunView` is built from one read of the run's compact columns
+(:meth:`~runner.store.Store.root_columns`): scores, status, latency, tokens and cost of every
+row, without inputs or outputs. It summarises the run exactly as ``python -m runner show`` does
+(:func:`~runner.stats.summarize_score` over each score with the row ids as clusters, in the same
+order, so the intervals are the same digits), and orders and filters rows with numpy, so that a
+page of a 100,000-row run sorted by a score costs a few milliseconds. Only the rows of the page
+shown are then read in full. Sorting by a text column and searching text happen in SQLite, once
+per run and query (their results are kept with the view).
+
+:class:`RunCache` keeps the views of the runs viewed last. A finished run's view lives until a
+log of the run is added or rewritten (:meth:`~runner.store.Store.run_version`), or the run is
+finished again; a running run's view is rebuilt at most every :data:`RUNNING_TTL` seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from markupsafe import Markup
+
+from runner.server.ui.charts import histogram
+from runner.stats import ScoreSummary, latency_summary, summarize_score
+from runner.store.pages import TEXT_FIELDS
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from runner.store import Store
+
+__all__ = ["LRU", "RUNNING_TTL", "SORT_KEYS", "RowQuery", "RunCache", "RunView"]
+
+#: seconds a running run's view is reused before it is read again
+RUNNING_TTL = 2.0
+#: sort keys besides ``score:<name>``: logging order, the text columns, status and latency
+SORT_KEYS = ("row", *TEXT_FIELDS[:3], "status", "latency")
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class LRU(Generic[K, V]):
+    """A small thread-safe least-recently-used map."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class RowQuery:
+    """What the rows table shows: its sort, its filters and its page (the query parameters)."""
+
+    sort: str = "row"
+    desc: bool = False
+    errors_only: bool = False
+    #: with ``below``: rows whose score ``score`` is below ``below``
+    score: str | None = None
+    below: float | None = None
+    #: text searched in inputs, target, output and error
+    search: str = ""
+    page: int = 1
+    per_page: int = 50
+
+
+@dataclass
+class Page:
+    """One page of rows: the full logs with their positions in the run (1-based)."""
+
+    total: int
+    rows: list[dict[str, Any]]
+    positions: list[int]
+    first: int
+    last: int
+    page: int
+    pages: int
+
+
+@dataclass
+class RunView:
+    """One run read once: compact columns, summary, and memoised text orders and searches."""
+
+    experiment: dict[str, Any]
+    version: tuple[Any, ...]
+    rowid: npt.NDArray[np.int64]
+    error: npt.NDArray[np.bool_]
+    status_code: npt.NDArray[np.int8]
+    latency: npt.NDArray[np.float64]
+    #: score name -> value per row (NaN where the row has none), names in order of appearance
+    scores: dict[str, npt.NDArray[np.float64]]
+    summaries: dict[str, ScoreSummary]
+    latency_stats: dict[str, float | None]
+    input_tokens: int
+    output_tokens: int
+    cost: float
+    built_at: float = field(default_factory=time.monotonic)
+    _histograms: dict[str, Markup] | None = field(default=None, repr=False)
+    _orders: dict[str, npt.NDArray[np.intp]] = field(default_factory=dict, repr=False)
+    _searches: LRU[str, npt.NDArray[np.bool_]] = field(default_factory=lambda: LRU(16), repr=False)
+
+    @property
+    def uuid(self) -> str:
+        return str(self.experiment["uuid"])
+
+    @property
+    def n_total(self) -> int:
+        return len(self.rowid)
+
+    @property
+    def n_errors(self) -> int:
+        return int(self.error.sum())
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def duration(self) -> float | None:
+        return seconds_between(self.experiment.get("created_at"), self.experiment.get("finished_at"))
+
+    @classmethod
+    def build(cls, store: Store, experiment: dict[str, Any], version: tuple[Any, ...], owner: str) -> RunView:
+        import numpy as np
+
+        cols = store.root_columns(experiment["uuid"], owner)
+        n = len(cols)
+        values: dict[str, npt.NDArray[np.float64]] = {}
+        failures: dict[str, int] = {}
+        errored_scored: dict[str, int] = {}
+        error = np.fromiter((s != "success" for s in cols.status), dtype=np.bool_, count=n)
+        for i, (scores, failed) in enumerate(zip(cols.scores, cols.scorer_errors, strict=True)):
+            for s in scores:
+                column = values.get(s["name"])
+                if column is None:
+                    column = values[s["name"]] = np.full(n, np.nan)
+                column[i] = float(s["score"])
+                if error[i]:  # a child span scored before the function failed
+                    errored_scored[s["name"]] = errored_scored.get(s["name"], 0) + 1
+            for name in failed:
+                failures[name] = failures.get(name, 0) + 1
+        row_ids = np.asarray(cols.row_id, dtype=np.str_) if n else np.asarray([], dtype=np.str_)
+        n_errors = int(error.sum())
+        summaries = {}
+        for name in [*values, *(f for f in failures if f not in values)]:
+            column = values.get(name, np.full(n, np.nan))
+            scored = ~np.isnan(column)
+            v, clusters = column[scored], row_ids[scored]
+            # as Tally.summaries: sorted by (row id, value), so the seeded interval is the run's
+            order = np.lexsort((v, clusters))
+            summaries[name] = summarize_score(
+                name,
+                v[order],
+                clusters[order].tolist(),
+                n_errors=n_errors + failures.get(name, 0) - errored_scored.get(name, 0),
+                n_total=n,
+            )
+        statuses = sorted(set(cols.status))
+        codes = {s: i for i, s in enumerate(statuses)}
+        return cls(
+            experiment=experiment,
+            version=version,
+            rowid=np.asarray(cols.rowid, dtype=np.int64),
+            error=error,
+            status_code=np.fromiter((codes[s] for s in cols.status), dtype=np.int8, count=n),
+            latency=np.asarray(cols.latency, dtype=np.float64),
+            scores=values,
+            summaries=summaries,
+            latency_stats=latency_summary(cols.latency),
+            input_tokens=sum(cols.input_tokens),
+            output_tokens=sum(cols.output_tokens),
+            cost=float(sum(cols.cost)),
+        )
+
+    def histograms(self) -> dict[str, Markup]:
+        """An SVG histogram of each score, with its mean and interval."""
+        import numpy as np
+
+        if self._histograms is None:
+            self._histograms = {
+                name: histogram(
+                    values[~np.isnan(values)],
+                    name=name,
+                    mean=self.summaries[name].mean,
+                    ci=(self.summaries[name].ci_low, self.summaries[name].ci_high),
+                )
+                for name, values in self.scores.items()
+            }
+        return self._histograms
+
+    # -- the rows table -----------------------------------------------------------------------
+    def order(self, store: Store, sort: str, desc: bool, owner: str) -> npt.NDArray[np.intp]:
+        """Positions of the rows in the requested order; ties, and missing values (last), in
+        logging order."""
+        import numpy as np
+
+        key = f"{sort}:{desc}"
+        cached = self._orders.get(key)
+        if cached is not None:
+            return cached
+        n = self.n_total
+        if sort.startswith("score:"):
+            column = self.scores.get(sort[len("score:") :])
+            if column is None:
+                raise ValueError(f"this run has no score {sort[len('score:') :]!r}")
+            order = np.argsort(-column if desc else column, kind="stable")  # NaN sorts last either way
+        elif sort in ("row", "status", "latency"):
+            keys = {"row": None, "status": self.status_code, "latency": self.latency}[sort]
+            if keys is None:
+                order = np.arange(n)[::-1] if desc else np.arange(n)
+            else:
+                order = np.argsort(-keys.astype(np.float64) if desc else keys, kind="stable")
+        elif sort in TEXT_FIELDS:
+            ascending = self._orders.get(f"{sort}:False")
+            if ascending is None:
+                rowids = np.asarray(store.root_order(self.uuid, sort, owner), dtype=np.int64)
+                ascending = self._positions(rowids)
+                self._orders[f"{sort}:False"] = ascending
+            order = ascending[::-1] if desc else ascending
+        else:
+            raise ValueError(f"cannot sort by {sort!r}; use one of {', '.join(SORT_KEYS)} or score:NAME")
+        self._orders[key] = order
+        return order
+
+    def _positions(self, rowids: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
+        """Positions in this view of rows given by rowid (rows the view does not know dropped)."""
+        import numpy as np
+
+        if not self.n_total:
+            return np.zeros(0, dtype=np.intp)
+        pos: npt.NDArray[np.intp] = np.clip(np.searchsorted(self.rowid, rowids), 0, self.n_total - 1)
+        known: npt.NDArray[np.intp] = pos[self.rowid[pos] == rowids]
+        return known
+
+    def mask(self, store: Store, q: RowQuery, owner: str) -> npt.NDArray[np.bool_] | None:
+        """Which rows pass the filters, or None for all."""
+        import numpy as np
+
+        mask: npt.NDArray[np.bool_] | None = None
+        if q.errors_only:
+            mask = self.error.copy()
+        if q.score is not None and q.below is not None:
+            column = self.scores.get(q.score)
+            if column is None:
+                raise ValueError(f"this run has no score {q.score!r}")
+            with np.errstate(invalid="ignore"):
+                below = column < q.below
+            mask = below if mask is None else mask & below
+        if q.search:
+            found = self._searches.get(q.search)
+            if found is None:
+                found = np.zeros(self.n_total, dtype=np.bool_)
+                rowids = np.asarray(store.search_roots(self.uuid, q.search, owner), dtype=np.int64)
+                found[self._positions(rowids)] = True
+                self._searches.put(q.search, found)
+            mask = found if mask is None else mask & found
+        return mask
+
+    def page(self, store: Store, q: RowQuery, owner: str) -> Page:
+        """The page of rows ``q`` asks for (its page number clamped to the pages there are)."""
+        order = self.order(store, q.sort, q.desc, owner)
+        mask = self.mask(store, q, owner)
+        if mask is not None:
+            order = order[mask[order]]
+        total = len(order)
+        pages = max(1, -(-total // q.per_page))
+        page = min(max(1, q.page), pages)
+        start = (page - 1) * q.per_page
+        chosen = order[start : start + q.per_page].tolist()
+        logs = store.roots_by_rowid(self.uuid, self.rowid[chosen].tolist(), owner)
+        rows, positions = [], []
+        for i in chosen:
+            log = logs.get(int(self.rowid[i]))
+            if log is not None:  # else rewritten since this view was built
+                rows.append(log)
+                positions.append(i + 1)
+        return Page(total, rows, positions, start + 1 if total else 0, start + len(rows), page, pages)
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from one ISO timestamp to another, or None when either is missing."""
+    import datetime as dt
+
+    if not start or not end:
+        return None
+    try:
+        return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
+    except ValueError:
+        return None
+
+
+class RunCache:
+    """The views of the runs viewed last, per owner, rebuilt when their run changes."""
+
+    def __init__(self, size: int = 16) -> None:
+        self._views: LRU[tuple[str, str], RunView] = LRU(size)
+        self._building: dict[tuple[str, str], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, store: Store, experiment: dict[str, Any], owner: str) -> RunView:
+        """The view of ``experiment`` (a dict from the store, read for ``owner``).
+
+        A view is reused while the run's status, finish time and highest rowids are unchanged:
+        any log added, deleted and re-added, or rewritten (``PUT /trace_log`` and feedback write
+        a log anew) moves one of them. One case does not: a log rewritten in place by an upsert
+        of the same ``trace_id`` after the run finished, or a rewrite of the run's very last log
+        (SQLite then reuses its rowid); such a view is refreshed when the run next changes."""
+        key = (owner, str(experiment["uuid"]))
+        with self._lock:
+            building = self._building.setdefault(key, threading.Lock())
+        with building:  # one build per run at a time; the others wait for it and reuse it
+            version = (experiment.get("status"), experiment.get("finished_at"), *store.run_version(key[1]))
+            view = self._views.get(key)
+            if view is not None and (view.version == version or self._fresh(view, experiment)):
+                return view
+            view = RunView.build(store, experiment, version, owner)
+            self._views.put(key, view)
+            return view
+
+    @staticmethod
+    def _fresh(view: RunView, experiment: dict[str, Any]) -> bool:
+        return experiment.get("status") == "running" and time.monotonic() - view.built_at < RUNNING_TTL
