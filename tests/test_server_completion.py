@@ -16,8 +16,18 @@ from typing import Any
 import httpx
 import pytest
 
-from runner.proxy import CompletionsSchema, MemoryCompletionCache, Proxy, is_rate_limited, resolve_call
+from runner.proxy import (
+    CompletionsSchema,
+    MemoryCompletionCache,
+    Proxy,
+    SQLiteCompletionCache,
+    is_rate_limited,
+    resolve_call,
+)
+from runner.server import create_app
 from runner.server.auth import key_owner
+from runner.server.routes_completion import proxy_for
+from runner.store import Store
 from tests.proxy_fakes import FakeProvider
 from tests.servers import ServerHandle, experiment, log, start_server
 
@@ -137,7 +147,8 @@ def test_unknown_experiment_is_404_before_any_provider_call(api: httpx.Client, f
 def test_log_omit_flags_and_sample_rate(server: ServerHandle, api: httpx.Client) -> None:
     ids = {}
     for flag in ("log_omit_inputs", "log_omit_outputs", "log_omit"):
-        ids[flag] = api.post("/completion", json=body(f"{flag} secret", cache=False, **{flag: True})).json()["trace_id"]
+        omit: dict[str, Any] = {flag: True}
+        ids[flag] = api.post("/completion", json=body(f"{flag} secret", cache=False, **omit)).json()["trace_id"]
     omitted_in = stored(server, ids["log_omit_inputs"])
     assert "messages" not in omitted_in["configuration"] and omitted_in["output"].startswith("echo:")
     omitted_out = stored(server, ids["log_omit_outputs"])
@@ -243,6 +254,21 @@ def test_stream_failure_shows_in_the_final_event(api: httpx.Client, fake: FakePr
 def test_deployed_prompt_is_a_clear_404(api: httpx.Client) -> None:
     r = api.post("/deployed-prompt", json={"deployment_id": "p-123", "llm_inputs": {"x": 1}})
     assert r.status_code == 404 and "deployed prompts are not supported" in r.json()["detail"]
+
+
+async def test_one_proxy_per_app_made_on_first_use_and_closed_at_shutdown(tmp_path: Path, fake: FakeProvider) -> None:
+    store = Store(tmp_path / "app.db")
+    app = create_app(store)
+    try:
+        async with app.router.lifespan_context(app):  # what uvicorn runs around serving
+            proxy = proxy_for(app)
+            assert proxy_for(app) is proxy
+            assert isinstance(proxy.cache, SQLiteCompletionCache) and str(proxy.cache.path) == store.path
+        assert app.state.completion_proxy is None
+        with pytest.raises(RuntimeError, match="closed"):
+            proxy.cache.get("key")
+    finally:
+        store.close()
 
 
 # --- the proxy pieces the server and the client rely on ---------------------------------------------

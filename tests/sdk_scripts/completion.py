@@ -28,9 +28,9 @@ def ask(text: str) -> Completion:
     )
 
 
-@trace
+@trace  # type: ignore[untyped-decorator]
 def traced(text: str) -> str:
-    return p.completion(ask(text)).content
+    return str(p.completion(ask(text)).content)
 
 
 plain = p.completion(ask("hi"))
