@@ -43,10 +43,10 @@ _REASON_LINE = re.compile(r"""["']?reason["']?\s*[:=]\s*["']?(.+?)["']?\s*$""", 
 
 def llm_judge(
     criteria: str,
-    *,
     model: str = "gpt-4o-mini",
     provider: str | None = "openai",
     name: str = "llm_judge",
+    *,
     model_params: Mapping[str, Any] | None = None,
 ) -> Callable[[Log], Score]:
     """A scorer grading each output against ``criteria`` with ``model``; returns the judge's
