@@ -158,13 +158,14 @@ def render(
 ) -> tuple[str, list[dict[str, Any]]]:
     sums = {name: summarise(r) for name, r in results.items()}
     load = info.get("load_average")
+    end = f", {info['load_average_end'][0]} at end" if info.get("load_average_end") else ""
     lines = [
         f"## runner benchmarks ({'quick' if quick else 'full'} mode, median of {runs} run(s); "
         "W5 and the SDK runs once)",
         "",
         f"{info['nproc']} CPUs (nproc) · {info['cpu']} · {info['python']} · {info['platform']} · "
         f"runner @ {info['commit']}{' + local changes' if info['dirty'] else ''} · parea-ai {info['parea_ai']} · "
-        f"load average {load[0] if load else '?'} at start · {info['date']}",
+        f"load average {load[0] if load else '?'} at start{end} · {info['date']}",
         "",
         "| workload | what | rows | runs | median s | min–max s | rows/s | peak RSS MB | ideal/actual "
         "| stored rows · scores | ours/SDK per row |",

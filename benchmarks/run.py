@@ -375,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
             r = results[w.name]
             shown = f"median {statistics.median(r['times']):.3f} s" if r.get("times") else r["status"]
             print(f"[{w.name}] {shown} (child {r['child_wall_s']:.1f} s)", file=sys.stderr, flush=True)
+    if hasattr(os, "getloadavg"):
+        info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     saved = {"machine": info, "mode": "quick" if args.quick else "full", "runs": runs, "results": results}
     if args.json is not None:  # first, so that nothing measured is lost
         args.json.write_text(json.dumps(saved, indent=2))
