@@ -20,7 +20,8 @@ reads the fake's URL from its environment) and through ``runner.completion()``:
 * ``acompletion() in a row, embedded, ...``: the in-process proxy on the background loop, the
   log attached to the (fake) current row, as inside an experiment;
 * ``acompletion() in a row, via server, ...``: the client over HTTP to the server's route, and
-  the row's copy of the log built client-side.
+  the row's copy of the log built client-side;
+* ``ref: server GET /``: the health route, for the cost of the extra HTTP hop alone.
 
 Usage::
 
@@ -164,8 +165,14 @@ async def run_end_to_end(base_url: str, server_url: str, db: Path, n: int, warmu
 
         await server(lambda: hit)()
         await client_call("embedded", cache=True)()
+        async def floor() -> None:
+            response = await client.get(f"{api}/")
+            response.raise_for_status()
+            response.json()
+
         variants: dict[str, Callable[[], Awaitable[Any]]] = {
             "direct httpx": direct,
+            "ref: server GET / (the extra hop)": floor,
             "server /completion, cache off": server(lambda: uncached),
             "server /completion, miss": server(lambda: next(misses)),
             "server /completion, hit": server(lambda: hit),
@@ -198,7 +205,7 @@ def _report(times: dict[str, list[float]], n: int) -> None:
         med = statistics.median(samples)
         p90 = statistics.quantiles(samples, n=10)[-1]
         overhead = med if "hit" in name else med - direct
-        shown = "" if name.startswith("direct") else f"{overhead * 1e3:10.3f}"
+        shown = "" if name.startswith(("direct", "ref:")) else f"{overhead * 1e3:10.3f}"
         print(f"{name:<38} {med * 1e3:10.3f} {p90 * 1e3:10.3f} {shown:>10}")
 
 
