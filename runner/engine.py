@@ -213,7 +213,9 @@ class Engine:
         _record_attempts(root, errors)
         if self.sync_scorers and root.status == "success":
             assert self._pool is not None
-            scores, failures = await asyncio.get_running_loop().run_in_executor(self._pool, self._score_sync, root)
+            scores, failures = await asyncio.get_running_loop().run_in_executor(
+                self._pool, contextvars.copy_context().run, self._score_sync, root
+            )
         else:
             scores, failures = [], []
         if self.async_scorers and root.status == "success":

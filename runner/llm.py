@@ -40,7 +40,6 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
-import sys
 import threading
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from runner.errors import BackendError, CompletionError, ConfigError, RateLimitError
-from runner.tracing import Span, current_span, new_id
+from runner.tracing import Span, current_backend, current_span, new_id
 
 if TYPE_CHECKING:
     import httpx
@@ -262,39 +261,12 @@ def _without_nulls(log: dict[str, Any]) -> dict[str, Any]:
 
 # -- which backend -------------------------------------------------------------------------------
 def _route(span: Span | None) -> LLMRoute:
-    """The route of the running experiment (cached on its ``TraceRun``), else the environment's."""
-    run = span.run if span is not None else None
-    if run is not None and isinstance(run.llm_route, LLMRoute):
-        return run.llm_route
-    route = _experiment_route(run.experiment_uuid if run is not None else None) or _env_route()
-    if run is not None:
-        run.llm_route = route
-    return route
-
-
-def _experiment_route(experiment_uuid: str | None) -> LLMRoute | None:
-    """The backend of the running experiment ``experiment_uuid``; without one (a scorer, say),
-    of the experiment running on this thread's loop, or of the only one running."""
-    module = sys.modules.get("runner.run")
-    if module is None:  # no experiment has run in this process
-        return None
-    active = dict(module.Run.active)
-    if experiment_uuid is not None:
-        runs = [r for r in active.values() if r.engine is not None and r.engine.experiment_uuid == experiment_uuid]
-    else:
-        try:
-            here = active.get(asyncio.get_running_loop())
-        except RuntimeError:
-            here = None
-        runs = [here] if here is not None else list(active.values())
-    if len(runs) != 1:
-        return None
-    run = runs[0]
-    store = getattr(run.backend, "store", None)  # EmbeddedBackend
-    if store is not None:
-        return LLMRoute(db_path=str(store.path))
-    base_url = getattr(run.backend, "base_url", None) or run.exp.base_url or run.settings.base_url
-    return LLMRoute(base_url=base_url, api_key=getattr(run.backend, "api_key", None) or run.settings.api_key)
+    """The running experiment's backend (the run sets it in the context: rows, their threads and
+    their scorers all see it), else the environment's."""
+    backend = current_backend.get()
+    if backend is not None:
+        return LLMRoute(**backend)
+    return _env_route()
 
 
 def _env_route() -> LLMRoute:

@@ -27,6 +27,7 @@ from runner.errors import ConfigError, DatasetError, FunctionError, RunnerError
 from runner.result import Result, Tally, mapping_str, run_stats
 from runner.scoring import Log, Score, normalise, scorer_name
 from runner.settings import Settings
+from runner.tracing import current_backend
 
 if TYPE_CHECKING:
     from runner.experiment import Experiment
@@ -154,6 +155,7 @@ class Run:
         self.task = asyncio.current_task()
         Run.active[loop] = self
         sigint = _install_sigint(loop, self.interrupt)
+        current_backend.set(_backend_route(self.backend, self.exp, self.settings))  # for completion()
         watchdog = asyncio.create_task(self.engine.watch(opts.stall_after, self._stalled))
         status = "completed"
         failure: BaseException | None = None
@@ -193,6 +195,11 @@ class Run:
             stats_ok = False
             if failure is None:
                 raise
+        # logs (or the finish call) the server could not take yet wait in the spool: say so
+        spooled_for = getattr(self.backend, "spooled_for", None)
+        spooled, spool_path = spooled_for(uuid) if spooled_for is not None else (0, None)
+        if spool_path is not None and status == "completed":
+            status = "spooled"
         result = Result(
             name=exp.name,
             experiment_uuid=uuid,
@@ -214,6 +221,8 @@ class Run:
             still_running=still_running,
             stalls=list(self.stalls),
             resumed_rows=len(done),
+            spooled=spooled,
+            spool_path=spool_path,
             _rows_loader=_rows_loader(exp, self.settings, uuid, self.backend),
         )
         if failure is not None and not isinstance(failure, KeyboardInterrupt):
@@ -385,6 +394,15 @@ def _stored_log(r: Mapping[str, Any], target: Any) -> Log:
         scores=[Score(s["name"], float(s["score"]), s.get("reason")) for s in r.get("scores") or []],
         score_errors=dict(meta.get("scorer_errors") or {}),
     )
+
+
+def _backend_route(backend: Backend, exp: Experiment, settings: Settings) -> dict[str, str | None]:
+    if isinstance(backend, EmbeddedBackend):
+        return {"db_path": backend.store.path}
+    return {
+        "base_url": getattr(backend, "base_url", None) or exp.base_url or settings.base_url,
+        "api_key": getattr(backend, "api_key", None) or exp.api_key or settings.api_key,
+    }
 
 
 def _with_ci(reason: str | None, ci: tuple[float | None, float | None] | None) -> str | None:

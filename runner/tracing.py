@@ -30,11 +30,15 @@ from typing import Any, TypeVar, overload
 from runner._json import dumps_value
 from runner.scoring import Log, Score, call_scorer, call_scorer_sync, validate_scorers
 
-__all__ = ["Span", "TraceRun", "current_span", "span", "trace"]
+__all__ = ["Span", "TraceRun", "current_backend", "current_span", "span", "trace"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _current: ContextVar[Span | None] = ContextVar("runner_current_span", default=None)
+
+#: where the running experiment stores its results, for helpers such as ``completion()``:
+#: ``{"db_path": ...}`` (embedded) or ``{"base_url": ..., "api_key": ...}``; set by the run
+current_backend: ContextVar[dict[str, str | None] | None] = ContextVar("runner_backend", default=None)
 
 
 _rand = random.Random()
@@ -68,7 +72,7 @@ class TraceRun:
     """Shared by every span of one root trace: its counter and where finished children go."""
 
     __slots__ = (
-        "_order", "children", "experiment_uuid", "llm_route", "project_name", "project_uuid", "root_metadata",
+        "_order", "children", "experiment_uuid", "project_name", "project_uuid", "root_metadata",
         "target",
     )
 
@@ -88,9 +92,6 @@ class TraceRun:
         self.children: list[dict[str, Any]] = []
         #: the root span's metadata (row id, trial), readable from every span of the run
         self.root_metadata: dict[str, Any] = {}
-        #: where ``runner.completion()`` sends this run's LLM calls (a ``runner.llm.LLMRoute``);
-        #: ``None`` until the first call resolves it from the running experiment
-        self.llm_route: Any = None
 
     def next_order(self) -> int:
         return next(self._order)
