@@ -614,7 +614,15 @@ def test_store_page_queries(tmp_path: Path) -> None:
                     "input_tokens": 7,
                     "cost": 0.5,
                     "scores": [{"name": "child", "score": 0.25}],
-                }
+                },
+                # a span scored without usage, and a span without experiment_uuid (another client's)
+                {
+                    "trace_id": "c1",
+                    "parent_trace_id": "t1",
+                    "experiment_uuid": exp,
+                    "scores": [{"name": "child", "score": 1}],
+                },
+                {"trace_id": "c2", "parent_trace_id": "t2", "cost": 0.25},
             ]
         )
         cols = store.root_columns(exp)
@@ -622,6 +630,9 @@ def test_store_page_queries(tmp_path: Path) -> None:
         assert cols.scores[0] == [{"name": "s", "score": 0.0}, {"name": "child", "score": 0.25}]
         assert cols.input_tokens[0] == 7 and cols.cost[0] == 0.5
         assert cols.status[5] == "error"
+        assert cols.scores[1][1] == {"name": "child", "score": 1.0} and cols.input_tokens[1] == 0
+        assert cols.cost[2] == 0.25 and cols.scores[2] == [{"name": "s", "score": 2.0}]
+        assert store.experiment_stats(exp)[2]["cost"] == 0.25  # as the API rolls it up
 
         def found(q: str) -> list[str]:
             ids = store.search_roots(exp, q)

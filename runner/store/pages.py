@@ -78,54 +78,80 @@ class PageQueries:
         )[0]
         return int(row[0] or 0), int(row[1] or 0)
 
-    def _rollup(self, roots_sql: str, params: Sequence[Any]) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    def _rollup(self, children_sql: str, params: Sequence[Any]) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
         """Tokens and cost summed over each root's descendants, and their scores, by root id.
 
-        ``roots_sql`` selects ``trace_id`` of the roots, aliased ``r``."""
-        sums: dict[str, list[Any]] = {}
+        ``children_sql`` selects the columns of the descendants (any superset of them will do:
+        descendants of other roots are ignored by the caller)."""
+        sums: dict[str, list[Any]] = {
+            root: [tin, tout, cost]
+            for root, tin, tout, cost in self._query(
+                "SELECT root_trace_id, sum(coalesce(input_tokens, 0)), sum(coalesce(output_tokens, 0)),"
+                f" total(cost) FROM ({children_sql}) WHERE input_tokens OR output_tokens OR cost"
+                " GROUP BY root_trace_id",  # spans without usage (most) never reach the grouping
+                params,
+            )
+        }
         scores: dict[str, list[Any]] = defaultdict(list)
-        for root, tin, tout, cost, child_scores in self._query(
-            "SELECT c.root_trace_id, coalesce(c.input_tokens, 0), coalesce(c.output_tokens, 0), coalesce(c.cost, 0),"
-            f" c.scores FROM ({roots_sql}) r JOIN traces c ON c.root_trace_id = r.trace_id AND c.is_root = 0",
-            params,
+        for root, child_scores in self._query(
+            f"SELECT root_trace_id, scores FROM ({children_sql}) WHERE scores IS NOT NULL AND scores != '[]'", params
         ):
-            acc = sums.setdefault(root, [0, 0, 0.0])
-            acc[0] += tin
-            acc[1] += tout
-            acc[2] += cost
-            if child_scores and child_scores != "[]":
-                scores[root].extend(orjson.loads(child_scores))
+            scores[root].extend(orjson.loads(child_scores))
         return sums, scores
+
+    def _run_children(self, experiment_uuid: str, owner: str) -> tuple[str, tuple[Any, ...]]:
+        """SQL selecting the spans below the run's roots, and its parameters.
+
+        Spans carry their run's ``experiment_uuid`` (the runner and Parea's SDK set it on every
+        span), which the index finds in one range; spans without one (other clients) are found
+        through their root, which costs a lookup per such span only."""
+        return (
+            "SELECT root_trace_id, input_tokens, output_tokens, cost, scores FROM traces"
+            " WHERE experiment_uuid=? AND is_root=0 AND owner=?"
+            " UNION ALL SELECT root_trace_id, input_tokens, output_tokens, cost, scores FROM traces"
+            " WHERE experiment_uuid IS NULL AND is_root=0 AND owner=? AND root_trace_id IN"
+            " (SELECT trace_id FROM traces WHERE experiment_uuid=? AND is_root=1 AND owner=?)",
+            (experiment_uuid, owner, owner, experiment_uuid, owner),
+        )
 
     def root_columns(self, experiment_uuid: str, owner: str = "") -> RootColumns:
         """Every root trace of the run as :class:`RootColumns` (one pass over the run)."""
-        cols = RootColumns([], [], [], [], [], [], [], [], [], [])
-        where = "experiment_uuid=? AND is_root=1 AND owner=?"
-        params = (experiment_uuid, owner)
-        sums, child_scores = self._rollup(f"SELECT trace_id FROM traces WHERE {where}", params)
-        loads = orjson.loads
-        for rowid, trace_id, row_id, status, latency, tin, tout, cost, scores, errors in self._query(
+        rows = self._query(
             "SELECT rowid, trace_id, json_extract(data, '$.metadata.row_id'), status, latency, input_tokens,"
-            f" output_tokens, cost, scores, json_extract(data, '$.metadata.scorer_errors') FROM traces WHERE {where}"
-            " ORDER BY rowid",
-            params,
-        ):
-            own = loads(scores) if scores else []
-            extra = sums.get(trace_id)
-            if extra is not None:
-                tin, tout, cost = (tin or 0) + extra[0], (tout or 0) + extra[1], (cost or 0.0) + extra[2]
-                if trace_id in child_scores:
-                    own = merge_scores(own, child_scores[trace_id])
-            cols.rowid.append(rowid)
-            cols.trace_id.append(trace_id)
-            cols.row_id.append(trace_id if row_id is None else str(row_id))
-            cols.status.append(status or "success")
-            cols.latency.append(float(latency or 0.0))
-            cols.input_tokens.append(int(tin or 0))
-            cols.output_tokens.append(int(tout or 0))
-            cols.cost.append(float(cost or 0.0))
-            cols.scores.append(own)
-            cols.scorer_errors.append(list(loads(errors)) if errors else [])
+            " output_tokens, cost, scores, json_extract(data, '$.metadata.scorer_errors') FROM traces"
+            " WHERE experiment_uuid=? AND is_root=1 AND owner=? ORDER BY rowid",
+            (experiment_uuid, owner),
+        )
+        if not rows:
+            return RootColumns([], [], [], [], [], [], [], [], [], [])
+        # column by column (zip and comprehensions run in C): a row at a time costs twice as much
+        rowid, trace_id, row_id, status, latency, tin, tout, cost, scores, errors = map(list, zip(*rows, strict=True))
+        loads = orjson.loads
+        cols = RootColumns(
+            rowid=rowid,
+            trace_id=trace_id,
+            row_id=[t if r is None else str(r) for r, t in zip(row_id, trace_id, strict=True)],
+            status=[s or "success" for s in status],
+            latency=[x or 0.0 for x in latency],
+            input_tokens=[x or 0 for x in tin],
+            output_tokens=[x or 0 for x in tout],
+            cost=[x or 0.0 for x in cost],
+            scores=[loads(x) if x else [] for x in scores],
+            scorer_errors=[list(loads(x)) if x else [] for x in errors],
+        )
+        sums, child_scores = self._rollup(*self._run_children(experiment_uuid, owner))
+        if sums or child_scores:
+            index = {t: i for i, t in enumerate(trace_id)}
+            for root, (extra_in, extra_out, extra_cost) in sums.items():
+                i = index.get(root, -1)
+                if i >= 0:
+                    cols.input_tokens[i] += extra_in
+                    cols.output_tokens[i] += extra_out
+                    cols.cost[i] += extra_cost
+            for root, below in child_scores.items():
+                i = index.get(root, -1)
+                if i >= 0:
+                    cols.scores[i] = merge_scores(cols.scores[i], below)
         return cols
 
     def roots_by_rowid(self, experiment_uuid: str, rowids: Sequence[int], owner: str = "") -> dict[int, dict[str, Any]]:
@@ -140,14 +166,19 @@ class PageQueries:
         )
         out: dict[int, dict[str, Any]] = {r[0]: orjson.loads(r[1]) for r in rows}
         trace_ids = orjson.dumps([d["trace_id"] for d in out.values()]).decode()
-        sums, child_scores = self._rollup("SELECT value AS trace_id FROM json_each(?)", (trace_ids,))
+        sums, child_scores = self._rollup(
+            "SELECT root_trace_id, input_tokens, output_tokens, cost, scores FROM traces"
+            " WHERE is_root=0 AND owner=? AND root_trace_id IN (SELECT value FROM json_each(?))",
+            (owner, trace_ids),
+        )
         for d in out.values():
             extra = sums.get(d["trace_id"])
             if extra is not None:
                 d["input_tokens"] = int((d.get("input_tokens") or 0) + extra[0])
                 d["output_tokens"] = int((d.get("output_tokens") or 0) + extra[1])
                 d["cost"] = (d.get("cost") or 0.0) + extra[2]
-                d["scores"] = merge_scores(d.get("scores") or [], child_scores.get(d["trace_id"], []))
+            if d["trace_id"] in child_scores:
+                d["scores"] = merge_scores(d.get("scores") or [], child_scores[d["trace_id"]])
         return out
 
     def search_roots(self, experiment_uuid: str, text: str, owner: str = "") -> list[int]:

@@ -150,14 +150,21 @@ class RunView:
         failures: dict[str, int] = {}
         errored_scored: dict[str, int] = {}
         error = np.fromiter((s != "success" for s in cols.status), dtype=np.bool_, count=n)
-        for i, (scores, failed) in enumerate(zip(cols.scores, cols.scorer_errors, strict=True)):
+        where: dict[str, tuple[list[int], list[float]]] = {}  # name -> (rows, values), in order of appearance
+        for i, scores in enumerate(cols.scores):
             for s in scores:
-                column = values.get(s["name"])
-                if column is None:
-                    column = values[s["name"]] = np.full(n, np.nan)
-                column[i] = float(s["score"])
-                if error[i]:  # a child span scored before the function failed
-                    errored_scored[s["name"]] = errored_scored.get(s["name"], 0) + 1
+                found = where.get(s["name"])
+                if found is None:
+                    found = where[s["name"]] = ([], [])
+                found[0].append(i)
+                found[1].append(s["score"])
+        for name, (rows, vals) in where.items():
+            values[name] = np.full(n, np.nan)
+            values[name][rows] = vals
+        for i in np.flatnonzero(error).tolist():  # errored rows scored by a span that ran before the error
+            for s in cols.scores[i]:
+                errored_scored[s["name"]] = errored_scored.get(s["name"], 0) + 1
+        for failed in cols.scorer_errors:
             for name in failed:
                 failures[name] = failures.get(name, 0) + 1
         row_ids = np.asarray(cols.row_id, dtype=np.str_) if n else np.asarray([], dtype=np.str_)
