@@ -217,7 +217,7 @@ def test_clicking_a_row_opens_its_trace(watched: Watched, site: Any, shots: Path
     assert re.search(r"grounded\s+1", generate.locator("table.span-scores").inner_text())
     assert drawer.locator("li.span svg.waterfall").count() == 3
     # the trace links to its own page, which reloads the run page with the drawer open
-    page.click("#drawer-link")
+    page.click("#drawer-link", no_wait_after=True)
     page.wait_for_url(re.compile(r"/traces/"))
     assert page.locator(".span-name").all_inner_texts() == ["answer_v1", "retrieve", "generate"]
     page.go_back()
