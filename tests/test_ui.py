@@ -586,6 +586,23 @@ def test_a_run_view_is_reused_until_the_run_changes(tmp_path: Path) -> None:
         store.close()
 
 
+def test_big_runs_are_listed_with_their_pinned_means_until_read(site: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As ``runner list``: the runs page does not read every big run to list it."""
+    from runner.server.ui import runs
+
+    monkeypatch.setattr(runs, "LIST_MAX_ROWS", 5)
+    store = store_of(site)
+    exp = store.get_experiment(uuids(site)["baseline"])
+    cache = runs.RunCache()
+    quick = runs.listing(cache, store, exp, "")
+    assert not quick.exact and (quick.n_total, quick.n_errors) == (24, 2)
+    assert quick.scores["exact_match"][0] == pytest.approx(12 / 22) and quick.scores["exact_match"][1] is None
+    assert quick.cost == pytest.approx(cache.get(store, exp, "").cost)
+    full = runs.listing(cache, store, exp, "")  # once the run's page has read it, its intervals show
+    assert full.exact and full.scores["exact_match"][1] is not None
+    assert full.scores["exact_match"][0] == pytest.approx(quick.scores["exact_match"][0])
+
+
 # -- the store's reads for the pages --------------------------------------------------------------
 def test_store_page_queries(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")

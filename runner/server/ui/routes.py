@@ -23,7 +23,7 @@ from runner.server.ui import charts
 from runner.server.ui.auth import COOKIE, PageOwner, safe_next
 from runner.server.ui.fmt import FILTERS
 from runner.server.ui.pairs import PairView, build_pair
-from runner.server.ui.runs import LRU, SORT_KEYS, RowQuery, RunCache, RunView
+from runner.server.ui.runs import LRU, SORT_KEYS, RowQuery, RunCache, RunView, listing
 
 __all__ = ["HEADERS", "RUNS_PER_PAGE", "router"]
 
@@ -98,7 +98,7 @@ def runs_page(
     pages = max(1, math.ceil(len(runs) / RUNS_PER_PAGE))
     page = min(max(page, 1), pages)
     shown = runs[(page - 1) * RUNS_PER_PAGE : page * RUNS_PER_PAGE]
-    views = [_view(request, store, owner, e) for e in shown]
+    views = [listing(_cache(request), store, e, owner) for e in shown]
     return render(
         request,
         "runs.html",

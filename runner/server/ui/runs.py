@@ -35,10 +35,15 @@ if TYPE_CHECKING:
 
     from runner.store import Store
 
-__all__ = ["LRU", "RUNNING_TTL", "SORT_KEYS", "RowQuery", "RunCache", "RunView"]
+__all__ = ["LIST_MAX_ROWS", "LRU", "RUNNING_TTL", "SORT_KEYS", "Listing", "RowQuery", "RunCache", "RunView", "listing"]
 
 #: seconds a running run's view is reused before it is read again
 RUNNING_TTL = 2.0
+#: the runs page reads runs up to this size to show their intervals; bigger ones show the means the
+#: backend pinned when they finished, until their own page has been viewed (as ``runner list``)
+LIST_MAX_ROWS = 20_000
+#: pinned stats that are not scores
+_NOT_SCORES = {"Latency", "Input Tokens", "Output Tokens", "Total Tokens", "Cost"}
 #: sort keys besides ``score:<name>``: logging order, the text columns, status and latency
 SORT_KEYS = ("row", *TEXT_FIELDS[:3], "status", "latency")
 
@@ -325,6 +330,14 @@ class RunCache:
         self._building: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
 
+    def peek(self, store: Store, experiment: dict[str, Any], owner: str) -> RunView | None:
+        """The view of ``experiment`` if one is cached and current, without building one."""
+        view = self._views.get((owner, str(experiment["uuid"])))
+        if view is None:
+            return None
+        version = (experiment.get("status"), experiment.get("finished_at"), *store.run_version(view.uuid))
+        return view if view.version == version or self._fresh(view, experiment) else None
+
     def get(self, store: Store, experiment: dict[str, Any], owner: str) -> RunView:
         """The view of ``experiment`` (a dict from the store, read for ``owner``).
 
@@ -348,3 +361,48 @@ class RunCache:
     @staticmethod
     def _fresh(view: RunView, experiment: dict[str, Any]) -> bool:
         return experiment.get("status") == "running" and time.monotonic() - view.built_at < RUNNING_TTL
+
+
+@dataclass
+class Listing:
+    """One run as the runs page lists it."""
+
+    experiment: dict[str, Any]
+    n_total: int
+    n_errors: int
+    #: per score: (mean, interval low, interval high, n scored); the interval is None when only
+    #: the backend's pinned mean is known
+    scores: dict[str, tuple[float | None, float | None, float | None, int | None]]
+    duration: float | None
+    cost: float
+    #: whether the figures come from the run's rows (else from what the backend pinned)
+    exact: bool = True
+
+
+def listing(cache: RunCache, store: Store, experiment: dict[str, Any], owner: str) -> Listing:
+    """What the runs page shows of a run: from its view when it is small or already read, else from
+    what the backend recorded when it finished (one count query for its errors)."""
+    n = int(experiment.get("num_samples") or 0)
+    view = cache.peek(store, experiment, owner)
+    if view is None and (n <= LIST_MAX_ROWS or experiment.get("status") == "running"):
+        view = cache.get(store, experiment, owner)
+    if view is not None:
+        return Listing(
+            experiment,
+            view.n_total,
+            view.n_errors,
+            {k: (s.mean, s.ci_low, s.ci_high, s.n) for k, s in view.summaries.items()},
+            view.duration,
+            view.cost,
+        )
+    pinned = {p["var1"]: p["value"] for p in experiment.get("pinned_stats") or [] if p.get("operation") == "mean"}
+    n_errors = store.find_roots(owner, experiment_uuid=experiment["uuid"], status="error", limit=0)[0]
+    return Listing(
+        experiment,
+        n,
+        n_errors,
+        {k: (v, None, None, None) for k, v in pinned.items() if k not in _NOT_SCORES},
+        seconds_between(experiment.get("created_at"), experiment.get("finished_at")),
+        float(pinned.get("Cost") or 0.0) * n,
+        exact=False,
+    )
