@@ -333,6 +333,9 @@ def test_bad_query_parameters_are_named_not_errors(site: Any, web: httpx.Client)
     assert "'score below' needs a number" in body
     assert "page must be a whole number" in body
     assert len(row_cells(page.text)) == 24
+    trace = find_trace(store_of(site), run, "API")
+    for url in ("/?page=x", "/datasets/support-faq?page=-3", f"/traces/{trace}?partial=no"):
+        assert web.get(url).status_code == 200, url
 
 
 # -- traces ---------------------------------------------------------------------------------------

@@ -75,6 +75,14 @@ def not_found(request: Request, message: str) -> HTMLResponse:
     return render(request, "error.html", 404, title="Not found", message=message)
 
 
+def whole(value: str, default: int = 1) -> int:
+    """A page number from the URL; anything else is the default (a page, not a 422)."""
+    try:
+        return int(value)
+    except ValueError:
+        return default
+
+
 def _cache(request: Request) -> RunCache:
     cache: RunCache = request.app.state.ui_runs
     return cache
@@ -87,7 +95,7 @@ def _view(request: Request, store: StoreDep, owner: str, experiment: dict[str, A
 # -- runs ---------------------------------------------------------------------------------------
 @router.get("/", response_class=HTMLResponse)
 def runs_page(
-    request: Request, store: StoreDep, owner: PageOwner, project: str = "", q: str = "", page: int = 1
+    request: Request, store: StoreDep, owner: PageOwner, project: str = "", q: str = "", page: str = "1"
 ) -> HTMLResponse:
     """Every run of every project, newest first, filtered by project and by name."""
     projects = [p["name"] for p in store.list_projects(owner)]
@@ -96,8 +104,8 @@ def runs_page(
     if needle:
         runs = [e for e in runs if needle in str(e["name"]).lower() or needle in str(e["run_name"]).lower()]
     pages = max(1, math.ceil(len(runs) / RUNS_PER_PAGE))
-    page = min(max(page, 1), pages)
-    shown = runs[(page - 1) * RUNS_PER_PAGE : page * RUNS_PER_PAGE]
+    number = min(max(whole(page), 1), pages)
+    shown = runs[(number - 1) * RUNS_PER_PAGE : number * RUNS_PER_PAGE]
     views = [listing(_cache(request), store, e, owner) for e in shown]
     return render(
         request,
@@ -107,7 +115,7 @@ def runs_page(
         projects=projects,
         params={"project": project, "q": q},
         total=len(runs),
-        page=page,
+        page=number,
         pages=pages,
     )
 
@@ -206,7 +214,7 @@ def _offset(start: str | None, origin: str | None) -> float:
 
 
 @router.get("/traces/{trace_id}", response_class=HTMLResponse)
-def trace_page(request: Request, trace_id: str, store: StoreDep, owner: PageOwner, partial: int = 0) -> HTMLResponse:
+def trace_page(request: Request, trace_id: str, store: StoreDep, owner: PageOwner, partial: str = "") -> HTMLResponse:
     """A row's trace: the span tree, each span's inputs, output, timings, scores, tokens, cost
     and error. ``?partial=1`` sends the tree alone (the run page opens it beside the rows)."""
     try:
@@ -234,7 +242,7 @@ def trace_page(request: Request, trace_id: str, store: StoreDep, owner: PageOwne
         "exp": experiment,
         "timeline": timeline,
     }
-    if partial:
+    if partial not in ("", "0"):
         return render(request, "trace_fragment.html", **context)
     return render(request, "trace.html", title=f"Trace {root.get('trace_name') or trace_id}", **context)
 
@@ -281,13 +289,13 @@ def datasets_page(request: Request, store: StoreDep, owner: PageOwner) -> HTMLRe
 
 
 @router.get("/datasets/{ref}", response_class=HTMLResponse)
-def dataset_page(request: Request, ref: str, store: StoreDep, owner: PageOwner, page: int = 1) -> HTMLResponse:
+def dataset_page(request: Request, ref: str, store: StoreDep, owner: PageOwner, page: str = "1") -> HTMLResponse:
     """One dataset's rows, a page at a time."""
     try:
         meta, total, _ = store.dataset_rows(ref, owner, limit=0)
         pages = max(1, math.ceil(total / ROWS_PER_PAGE))
-        page = min(max(page, 1), pages)
-        _, _, rows = store.dataset_rows(ref, owner, limit=ROWS_PER_PAGE, offset=(page - 1) * ROWS_PER_PAGE)
+        number = min(max(whole(page), 1), pages)
+        _, _, rows = store.dataset_rows(ref, owner, limit=ROWS_PER_PAGE, offset=(number - 1) * ROWS_PER_PAGE)
     except NotFoundError:
         return not_found(request, f"There is no dataset {ref!r} here.")
     columns = list(meta["column_names"])
@@ -301,9 +309,9 @@ def dataset_page(request: Request, ref: str, store: StoreDep, owner: PageOwner, 
         rows=rows,
         columns=columns,
         total=total,
-        page=page,
+        page=number,
         pages=pages,
-        first=(page - 1) * ROWS_PER_PAGE + 1,
+        first=(number - 1) * ROWS_PER_PAGE + 1,
     )
 
 
