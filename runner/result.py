@@ -114,7 +114,9 @@ class Result:
     experiment_uuid: str
     run_name: str
     project_name: str
-    #: ``completed`` or ``failed`` (failed when interrupted or when the run itself broke)
+    #: ``completed``, ``failed`` (when interrupted or when the run itself broke), or ``spooled``:
+    #: every row ran, but the server was away at the end and some results wait in the spool
+    #: (:attr:`spool_path`) for ``python -m runner sync``
     status: str
     #: per score name: mean, std, n scored, n_errors, n_total and a 95 % interval
     scores: dict[str, ScoreSummary]
@@ -142,6 +144,10 @@ class Result:
     stalls: list[str] = field(default_factory=list)
     #: row-trials taken over from the interrupted run this one resumed
     resumed_rows: int = 0
+    #: trace logs not delivered to the server yet: they wait in :attr:`spool_path`
+    spooled: int = 0
+    #: the spool file holding them (and the finish call), or ``None`` when nothing waits
+    spool_path: str | None = None
     _rows_loader: Callable[[], list[dict[str, Any]]] | None = field(default=None, repr=False)
 
     @property
@@ -249,6 +255,12 @@ class Result:
             lines.append(f"  resumed: {self.resumed_rows} row-trials were already done and kept")
         if self.still_running:
             lines.append(f"  still running when stopped: {', '.join(f'{r}#{t}' for r, t in self.still_running)}")
+        if self.spool_path is not None:
+            what = f"{self.spooled} trace log(s) and the finish call wait" if self.spooled else "the finish call waits"
+            lines.append(
+                f"  not stored yet: the server did not answer; {what} in {self.spool_path}:"
+                " `python -m runner sync` delivers them"
+            )
         lines.append(f"  stored in {self.location} (experiment {self.experiment_uuid})")
         return "\n".join(lines)
 
@@ -305,6 +317,8 @@ class Result:
             "dataset_level_errors": dict(self.dataset_level_errors),
             "stats": self.stats,
             "location": self.location,
+            "spooled": self.spooled,
+            "spool_path": self.spool_path,
         }
 
 
