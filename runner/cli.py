@@ -30,7 +30,7 @@ from runner.errors import RunnerError
 __all__ = ["build_parser", "main", "render_docs"]
 
 PROG = "python -m runner"
-COMMANDS = ("run", "list", "show", "compare", "datasets", "serve")
+COMMANDS = ("run", "list", "show", "compare", "datasets", "sync", "serve")
 #: help text width of docs/cli.md (and of the help in a terminal of DOCS_WIDTH + 2 columns)
 DOCS_WIDTH = 88
 DOCS_PATH = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
@@ -50,6 +50,7 @@ examples:
   {PROG} compare main-7 pr-12 --markdown     run pr-12 against run main-7
   {PROG} datasets upload datasets/reviews.csv --name reviews
   {PROG} serve                               the results over the Parea API
+  {PROG} sync                                deliver logs spooled while the server was away
 
 exit codes: 0 all experiments completed (and all gates passed); 1 one failed, was
 interrupted or failed a gate; 2 usage or config error (unknown flag, missing file, no
@@ -177,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         formatter_class=fmt,
         epilog=TOP_EPILOG,
-        usage=f"{PROG} CONFIG.py [options]\n       {PROG} {{run,list,show,compare,datasets,serve}} ...",
+        usage=f"{PROG} CONFIG.py [options]\n       {PROG} {{run,list,show,compare,datasets,sync,serve}} ...",
         description="Run LLM experiments and look at their results. Results go to a local SQLite\n"
         "store (.runner/runner.db) unless a Parea-compatible server is given.",
     )
@@ -350,6 +351,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(dl, "print the datasets as JSON")
     dl.set_defaults(handler=_datasets_list)
 
+    sy = sub.add_parser(
+        "sync",
+        prog=f"{PROG} sync",
+        help="deliver the logs that runs spooled while the server was away",
+        formatter_class=fmt,
+        description=(
+            "Deliver what runs left in the spool: when a server stops answering during a run, the\n"
+            "logs it cannot take (and the final finish call) are kept in spool/ next to the store\n"
+            "(.runner/spool/ by default) and the run's summary says so. sync posts them, in order,\n"
+            "then finishes the experiment, and removes each spool file only once all of it got\n"
+            "through. Running it twice, or after a partial delivery, stores nothing twice."
+        ),
+        epilog=(
+            f"examples:\n  {PROG} sync\n  {PROG} sync --base-url http://localhost:8765/api/parea/v1\n\n"
+            "The server is --base-url, else the one the run logged to (recorded in the spool), else\n"
+            "$PAREA_BASE_URL. Exit code 0 when nothing is left in the spool, else 1."
+        ),
+    )
+    _add_store_options(sy, project=False)
+    _add_common(sy, "print what was delivered as JSON")
+    sy.set_defaults(handler=_sync)
+
     sub.add_parser(
         "serve",
         prog=f"{PROG} serve",
@@ -394,6 +417,12 @@ def _datasets_list(args: argparse.Namespace) -> int:
     from runner.cli_show import datasets_list_command
 
     return datasets_list_command(args)
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from runner.client_sync import sync_command
+
+    return sync_command(args)
 
 
 def _serve(argv: list[str]) -> int:
@@ -474,6 +503,7 @@ def _help_texts() -> list[tuple[str, str]]:
     ds_sub = next(a for a in ds._actions if isinstance(a, argparse._SubParsersAction))
     for name in ("upload", "list"):
         texts.append((f"{PROG} datasets {name}", ds_sub.choices[name].format_help()))
+    texts.append((f"{PROG} sync", sub.choices["sync"].format_help()))
     try:
         from runner.server.__main__ import build_parser as serve_parser
     except ImportError:
@@ -489,7 +519,8 @@ def render_docs(width: int = DOCS_WIDTH) -> str:
         "# Command line\n",
         "<!-- Generated from the --help texts by `python -m runner.cli --write-docs`; do not edit. -->\n",
         "`python -m runner CONFIG.py` runs the experiments a config file defines (`run` is the default",
-        "command); `list`, `show`, `compare`, `datasets` and `serve` look at and share what is stored.",
+        "command); `list`, `show`, `compare`, `datasets` and `serve` look at and share what is stored;",
+        "`sync` delivers what a run spooled while its server was away.",
         "Every command prints one line `error: ...` and exits with 2 for a usage or config mistake; add",
         "`--debug` for the traceback.\n",
         "Every score is reported as `mean [95% CI] n=scored/total`. The intervals are not stored with",

@@ -16,6 +16,22 @@ exponential backoff and full jitter, honouring ``Retry-After``; any other 4xx is
 is raised as a :class:`~runner.errors.BackendError` with the server's detail by ``flush()``:
 a log is never dropped silently.
 
+**Rate limits.** Every request holds a slot of the process-wide adaptive limiter of this server
+(:mod:`runner.ratelimit`): a 429 halves how many requests are in flight and pauses new ones for
+its ``Retry-After``; successes bring the concurrency back up.
+
+**When the server goes away.** A batch that still fails after the retries, and every batch after
+it while the server stays away, goes to the spool (:mod:`runner.spool`: one fsync'd JSON-lines
+file per experiment under ``spool_dir``, by default ``.runner/spool/``), and so do new batches
+that find the in-memory queue full meanwhile: rows keep running. A background task keeps
+retrying the oldest spooled batch with capped exponential backoff; once one gets through, the
+spool is delivered and sending goes back to normal. ``flush()`` waits up to ``drain_timeout``
+seconds for the spool to empty; if the server is still away, what is left stays on disk (the
+finish call too), :meth:`spooled_for` says so, and ``python -m runner sync`` delivers it later.
+Nothing is delivered twice into the store: a trace log POST is an upsert keyed by ``trace_id``.
+A spool that cannot be written (full disk, unwritable folder) is a ``BackendError`` naming the
+file, raised by ``flush()``.
+
 >>> backend = HttpBackend("http://127.0.0.1:8765/api/parea/v1", api_key="my-key")  # doctest: +SKIP
 >>> exp = await backend.create_experiment(project_name="default", name="qa", run_name=None, metadata={})
 """
@@ -23,143 +39,54 @@ a log is never dropped silently.
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import math
-import random
+import contextlib
 import threading
-import time
 import uuid as _uuid
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-import orjson
 
+from runner.client_core import (
+    MAX_BATCH_BYTES,
+    ServerUnavailable,
+    detail_of,
+    encode,
+    error_for,
+    finite_scores,
+    headers_for,
+    is_retryable,
+    parse_extensions,
+    retry_delay,
+    unreachable,
+)
+from runner.client_spool import Outbox
 from runner.errors import BackendError, NotFoundError, RunNameError
+from runner.ratelimit import limiter_for
+from runner.spool import Spool, default_spool_dir
 
-__all__ = ["HttpBackend", "error_for", "fetch_experiment_rows", "parse_extensions", "retry_delay"]
+__all__ = [
+    "HttpBackend",
+    "ServerUnavailable",
+    "encode",
+    "error_for",
+    "fetch_experiment_rows",
+    "headers_for",
+    "is_retryable",
+    "parse_extensions",
+    "retry_delay",
+    "unreachable",
+]
 
-_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
-_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-_MAX_RETRY_AFTER = 60.0
-_MAX_BATCH_BYTES = 8 * 1024 * 1024
-
-
-# -- the I/O-free core, shared with the sync helpers in runner.client_datasets ----------------
-def headers_for(api_key: str | None) -> dict[str, str]:
-    headers = {"content-type": "application/json", "accept": "application/json"}
-    if api_key:
-        headers["x-api-key"] = api_key
-    return headers
-
-
-def encode(body: Any) -> bytes:
-    return orjson.dumps(body, default=str, option=_JSON_OPTIONS)
-
-
-def is_retryable(status_code: int) -> bool:
-    return status_code in _RETRY_STATUSES or status_code >= 500
-
-
-def retry_delay(attempt: int, response: httpx.Response | None, *, backoff: float, max_backoff: float) -> float:
-    """Seconds to wait before retry ``attempt`` (0-based): full jitter, at least ``Retry-After``."""
-    delay = random.uniform(0.0, min(max_backoff, backoff * 2**attempt))
-    if response is not None:
-        after = _retry_after(response.headers.get("retry-after"))
-        if after is not None:
-            delay = max(delay, min(after, _MAX_RETRY_AFTER))
-    return delay
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:500] or response.reason_phrase
-    detail = body.get("detail", body) if isinstance(body, dict) else body
-    if isinstance(detail, list):  # FastAPI's 422: name each bad field
-        parts = []
-        for err in detail[:5]:
-            if isinstance(err, dict):
-                loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
-                parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-            else:
-                parts.append(str(err))
-        more = f" (and {len(detail) - 5} more)" if len(detail) > 5 else ""
-        return "; ".join(parts) + more
-    return str(detail)
-
-
-def error_for(method: str, url: str, response: httpx.Response) -> BackendError:
-    """The error to raise for a refused request, with the server's ``detail``."""
-    detail = _detail(response)
-    status = response.status_code
-    if status == 404:
-        return NotFoundError(f"{method} {url}: {detail}")
-    if status in (401, 403):
-        return BackendError(
-            f"{method} {url} was refused ({status}): {detail}; check the API key (--api-key or PAREA_API_KEY)"
-        )
-    return BackendError(f"{method} {url} failed with {status}: {detail}")
-
-
-def unreachable(method: str, url: str, exc: Exception, attempts: int) -> BackendError:
-    return BackendError(
-        f"{method} {url} failed after {attempts} attempt(s): {type(exc).__name__}: {exc or 'no response'}; "
-        "is the server running (python -m runner serve) and is the base URL right?"
-    )
-
-
-def parse_extensions(health: Any) -> frozenset[str]:
-    """The extensions a ``GET /`` body advertises (``"a,b"``); none for a plain Parea server."""
-    if not isinstance(health, dict):
-        return frozenset()
-    raw = health.get("extensions")
-    if not isinstance(raw, str):
-        return frozenset()
-    return frozenset(x.strip() for x in raw.split(",") if x.strip())
-
-
-def _finite_scores(log: dict[str, Any]) -> dict[str, Any]:
-    # NaN/inf cannot travel as JSON numbers (orjson would send null and the batch would be
-    # refused); the store drops them too, so both doors keep the same scores.
-    scores = log.get("scores")
-    if scores and any(not _is_finite(s.get("score")) for s in scores if isinstance(s, Mapping)):
-        log = {
-            **log,
-            "scores": [s for s in scores if not isinstance(s, Mapping) or _is_finite(s.get("score"))],
-        }
-    return log
-
-
-def _is_finite(value: Any) -> bool:
-    try:
-        return math.isfinite(value)
-    except TypeError:
-        return True  # not a float (bool, int, str): the server coerces or refuses it
-
-
-# -- the backend ---------------------------------------------------------------------------------
 class HttpBackend:
     """A :class:`runner.backend.Backend` that sends results to a Parea-compatible server.
 
-    ``max_concurrency`` requests at most are in flight, over as many kept-alive connections;
-    up to ``max_pending_batches`` full batches wait in the queue before ``log()`` waits too.
+    ``max_concurrency`` requests at most are in flight (fewer after a 429), over as many
+    kept-alive connections; up to ``max_pending_batches`` full batches wait in the queue before
+    ``log()`` waits too — or, while the server is failing, before batches go to the spool in
+    ``spool_dir`` (default: ``spool/`` next to the store, :func:`runner.spool.default_spool_dir`).
     """
 
     def __init__(
@@ -174,6 +101,8 @@ class HttpBackend:
         max_retries: int = 5,
         backoff: float = 0.25,
         max_backoff: float = 10.0,
+        spool_dir: str | Path | None = None,
+        drain_timeout: float = 15.0,
     ) -> None:
         if max_concurrency < 1 or batch_size < 1:
             raise ValueError("max_concurrency and batch_size must be at least 1")
@@ -187,8 +116,14 @@ class HttpBackend:
         self.max_retries = max_retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        #: where batches go while the server is away (resolved now: the working directory may change)
+        self.spool_dir = Path(spool_dir).absolute() if spool_dir is not None else default_spool_dir()
+        #: how long ``flush()`` waits for spooled logs to get through before leaving them on disk
+        self.drain_timeout = drain_timeout
         #: what the server advertised in ``GET /`` (``None`` until asked)
         self.extensions: frozenset[str] | None = None
+        #: this server's adaptive limit on requests in flight, shared by the whole process
+        self.limiter = limiter_for("backend:" + self.base_url, max_concurrency)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: httpx.AsyncClient | None = None
         self._queue: asyncio.Queue[list[dict[str, Any]]] | None = None
@@ -200,6 +135,17 @@ class HttpBackend:
         self._thread_lock = threading.Lock()
         self._failures: list[BackendError] = []
         self._failed_logs = 0
+        #: the spool files, the batches waiting in them, and the task retrying them
+        self.outbox = Outbox(
+            self.spool_dir,
+            self.base_url,
+            send_once=lambda logs: self._send(logs, retries=0),
+            on_failure=self._failed,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            parallel=max_concurrency,
+        )
+        self._struggling = 0  # requests retrying after a connection error, 408, 429 or 5xx
 
     # plumbing --------------------------------------------------------------------------------
     def _bind(self) -> httpx.AsyncClient:
@@ -212,12 +158,13 @@ class HttpBackend:
                 headers=headers_for(self.api_key),
                 timeout=self.timeout,
                 limits=httpx.Limits(
-                    max_connections=self.max_concurrency + 1,
-                    max_keepalive_connections=self.max_concurrency + 1,
+                    max_connections=self.max_concurrency + 2,
+                    max_keepalive_connections=self.max_concurrency + 2,
                 ),
             )
             self._queue = asyncio.Queue(maxsize=self.max_pending_batches)
             self._workers = []
+            self.outbox.rebind()
         return self._client
 
     async def _request(
@@ -228,27 +175,45 @@ class HttpBackend:
         *,
         raw: bytes | None = None,
         accept: frozenset[int] = frozenset(),
+        retries: int | None = None,
     ) -> httpx.Response:
         """Send ``body`` (or ``raw`` JSON bytes) with retries; returns a 2xx response (or one whose
-        status is in ``accept``)."""
+        status is in ``accept``). Raises :class:`ServerUnavailable` when the server still did not
+        answer usefully after ``retries`` (default ``max_retries``), else ``BackendError``."""
         client = self._bind()
         content = raw if raw is not None else None if body is None else encode(body)
         url = self.base_url + path
-        for attempt in range(self.max_retries + 1):
-            try:
-                response = await client.request(method, path.lstrip("/"), content=content)
-            except httpx.TransportError as exc:
-                if attempt == self.max_retries:
-                    raise unreachable(method, url, exc, attempt + 1) from exc
-                await asyncio.sleep(retry_delay(attempt, None, backoff=self.backoff, max_backoff=self.max_backoff))
-                continue
-            if response.status_code < 400 or response.status_code in accept:
-                return response
-            if is_retryable(response.status_code) and attempt < self.max_retries:
-                delay = retry_delay(attempt, response, backoff=self.backoff, max_backoff=self.max_backoff)
-                await asyncio.sleep(delay)
-                continue
-            raise error_for(method, url, response)
+        retries = self.max_retries if retries is None else retries
+        struggling = False
+        try:
+            for attempt in range(retries + 1):
+                response: httpx.Response | None = None
+                slot = await self.limiter.acquire()
+                try:
+                    response = await client.request(method, path.lstrip("/"), content=content)
+                except httpx.TransportError as exc:
+                    if attempt == retries:
+                        raise unreachable(method, url, exc, attempt + 1) from exc
+                else:
+                    if response.status_code == 429:
+                        slot.rate_limited(response.headers.get("retry-after"))
+                    elif response.status_code < 400:
+                        slot.succeeded()
+                    if response.status_code < 400 or response.status_code in accept:
+                        return response
+                    if not is_retryable(response.status_code):
+                        raise error_for(method, url, response)
+                    if attempt == retries:
+                        raise ServerUnavailable(f"{error_for(method, url, response)} (after {attempt + 1} attempt(s))")
+                finally:
+                    slot.release()
+                if not struggling:
+                    struggling = True
+                    self._struggling += 1
+                await asyncio.sleep(retry_delay(attempt, response, backoff=self.backoff, max_backoff=self.max_backoff))
+        finally:
+            if struggling:
+                self._struggling -= 1
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _ready(self) -> frozenset[str]:
@@ -271,7 +236,19 @@ class HttpBackend:
                 asyncio.create_task(self._send_loop(), name=f"runner-http-sender-{i}")
                 for i in range(self.max_concurrency)
             ]
-        await self._queue.put(batch)  # waits while the queue is full: backpressure
+        queue = self._queue
+        while True:
+            if not queue.full():
+                queue.put_nowait(batch)
+                return
+            if self.outbox.outage or self._struggling:
+                await self.outbox.spill(batch)  # the server is failing: disk, not a wait, keeps rows going
+                return
+            # the server is slow, not failing: wait for room (backpressure), looking again now
+            # and then in case it starts failing meanwhile
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(queue.put(batch), timeout=0.25)
+                return
 
     async def _send_loop(self) -> None:
         queue = self._queue
@@ -279,36 +256,75 @@ class HttpBackend:
         while True:
             batch = await queue.get()
             try:
-                await self._send(batch)
+                rest = batch if self.outbox.outage else await self._send(batch)
+                if rest:
+                    self.outbox.outage = True
+                    await self.outbox.spill(rest)
             except BackendError as exc:
-                self._failures.append(exc)
-                self._failed_logs += len(batch)
+                self._failed(exc, len(batch))
             except Exception as exc:  # a bug or an odd response: reported by flush(), never lost
-                self._failures.append(BackendError(f"sending {len(batch)} log(s) failed: {exc!r}"))
-                self._failed_logs += len(batch)
+                self._failed(BackendError(f"sending {len(batch)} log(s) failed: {exc!r}"), len(batch))
             finally:
                 queue.task_done()
 
-    async def _send(self, batch: list[dict[str, Any]]) -> None:
-        logs = [_finite_scores(log) for log in batch]
+    async def _send(self, batch: list[dict[str, Any]], *, retries: int | None = None) -> list[dict[str, Any]]:
+        """Send logs; returns those the server could not be reached for (to spool). A refusal
+        (4xx) of a batch raises; in plain mode a refused log is recorded and the rest go on."""
+        logs = [finite_scores(log) for log in batch]
         if "trace_logs_batch" in (self.extensions or ()):
-            await self._send_batch(logs)
-            return
-        for log in logs:  # one refused log must not keep the others from being sent
+            return await self._send_batch(logs, retries)
+        for i, log in enumerate(logs):  # one refused log must not keep the others from being sent
             try:
-                await self._request("POST", "/trace_log", log)
+                await self._request("POST", "/trace_log", log, retries=retries)
+            except ServerUnavailable:
+                return logs[i:]
             except BackendError as exc:
-                self._failures.append(exc)
-                self._failed_logs += 1
+                self._failed(exc, 1)
+        return []
 
-    async def _send_batch(self, logs: list[dict[str, Any]]) -> None:
+    async def _send_batch(self, logs: list[dict[str, Any]], retries: int | None) -> list[dict[str, Any]]:
         body = encode({"logs": logs})
-        if len(body) > _MAX_BATCH_BYTES and len(logs) > 1:  # huge outputs: split, keep requests sane
+        if len(body) > MAX_BATCH_BYTES and len(logs) > 1:  # huge outputs: split, keep requests sane
             half = len(logs) // 2
-            await self._send_batch(logs[:half])
-            await self._send_batch(logs[half:])
-            return
-        await self._request("POST", "/trace_logs/batch", raw=body)
+            first = await self._send_batch(logs[:half], retries)
+            if first:
+                return first + logs[half:]
+            return await self._send_batch(logs[half:], retries)
+        try:
+            await self._request("POST", "/trace_logs/batch", raw=body, retries=retries)
+        except ServerUnavailable:
+            return logs
+        return []
+
+    def _failed(self, exc: BackendError, n_logs: int) -> None:
+        """Record a failure for ``flush()`` to raise."""
+        self._failures.append(exc)
+        self._failed_logs += n_logs
+
+    # the spool ---------------------------------------------------------------------------------
+    @property
+    def outage(self) -> bool:
+        """The server is away: batches go to the spool until a retry of it gets through."""
+        return self.outbox.outage
+
+    @property
+    def spooled(self) -> int:
+        """How many trace logs wait in the spool (of this backend's runs)."""
+        return self.outbox.waiting
+
+    def spooled_for(self, experiment_uuid: str) -> tuple[int, str | None]:
+        """How many logs of the experiment wait in the spool, and its spool file — ``None`` when
+        nothing (neither logs nor the finish call) waits there."""
+        return self.outbox.waiting_for(experiment_uuid)
+
+    async def deliver(self, logs: list[dict[str, Any]]) -> bool:
+        """Send logs now, with the retries; ``False`` if the server could not be reached (a refusal
+        raises ``BackendError``). For ``python -m runner sync``."""
+        try:
+            await self._ready()
+            return not await self._send(logs)
+        except ServerUnavailable:
+            return False
 
     # Backend -----------------------------------------------------------------------------------
     async def create_experiment(
@@ -327,7 +343,7 @@ class HttpBackend:
             body["uuid"] = str(_uuid.uuid4())
         response = await self._request("POST", "/experiment", body, accept=frozenset({400}))
         if response.status_code == 400:
-            raise RunNameError(_detail(response))
+            raise RunNameError(detail_of(response))
         experiment: dict[str, Any] = response.json()
         return experiment
 
@@ -355,6 +371,11 @@ class HttpBackend:
         asyncio.run_coroutine_threadsafe(self.log(batch), loop).result()
 
     async def flush(self) -> None:
+        """Return once everything logged so far is stored — or spooled, if the server stayed away
+        for ``drain_timeout`` seconds more; raise if some of it is neither."""
+        await self._flush(wait_for_spool=True)
+
+    async def _flush(self, *, wait_for_spool: bool) -> None:
         with self._thread_lock:
             self._buffer.extend(self._thread_buffer)
             self._thread_buffer = []
@@ -363,6 +384,8 @@ class HttpBackend:
             await self._enqueue(batch)
         if self._queue is not None and self._loop is asyncio.get_running_loop():
             await self._queue.join()
+            if wait_for_spool:
+                await self.outbox.drain(self.drain_timeout)
         if self._failures:
             first, n, logs = self._failures[0], len(self._failures), self._failed_logs
             self._failures, self._failed_logs = [], 0
@@ -372,13 +395,43 @@ class HttpBackend:
     async def finish_experiment(
         self, experiment_uuid: str, *, status: str, dataset_level_stats: Sequence[Mapping[str, Any]]
     ) -> list[dict[str, Any]]:
+        """Flush, then ``POST /experiment/{uuid}/finished``. While logs of the experiment are still
+        spooled (the server is away), or if that call cannot get through, it is recorded in the
+        spool for ``python -m runner sync`` and ``[]`` is returned."""
         await self.flush()
-        body = {"status": status, "dataset_level_stats": [dict(s) for s in dataset_level_stats]}
-        response = await self._request("POST", f"/experiment/{quote(experiment_uuid, safe='')}/finished", body)
-        stats: list[dict[str, Any]] = response.json().get("parent_trace_stats") or []
-        return stats
+        stats_in = [dict(s) for s in dataset_level_stats]
+        body = {"status": status, "dataset_level_stats": stats_in}
+        spooled, _ = self.spooled_for(experiment_uuid)
+        if not spooled:
+            try:
+                response = await self._request("POST", self._finished_path(experiment_uuid), body)
+            except ServerUnavailable:
+                pass
+            else:
+                await self.outbox.forget(experiment_uuid)
+                stats: list[dict[str, Any]] = response.json().get("parent_trace_stats") or []
+                return stats
+        await self.outbox.record_finish(experiment_uuid, status, stats_in)
+        return []
+
+    @staticmethod
+    def _finished_path(experiment_uuid: str) -> str:
+        return f"/experiment/{quote(experiment_uuid, safe='')}/finished"
+
+    async def post_finished(self, experiment_uuid: str, body: Mapping[str, Any]) -> None:
+        """``POST /experiment/{uuid}/finished`` with a recorded body (``python -m runner sync``)."""
+        await self._request("POST", self._finished_path(experiment_uuid), dict(body))
 
     async def experiment_rows(self, experiment_uuid: str) -> list[dict[str, Any]]:
+        """The experiment's root logs, after delivering what an earlier process left in its spool
+        (a resumed run must see every row that finished)."""
+        leftover = Spool.for_experiment(self.spool_dir, experiment_uuid, self.base_url)
+        if not self.outbox.owns(experiment_uuid) and leftover.path.exists():
+            from runner.client_sync import deliver_spool
+
+            report = await deliver_spool(self, leftover)
+            if report.error:
+                raise BackendError(f"{report.error}; run `python -m runner sync` once the server answers")
         response = await self._request("POST", f"/experiment/{quote(experiment_uuid, safe='')}/trace_logs", {})
         rows: list[dict[str, Any]] = response.json()
         for row in rows:
@@ -422,11 +475,12 @@ class HttpBackend:
         same_loop = self._loop is not None and self._loop is asyncio.get_running_loop()
         try:
             if same_loop:
-                await self.flush()
+                await self._flush(wait_for_spool=False)  # finish_experiment waited already
         finally:
             workers, self._workers = self._workers, []
             client, self._client = self._client, None
             self._loop = None
+            await self.outbox.close(cancel=same_loop)  # what is left stays on disk
             if same_loop:  # another loop's tasks and connections died with it
                 for task in workers:
                     task.cancel()
