@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from evals import exact_match, levenshtein
+from evals.dataset import pearson
 from runner import Experiment, Score, current_span, trace
 from runner.client_datasets import upload_dataset
 from runner.store import Store
@@ -108,6 +109,7 @@ def populate(base_url: str, api_key: str | None = None, *, prefix: str = "") -> 
         name=f"{prefix}support-bot",
         data=f"{prefix}support-faq",
         evals=[exact_match, levenshtein],
+        dataset_level_evals=[pearson("levenshtein", "exact_match", name="lev_vs_exact")],
         project_name=f"{prefix}helpdesk",
         base_url=base_url,
         api_key=api_key,
@@ -240,13 +242,16 @@ def test_run_summary_is_the_one_show_prints(site: Any, web: httpx.Client) -> Non
         assert f"n = {s.n} scored of {s.n_total}" in card
     assert "row-trials 24 errored 2" in body
     assert "latency p50" in body and "latency p95" in body
+    (dls,) = store.get_experiment(ids["baseline"])["dataset_level_stats"]
+    table = text(page.text.split('class="grid compact dataset-level"', 1)[1].split("</table>", 1)[0])
+    assert f"lev_vs_exact {dls['score']:.4g}" in table and dls["reason"] in table
     assert page.text.count('<svg class="chart hist"') == 3  # exact_match, levenshtein, grounded
     assert "grounded" in body  # scored on the generate span, rolled up to the rows
 
 
 def test_rows_sort_by_any_column(site: Any, web: httpx.Client) -> None:
     run = uuids(site)["baseline"]
-    header = web.get(f"/runs/{run}").text.split("<thead>", 1)[1].split("</thead>", 1)[0]
+    header = web.get(f"/runs/{run}").text.split('id="rows"', 1)[1].split("</thead>", 1)[0]
     columns = [text(c) for c in re.findall(r"<th[^>]*>(.*?)</th>", header, flags=re.S)]
     assert columns == [
         "# ▲",
