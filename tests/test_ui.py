@@ -224,6 +224,7 @@ def test_run_summary_is_the_one_show_prints(site: Any, web: httpx.Client) -> Non
     store = store_of(site)
     ids = uuids(site)
     for run in ("baseline", "candidate"):
+        assert store.run_logs(ids[run]) == store.experiment_rows(ids[run])  # what the comparison reads
         exp = store.get_experiment(ids[run])
         expected = rebuild_result(exp, store.experiment_rows(ids[run]), "x")
         view = RunView.build(store, exp, (), "")
@@ -658,6 +659,7 @@ def test_store_page_queries(tmp_path: Path) -> None:
         assert cols.scores[1][1] == {"name": "child", "score": 1.0} and cols.input_tokens[1] == 0
         assert cols.cost[2] == 0.25 and cols.scores[2] == [{"name": "s", "score": 2.0}]
         assert store.experiment_stats(exp)[2]["cost"] == 0.25  # as the API rolls it up
+        assert store.run_logs(exp) == store.experiment_rows(exp)
 
         def found(q: str) -> list[str]:
             ids = store.search_roots(exp, q)

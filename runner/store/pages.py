@@ -25,6 +25,8 @@ from runner.store.traces import merge_scores
 
 __all__ = ["TEXT_FIELDS", "PageQueries", "RootColumns"]
 
+_CHILD_COLUMNS = "root_trace_id, input_tokens, output_tokens, cost, total_tokens, scores"
+
 #: the fields of a root trace the UI can sort by or search as text
 TEXT_FIELDS = ("inputs", "target", "output", "error")
 
@@ -84,10 +86,11 @@ class PageQueries:
         ``children_sql`` selects the columns of the descendants (any superset of them will do:
         descendants of other roots are ignored by the caller)."""
         sums: dict[str, list[Any]] = {
-            root: [tin, tout, cost]
-            for root, tin, tout, cost in self._query(
+            root: [tin, tout, cost, total]
+            for root, tin, tout, cost, total in self._query(
                 "SELECT root_trace_id, sum(coalesce(input_tokens, 0)), sum(coalesce(output_tokens, 0)),"
-                f" total(cost) FROM ({children_sql}) WHERE input_tokens OR output_tokens OR cost"
+                f" total(cost), sum(coalesce(total_tokens, 0)) FROM ({children_sql})"
+                " WHERE input_tokens OR output_tokens OR cost OR total_tokens"
                 " GROUP BY root_trace_id",  # spans without usage (most) never reach the grouping
                 params,
             )
@@ -106,9 +109,8 @@ class PageQueries:
         span), which the index finds in one range; spans without one (other clients) are found
         through their root, which costs a lookup per such span only."""
         return (
-            "SELECT root_trace_id, input_tokens, output_tokens, cost, scores FROM traces"
-            " WHERE experiment_uuid=? AND is_root=0 AND owner=?"
-            " UNION ALL SELECT root_trace_id, input_tokens, output_tokens, cost, scores FROM traces"
+            f"SELECT {_CHILD_COLUMNS} FROM traces WHERE experiment_uuid=? AND is_root=0 AND owner=?"
+            f" UNION ALL SELECT {_CHILD_COLUMNS} FROM traces"
             " WHERE experiment_uuid IS NULL AND is_root=0 AND owner=? AND root_trace_id IN"
             " (SELECT trace_id FROM traces WHERE experiment_uuid=? AND is_root=1 AND owner=?)",
             (experiment_uuid, owner, owner, experiment_uuid, owner),
@@ -142,7 +144,7 @@ class PageQueries:
         sums, child_scores = self._rollup(*self._run_children(experiment_uuid, owner))
         if sums or child_scores:
             index = {t: i for i, t in enumerate(trace_id)}
-            for root, (extra_in, extra_out, extra_cost) in sums.items():
+            for root, (extra_in, extra_out, extra_cost, _) in sums.items():
                 i = index.get(root, -1)
                 if i >= 0:
                     cols.input_tokens[i] += extra_in
@@ -153,6 +155,28 @@ class PageQueries:
                 if i >= 0:
                     cols.scores[i] = merge_scores(cols.scores[i], below)
         return cols
+
+    def run_logs(self, experiment_uuid: str, owner: str = "") -> list[dict[str, Any]]:
+        """The run's root logs in logging order, children rolled up: the same as
+        :meth:`experiment_rows`, in one pass over the run's spans instead of one lookup per root."""
+        sums, child_scores = self._rollup(*self._run_children(experiment_uuid, owner))
+        loads = orjson.loads
+        out = []
+        for (data,) in self._query(
+            "SELECT data FROM traces WHERE experiment_uuid=? AND is_root=1 AND owner=? ORDER BY rowid",
+            (experiment_uuid, owner),
+        ):
+            d = loads(data)
+            extra = sums.get(d["trace_id"], (0, 0, 0.0, 0))
+            d["input_tokens"] = (d.get("input_tokens") or 0) + extra[0]
+            d["output_tokens"] = (d.get("output_tokens") or 0) + extra[1]
+            d["cost"] = (d.get("cost") or 0.0) + extra[2]
+            d["total_tokens"] = (d.get("total_tokens") or 0) + extra[3]
+            own = d.get("scores") or []
+            below = child_scores.get(d["trace_id"])
+            d["scores"] = merge_scores(own, below) if below else own
+            out.append(d)
+        return out
 
     def roots_by_rowid(self, experiment_uuid: str, rowids: Sequence[int], owner: str = "") -> dict[int, dict[str, Any]]:
         """The full logs of these roots of the run by rowid, children rolled up (a rowid that is
@@ -167,7 +191,7 @@ class PageQueries:
         out: dict[int, dict[str, Any]] = {r[0]: orjson.loads(r[1]) for r in rows}
         trace_ids = orjson.dumps([d["trace_id"] for d in out.values()]).decode()
         sums, child_scores = self._rollup(
-            "SELECT root_trace_id, input_tokens, output_tokens, cost, scores FROM traces"
+            f"SELECT {_CHILD_COLUMNS} FROM traces"
             " WHERE is_root=0 AND owner=? AND root_trace_id IN (SELECT value FROM json_each(?))",
             (owner, trace_ids),
         )
@@ -177,6 +201,7 @@ class PageQueries:
                 d["input_tokens"] = int((d.get("input_tokens") or 0) + extra[0])
                 d["output_tokens"] = int((d.get("output_tokens") or 0) + extra[1])
                 d["cost"] = (d.get("cost") or 0.0) + extra[2]
+                d["total_tokens"] = int((d.get("total_tokens") or 0) + extra[3])
             if d["trace_id"] in child_scores:
                 d["scores"] = merge_scores(d.get("scores") or [], child_scores[d["trace_id"]])
         return out

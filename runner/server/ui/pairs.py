@@ -54,8 +54,8 @@ def _per_row(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, dict[str, flo
 
 def build_pair(store: Store, a: RunView, b: RunView, owner: str) -> PairView:
     """Compare run ``b`` (the candidate) against run ``a`` (the baseline)."""
-    rows_a = store.experiment_rows(a.uuid, owner)
-    rows_b = store.experiment_rows(b.uuid, owner)
+    rows_a = store.run_logs(a.uuid, owner)
+    rows_b = rows_a if b.uuid == a.uuid else store.run_logs(b.uuid, owner)
     label_a, label_b = _labels(a.experiment, b.experiment)
     comparison = compare_rows(rows_a, rows_b, label_a=label_a, label_b=label_b, top=TOP_ROWS)
     means_a, traces_a = _per_row(rows_a)
