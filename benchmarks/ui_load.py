@@ -12,14 +12,16 @@
      score, descending; errors only; a score below a value; sorted by output and a text search
      (each first once cold, as SQLite sorts or scans the run for them, then warm); and the runs
      page.
-4. Loads the run page ``--repeat`` times in headless Chromium (Debian's ``chromium`` through
+4. With ``--compare``: makes a second run of the same rows and times the compare page of the two,
+   cold (it reads both runs in full and compares them row by row) and warm.
+5. Loads the run page ``--repeat`` times in headless Chromium (Debian's ``chromium`` through
    Playwright) and reports the median of the Navigation Timing ``loadEventEnd - startTime``
    (request to the end of the load event: HTML, CSS, JS, layout), and of ``responseEnd -
    requestStart`` (the server's part).
 
 Usage::
 
-    python benchmarks/ui_load.py [--rows 100000] [--repeat 7] [--db PATH] [--json]
+    python benchmarks/ui_load.py [--rows 100000] [--repeat 7] [--db PATH] [--compare] [--json]
 
 ``--db`` keeps (or reuses) the run in PATH instead of a temporary file.
 """
@@ -55,7 +57,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-def make_run(db: Path, rows: int) -> str:
+def make_run(db: Path, rows: int, run_name: str | None = None) -> str:
     """A run of ``rows`` rows made by the runner; returns its experiment uuid."""
     from runner import Experiment, Score, trace
 
@@ -78,7 +80,7 @@ def make_run(db: Path, rows: int) -> str:
     )
     started = time.perf_counter()
     result = Experiment(name="ui-load", data=data, func=answer, evals=[scores], db=db).run(
-        run_name=f"rows-{rows}", quiet=True
+        run_name=run_name or f"rows-{rows}", quiet=True
     )
     print(
         f"made the run: {result.n_total:,} rows ({result.n_errors:,} errors) in {time.perf_counter() - started:.0f} s"
@@ -157,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--db", type=Path, help="keep the run in this SQLite file (reused if it holds one)")
+    parser.add_argument("--compare", action="store_true", help="also time the compare page of two such runs")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
 
@@ -171,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
         for n in (args.rows, 10):  # the small run is viewed first: the server then has imported numpy, scipy
             if f"rows-{n}" not in runs:
                 runs[f"rows-{n}"] = make_run(db, n)
+        if args.compare and f"rows-{args.rows}-b" not in runs:
+            runs[f"rows-{args.rows}-b"] = make_run(db, args.rows, f"rows-{args.rows}-b")
         uuid = runs[f"rows-{args.rows}"]
         proc, url = start_serve(db)
         results: dict[str, float] = {}
@@ -198,6 +203,11 @@ def main(argv: list[str] | None = None) -> None:
                 }.items():
                     results[label + ", cold"] = timed_get(client, path)
                     results[label] = median_of(args.repeat, lambda p=path: timed_get(client, p))  # type: ignore[misc]
+                if args.compare:
+                    path = f"/compare?a={uuid}&b={runs[f'rows-{args.rows}-b']}"
+                    timed_get(client, f"/runs/{runs[f'rows-{args.rows}-b']}")  # its own view, as from the runs page
+                    results["compare page, cold (reads and compares both runs)"] = timed_get(client, path)
+                    results["compare page"] = median_of(args.repeat, lambda: timed_get(client, path))
             if Path(CHROMIUM).exists():
                 results.update(browser_times(url + run, args.repeat))
             else:
