@@ -147,7 +147,7 @@ def test_kill_9_under_load_loses_no_acknowledged_trace(serve: Serve) -> None:
     for t in threads:
         t.start()
     deadline = time.monotonic() + 10
-    while len(acked) < 4000 and time.monotonic() < deadline:
+    while len(acked) < 2000 and time.monotonic() < deadline:
         time.sleep(0.01)
     serve.kill()  # mid-load: requests in flight, transactions committing
     stop.set()
@@ -160,7 +160,7 @@ def test_kill_9_under_load_loses_no_acknowledged_trace(serve: Serve) -> None:
     assert len(ids) == len(set(ids))  # nothing twice
     assert set(acked) <= set(ids)  # every acknowledged trace survived
     assert set(ids) <= set(sent)
-    assert len(acked) >= 4000
+    assert len(acked) >= 2000
     print(f"\nkill -9 under load: sent {len(sent)}, acknowledged {len(acked)}, stored {len(ids)}, "
           f"duplicated 0, acknowledged but lost {len(set(acked) - set(ids))}")
 

@@ -225,6 +225,20 @@ def test_a_replay_after_a_partial_delivery_stores_each_log_once(
     assert stored(db, exp) == (30, 60, 30)
 
 
+async def test_reading_an_experiments_rows_delivers_what_an_earlier_process_spooled(tmp_path: Path) -> None:
+    """A resumed run reads the stored rows first: a spool left by the interrupted run goes first."""
+    db = tmp_path / "r.db"
+    with serve_on(free_port(), db) as server:
+        backend = HttpBackend(server.base_url)
+        exp = (await backend.create_experiment(project_name="p", name="e", run_name=None, metadata={}))["uuid"]
+        left = Spool.for_experiment(default_spool_dir(), exp, server.base_url)
+        left.append(_logs(exp, 5, "left-", score=1.0))
+        rows = await backend.experiment_rows(exp)
+        await backend.aclose()
+    assert sorted(r["trace_id"] for r in rows) == [f"left-{i}" for i in range(5)]
+    assert not left.path.exists()
+
+
 # -- a whole run ---------------------------------------------------------------------------------------
 
 
