@@ -147,7 +147,7 @@ class Spool:
                 if end == 0:
                     header = {"spool": FORMAT_VERSION, "experiment_uuid": self.experiment_uuid}
                     prefix = orjson.dumps({**header, "base_url": self.base_url}) + b"\n"
-                elif os.pread(fd, 1, end - 1) != b"\n":
+                elif _last_byte(fd, end) != b"\n":
                     prefix = b"\n"  # a line torn by a crash: start afresh after it
                 data = prefix + line
                 written = 0
@@ -257,6 +257,11 @@ class Spool:
         """Record that the finish call was made."""
         with self._lock:
             self._write(b'{"finished":true}\n', what="a finish mark")
+
+
+def _last_byte(fd: int, end: int) -> bytes:
+    os.lseek(fd, end - 1, os.SEEK_SET)  # O_APPEND: the next write still goes to the end
+    return os.read(fd, 1)
 
 
 def _size(path: Path) -> int:
