@@ -606,6 +606,7 @@ def test_big_runs_are_listed_with_their_pinned_means_until_read(site: Any, monke
     quick = runs.listing(cache, store, exp, "")
     assert not quick.exact and (quick.n_total, quick.n_errors) == (24, 2)
     assert quick.scores["exact_match"][0] == pytest.approx(12 / 22) and quick.scores["exact_match"][1] is None
+    assert runs.listing(cache, store, exp, "") is quick  # kept until the run changes
     assert quick.cost == pytest.approx(cache.get(store, exp, "").cost)
     full = runs.listing(cache, store, exp, "")  # once the run's page has read it, its intervals show
     assert full.exact and full.scores["exact_match"][1] is not None

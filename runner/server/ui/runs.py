@@ -327,6 +327,8 @@ class RunCache:
 
     def __init__(self, size: int = 16) -> None:
         self._views: LRU[tuple[str, str], RunView] = LRU(size)
+        #: listings of big runs not read yet (see :func:`listing`), with the version they are of
+        self.listings: LRU[tuple[str, str], tuple[tuple[Any, ...], Listing]] = LRU(256)
         self._building: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
 
@@ -335,8 +337,13 @@ class RunCache:
         view = self._views.get((owner, str(experiment["uuid"])))
         if view is None:
             return None
-        version = (experiment.get("status"), experiment.get("finished_at"), *store.run_version(view.uuid))
+        version = self.version(store, experiment)
         return view if view.version == version or self._fresh(view, experiment) else None
+
+    @staticmethod
+    def version(store: Store, experiment: dict[str, Any]) -> tuple[Any, ...]:
+        """What a view is of: the run's status, finish time and highest rowids (see :meth:`get`)."""
+        return (experiment.get("status"), experiment.get("finished_at"), *store.run_version(str(experiment["uuid"])))
 
     def get(self, store: Store, experiment: dict[str, Any], owner: str) -> RunView:
         """The view of ``experiment`` (a dict from the store, read for ``owner``).
@@ -350,7 +357,7 @@ class RunCache:
         with self._lock:
             building = self._building.setdefault(key, threading.Lock())
         with building:  # one build per run at a time; the others wait for it and reuse it
-            version = (experiment.get("status"), experiment.get("finished_at"), *store.run_version(key[1]))
+            version = self.version(store, experiment)
             view = self._views.get(key)
             if view is not None and (view.version == version or self._fresh(view, experiment)):
                 return view
@@ -395,9 +402,13 @@ def listing(cache: RunCache, store: Store, experiment: dict[str, Any], owner: st
             view.duration,
             view.cost,
         )
+    key, version = (owner, str(experiment["uuid"])), cache.version(store, experiment)
+    hit = cache.listings.get(key)
+    if hit is not None and hit[0] == version:
+        return hit[1]
     pinned = {p["var1"]: p["value"] for p in experiment.get("pinned_stats") or [] if p.get("operation") == "mean"}
     n_errors = store.find_roots(owner, experiment_uuid=experiment["uuid"], status="error", limit=0)[0]
-    return Listing(
+    found = Listing(
         experiment,
         n,
         n_errors,
@@ -406,3 +417,5 @@ def listing(cache: RunCache, store: Store, experiment: dict[str, Any], owner: st
         float(pinned.get("Cost") or 0.0) * n,
         exact=False,
     )
+    cache.listings.put(key, (version, found))
+    return found
