@@ -349,11 +349,33 @@ class _Worker:
 
     # -- on the loop -------------------------------------------------------------------------
     async def run(self, call: _Call) -> tuple[CompletionsResponseSchema, dict[str, Any] | None]:
-        """The response, and the log to attach to the row (``None``: none, or the server made it)."""
+        """The response, and the log to attach to the row (``None``: none, or the server made it).
+
+        Each call holds a slot of the process-wide adaptive limiter of its provider: a provider
+        (or server) still rate-limiting after its retries halves how many calls are in flight
+        across every row of every run in the process, instead of each worker hammering it."""
+        from runner.proxy import is_rate_limited
+        from runner.ratelimit import limiter_for
+
         route = call.route
-        if route.base_url:
-            return await self._over_http(route.base_url, route.api_key, call.request), None
-        return await self._in_process(route.db_path or ":memory:", call)
+        provider = call.request.llm_configuration.provider if call.request.llm_configuration else None
+        async with limiter_for(f"llm:{provider or 'default'}").slot() as slot:
+            try:
+                if route.base_url:
+                    result: tuple[CompletionsResponseSchema, dict[str, Any] | None] = (
+                        await self._over_http(route.base_url, route.api_key, call.request),
+                        None,
+                    )
+                else:
+                    result = await self._in_process(route.db_path or ":memory:", call)
+            except RateLimitError:
+                slot.rate_limited(None)
+                raise
+            if result[0].status != "success" and is_rate_limited(result[0].error):
+                slot.rate_limited(None)
+            else:
+                slot.succeeded()
+            return result
 
     async def _in_process(self, db_path: str, call: _Call) -> tuple[CompletionsResponseSchema, dict[str, Any] | None]:
         state = self._embedded_for(db_path)

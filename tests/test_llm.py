@@ -140,6 +140,18 @@ def test_rate_limited_after_retries_raises_rate_limit_error(fake: FakeProvider) 
     assert err.value.response.status == "error" and "slow down" in err.value.response.error
 
 
+def test_a_provider_still_rate_limiting_slows_every_later_call(fake: FakeProvider) -> None:
+    from runner.ratelimit import limiter_for
+
+    limiter = limiter_for("llm:openai")
+    before = limiter.limit
+    fake.fail(429, times=4, retry_after="0", message="slow down")
+    with pytest.raises(RateLimitError):
+        completion("x", model="gpt-4o-mini")
+    assert limiter.limit < before  # fewer calls in flight for every row of the process, then back up
+    assert completion("y", model="gpt-4o-mini").content == "echo: y"
+
+
 def test_retry_on_500_then_success_and_no_retry_on_400(fake: FakeProvider) -> None:
     fake.fail(500, times=1, retry_after="0")
     assert completion("a", model="gpt-4o-mini").content == "echo: a" and fake.calls == 2
