@@ -359,7 +359,8 @@ class _Worker:
 
         route = call.route
         provider = call.request.llm_configuration.provider if call.request.llm_configuration else None
-        async with limiter_for(f"llm:{provider or 'default'}").slot() as slot:
+        key = str(getattr(provider, "value", provider) or "default")
+        async with limiter_for(f"llm:{key}").slot() as slot:
             try:
                 if route.base_url:
                     result: tuple[CompletionsResponseSchema, dict[str, Any] | None] = (
