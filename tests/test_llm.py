@@ -143,12 +143,13 @@ def test_rate_limited_after_retries_raises_rate_limit_error(fake: FakeProvider) 
 def test_a_provider_still_rate_limiting_slows_every_later_call(fake: FakeProvider) -> None:
     from runner.ratelimit import limiter_for
 
-    limiter = limiter_for("llm:openai")
-    before = limiter.limit
+    limiter = limiter_for("llm:openai")  # process-wide: other tests may have lowered it already
+    decreases = limiter.decreases
     fake.fail(429, times=4, retry_after="0", message="slow down")
     with pytest.raises(RateLimitError):
         completion("x", model="gpt-4o-mini")
-    assert limiter.limit < before  # fewer calls in flight for every row of the process, then back up
+    # fewer calls in flight for every row of the process (then back up after successes)
+    assert limiter.decreases == decreases + 1 and limiter.limit <= max(1, limiter.max_concurrency // 2)
     assert completion("y", model="gpt-4o-mini").content == "echo: y"
 
 
