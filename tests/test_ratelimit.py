@@ -200,8 +200,9 @@ async def test_429s_slow_the_senders_down_then_they_speed_up_again(tmp_path: Pat
         just_after = limited.peak(resumed, resumed + 0.15)
         assert len(store.experiment_stats(exp)) == 500  # each log once
         assert store.count_traces() == 500
-    assert before >= 6  # the first burst: (nearly) every one of the 8 senders at once
-    assert just_after <= 4  # after the 429s: far fewer in flight...
+    # the first burst has several senders at once (how many depends on the machine's load)...
+    assert before > just_after
+    assert backend.limiter.lowest <= 4 and just_after <= 4  # ...after the 429s: halved at least
     assert backend.limiter.limit > backend.limiter.lowest  # ...and back up with the successes
     # paused by Retry-After and halved: a few 429s a second, not every sender retrying on its own
     assert limited.limited <= 30
