@@ -77,6 +77,8 @@ class Backend(Protocol):
 
 
 _STOP = object()
+#: how long logs may wait in the buffer before the writer gets them (seconds)
+_LINGER = 0.02
 
 
 class EmbeddedBackend:
@@ -143,23 +145,42 @@ class EmbeddedBackend:
         )
 
     async def log(self, logs: Sequence[dict[str, Any]]) -> None:
+        was_empty = not self._buffer
         self._buffer.extend(logs)
         if len(self._buffer) >= self.batch_size:
             batch, self._buffer = self._buffer, []
             await self._put(batch)
+        elif was_empty:
+            # what trickles in is handed to the writer shortly after, not at the next full batch:
+            # slow rows are stored while the next ones run, and the run's end has little to write
+            asyncio.get_running_loop().call_later(_LINGER, self._handoff)
+
+    def _handoff(self) -> None:
+        if not self._buffer:
+            return
+        self._ensure_thread()
+        try:
+            self._queue.put_nowait(self._buffer)
+        except queue.Full:  # the writer is busy: the next log() or flush() hands it over
+            return
+        self._buffer = []
 
     def log_from_thread(self, logs: Sequence[dict[str, Any]], loop: asyncio.AbstractEventLoop) -> None:
         self._ensure_thread()
         self._queue.put(list(logs))  # blocks while the writer is behind: backpressure
 
     async def flush(self) -> None:
-        if self._buffer:
-            batch, self._buffer = self._buffer, []
-            await self._put(batch)
-        if self._thread is not None:
+        if self._thread is not None and self._queue.unfinished_tasks:
             done = threading.Event()
             await self._put(done)
             await asyncio.get_running_loop().run_in_executor(None, done.wait)
+        if self._buffer and self._error is None:
+            # the writer is idle now: write the rest here rather than wake it and wait for it
+            batch, self._buffer = self._buffer, []
+            try:
+                self.store.upsert_traces(batch, self.owner)
+            except BaseException as exc:
+                self._error = exc
         if self._error is not None:
             err, self._error = self._error, None
             raise BackendError(f"writing results to {self.location} failed: {err}") from err
@@ -168,9 +189,9 @@ class EmbeddedBackend:
         self, experiment_uuid: str, *, status: str, dataset_level_stats: Sequence[Mapping[str, Any]]
     ) -> list[dict[str, Any]]:
         await self.flush()
-        # the runner needs only what is stored: the per-root stats are streamed, not returned
-        return await asyncio.to_thread(
-            self.store.finish_experiment,
+        # the runner needs only what is stored: the per-root stats are streamed, not returned.
+        # Called here, not on a thread: nothing else is left for the loop to do at this point.
+        return self.store.finish_experiment(
             experiment_uuid,
             status=status,
             dataset_level_stats=dataset_level_stats,

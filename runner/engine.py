@@ -186,6 +186,11 @@ class Engine:
 
     async def run_row(self, row: Row, trial: int) -> RowOutcome:
         """Run one row-trial of an async function (and its scorers) on the loop."""
+        return self._outcome(*await self._run_row_parts(row, trial))
+
+    async def _run_row_parts(
+        self, row: Row, trial: int
+    ) -> tuple[Row, int, Span, list[Score], list[ScorerFailure]]:
         kwargs = self.make_kwargs(row.inputs)
         errors: list[str] = []
         for attempt in range(self.retries + 1):
@@ -222,7 +227,7 @@ class Engine:
             more, more_failures = await self._score_async(root)
             scores += more
             failures += more_failures
-        return self._outcome(row, trial, root, scores, failures)
+        return row, trial, root, scores, failures
 
     def run_row_sync(
         self, row: Row, trial: int, loop: asyncio.AbstractEventLoop, context: contextvars.Context
@@ -309,8 +314,13 @@ class Engine:
     async def _run_async(self, items: Iterator[tuple[Row, int]]) -> None:
         if self.sync_scorers:
             self._pool = ThreadPoolExecutor(max_workers=self.n_workers, thread_name_prefix="runner-score")
+        # Workers hand finished rows to one collecting task and go straight on to their next row:
+        # turning a row into its logs and tallying it happens while rows wait on I/O, not between
+        # one row's end and the next one's start.
+        done: asyncio.Queue[Any] = asyncio.Queue(maxsize=4 * self.n_workers)
+        collecting = asyncio.create_task(self._collect(done))
         try:
-            workers = [asyncio.create_task(self._worker(items)) for _ in range(self.n_workers)]
+            workers = [asyncio.create_task(self._worker(items, done)) for _ in range(self.n_workers)]
             try:
                 await asyncio.gather(*workers)
             except BaseException:
@@ -319,11 +329,14 @@ class Engine:
                     w.cancel()
                 await asyncio.gather(*workers, return_exceptions=True)
                 raise
+            finally:
+                await done.put(_END)
+                await collecting
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _worker(self, items: Iterator[tuple[Row, int]]) -> None:
+    async def _worker(self, items: Iterator[tuple[Row, int]], done: asyncio.Queue[Any]) -> None:
         while not self._stopping:
             try:
                 row, trial = next(items)
@@ -332,10 +345,17 @@ class Engine:
             key = (row.id, trial)
             self.running[key] = time.monotonic()
             try:
-                outcome = await self.run_row(row, trial)
+                parts = await self._run_row_parts(row, trial)
             finally:
                 self.running.pop(key, None)
-            await self.collector.add(outcome)
+            await done.put(parts)
+
+    async def _collect(self, done: asyncio.Queue[Any]) -> None:
+        while True:
+            parts = await done.get()
+            if parts is _END:
+                return
+            await self.collector.add(self._outcome(*parts))
 
     async def _run_threads(self, items: Iterator[tuple[Row, int]]) -> None:
         """Sync functions: ``n_workers`` threads each run whole rows and hand them on themselves.
@@ -433,6 +453,8 @@ def _record_attempts(root: Span, errors: list[str]) -> None:
         root.metadata["attempts"] = len(errors) + 1
         root.metadata["retry_errors"] = errors
 
+
+_END = object()
 
 #: maps a hex digit onto the RFC 4122 variant digits 8-b
 _VARIANT = {d: "89ab"[int(d, 16) % 4] for d in "0123456789abcdef"}

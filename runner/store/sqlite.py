@@ -10,7 +10,10 @@ of one owner are invisible to every other.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import datetime as _dt
+import os
 import re
 import sqlite3
 import threading
@@ -90,6 +93,28 @@ class Store(TraceQueries, DatasetQueries, PageQueries):
         self._project_cache: dict[tuple[str, str], str] = {}
         self._experiment_project: dict[str, str] = {}
         self._migrate()
+
+    @classmethod
+    def shared(cls, path: str | Path) -> Store:
+        """The process-wide open store for ``path`` (opened on first use, closed at exit).
+
+        Experiments run one after another reuse it instead of opening the file, checking its
+        schema and checkpointing it on close each time. If the file was deleted or replaced
+        meanwhile (a notebook user starting afresh, say), a new store is opened."""
+        key = os.path.abspath(str(path))
+        try:
+            inode: int | None = os.stat(key).st_ino
+        except OSError:
+            inode = None
+        with _shared_lock:
+            cached = _shared.get(key)
+            if cached is not None and inode is not None and cached[1] == inode:
+                return cached[0]
+            store = cls(key)
+            if cached is not None:
+                _retired.append(cached[0])  # another run may still be writing through it
+            _shared[key] = (store, os.stat(key).st_ino)
+            return store
 
     # -- plumbing ---------------------------------------------------------------------------
     def _migrate(self) -> None:
@@ -365,6 +390,21 @@ _USAGE = (
     ("Total Tokens", "total_tokens"),
     ("Cost", "cost"),
 )
+
+
+_shared: dict[str, tuple[Store, int]] = {}
+_retired: list[Store] = []
+_shared_lock = threading.Lock()
+
+
+@atexit.register
+def _close_shared() -> None:
+    with _shared_lock:
+        for store in [s for s, _ in _shared.values()] + _retired:
+            with contextlib.suppress(Exception):
+                store.close()
+        _shared.clear()
+        _retired.clear()
 
 
 def pinned_stats(stats: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], int]:
