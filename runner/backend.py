@@ -92,9 +92,11 @@ class EmbeddedBackend:
         max_pending_batches: int = 8,
         owner: str = "",
         close_store: bool = False,
+        release_store: bool = False,
     ) -> None:
         self.store = store
         self._close_store = close_store
+        self._release_store = release_store  # a store from Store.shared(): give it back at close
         self.location = store.path
         self.owner = owner
         self.batch_size = batch_size
@@ -228,3 +230,5 @@ class EmbeddedBackend:
                 self._thread = None
             if self._close_store:
                 self.store.close()
+            if self._release_store:
+                Store.release(self.store)

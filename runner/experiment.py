@@ -170,7 +170,7 @@ class Experiment:
             return HttpBackend(base_url, self.api_key or settings.api_key)
         from runner.store import Store
 
-        return EmbeddedBackend(Store.shared(self.db or settings.db_path))
+        return EmbeddedBackend(Store.shared(self.db or settings.db_path), release_store=True)
 
 
 def _run_in_thread(exp: Experiment, run_name: str | None, options: Mapping[str, Any]) -> Result:

@@ -135,3 +135,19 @@ def test_two_processes_on_one_file_keep_every_row(tmp_path: Path) -> None:
         assert len(rows) == 2000
         assert {r["inputs"]["x"].split("-")[0] for r in rows} == {e["name"][-1]}
     s.close()
+
+
+def test_shared_store_is_reused_and_reopened_when_the_file_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    a = Store.shared(path)
+    b = Store.shared(path)
+    assert a is b
+    Store.release(a)
+    Store.release(b)
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"shared.db{suffix}").unlink(missing_ok=True)
+    c = Store.shared(path)  # the file is gone: a fresh store, not the one on the deleted inode
+    assert c is not a
+    c.get_or_create_project("p")
+    assert path.exists()
+    Store.release(c)

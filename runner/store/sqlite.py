@@ -20,6 +20,7 @@ import threading
 import uuid as _uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,25 +97,42 @@ class Store(TraceQueries, DatasetQueries, PageQueries):
 
     @classmethod
     def shared(cls, path: str | Path) -> Store:
-        """The process-wide open store for ``path`` (opened on first use, closed at exit).
+        """An open store for ``path`` shared in the process; give it back with :meth:`release`.
 
         Experiments run one after another reuse it instead of opening the file, checking its
-        schema and checkpointing it on close each time. If the file was deleted or replaced
-        meanwhile (a notebook user starting afresh, say), a new store is opened."""
+        schema and checkpointing it on close each time. The few most recently used stay open
+        (until exit); if the file was deleted or replaced meanwhile (a notebook user starting
+        afresh, say), a new store is opened."""
         key = os.path.abspath(str(path))
         try:
             inode: int | None = os.stat(key).st_ino
         except OSError:
             inode = None
         with _shared_lock:
-            cached = _shared.get(key)
-            if cached is not None and inode is not None and cached[1] == inode:
-                return cached[0]
-            store = cls(key)
-            if cached is not None:
-                _retired.append(cached[0])  # another run may still be writing through it
-            _shared[key] = (store, os.stat(key).st_ino)
-            return store
+            entry = _shared.pop(key, None)
+            if entry is None or inode is None or entry.inode != inode:
+                if entry is not None:
+                    entry.stale = True
+                    if entry.refs == 0:
+                        entry.store.close()
+                store = cls(key)
+                entry = _Shared(store, os.stat(key).st_ino)
+            entry.refs += 1
+            _shared[key] = entry  # most recently used last
+            idle = [k for k, e in _shared.items() if e.refs == 0]
+            for k in idle[: max(0, len(_shared) - _KEEP_OPEN)]:
+                _shared.pop(k).store.close()
+            return entry.store
+
+    @staticmethod
+    def release(store: Store) -> None:
+        """Give back a store from :meth:`shared` (closed now if it was replaced meanwhile)."""
+        with _shared_lock:
+            entry = _shared.get(os.path.abspath(store.path))
+            if entry is not None and entry.store is store:
+                entry.refs = max(0, entry.refs - 1)
+                return
+        store.close()  # replaced or evicted while in use: nobody else holds it
 
     # -- plumbing ---------------------------------------------------------------------------
     def _migrate(self) -> None:
@@ -392,19 +410,27 @@ _USAGE = (
 )
 
 
-_shared: dict[str, tuple[Store, int]] = {}
-_retired: list[Store] = []
+@dataclass
+class _Shared:
+    store: Store
+    inode: int
+    refs: int = 0
+    stale: bool = False
+
+
+#: idle shared stores kept open
+_KEEP_OPEN = 4
+_shared: dict[str, _Shared] = {}
 _shared_lock = threading.Lock()
 
 
 @atexit.register
 def _close_shared() -> None:
     with _shared_lock:
-        for store in [s for s, _ in _shared.values()] + _retired:
+        for entry in _shared.values():
             with contextlib.suppress(Exception):
-                store.close()
+                entry.store.close()
         _shared.clear()
-        _retired.clear()
 
 
 def pinned_stats(stats: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], int]:
