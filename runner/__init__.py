@@ -5,8 +5,12 @@
 >>> exp = Experiment(name="qa", data="datasets/qa.csv", func=my_answer, evals=[exact_match])  # doctest: +SKIP
 >>> result = exp.run()                                                                       # doctest: +SKIP
 
-Importing this package is cheap: pandas, scipy, pydantic and the server load only when used.
+Importing this package is cheap: asyncio, the engine, the store, pandas, scipy, pydantic and the
+server load only when used. ``Result``, ``completion`` and ``acompletion`` are loaded on first
+access (they pull in the statistics and the event loop machinery).
 """
+
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import (
     BackendError,
@@ -20,10 +24,29 @@ from runner.errors import (
     RunnerError,
 )
 from runner.experiment import Experiment
-from runner.llm import acompletion, completion
-from runner.result import Result
 from runner.scoring import EvaluationResult, Log, Score
 from runner.tracing import Span, current_span, span, trace
+
+if TYPE_CHECKING:
+    from runner.llm import acompletion, completion
+    from runner.result import Result
+
+_LAZY = {"Result": "runner.result", "acompletion": "runner.llm", "completion": "runner.llm"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runner' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __version__ = "0.1.0"
 

@@ -11,21 +11,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runner.backend import Backend, EmbeddedBackend
 from runner.errors import ConfigError, FunctionError
-from runner.result import Result
-from runner.run import RUN_OPTIONS, Run, RunOptions, check_positive_int, check_seconds
+from runner.options import RUN_OPTIONS, RunOptions, check_positive_int, check_seconds
 from runner.scoring import validate_scorers
 from runner.settings import Settings
-from runner.store import validate_run_name
+
+# The engine, the store and asyncio load when an experiment runs, not when runner is imported.
+if TYPE_CHECKING:
+    from runner.backend import Backend
+    from runner.result import Result
 
 __all__ = ["Experiment"]
 
@@ -109,6 +108,8 @@ class Experiment:
         ``run_name`` (rows already stored as successful are not run again; errored ones are,
         unless ``keep_errors=True``).
         """
+        import asyncio
+
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -117,6 +118,8 @@ class Experiment:
 
     async def arun(self, run_name: str | None = None, **options: Any) -> Result:
         """Run the experiment from async code; same result as :meth:`run`."""
+        from runner.run import Run
+
         settings = Settings.from_env()
         opts = self._options(run_name, settings, options)
         backend = self._backend(settings)
@@ -135,6 +138,8 @@ class Experiment:
         if run_name is not None:
             if not isinstance(run_name, str):
                 raise ConfigError(f"run_name must be a string, got {run_name!r}")
+            from runner.store import validate_run_name
+
             validate_run_name(run_name)
         limit = options.get("limit")
         if limit is not None:
@@ -168,6 +173,7 @@ class Experiment:
             from runner.client import HttpBackend
 
             return HttpBackend(base_url, self.api_key or settings.api_key)
+        from runner.backend import EmbeddedBackend
         from runner.store import Store
 
         return EmbeddedBackend(Store.shared(self.db or settings.db_path), release_store=True)
@@ -175,6 +181,12 @@ class Experiment:
 
 def _run_in_thread(exp: Experiment, run_name: str | None, options: Mapping[str, Any]) -> Result:
     """Run ``exp`` on a worker thread with its own loop (a loop already runs in this thread)."""
+    import asyncio
+    import contextvars
+    import threading
+
+    from runner.run import Run
+
     box: dict[str, Any] = {}
     ready = threading.Event()
     loop_box: dict[str, asyncio.AbstractEventLoop] = {}

@@ -17,13 +17,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from runner.backend import Backend, EmbeddedBackend
 from runner.dataset import RowSource, check_columns, collection_records, is_dataset_file, iter_records
 from runner.engine import Engine, RowOutcome
 from runner.errors import ConfigError, DatasetError, FunctionError, RunnerError
+from runner.options import RunOptions
 from runner.result import Result, Tally, mapping_str, run_stats
 from runner.scoring import Log, Score, normalise, scorer_name
 from runner.settings import Settings
@@ -32,42 +32,7 @@ from runner.tracing import current_backend
 if TYPE_CHECKING:
     from runner.experiment import Experiment
 
-__all__ = ["RUN_OPTIONS", "Run", "RunOptions", "check_positive_int", "check_seconds"]
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-@dataclass
-class RunOptions:
-    """Per-run settings, resolved: argument > CLI flag > environment > default."""
-
-    run_name: str | None = None
-    limit: int | None = None
-    n_workers: int = 10
-    n_trials: int = 1
-    quiet: bool = False
-    timeout: float | None = None
-    retries: int = 0
-    retry_backoff: float = 1.0
-    stall_after: float = 300.0
-    resume: bool = False
-    keep_errors: bool = False
-
-
-RUN_OPTIONS = frozenset(
-    ("limit", "n_workers", "n_trials", "quiet", "timeout", "retries", "retry_backoff", "stall_after", "resume",
-     "keep_errors")
-)
-
-
-def check_seconds(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
+__all__ = ["Run"]
 
 
 class Run:

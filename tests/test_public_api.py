@@ -10,8 +10,13 @@ import runner
 
 def test_all_is_sorted_and_complete() -> None:
     assert list(runner.__all__) == sorted(runner.__all__)
-    public = {n for n in vars(runner) if not n.startswith("_") and not isinstance(getattr(runner, n), type(sys))}
+    public = {
+        n for n in dir(runner)
+        if not n.startswith("_") and n not in ("TYPE_CHECKING", "Any") and not isinstance(getattr(runner, n), type(sys))
+    }
     assert public == set(runner.__all__) - {"__version__"}
+    for name in runner.__all__:  # every name, lazy ones included, resolves
+        assert getattr(runner, name) is not None
 
 
 def test_issue_api_names() -> None:
@@ -23,7 +28,7 @@ def test_issue_api_names() -> None:
 
 
 def test_import_does_not_load_heavy_modules() -> None:
-    heavy = ("pandas", "scipy", "numpy", "pydantic", "fastapi", "httpx")
+    heavy = ("pandas", "scipy", "numpy", "pydantic", "fastapi", "httpx", "asyncio", "sqlite3")
     code = f"import sys, runner; print(','.join(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
