@@ -77,6 +77,12 @@ class Backend(Protocol):
 
 
 _STOP = object()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
 #: how long logs may wait in the buffer before the writer gets them (seconds)
 _LINGER = 0.02
 
@@ -122,6 +128,9 @@ class EmbeddedBackend:
                     return
                 if isinstance(item, threading.Event):
                     item.set()
+                    continue
+                if isinstance(item, asyncio.Future):
+                    item.get_loop().call_soon_threadsafe(_resolve, item)
                     continue
                 if self._error is None:
                     self.store.upsert_traces(item, self.owner)
@@ -173,14 +182,15 @@ class EmbeddedBackend:
 
     async def flush(self) -> None:
         if self._thread is not None and self._queue.unfinished_tasks:
-            done = threading.Event()
+            # the writer resolves this future once it has written what was queued before it
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             await self._put(done)
-            await asyncio.get_running_loop().run_in_executor(None, done.wait)
+            await done
         if self._buffer and self._error is None:
             # the writer is idle now: write the rest here rather than wake it and wait for it
             batch, self._buffer = self._buffer, []
             try:
-                self.store.upsert_traces(batch, self.owner)
+                self.store.upsert_traces(batch, self.owner, contended=False)
             except BaseException as exc:
                 self._error = exc
         if self._error is not None:
