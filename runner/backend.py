@@ -97,11 +97,9 @@ class EmbeddedBackend:
         batch_size: int = 1000,
         max_pending_batches: int = 8,
         owner: str = "",
-        close_store: bool = False,
         release_store: bool = False,
     ) -> None:
         self.store = store
-        self._close_store = close_store
         self._release_store = release_store  # a store from Store.shared(): give it back at close
         self.location = store.path
         self.owner = owner
@@ -126,9 +124,6 @@ class EmbeddedBackend:
             try:
                 if item is _STOP:
                     return
-                if isinstance(item, threading.Event):
-                    item.set()
-                    continue
                 if isinstance(item, asyncio.Future):
                     item.get_loop().call_soon_threadsafe(_resolve, item)
                     continue
@@ -238,7 +233,5 @@ class EmbeddedBackend:
                 self._queue.put(_STOP)
                 await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
                 self._thread = None
-            if self._close_store:
-                self.store.close()
             if self._release_store:
                 Store.release(self.store)

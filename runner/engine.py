@@ -184,13 +184,11 @@ class Engine:
         delay: float = min(30.0, self.retry_backoff * 2.0**attempt)
         return delay * (0.5 + random.random() / 2)
 
-    async def run_row(self, row: Row, trial: int) -> RowOutcome:
-        """Run one row-trial of an async function (and its scorers) on the loop."""
-        return self._outcome(*await self._run_row_parts(row, trial))
-
     async def _run_row_parts(
         self, row: Row, trial: int
     ) -> tuple[Row, int, Span, list[Score], list[ScorerFailure]]:
+        """Run one row-trial of an async function (and its scorers) on the loop; the collecting
+        task turns the parts into the row's outcome."""
         kwargs = self.make_kwargs(row.inputs)
         errors: list[str] = []
         for attempt in range(self.retries + 1):
@@ -437,10 +435,6 @@ _FAST_BATCH = 32
 #: finished rows reach the collector at least this often (seconds)
 _FLUSH_EVERY = 0.05
 
-
-@dataclass(slots=True)
-class _Failure:
-    exc: BaseException
 
 
 def _short(error: str | None) -> str:

@@ -47,6 +47,7 @@ __all__ = [
     "TraceStatsSchema",
     "UpdateLogSchema",
     "UpdateTestCasePublicRequestSchema",
+    "WireModel",
     "dumps_value",
 ]
 
@@ -54,7 +55,9 @@ __all__ = [
 API_PREFIX = "/api/parea/v1"
 
 
-class _Model(BaseModel):
+class WireModel(BaseModel):
+    """Base of every wire model: unknown fields are ignored, fields fill by name or alias."""
+
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
@@ -107,14 +110,14 @@ class TimeRange(str, Enum):
     y1 = "1y"
 
 
-class EvaluationScoreSchema(_Model):
+class EvaluationScoreSchema(WireModel):
     name: str
     score: float
     evaluation_metric_id: int | None = None
     reason: str | None = None
 
 
-class TraceLogSchema(_Model):
+class TraceLogSchema(WireModel):
     """One span as posted by a client (``POST /trace_log``)."""
 
     trace_id: str = Field(min_length=1, max_length=200)
@@ -182,24 +185,24 @@ class TraceLogTreeSchema(TraceLogSchema):
     children_logs: list[TraceLogTreeSchema] = Field(default_factory=list)
 
 
-class UpdateLogSchema(_Model):
+class UpdateLogSchema(WireModel):
     trace_id: str
     field_name_to_value_map: dict[str, Any]
     root_trace_id: str | None = None
 
 
-class CreateGetProjectRequestSchema(_Model):
+class CreateGetProjectRequestSchema(WireModel):
     name: str = Field(min_length=1, max_length=200)
 
 
-class CreateGetProjectResponseSchema(_Model):
+class CreateGetProjectResponseSchema(WireModel):
     name: str
     uuid: str
     created_at: str
     was_created: bool
 
 
-class CreateExperimentRequestSchema(_Model):
+class CreateExperimentRequestSchema(WireModel):
     name: str = Field(min_length=1, max_length=500)
     run_name: str | None = None
     project_uuid: str
@@ -207,7 +210,7 @@ class CreateExperimentRequestSchema(_Model):
     metadata: dict[str, Any] | None = None
 
 
-class ExperimentSchema(_Model):
+class ExperimentSchema(WireModel):
     name: str
     run_name: str | None = None
     project_uuid: str
@@ -217,7 +220,7 @@ class ExperimentSchema(_Model):
     created_at: str
 
 
-class ExperimentPinnedStatistic(_Model):
+class ExperimentPinnedStatistic(WireModel):
     var1: str
     var2: str | None = None
     operation: StatisticOperation
@@ -230,7 +233,7 @@ class ExperimentWithStatsSchema(ExperimentSchema):
     num_samples: int | None = None
 
 
-class TraceStatsSchema(_Model):
+class TraceStatsSchema(WireModel):
     trace_id: str
     latency: float | None = 0.0
     input_tokens: int | None = 0
@@ -240,16 +243,16 @@ class TraceStatsSchema(_Model):
     scores: list[EvaluationScoreSchema] = Field(default_factory=list)
 
 
-class ExperimentStatsSchema(_Model):
+class ExperimentStatsSchema(WireModel):
     parent_trace_stats: list[TraceStatsSchema] = Field(default_factory=list)
 
 
-class FinishExperimentRequestSchema(_Model):
+class FinishExperimentRequestSchema(WireModel):
     status: ExperimentStatus = ExperimentStatus.completed
     dataset_level_stats: list[EvaluationScoreSchema] | None = None
 
 
-class ListExperimentsRequestSchema(_Model):
+class ListExperimentsRequestSchema(WireModel):
     project_name: str | None = None
     metadata_filter: dict[str, Any] | None = None
     experiment_name_filter: str | None = None
@@ -257,7 +260,7 @@ class ListExperimentsRequestSchema(_Model):
     experiment_uuids: list[str] | None = None
 
 
-class FilterBaseSchema(_Model):
+class FilterBaseSchema(WireModel):
     filter_field: str | None = None
     filter_key: str | None = None
     filter_operator: FilterOperator | None = None
@@ -275,7 +278,7 @@ class QueryParamsPaginationPublic(FilterBaseSchema):
 T = TypeVar("T")
 
 
-class PaginatedResponse(_Model, Generic[T]):
+class PaginatedResponse(WireModel, Generic[T]):
     total: int
     page: int
     total_pages: int
@@ -283,7 +286,7 @@ class PaginatedResponse(_Model, Generic[T]):
     results: list[T]
 
 
-class FeedbackRequestSchema(_Model):
+class FeedbackRequestSchema(WireModel):
     trace_id: str | None = None
     inference_id: str | None = None
     score: float = Field(ge=0.0, le=1.0)
@@ -293,7 +296,7 @@ class FeedbackRequestSchema(_Model):
     name: str | None = None
 
 
-class TestCaseSchema(_Model):
+class TestCaseSchema(WireModel):
     __test__ = False  # not a pytest test class
 
     inputs: dict[str, Any]
@@ -311,19 +314,19 @@ class TestCaseSchema(_Model):
         return [] if v is None else v
 
 
-class CreateTestCaseCollectionRequestSchema(_Model):
+class CreateTestCaseCollectionRequestSchema(WireModel):
     name: str = Field(min_length=1, max_length=500)
     column_names: list[str]
     test_cases: list[TestCaseSchema] | None = None
 
 
-class CreateTestCaseCollectionResponseSchema(_Model):
+class CreateTestCaseCollectionResponseSchema(WireModel):
     id: int
     last_updated_at: str
     test_case_ids: list[int]
 
 
-class CreateTestCasesSchema(_Model):
+class CreateTestCasesSchema(WireModel):
     id: int | None = None
     name: str | None = None
     test_cases: list[TestCaseSchema]
@@ -334,7 +337,7 @@ class GetTestCaseResponseSchema(TestCaseSchema):
     test_case_collection_id: int
 
 
-class GetTestCaseCollectionResponseSchema(_Model):
+class GetTestCaseCollectionResponseSchema(WireModel):
     id: int
     name: str
     column_names: list[str]
@@ -343,7 +346,7 @@ class GetTestCaseCollectionResponseSchema(_Model):
     test_cases: dict[str, GetTestCaseResponseSchema]
 
 
-class UpdateTestCasePublicRequestSchema(_Model):
+class UpdateTestCasePublicRequestSchema(WireModel):
     inputs: dict[str, Any] | None = None
     target: str | None = None
     tags: list[str] | None = None

@@ -16,7 +16,9 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+
+from runner.schema import WireModel
 
 __all__ = [
     "CompletionsResponseSchema",
@@ -28,10 +30,6 @@ __all__ = [
     "ProviderName",
     "Role",
 ]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
 class ProviderName(str, Enum):
@@ -59,14 +57,14 @@ class Role(str, Enum):
     tool = "tool"
 
 
-class MessageSchema(_Model):
+class MessageSchema(WireModel):
     """One chat message; ``content`` is a string or a list of content parts (passed through)."""
 
     content: str | list[Any] | None = ""
     role: Role = Role.user
 
 
-class ModelParamsSchema(_Model):
+class ModelParamsSchema(WireModel):
     """Sampling parameters, in Parea's names (``temp``, ``max_length``)."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
@@ -84,7 +82,7 @@ class ModelParamsSchema(_Model):
     safe_prompt: bool | None = None
 
 
-class LLMInputsSchema(_Model):
+class LLMInputsSchema(WireModel):
     """What to call: provider, model, parameters, messages and functions."""
 
     model: str | None = None
@@ -99,7 +97,7 @@ class LLMInputsSchema(_Model):
     function_call: str | dict[str, str] | None = None
 
 
-class CompletionsSchema(_Model):
+class CompletionsSchema(WireModel):
     """A completion request. Only ``llm_configuration`` matters to the provider call; the rest
     names the trace it is logged as."""
 
@@ -141,7 +139,7 @@ class CompletionsSchema(_Model):
         return {} if v is None else v
 
 
-class FunctionSchema(_Model):
+class FunctionSchema(WireModel):
     name: str
     description: str | None = None
     signature: str | None = None
@@ -149,7 +147,7 @@ class FunctionSchema(_Model):
     tokens: int | None = None
 
 
-class CompletionsResponseSchema(_Model):
+class CompletionsResponseSchema(WireModel):
     """The answer to a completion request; ``status`` is ``"success"`` or ``"error"``."""
 
     content: str
