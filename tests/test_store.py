@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,36 @@ def test_two_processes_on_one_file_keep_every_row(tmp_path: Path) -> None:
         assert len(rows) == 2000
         assert {r["inputs"]["x"].split("-")[0] for r in rows} == {e["name"][-1]}
     s.close()
+
+
+def test_processes_opening_a_new_file_at_the_same_instant_all_get_in(tmp_path: Path) -> None:
+    # Switching a new file to WAL answers "database is locked" at once, without the busy
+    # handler, when another process is switching it too; each opener must wait its turn.
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from runner.store import Store
+        start = float(sys.argv[2])
+        while time.time() < start:
+            pass
+        s = Store(sys.argv[1])
+        s.get_or_create_project("p" + sys.argv[3])
+        s.close()
+        """
+    )
+    for attempt in range(5):
+        db = tmp_path / f"new-{attempt}.db"
+        start = time.time() + 1.0  # after every interpreter has started
+        procs = [
+            subprocess.Popen([sys.executable, "-c", script, str(db), str(start), str(i)], stderr=subprocess.PIPE)
+            for i in range(6)
+        ]
+        errors = [p.communicate(timeout=60)[1].decode() for p in procs]
+        assert [p.returncode for p in procs] == [0] * 6, errors
+        s = Store(db)
+        assert len(s.list_projects()) == 6
+        assert s._query("PRAGMA journal_mode")[0][0] == "wal"
+        s.close()
 
 
 def test_shared_store_is_reused_and_reopened_when_the_file_is_replaced(tmp_path: Path) -> None:

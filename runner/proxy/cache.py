@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import orjson
 
 from runner.proxy.providers import Completion, LLMCall
+from runner.store.sqlite import enable_wal
 
 __all__ = [
     "CACHE_SEED_KEY",
@@ -126,7 +127,7 @@ class SQLiteCompletionCache:
         self._closed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._conn()
-        conn.execute("PRAGMA journal_mode=WAL")
+        enable_wal(conn, self._busy_timeout_ms / 1000)
         conn.execute(_SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:

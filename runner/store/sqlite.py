@@ -17,6 +17,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 import uuid as _uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -58,6 +59,29 @@ def loads(text: str | bytes | None) -> Any:
     return None if text is None else orjson.loads(text)
 
 
+def enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch ``conn``'s file to WAL, waiting out other processes opening it at the same moment.
+
+    The switch needs the write lock while holding a read lock, so SQLite answers "database is
+    locked" at once, without its busy handler, when another process is doing the same (two runs
+    started together on a new file). WAL is stored in the file: once one process has switched
+    it, the others find it done. In-memory databases stay as they are."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            if mode not in ("wal", "memory"):
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            transient = "locked" in str(exc) or "busy" in str(exc)
+            if not transient or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
 class Store(TraceQueries, DatasetQueries, PageQueries):
     """A SQLite file holding everything the runner and the server record.
 
@@ -79,7 +103,7 @@ class Store(TraceQueries, DatasetQueries, PageQueries):
             self._conn = sqlite3.connect(
                 self.path, timeout=timeout, isolation_level=None, check_same_thread=False
             )
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            enable_wal(self._conn, timeout)
             self._conn.execute("PRAGMA synchronous=NORMAL")
             # checkpoints (which fsync) every ~40 MB of log rather than every 4 MB
             self._conn.execute("PRAGMA wal_autocheckpoint=10000")
