@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import DOCS_PATH, DOCS_WIDTH, render_docs, with_default_command
+from runner.cli import with_default_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -408,26 +408,12 @@ def test_over_http(tmp_path: Path) -> None:
     assert not (tmp_path / ".runner").exists()  # nothing went to the embedded store
 
 
-# -- serve and docs ---------------------------------------------------------------------------------
+# -- serve ---------------------------------------------------------------------------------------
 def test_serve_delegates_to_the_server(tmp_path: Path) -> None:
     pytest.importorskip("runner.server.__main__")
     proc = cli("serve", "--help", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: python -m runner serve")
-
-
-def test_docs_match_the_help() -> None:
-    assert DOCS_PATH.read_text(encoding="utf-8") == render_docs(), (
-        "docs/cli.md is out of date: run `python -m runner.cli --write-docs`"
-    )
-
-
-def test_docs_show_what_the_terminal_shows(tmp_path: Path) -> None:
-    docs = DOCS_PATH.read_text(encoding="utf-8")
-    for args in (["--help"], ["run", "--help"], ["datasets", "upload", "--help"]):
-        proc = cli(*args, env={"COLUMNS": str(DOCS_WIDTH + 2)}, cwd=tmp_path)
-        assert proc.returncode == 0
-        assert proc.stdout in docs, f"`python -m runner {' '.join(args)}` differs from docs/cli.md"
 
 
 # -- reliability flags ------------------------------------------------------------------------------
