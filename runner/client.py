@@ -72,7 +72,6 @@ __all__ = [
     "ServerUnavailable",
     "encode",
     "error_for",
-    "fetch_experiment_rows",
     "headers_for",
     "is_retryable",
     "parse_extensions",
@@ -488,15 +487,3 @@ class HttpBackend:
                 if client is not None:
                     await client.aclose()
 
-
-def fetch_experiment_rows(base_url: str, api_key: str | None, experiment_uuid: str) -> list[dict[str, Any]]:
-    """The root trace logs of an experiment on a server, synchronously (to read results later)."""
-    from runner.client_datasets import SyncApi
-
-    with SyncApi(base_url, api_key) as api:
-        rows: list[dict[str, Any]] = api.request(
-            "POST", f"/experiment/{quote(experiment_uuid, safe='')}/trace_logs", {}
-        ).json()
-    for row in rows:
-        row.pop("children_logs", None)
-    return rows

@@ -1,6 +1,8 @@
 """Datasets on whichever backend is configured: what ``python -m runner datasets ...`` calls.
 
-Both functions are synchronous (they back CLI commands and work in notebooks) and talk either
+Also :func:`fetch_experiment_rows`, a run's rows read back from a server.
+
+The dataset functions are synchronous (they back CLI commands and work in notebooks) and talk either
 to a server (``base_url``, over httpx with the same retries as :class:`runner.client.HttpBackend`)
 or to the embedded store (``db``). With neither given they follow the environment:
 ``PAREA_BASE_URL``/``PAREA_API_KEY`` if set, else ``RUNNER_DB`` or ``.runner/runner.db``.
@@ -17,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
@@ -33,7 +36,7 @@ from runner.client import (
 from runner.errors import BackendError, DatasetError
 from runner.schema import TestCaseSchema
 
-__all__ = ["SyncApi", "list_datasets", "test_cases", "upload_dataset"]
+__all__ = ["SyncApi", "fetch_experiment_rows", "list_datasets", "test_cases", "upload_dataset"]
 
 _RESERVED = ("target", "tags")
 
@@ -198,3 +201,14 @@ def list_datasets(
             )
         datasets: list[dict[str, Any]] = api.request("GET", "/collections").json()
         return datasets
+
+
+def fetch_experiment_rows(base_url: str, api_key: str | None, experiment_uuid: str) -> list[dict[str, Any]]:
+    """The root trace logs of an experiment on a server, synchronously (to read results later)."""
+    with SyncApi(base_url, api_key) as api:
+        rows: list[dict[str, Any]] = api.request(
+            "POST", f"/experiment/{quote(experiment_uuid, safe='')}/trace_logs", {}
+        ).json()
+    for row in rows:
+        row.pop("children_logs", None)
+    return rows

@@ -438,7 +438,7 @@ def _rows_loader(
     api_key = exp.api_key or settings.api_key
 
     def load_http() -> list[dict[str, Any]]:
-        from runner.client import fetch_experiment_rows
+        from runner.client_datasets import fetch_experiment_rows
 
         return fetch_experiment_rows(base_url, api_key, uuid)
 

@@ -16,8 +16,8 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runner.backend import Backend
-from runner.client import HttpBackend, fetch_experiment_rows, retry_delay
-from runner.client_datasets import list_datasets, upload_dataset
+from runner.client import HttpBackend, retry_delay
+from runner.client_datasets import fetch_experiment_rows, list_datasets, upload_dataset
 from runner.errors import BackendError, DatasetError, NotFoundError, RunNameError
 from runner.server import create_app
 from runner.store import Store
