@@ -17,6 +17,7 @@ server) when they run, so ``--help`` and ``--version`` stay fast.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -248,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--markdown", action="store_true", help="print the comparison with --baseline as Markdown")
     o.add_argument("--top", metavar="N", type=_non_negative_int, default=5, help=_TOP_HELP)
     _add_common(o, "print the summary (and comparisons) as JSON on stdout (human output goes to stderr)")
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=_lazy("runner.cli_run", "run_command"))
 
     ls = sub.add_parser(
         "list",
@@ -262,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--last", metavar="N", type=_positive_int, default=20, help="show the newest N runs (default: 20)")
     _add_store_options(ls)
     _add_common(ls, "print the runs as JSON")
-    ls.set_defaults(handler=_list)
+    ls.set_defaults(handler=_lazy("runner.cli_show", "list_command"))
 
     show = sub.add_parser(
         "show",
@@ -276,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--rows", metavar="N", type=int, default=5, help="how many worst rows to show (default: 5)")
     _add_store_options(show)
     _add_common(show, "print the summary and worst rows as JSON")
-    show.set_defaults(handler=_show)
+    show.set_defaults(handler=_lazy("runner.cli_show", "show_command"))
 
     cmp = sub.add_parser(
         "compare",
@@ -309,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fmts.add_argument("--json", action="store_true", help="print the comparison as JSON")
     co.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    cmp.set_defaults(handler=_compare)
+    cmp.set_defaults(handler=_lazy("runner.cli_compare", "compare_command"))
 
     ds = sub.add_parser(
         "datasets",
@@ -333,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--name", metavar="NAME", help="the dataset's name (default: the file name without suffix)")
     _add_store_options(up, "datasets", project=False)
     _add_common(up, "print what was stored as JSON")
-    up.set_defaults(handler=_datasets_upload)
+    up.set_defaults(handler=_lazy("runner.cli_show", "datasets_upload_command"))
     dl = ds_sub.add_parser(
         "list",
         prog=f"{PROG} datasets list",
@@ -343,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_store_options(dl, "datasets", project=False)
     _add_common(dl, "print the datasets as JSON")
-    dl.set_defaults(handler=_datasets_list)
+    dl.set_defaults(handler=_lazy("runner.cli_show", "datasets_list_command"))
 
     sy = sub.add_parser(
         "sync",
@@ -365,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_store_options(sy, project=False)
     _add_common(sy, "print what was delivered as JSON")
-    sy.set_defaults(handler=_sync)
+    sy.set_defaults(handler=_lazy("runner.client_sync", "sync_command"))
 
     sub.add_parser(
         "serve",
@@ -377,46 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- handlers: imported when used ---------------------------------------------------------------
-def _run(args: argparse.Namespace) -> int:
-    from runner.cli_run import run_command
+def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """A command handler that imports ``module`` only when the command runs."""
 
-    return run_command(args)
+    def handler(args: argparse.Namespace) -> int:
+        command: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), name)
+        return command(args)
 
-
-def _list(args: argparse.Namespace) -> int:
-    from runner.cli_show import list_command
-
-    return list_command(args)
-
-
-def _show(args: argparse.Namespace) -> int:
-    from runner.cli_show import show_command
-
-    return show_command(args)
-
-
-def _compare(args: argparse.Namespace) -> int:
-    from runner.cli_compare import compare_command
-
-    return compare_command(args)
-
-
-def _datasets_upload(args: argparse.Namespace) -> int:
-    from runner.cli_show import datasets_upload_command
-
-    return datasets_upload_command(args)
-
-
-def _datasets_list(args: argparse.Namespace) -> int:
-    from runner.cli_show import datasets_list_command
-
-    return datasets_list_command(args)
-
-
-def _sync(args: argparse.Namespace) -> int:
-    from runner.client_sync import sync_command
-
-    return sync_command(args)
+    return handler
 
 
 def _serve(argv: list[str]) -> int:
