@@ -1,6 +1,6 @@
 """The wire format: pydantic models of the Parea REST API, shared by client, store and server.
 
-Names, fields and types follow ``shared/reference/parea-openapi.yml``. Two rules on top of the
+Names, fields and types follow ``tests/reference/parea-openapi.yml``. Two rules on top of the
 spec, both forced by the official SDK:
 
 * requests may carry ``null`` for list and dict fields; responses never do (``[]``/``{}``);
@@ -10,9 +10,9 @@ spec, both forced by the official SDK:
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from runner._json import dumps_value
 
@@ -42,6 +42,7 @@ __all__ = [
     "StatisticOperation",
     "TestCaseSchema",
     "TimeRange",
+    "TraceConfigurationSchema",
     "TraceLogSchema",
     "TraceLogTreeSchema",
     "TraceStatsSchema",
@@ -117,12 +118,65 @@ class EvaluationScoreSchema(WireModel):
     reason: str | None = None
 
 
+class LoggedMessageSchema(WireModel):
+    """``MessageSchema``: roles of the spec (``function`` included) and of the Python SDK
+    (``example_user``, ``example_assistant``); a message without a role is the user's."""
+
+    content: str | list[Any] | None = ""
+    role: Literal["user", "assistant", "system", "function", "tool", "example_user", "example_assistant"] = "user"
+
+
+class ParamsSchema(WireModel):
+    """``ParamsSchema``: unbounded, as the spec gives it for logged configurations."""
+
+    model: str | None = None
+    temp: float | None = None
+    top_p: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    max_length: int | None = None
+    response_format: dict[str, Any] | None = None
+    safe_prompt: bool | None = None
+
+
+class TraceConfigurationSchema(WireModel):
+    """``configuration`` of a trace log (the spec's ``InputsSchema``, plus the SDK's ``history``).
+
+    Every field may be ``null``, as both SDKs post them; other keys are kept as sent."""
+
+    model: str | None = None
+    provider: str | None = None
+    model_params: ParamsSchema | None = None
+    messages: list[LoggedMessageSchema] | None = None
+    history: list[LoggedMessageSchema] | None = None
+    functions: list[Any] | None = None
+    function_call: str | dict[str, Any] | None = None
+
+
+def _check_configuration(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``config`` as sent, once valid as :class:`TraceConfigurationSchema`, with the spec's default
+    role (``user``) given to messages without one (the SDK's readers need a role)."""
+    if config is None:
+        return None
+    try:
+        TraceConfigurationSchema.model_validate(config)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in ("configuration", *err["loc"]))
+        raise ValueError(f"{where}: {err['msg']} (see InputsSchema in the Parea API)") from None
+    for key in ("messages", "history"):
+        messages = config.get(key)
+        if messages and any(m.get("role") is None for m in messages):
+            config = {**config, key: [m if m.get("role") is not None else {**m, "role": "user"} for m in messages]}
+    return config
+
+
 class TraceLogSchema(WireModel):
     """One span as posted by a client (``POST /trace_log``)."""
 
     trace_id: str = Field(min_length=1, max_length=200)
     start_timestamp: str
-    configuration: dict[str, Any] | None = None
+    configuration: Annotated[dict[str, Any] | None, AfterValidator(_check_configuration)] = None
     inputs: dict[str, Any] | None = None
     output: str | None = None
     target: str | None = None

@@ -27,6 +27,7 @@ from runner.schema import (
     UpdateLogSchema,
 )
 from runner.server.deps import OwnerDep, StoreDep, invalid, invalid_from
+from runner.server.fill import ProjectNames, fill_logs
 from runner.server.ingest import parse_batch, parse_log
 from runner.server.routes_experiments import filter_condition
 from runner.server.trees import json_response, tree_out
@@ -80,11 +81,21 @@ def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
 _LOG_REF = {"$ref": "#/components/schemas/TraceLogSchema"}  # added to the components by create_app
 
 
+def _project_names(request: Request) -> ProjectNames:
+    state = request.app.state
+    if not hasattr(state, "project_names"):
+        state.project_names = ProjectNames()
+    names: ProjectNames = state.project_names
+    return names
+
+
 async def _ingest(request: Request, store: Store, owner: str, parse: Callable[[bytes], list[dict[str, Any]]]) -> int:
-    """Validate the body straight from bytes into dicts (``runner.server.ingest``) and store it,
-    both on one worker thread: the event loop only reads the body."""
+    """Validate the body straight from bytes into dicts (``runner.server.ingest``), fill in what the
+    client left out (``runner.server.fill``) and store it, all on one worker thread: the event loop
+    only reads the body."""
     body = await request.body()
     checker = _checker(request)
+    names = _project_names(request)
 
     def ingest() -> int:
         try:
@@ -92,6 +103,7 @@ async def _ingest(request: Request, store: Store, owner: str, parse: Callable[[b
         except ValidationError as exc:
             raise invalid_from(exc) from None
         checker.check(store, owner, logs)
+        fill_logs(store, owner, logs, names)
         return store.upsert_traces(logs, owner)
 
     return await run_in_threadpool(ingest)
