@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from runner.errors import NotFoundError
 from runner.schema import (
     CreateTestCaseCollectionRequestSchema,
     CreateTestCaseCollectionResponseSchema,
@@ -60,10 +61,16 @@ def create_test_cases(body: CreateTestCasesSchema, store: StoreDep, owner: Owner
     )
 
 
-@router.get("/collection/{test_collection_identifier:path}", response_model=GetTestCaseCollectionResponseSchema)
-def get_collection(test_collection_identifier: str, store: StoreDep, owner: OwnerDep) -> dict[str, Any]:
-    """A dataset by id or by (URL-encoded) name, with all its rows."""
-    return store.get_dataset(test_collection_identifier, owner)
+@router.get(
+    "/collection/{test_collection_identifier:path}", response_model=GetTestCaseCollectionResponseSchema | None
+)
+def get_collection(test_collection_identifier: str, store: StoreDep, owner: OwnerDep) -> dict[str, Any] | Response:
+    """A dataset by id or by (URL-encoded) name, with all its rows; ``null`` (200) when there is
+    none, as Parea answers: the official SDK's ``get_collection`` then returns ``None``."""
+    try:
+        return store.get_dataset(test_collection_identifier, owner)
+    except NotFoundError:
+        return Response(b"null", media_type="application/json")
 
 
 @router.post("/update_test_case/{dataset_id}/{test_case_id}", response_model=GetTestCaseResponseSchema)

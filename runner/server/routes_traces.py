@@ -157,7 +157,11 @@ def get_trace_log(trace_id: str, store: StoreDep, owner: OwnerDep) -> Response:
 
 @router.post("/get_trace_logs", response_model=PaginatedResponse[TraceLogTreeSchema])
 def get_trace_logs(body: QueryParamsPaginationPublic, store: StoreDep, owner: OwnerDep) -> Response:
-    """One page of a project's root traces with their children, newest first."""
+    """One page of a project's root traces with their children, newest first.
+
+    With a filter (``filter_field``), the page holds the matching spans at any depth instead,
+    each with its own children: ``trace_name LIKE 'llm'`` finds the LLM calls nested under traced
+    functions. ``status`` and ``time_range`` apply to the same logs as the filter."""
     project = next((p for p in store.list_projects(owner) if p["name"] == body.project_name), None)
     if project is None:
         raise NotFoundError(f"project {body.project_name!r} not found")
@@ -174,14 +178,16 @@ def get_trace_logs(body: QueryParamsPaginationPublic, store: StoreDep, owner: Ow
         newest_first=True,
         limit=body.page_size,
         offset=(body.page - 1) * body.page_size,
+        roots_only=not condition,
     )
+    trees = store.span_trees(ids, owner) if condition else store.trace_trees(ids, owner)
     return json_response(
         {
             "total": total,
             "page": body.page,
             "total_pages": math.ceil(total / body.page_size),
             "page_size": body.page_size,
-            "results": [tree_out(t) for t in store.trace_trees(ids, owner)],
+            "results": [tree_out(t) for t in trees],
         }
     )
 

@@ -341,6 +341,7 @@ class TraceQueries:
                 nodes[parent]["children_logs"].append(d)
         for d in nodes.values():
             d["children"] = [c["trace_id"] for c in d["children_logs"]]
+        _derive_depths(nodes)
         done: set[str] = set()
 
         def roll(node: dict[str, Any]) -> tuple[list[dict[str, Any]], list[float]]:
@@ -385,11 +386,13 @@ class TraceQueries:
         newest_first: bool = False,
         limit: int | None = None,
         offset: int = 0,
+        roots_only: bool = True,
     ) -> tuple[int, list[str]]:
         """How many root traces match, and the ids of one page of them (for ``trace_trees``).
 
-        ``condition``/``params`` come from :meth:`filter_sql`; ``since`` is an ISO timestamp."""
-        where = ["owner=?", "is_root=1"]
+        ``condition``/``params`` come from :meth:`filter_sql`; ``since`` is an ISO timestamp.
+        ``roots_only=False`` matches spans at any depth instead (for ``span_trees``)."""
+        where = ["owner=?", "is_root=1"] if roots_only else ["owner=?"]
         args: list[Any] = [owner]
         for sql, value in (
             ("experiment_uuid=?", experiment_uuid), ("project_uuid=?", project_uuid),
@@ -407,6 +410,21 @@ class TraceQueries:
         page = f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else ""
         ids = [r[0] for r in self._query(f"SELECT trace_id FROM traces WHERE {sql_where} ORDER BY {order}{page}", args)]
         return total, ids
+
+    def span_trees(self, trace_ids: Sequence[str], owner: str = "") -> list[dict[str, Any]]:
+        """The spans ``trace_ids``, roots or not, each with its descendants, in that order."""
+        roots: set[str] = set()
+        for i in range(0, len(trace_ids), 500):
+            chunk = trace_ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            roots.update(
+                r[0]
+                for r in self._query(
+                    f"SELECT root_trace_id FROM traces WHERE owner=? AND trace_id IN ({marks})", (owner, *chunk)
+                )
+            )
+        nodes = self._trees_for_roots(sorted(roots), owner)
+        return [nodes[t] for t in trace_ids if t in nodes]
 
     def trace_trees(self, root_ids: Sequence[str], owner: str = "") -> list[dict[str, Any]]:
         nodes = self._trees_for_roots(root_ids, owner)
@@ -462,6 +480,25 @@ class TraceQueries:
             lo, hi = (_as_number(p) if _as_number(p) is not None else p for p in parts)
             return f"{expr} BETWEEN ? AND ?", [*params, lo, hi]
         raise ValueError(f"unknown filter operator {operator!r}")
+
+
+def _derive_depths(nodes: Mapping[str, dict[str, Any]]) -> None:
+    """Give each span posted without a ``depth`` its parent's depth plus one, top-down.
+
+    Done on read because a child may be stored before its parent (the SDKs post a span when it
+    ends): only then is the parent's depth known. Spans that sent a depth keep it."""
+    stack = [d for d in nodes.values() if d.get("parent_trace_id") in (None, d["trace_id"])
+             or d.get("parent_trace_id") not in nodes]
+    seen: set[str] = set()
+    while stack:
+        node = stack.pop()
+        if node["trace_id"] in seen:
+            continue
+        seen.add(node["trace_id"])
+        for child in node["children_logs"]:
+            if "depth" not in child:
+                child["depth"] = int(node.get("depth") or 0) + 1
+            stack.append(child)
 
 
 def _as_number(value: str | None) -> float | None:

@@ -305,21 +305,27 @@ class RunView:
         for i in chosen:
             log = logs.get(int(self.rowid[i]))
             if log is not None:  # else rewritten since this view was built
-                rows.append(log)
+                rows.append(_with_defaults(log))
                 positions.append(i + 1)
         return Page(total, rows, positions, start + 1 if total else 0, start + len(rows), page, pages)
 
 
-def seconds_between(start: str | None, end: str | None) -> float | None:
-    """Seconds from one ISO timestamp to another, or None when either is missing."""
-    import datetime as dt
+def _with_defaults(log: dict[str, Any]) -> dict[str, Any]:
+    """``log`` with what the run page reads of every row: the store keeps only the fields a client
+    sent, and a minimal Parea log (``trace_id``, ``start_timestamp``, ``experiment_uuid``) has none."""
+    status = log.get("status") or ("error" if log.get("error") else "success")
+    return {"scores": [], "metadata": {}, "inputs": {}, **log, "status": status}
 
-    if not start or not end:
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from one timestamp to another (ISO 8601 or ``YYYY-MM-DD HH:MM:SS``; naive means
+    UTC, see :mod:`runner.server.fill`), or None when either is missing or unreadable."""
+    from runner.server.fill import parse_timestamp
+
+    begin, finish = parse_timestamp(start), parse_timestamp(end)
+    if begin is None or finish is None:
         return None
-    try:
-        return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
-    except ValueError:
-        return None
+    return (finish - begin).total_seconds()
 
 
 class RunCache:
