@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runner.errors import BackendError, ConfigError, NotFoundError, RunNameError
 from runner.schema import API_PREFIX, TraceLogSchema
-from runner.server import routes_completion, routes_datasets, routes_experiments, routes_traces, ui
+from runner.server import langchain, routes_completion, routes_datasets, routes_experiments, routes_traces, ui
 from runner.server.auth import AuthMiddleware, KeyRing
 from runner.server.routes_traces import ExperimentCheck
 from runner.store import Store
@@ -84,7 +84,7 @@ def create_app(store: Store, *, api_keys: Iterable[str] = (), max_body_bytes: in
         """Health check; also names the extensions this server offers (comma-separated)."""
         return {"status": "ok", "server": SERVER_NAME, "version": VERSION, "extensions": ",".join(EXTENSIONS)}
 
-    for module in (routes_experiments, routes_traces, routes_datasets, routes_completion):
+    for module in (routes_experiments, routes_traces, routes_datasets, routes_completion, langchain):
         app.include_router(module.router, prefix=API_PREFIX)
     ui.mount(app, keys)  # the web UI's pages at /, over the same store, for the same keys
 

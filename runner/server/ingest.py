@@ -16,7 +16,7 @@ from typing_extensions import NotRequired, Required, TypedDict
 
 from runner.schema import EvaluationScoreSchema, TraceLogSchema, dumps_value
 
-__all__ = ["parse_batch", "parse_log"]
+__all__ = ["parse_batch", "parse_log", "validate_logs"]
 
 _STRINGIFIED = ("output", "target", "output_for_eval_metrics")
 
@@ -60,3 +60,10 @@ def parse_batch(body: bytes) -> list[dict[str, Any]]:
     """The logs of a ``{"logs": [...]}`` body; raises ``pydantic.ValidationError``."""
     logs: list[dict[str, Any]] = _BATCH.validate_json(body)["logs"]
     return logs
+
+
+def validate_logs(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Logs built by the server itself (e.g. from LangChain runs), validated as ``TraceLogSchema``
+    like a posted batch; raises ``pydantic.ValidationError``."""
+    valid: list[dict[str, Any]] = _BATCH.validate_python({"logs": logs})["logs"]
+    return valid
