@@ -7,6 +7,7 @@ line, ``RESULT: {json}``, with the ids the test then reads back from the server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -56,7 +57,8 @@ def explode(_: Any) -> str:
 failing = prompt | model(1) | RunnableLambda(explode)
 
 # 1. a chain on its own
-plain = chain.invoke({"question": "capital of France?"}, config={"callbacks": [Recorder(tags=["lc"], metadata={"k": "v"})]})
+tracer = Recorder(tags=["lc"], metadata={"k": "v"})
+plain = chain.invoke({"question": "capital of France?"}, config={"callbacks": [tracer]})
 plain_id = ids[-1]
 
 # 2. a chain inside a function traced by the SDK
@@ -69,10 +71,8 @@ nested = answer("capital of Italy?")
 nested_id = ids[-1]
 
 # 3. a chain that raises
-try:
+with contextlib.suppress(ValueError):
     failing.invoke({"question": "boom"}, config={"callbacks": [Recorder()]})
-except ValueError:
-    pass
 failing_id = ids[-1]
 
 # 4. an experiment whose function runs the chain
