@@ -153,6 +153,9 @@ class TraceConfigurationSchema(WireModel):
     function_call: str | dict[str, Any] | None = None
 
 
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none"})
+
+
 def _check_configuration(config: dict[str, Any] | None) -> dict[str, Any] | None:
     """``config`` as sent, once valid as :class:`TraceConfigurationSchema`, with the spec's default
     role (``user``) given to messages without one (the SDK's readers need a role)."""
@@ -162,7 +165,9 @@ def _check_configuration(config: dict[str, Any] | None) -> dict[str, Any] | None
         TraceConfigurationSchema.model_validate(config)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in ("configuration", *err["loc"]))
+        # the path of fields, without the union members pydantic names ("str", "dict[str,any]")
+        path = [p for p in err["loc"] if isinstance(p, int) or (p not in _TYPE_TAGS and "[" not in p)]
+        where = ".".join(str(part) for part in ("configuration", *path))
         raise ValueError(f"{where}: {err['msg']} (see InputsSchema in the Parea API)") from None
     for key in ("messages", "history"):
         messages = config.get(key)

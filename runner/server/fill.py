@@ -9,6 +9,7 @@ send (a key absent or ``null``):
   without an offset, ``T`` or a space between date and time, as the seed's
   ``"2024-05-30 13:48:34"``). A timestamp without an offset is taken as **UTC**. If either is
   missing or unreadable, or the end is before the start, ``latency`` stays unset (read as 0).
+* ``total_tokens`` is ``input_tokens + output_tokens``, when either was sent.
 * ``status`` is ``"error"`` when the log carries an ``error``, else ``"success"``.
 * ``project_name`` is the name of the log's project: ``project_uuid``'s, else its experiment's;
   with neither, the store files the log under ``default``, and so is it named.
@@ -73,12 +74,14 @@ class ProjectNames:
 
 
 def fill_logs(store: Store, owner: str, logs: Iterable[dict[str, Any]], names: ProjectNames) -> None:
-    """Fill ``latency``, ``status`` and ``project_name`` of each log where absent, in place."""
+    """Fill ``latency``, ``total_tokens``, ``status`` and ``project_name`` of each log where absent, in place."""
     for log in logs:
         if log.get("latency") is None and log.get("end_timestamp") is not None:
             latency = latency_between(log.get("start_timestamp"), log["end_timestamp"])
             if latency is not None:
                 log["latency"] = latency
+        if log.get("total_tokens") is None and (log.get("input_tokens") or log.get("output_tokens")):
+            log["total_tokens"] = (log.get("input_tokens") or 0) + (log.get("output_tokens") or 0)
         if log.get("status") is None:
             log["status"] = "error" if log.get("error") else "success"
         if log.get("project_name") is None:
