@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import string
 import subprocess
 import sys
 import time
@@ -67,12 +68,13 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.communicate(timeout=20)
 
 
-def curl(url: str, method: str, path: str, body: str | None = None) -> Any:
-    """``curl -X METHOD URL -H 'x-user-id: KEY' -d BODY``, as the seed writes it; the JSON answer."""
+def curl(url: str, method: str, path: str, body: str | None = None, **ids: str) -> Any:
+    """``curl -X METHOD URL -H 'x-user-id: KEY' -d BODY``, as the seed writes it (``$name`` in the
+    body replaced by the id of that name); the JSON answer."""
     assert CURL is not None
     cmd = [CURL, "-sS", "-X", method, url + path, "-H", f"x-user-id: {KEY}", "-H", "Content-Type: application/json"]
     if body is not None:
-        cmd += ["-d", body]
+        cmd += ["-d", string.Template(body).substitute(ids)]
     out = subprocess.run([*cmd, "-w", "\n%{http_code}"], capture_output=True, text=True, timeout=60, check=True)
     text, status = out.stdout.rsplit("\n", 1)
     assert status == "200", f"{method} {path}: {status} {text}"
@@ -81,29 +83,28 @@ def curl(url: str, method: str, path: str, body: str | None = None) -> Any:
 
 def test_the_seed_requests_and_the_averages_finished_computes(base_url: str) -> None:
     project = curl(base_url, "POST", "/project", '{"name": "seed-project"}')
-    exp = curl(
-        base_url, "POST", "/experiment", '{"name": "seed-experiment", "project_uuid": "%s"}' % project["uuid"]
-    )
+    exp = curl(base_url, "POST", "/experiment", '{"name": "seed-experiment", "project_uuid": "$project"}',
+               project=project["uuid"])
     uid = exp["uuid"]
     # the first log as the seed writes it: no latency, no tokens
     curl(base_url, "POST", "/trace_log", """{
         "trace_id": "seed-1", "root_trace_id": "seed-1", "parent_trace_id": "seed-1",
-        "project_name": "seed-project", "experiment_uuid": "%s", "trace_name": "test",
+        "project_name": "seed-project", "experiment_uuid": "$uid", "trace_name": "test",
         "start_timestamp": "2024-05-30 13:48:34", "end_timestamp": "2024-05-30 13:48:35",
         "inputs": {"x": "Golang", "y": "Fiber"}, "output": "Some logged output", "status": "success",
         "metadata": {"purpose": "testing"}, "scores": [{"name": "accuracy", "score": 1}]
-    }""" % uid)
+    }""", uid=uid)
     # an LLM call: tokens and cost, but no total_tokens, no status, ISO timestamps with an offset
     curl(base_url, "POST", "/trace_log", """{
         "trace_id": "seed-2", "root_trace_id": "seed-2", "parent_trace_id": "seed-2",
-        "experiment_uuid": "%s", "trace_name": "LLM",
+        "experiment_uuid": "$uid", "trace_name": "LLM",
         "start_timestamp": "2024-05-30T13:48:34+00:00", "end_timestamp": "2024-05-30T15:48:37+02:00",
         "configuration": {"model": "gpt-4o", "provider": "openai",
                           "messages": [{"role": "user", "content": "Some prompt"}]},
         "inputs": {"promptTemplateVar1": "value"}, "output": "LLM response",
         "input_tokens": 10, "output_tokens": 30, "cost": 0.5,
         "scores": [{"name": "accuracy", "score": 0}]
-    }""" % uid)
+    }""", uid=uid)
 
     stats = curl(base_url, "POST", f"/experiment/{uid}/finished", '{"status": "completed"}')["parent_trace_stats"]
     by_id = {s["trace_id"]: s for s in stats}
@@ -111,7 +112,7 @@ def test_the_seed_requests_and_the_averages_finished_computes(base_url: str) -> 
     assert by_id["seed-2"]["latency"] == pytest.approx(3.0)  # 15:48:37+02:00 is 13:48:37 UTC
     assert by_id["seed-2"]["total_tokens"] == 40
 
-    (listed,) = curl(base_url, "POST", "/experiments", '{"experiment_uuids": ["%s"]}' % uid)
+    (listed,) = curl(base_url, "POST", "/experiments", '{"experiment_uuids": ["$uid"]}', uid=uid)
     pinned = {s["var1"]: s["value"] for s in listed["pinned_stats"] if s["operation"] == "mean"}
     assert pinned == pytest.approx(
         {"accuracy": 0.5, "Latency": 2.0, "Input Tokens": 5.0, "Output Tokens": 15.0, "Total Tokens": 20.0,
