@@ -31,8 +31,8 @@ from tests.servers import experiment, log, serving, start_server
 #: tests run on any clone
 REFERENCE = Path(__file__).resolve().parent / "reference" / "parea-openapi.yml"
 #: reference operations not fuzzed here: those calling model providers (tests/test_server_completion.py
-#: covers them with fake providers) and those the server does not implement
-NOT_HERE = r"/(completion|completion/stream|deployed-prompt|trace_log/langchain)$"
+#: covers them with fake providers)
+NOT_HERE = r"/(completion|completion/stream|deployed-prompt)$"
 #: our extensions, fuzzed from our own OpenAPI document
 EXTENSIONS = r"/(trace_logs/batch|experiment/\{experiment_uuid\}/delete_traces|collections)$"
 EXAMPLES = 15
