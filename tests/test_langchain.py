@@ -124,6 +124,12 @@ def test_get_trace_logs_finds_the_nested_llm_calls(traced: tuple[dict[str, Any],
     assert all(r["parent_trace_id"] == r["trace_id"] for r in unfiltered["results"])  # roots only
 
 
+def test_the_sdk_s_readers_read_langchain_traces(traced: tuple[dict[str, Any], httpx.Client]) -> None:
+    read = traced[0]["sdk_read"]
+    assert read["children"] == ["ChatPromptTemplate", "GenericFakeChatModel", "StrOutputParser"]
+    assert (read["llm_models"], read["llm_roles"], read["llm_total"]) == (["fake-gpt"], ["user"], 5)
+
+
 def test_the_sdk_gets_none_for_a_missing_dataset(traced: tuple[dict[str, Any], httpx.Client]) -> None:
     result, _ = traced
     assert result["missing_collection"] is None

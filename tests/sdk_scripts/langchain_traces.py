@@ -19,6 +19,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
 from parea import Parea, trace
+from parea.schemas.models import QueryParams
 from parea.utils.trace_integrations.langchain import PareaAILangchainTracer
 
 p = Parea(api_key=os.environ["PAREA_API_KEY"], project_name="lc-project")
@@ -79,6 +80,14 @@ failing_id = ids[-1]
 experiment = p.experiment(name="lc-experiment", data=[{"question": "a?"}, {"question": "b?"}], func=answer)
 experiment.run(run_name="lc-1")
 
+# the SDK's readers, on what the server made of the LangChain runs
+tree = p.get_trace_log(plain_id)
+llm_calls = p.get_trace_logs(
+    QueryParams(
+        project_name="lc-project", filter_field="trace_name", filter_operator="like", filter_value="FakeChat"
+    )
+)
+
 started = time.monotonic()
 missing = p.get_collection("no-such-dataset")  # against Parea: None, at once
 missing_took = time.monotonic() - started
@@ -92,6 +101,12 @@ print(
             "failing": {"id": failing_id},
             "experiment": experiment.experiment_uuid,
             "avg_scores": experiment.experiment_stats.avg_scores if experiment.experiment_stats else None,
+            "sdk_read": {
+                "children": sorted(c.trace_name for c in tree.children_logs),
+                "llm_models": sorted({r.configuration.model for r in llm_calls.results}),
+                "llm_roles": sorted({str(m.role) for r in llm_calls.results for m in r.configuration.messages}),
+                "llm_total": llm_calls.total,
+            },
             "missing_collection": None if missing is None else repr(missing),
             "missing_took": missing_took,
         }
