@@ -55,11 +55,8 @@ def binary_scores(rng: np.random.Generator, p: float, n_rows: int, n_trials: int
     has its own pass rate (Beta around p, intra-row correlation 0.5), else trials are iid."""
     values: list[float] = []
     clusters: list[str] = []
-    if icc:
-        # Beta(a, b) with mean p and a + b = 1: intra-class correlation 1 / (a + b + 1) = 0.5
-        row_p = rng.beta(p, 1 - p, size=n_rows)
-    else:
-        row_p = np.full(n_rows, p)
+    # Beta(a, b) with mean p and a + b = 1: intra-class correlation 1 / (a + b + 1) = 0.5
+    row_p = rng.beta(p, 1 - p, size=n_rows) if icc else np.full(n_rows, p)
     for i in range(n_rows):
         for _ in range(n_trials):
             values.append(float(rng.random() < row_p[i]))

@@ -168,7 +168,8 @@ class _Correlation(DatasetEval):
         for label, values in (("x", xs), ("y", ys)):
             if _nearly_constant(values):
                 raise ValueError(
-                    f"{what} is undefined: {label} is constant ({values[0]!r}, up to rounding) on all {len(values)} rows"
+                    f"{what} is undefined: {label} is constant ({values[0]!r}, up to rounding) "
+                    f"on all {len(values)} rows"
                 )
         import scipy.stats
 

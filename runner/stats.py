@@ -262,9 +262,7 @@ def summarize_score(
     if k == 1 or _constant(row_means):
         # Every resample of rows has the same mean: the interval is the point.
         return ScoreSummary(name, mean, std, n, n_errors, n_total, mean, mean, "bootstrap")
-    low, high = _bootstrap_ratio(
-        row_means, np.ones(k), confidence=confidence, n_resamples=n_resamples, seed=seed
-    )
+    low, high = _bootstrap_ratio(row_means, np.ones(k), confidence=confidence, n_resamples=n_resamples, seed=seed)
     return ScoreSummary(name, mean, std, n, n_errors, n_total, low, high, "bootstrap")
 
 
