@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import FunctionError
-from runner.scoring import Log, Score
+from runner.scoring import Log, Score, scorer_factory
 
 if TYPE_CHECKING:
     import numpy as np
@@ -253,6 +253,7 @@ def _average_ranks(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return ranks
 
 
+@scorer_factory('pearson("judge", "human_rating")')
 def pearson(x: Value, y: Value, name: str = "pearson") -> DatasetEval:
     """Pearson's r between two per-row values, with ``scipy.stats.pearsonr``.
 
@@ -266,6 +267,7 @@ def pearson(x: Value, y: Value, name: str = "pearson") -> DatasetEval:
     return _Correlation("pearson", x, y, name)
 
 
+@scorer_factory('spearman("judge", "human_rating")')
 def spearman(x: Value, y: Value, name: str = "spearman") -> DatasetEval:
     """Spearman's rank correlation between two per-row values, with ``scipy.stats.spearmanr``.
 
@@ -350,6 +352,7 @@ class _Accuracy(DatasetEval):
         return f"accuracy(name={self.name!r})"
 
 
+@scorer_factory('accuracy()')
 def accuracy(name: str = "accuracy") -> DatasetEval:
     """The fraction of rows whose output equals the target, compared as labels.
 
@@ -450,6 +453,7 @@ class _BalancedAccuracy(DatasetEval):
         return f"balanced_accuracy(score_name={self.score_name!r}, name={self.name!r})"
 
 
+@scorer_factory('balanced_accuracy()')
 def balanced_accuracy(score_name: str | None = None, name: str = "balanced_accuracy") -> DatasetEval:
     """Accuracy averaged over the true classes (the target), so a rare class counts as much as a
     common one.

@@ -189,6 +189,9 @@ class Run:
             dataset_level_ci=dl_ci,
             dataset_level_errors=dl_errors,
             scorer_errors=dict(self.tally.scorer_failure_examples),
+            scorer_scores={
+                k: sorted(v) for k, v in self.tally.produces.items() if k in self.tally.scorer_failure_examples
+            },
             still_running=still_running,
             stalls=list(self.stalls),
             resumed_rows=len(done),
