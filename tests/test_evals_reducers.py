@@ -81,7 +81,7 @@ def test_missing_trials_fail_pass_at_k_and_are_skipped_by_the_others() -> None:
 
 @pytest.mark.parametrize("bad", ["pass@", "pass@0", "mean", "best", 3])
 def test_a_bad_reducer_is_refused_when_defined(bad: object) -> None:
-    with pytest.raises(FunctionError, match="reducer is one of|at least 1"):
+    with pytest.raises(FunctionError, match=r"reducer is one of|at least 1"):
         reduce_trials("em", bad)  # type: ignore[arg-type]
 
 
