@@ -155,6 +155,10 @@ class Comparison:
         lines = [f"warning: {w}" for w in self.warnings]
         if self.n_tested > 1:
             lines.append(f"p-values are Holm-adjusted across the {self.n_tested} scores compared.")
+        methods = sorted({s.diff_ci_method for s in self.scores if s.diff_ci_method in ("t", "bootstrap")})
+        if methods:
+            how = {"t": "Student's t (fewer than 50 shared rows)", "bootstrap": "BCa bootstrap over shared rows"}
+            lines.append("Intervals of B − A: " + "; ".join(how[m] for m in methods if m) + ".")
         lines.append(
             f"Rows: {self.n_shared_rows} in both runs, {self.only_a} only in {self.label_a}, "
             f"{self.only_b} only in {self.label_b} (trials of a row are averaged before pairing)."
