@@ -184,3 +184,21 @@ def test_score_named_like_its_scorer_is_unchanged() -> None:
     exp = Experiment(name="same", data=[{"a": 1}, {"a": 2}], func=lambda a: a, evals=[em])
     result = exp.run(quiet=True)
     assert result.scores["em"].n_errors == 2 and result.scorer_scores == {}
+
+
+def test_a_scorer_that_failed_on_every_row_gets_its_own_column_in_the_ui(tmp_path: Path) -> None:
+    def typo(log: object) -> float:
+        raise AttributeError("'Log' object has no attribute 'outptu'")
+
+    exp = Experiment(name="typo", data=[{"a": i} for i in range(4)], func=lambda a: a, evals=[typo])
+    result = exp.run(quiet=True)
+    assert (result.scores["typo"].n, result.scores["typo"].n_errors) == (0, 4)
+    with (
+        start_server(tmp_path / ".runner" / "runner.db") as server,
+        httpx.Client(base_url=server.url, timeout=30) as web,
+    ):
+        page = web.get(f"/runs/{result.experiment_uuid}")
+        assert page.status_code == 200
+        cells = _cells(page.text)
+        assert len(cells) == 4 and all(any("error: AttributeError" in c for c in row) for row in cells)
+        assert len(_cells(web.get(f"/runs/{result.experiment_uuid}", params={"errors": "1"}).text)) == 4
