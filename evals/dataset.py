@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import FunctionError
-from runner.scoring import Log, Score
+from runner.scoring import Log, Score, scorer_factory
 
 if TYPE_CHECKING:
     import numpy as np
@@ -166,8 +166,11 @@ class _Correlation(DatasetEval):
                 + (f" ({note})" if note else "")
             )
         for label, values in (("x", xs), ("y", ys)):
-            if min(values) == max(values):
-                raise ValueError(f"{what} is undefined: {label} is constant ({values[0]!r}) on all {len(values)} rows")
+            if _nearly_constant(values):
+                raise ValueError(
+                    f"{what} is undefined: {label} is constant ({values[0]!r}, up to rounding) "
+                    f"on all {len(values)} rows"
+                )
         import scipy.stats
 
         test = scipy.stats.pearsonr if self.method == "pearson" else scipy.stats.spearmanr
@@ -175,6 +178,21 @@ class _Correlation(DatasetEval):
         r, p = float(res.statistic), float(res.pvalue)
         reason = f"r={r:.4f} p={p:.4g} n={len(xs)}" + (f" ({note})" if note else "")
         return r, reason
+
+    #: how :meth:`interval` computes its bounds
+    interval_method = "fisher-z"
+
+    def interval(
+        self, logs: Sequence[Log], clusters: Sequence[Any], confidence: float = 0.95
+    ) -> tuple[float, float] | None:
+        """Fisher's z interval of r (Fieller's variance for Spearman), on the number of distinct
+        rows with both values (trials of one row are not independent pairs); ``None`` below 4."""
+        from runner.stats_intervals import fisher_z_interval
+
+        r = self.compute(logs)
+        fx, fy = _Extractor(self.x), _Extractor(self.y)
+        rows = {c for log, c in zip(logs, clusters, strict=True) if fx(log) is not None and fy(log) is not None}
+        return fisher_z_interval(r, len(rows), confidence, rank=self.method == "spearman")
 
     def resampler(self, logs: Sequence[Log]) -> Callable[[Indices], float]:
         import numpy as np
@@ -203,11 +221,20 @@ def _correlation(what: str, x: npt.NDArray[np.float64], y: npt.NDArray[np.float6
 
     if len(x) < 2:
         raise ValueError(f"{what} needs at least 2 rows where both sides have a value; got {len(x)}")
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        raise ValueError(f"{what} is undefined: one side is constant on all {len(x)} rows")
+    if _nearly_constant(x) or _nearly_constant(y):
+        raise ValueError(f"{what} is undefined: one side is constant (up to rounding) on all {len(x)} rows")
     if rank:
         x, y = _average_ranks(x), _average_ranks(y)
     return float(np.clip(np.corrcoef(x, y)[0, 1], -1.0, 1.0))
+
+
+def _nearly_constant(values: Sequence[float] | npt.NDArray[np.float64]) -> bool:
+    """Whether all values are equal up to rounding in the last bits (0.1 + 0.2 vs 0.3): a
+    correlation with such a side is undefined, not a number computed from rounding noise."""
+    import numpy as np
+
+    a = np.asarray(values, dtype=np.float64)
+    return bool(np.ptp(a) <= 1e-9 * max(1.0, float(np.max(np.abs(a)))))
 
 
 def _average_ranks(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -226,6 +253,7 @@ def _average_ranks(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return ranks
 
 
+@scorer_factory('pearson("judge", "human_rating")')
 def pearson(x: Value, y: Value, name: str = "pearson") -> DatasetEval:
     """Pearson's r between two per-row values, with ``scipy.stats.pearsonr``.
 
@@ -239,6 +267,7 @@ def pearson(x: Value, y: Value, name: str = "pearson") -> DatasetEval:
     return _Correlation("pearson", x, y, name)
 
 
+@scorer_factory('spearman("judge", "human_rating")')
 def spearman(x: Value, y: Value, name: str = "spearman") -> DatasetEval:
     """Spearman's rank correlation between two per-row values, with ``scipy.stats.spearmanr``.
 
@@ -296,10 +325,34 @@ class _Accuracy(DatasetEval):
 
         return statistic
 
+    #: how :meth:`interval` computes its bounds
+    interval_method = "wilson"
+
+    def interval(
+        self, logs: Sequence[Log], clusters: Sequence[Any], confidence: float = 0.95
+    ) -> tuple[float, float] | None:
+        """Wilson's interval of the proportion correct; with several trials per row, on the
+        design-effect-adjusted sample size (see :mod:`runner.stats_intervals`)."""
+        from runner.stats_intervals import clustered_proportion_interval, row_means
+
+        hits = []
+        rows = []
+        for log, c in zip(logs, clusters, strict=True):
+            if log.target is not None:
+                hits.append(float(not _is_error(log) and _label(log.output) == _label(log.target)))
+                rows.append(c)
+        if not hits:
+            return None
+        means = row_means(hits, rows)
+        low, high = clustered_proportion_interval(means, len(hits), confidence)
+        value = self.compute(logs)
+        return min(low, value), max(high, value)
+
     def __repr__(self) -> str:
         return f"accuracy(name={self.name!r})"
 
 
+@scorer_factory('accuracy()')
 def accuracy(name: str = "accuracy") -> DatasetEval:
     """The fraction of rows whose output equals the target, compared as labels.
 
@@ -370,10 +423,37 @@ class _BalancedAccuracy(DatasetEval):
 
         return statistic
 
+    #: how :meth:`interval` computes its bounds
+    interval_method = "wilson"
+
+    def interval(
+        self, logs: Sequence[Log], clusters: Sequence[Any], confidence: float = 0.95
+    ) -> tuple[float, float] | None:
+        """A proportion interval of the mean of per-class recalls (see
+        :func:`runner.stats_intervals.balanced_accuracy_interval`); ``None`` (a bootstrap
+        instead) when a ``score_name`` score is not 0/1."""
+        from runner.stats_intervals import balanced_accuracy_interval, row_means
+
+        per_class: dict[str, tuple[list[float], list[Any]]] = {}
+        for log, c in zip(logs, clusters, strict=True):
+            if log.target is None:
+                continue
+            cls = _label(log.target)
+            hits, rows = per_class.setdefault(cls, ([], []))
+            hits.append(self._hit(log, cls))
+            rows.append(c)
+        if not per_class or any(h not in (0.0, 1.0) for hits, _ in per_class.values() for h in hits):
+            return None
+        classes = [(row_means(hits, rows), len(hits)) for hits, rows in per_class.values()]
+        value = self.compute(logs)
+        low, high = balanced_accuracy_interval(classes, value, confidence)
+        return min(low, value), max(high, value)
+
     def __repr__(self) -> str:
         return f"balanced_accuracy(score_name={self.score_name!r}, name={self.name!r})"
 
 
+@scorer_factory('balanced_accuracy()')
 def balanced_accuracy(score_name: str | None = None, name: str = "balanced_accuracy") -> DatasetEval:
     """Accuracy averaged over the true classes (the target), so a rare class counts as much as a
     common one.

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from runner.errors import ConfigError
-from runner.scoring import Log, Score
+from runner.scoring import Log, Score, scorer_factory
 
 __all__ = ["JUDGE_SYSTEM_PROMPT", "llm_judge", "parse_judgement"]
 
@@ -41,6 +41,7 @@ _SCORE_LINE = re.compile(r"""["']?score["']?\s*[:=]\s*["']?([-+]?\d*\.?\d+(?:[eE
 _REASON_LINE = re.compile(r"""["']?reason["']?\s*[:=]\s*["']?(.+?)["']?\s*$""", re.I | re.M)
 
 
+@scorer_factory('llm_judge("The answer is correct.", model="gpt-4o-mini")')
 def llm_judge(
     criteria: str,
     model: str = "gpt-4o-mini",

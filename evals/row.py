@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from runner.errors import FunctionError
-from runner.scoring import Log
+from runner.scoring import Log, scorer_factory
 
 __all__ = ["contains", "exact_match", "json_valid", "levenshtein", "regex_match"]
 
@@ -142,6 +142,7 @@ class RegexMatch:
         return f"regex_match({self.pattern.pattern!r}, flags={self.pattern.flags!r}, name={self.name!r})"
 
 
+@scorer_factory('regex_match(r"\\d+", name="has_number")')
 def regex_match(pattern: str | re.Pattern[str], flags: int = 0, name: str = "regex_match") -> RegexMatch:
     """A scorer giving 1.0 when ``re.search(pattern, str(output))`` matches, else 0.0.
 

@@ -74,9 +74,11 @@ comparing and gating (for CI):
 --baseline RUN prints, after each experiment, its comparison with the stored run RUN
 (same as `compare RUN NEW`). A failed gate prints one line `gate failed: ...` on stderr
 and makes the exit code 1; a gate on a score the run does not have exits with 2.
---fail-under checks the mean (with --strict: the 95% CI upper bound, so it fails only
-when the shortfall is beyond noise); --max-regression fails when the score dropped by
-more than DELTA against the baseline with p < 0.05 (Holm-adjusted across scores).
+--fail-under checks the mean (with --strict: the 95% CI lower bound must clear the bar,
+so the run is confidently above it); --max-regression fails when the score dropped by
+more than DELTA against the baseline with p < 0.05 (Holm-adjusted across the gated
+scores; rows that lost their score in the candidate count as its worst value);
+--max-error-rate counts errored rows and, per score, rows its scorer failed on.
 
 Every summary shows each score as `mean [95% CI] n=scored/total`; `show RUN` recomputes
 the same numbers from the stored rows.
@@ -227,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="fail (exit 1) when score NAME's mean is below VALUE (repeatable)",
     )
-    c.add_argument("--strict", action="store_true", help="--fail-under checks the 95%% CI upper bound, not the mean")
+    c.add_argument("--strict", action="store_true", help="--fail-under checks the 95%% CI lower bound, not the mean")
     c.add_argument(
         "--max-regression",
         metavar="NAME=DELTA",

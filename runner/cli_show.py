@@ -296,6 +296,8 @@ def rebuild_result(exp: dict[str, Any], rows: Sequence[dict[str, Any]], location
         location=location,
         duration=_seconds_between(exp.get("created_at"), exp.get("finished_at")),
         dataset_level_details=details,
+        scorer_errors=dict(tally.scorer_failure_examples),
+        scorer_scores={k: sorted(v) for k, v in tally.produces.items() if k in tally.scorer_failure_examples},
     )
 
 

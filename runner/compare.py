@@ -94,6 +94,13 @@ class Comparison:
     errors_b: tuple[int, int] = (0, 0)
     #: reasons to doubt that the runs are comparable (few shared rows, changed rows, ...)
     warnings: list[str] = field(default_factory=list)
+    #: score name -> row id -> the row's mean over trials, in A and in B (for gates)
+    per_row_a: Mapping[str, Mapping[str, float]] = field(default_factory=dict, repr=False)
+    per_row_b: Mapping[str, Mapping[str, float]] = field(default_factory=dict, repr=False)
+    #: row ids that ran in B (scored or not)
+    rows_b: frozenset[str] = field(default_factory=frozenset, repr=False)
+    #: the seed of the paired tests (gates re-run them on these rows)
+    seed: int = 0
 
     @property
     def only_a(self) -> int:
@@ -148,6 +155,10 @@ class Comparison:
         lines = [f"warning: {w}" for w in self.warnings]
         if self.n_tested > 1:
             lines.append(f"p-values are Holm-adjusted across the {self.n_tested} scores compared.")
+        methods = sorted({s.diff_ci_method for s in self.scores if s.diff_ci_method in ("t", "bootstrap")})
+        if methods:
+            how = {"t": "Student's t (fewer than 50 shared rows)", "bootstrap": "BCa bootstrap over shared rows"}
+            lines.append("Intervals of B − A: " + "; ".join(how[m] for m in methods if m) + ".")
         lines.append(
             f"Rows: {self.n_shared_rows} in both runs, {self.only_a} only in {self.label_a}, "
             f"{self.only_b} only in {self.label_b} (trials of a row are averaged before pairing)."
@@ -326,6 +337,10 @@ def compare_rows(
         errors_a=(_n_errors(rows_a), len(rows_a)),
         errors_b=(_n_errors(rows_b), len(rows_b)),
         warnings=warnings,
+        per_row_a=scores_a,
+        per_row_b=scores_b,
+        rows_b=frozenset(first_b),
+        seed=seed,
     )
 
 

@@ -165,6 +165,7 @@ class Engine:
                 got, failed = call_scorer_sync(s, log, name)
             else:
                 got, failed = self._score_sync_timed(s, log, name)
+            _note_sources(root, name, got)
             scores.extend(got)
             failures.extend(failed)
         return scores, failures
@@ -264,6 +265,7 @@ class Engine:
                     got, failed = await asyncio.wait_for(call_scorer(s, log), self.timeout)
                 except asyncio.TimeoutError:
                     got, failed = [], [ScorerFailure(scorer_name(s), f"timeout after {self.timeout:g} s")]
+            _note_sources(root, scorer_name(s), got)
             scores.extend(got)
             failures.extend(failed)
         return scores, failures
@@ -285,6 +287,13 @@ class Engine:
                     if sc["name"] not in own:
                         acc.setdefault(sc["name"], []).append(float(sc["score"]))
             log.scores.extend(Score(k, sum(v) / len(v)) for k, v in acc.items())
+            # scorers of child spans (@trace(eval_funcs=...)) that failed: the row's error for
+            # that score, unless another call of the span scored it
+            scored = {s.name for s in log.scores}
+            for c in children:
+                for k, err in ((c.get("metadata") or {}).get("scorer_errors") or {}).items():
+                    if k not in scored and k not in root.score_errors:
+                        root.score_errors[k] = log.score_errors[k] = err  # stored with the root too
         self.last_finished = time.monotonic()
         return RowOutcome(row, trial, log, [root.to_wire(), *children])
 
@@ -435,6 +444,15 @@ _FAST_BATCH = 32
 #: finished rows reach the collector at least this often (seconds)
 _FLUSH_EVERY = 0.05
 
+
+
+def _note_sources(root: Span, scorer: str, got: list[Score]) -> None:
+    """Record in the row's metadata (``score_sources``: score -> scorer) the scores a scorer
+    returned under another name, so that its failures elsewhere count against those scores."""
+    if got and (len(got) > 1 or got[0].name != scorer):
+        sources = root.metadata.setdefault("score_sources", {})
+        for s in got:
+            sources[s.name] = scorer
 
 
 def _short(error: str | None) -> str:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.errors import ConfigError, FunctionError
 from runner.options import RUN_OPTIONS, RunOptions, check_positive_int, check_seconds
-from runner.scoring import validate_scorers
+from runner.scoring import reject_factory, validate_scorers
 from runner.settings import Settings
 
 # The engine, the store and asyncio load when an experiment runs, not when runner is imported.
@@ -77,6 +77,7 @@ class Experiment:
         self._evals = validate_scorers(list(self.evals), f"Experiment {self.name!r}: evals")
         self._dataset_evals = []
         for ev in self.dataset_level_evals:
+            reject_factory(ev, f"Experiment {self.name!r}: dataset_level_evals")
             if not callable(ev):
                 raise FunctionError(
                     f"Experiment {self.name!r}: dataset_level_evals must be callables taking the list of "

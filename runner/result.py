@@ -40,6 +40,8 @@ class Tally:
         #: per score: errored rows that still carry that score (from a span that ran before the error)
         self.errored_scored: dict[str, int] = {}
         self.scorer_failure_examples: dict[str, str] = {}
+        #: scorer name -> the scores it returned under other names (``metadata.score_sources``)
+        self.produces: dict[str, set[str]] = {}
         self.latencies: array[float] = array("d")
         self.input_tokens = 0
         self.output_tokens = 0
@@ -67,6 +69,8 @@ class Tally:
                 self.clusters[s.name] = []
             vals.append(s.score)
             self.clusters[s.name].append(row_id)
+        for score, scorer in (log.metadata.get("score_sources") or {}).items():
+            self.produces.setdefault(scorer, set()).add(score)
         for name, err in log.score_errors.items():
             self.scorer_failures[name] = self.scorer_failures.get(name, 0) + 1
             self.scorer_failure_examples.setdefault(name, err)
@@ -75,7 +79,14 @@ class Tally:
             self.row_ids.append(row_id)
 
     def summaries(self) -> dict[str, ScoreSummary]:
-        names = list(self.values) + [n for n in self.scorer_failures if n not in self.values]
+        """Each score's summary. A scorer that returns scores under other names (``flaky``
+        returning ``Score("confidence", ...)``, learnt from ``metadata.score_sources``) has its
+        failures counted as errors of those scores, not of a phantom score ``flaky``."""
+        failures: dict[str, int] = {}
+        for scorer, count in self.scorer_failures.items():
+            for name in sorted(self.produces.get(scorer) or {scorer}):
+                failures[name] = failures.get(name, 0) + count
+        names = list(self.values) + [n for n in failures if n not in self.values]
         out = {}
         for name in names:
             values = self.values.get(name, array("d"))
@@ -86,7 +97,7 @@ class Tally:
                 name,
                 [values[i] for i in order],
                 [clusters[i] for i in order],
-                n_errors=self.n_errors + self.scorer_failures.get(name, 0) - self.errored_scored.get(name, 0),
+                n_errors=self.n_errors + failures.get(name, 0) - self.errored_scored.get(name, 0),
                 n_total=self.n_total,
             )
         return out
@@ -138,6 +149,8 @@ class Result:
     dataset_level_errors: dict[str, str] = field(default_factory=dict)
     #: scorer name -> one example error message
     scorer_errors: dict[str, str] = field(default_factory=dict)
+    #: scorer name -> the scores it produces, for scorers whose scores are named otherwise
+    scorer_scores: dict[str, list[str]] = field(default_factory=dict)
     #: rows still running when the run was stopped: (row id, trial) pairs
     still_running: list[tuple[str, int]] = field(default_factory=list)
     #: what the watchdog said when no row finished for a while (names the rows still running)
@@ -162,7 +175,8 @@ class Result:
         return self._rows_loader()
 
     def to_dataframe(self) -> pd.DataFrame:
-        """One row per row-and-trial: input columns, target, output, status, error, latency, scores."""
+        """One row per row-and-trial: input columns, target, output, status, error, the row's
+        scorer errors (``{scorer: message}``, or None), latency, scores."""
         import orjson
         import pandas as pd
 
@@ -182,6 +196,8 @@ class Result:
                     "output": output,
                     "status": r.get("status"),
                     "error": r.get("error"),
+                    # scorer name -> its error on this row (None: every scorer ran)
+                    "scorer_errors": dict(meta.get("scorer_errors") or {}) or None,
                     "latency": r.get("latency"),
                 }
             )
@@ -240,7 +256,9 @@ class Result:
         for name, err in self.dataset_level_errors.items():
             lines.append(f"  dataset-level {name}: failed: {err}")
         for name, err in self.scorer_errors.items():
-            lines.append(f"  scorer {name} failed on some rows, e.g.: {err}")
+            produced = self.scorer_scores.get(name)
+            counted = f" (counted as errors of {', '.join(produced)}, the scores it returns)" if produced else ""
+            lines.append(f"  scorer {name} failed on some rows{counted}, e.g.: {err}")
         lat = self.stats.get("latency") or {}
         cost = self.stats.get("cost", 0.0)
         tokens = self.stats.get("total_tokens", 0)

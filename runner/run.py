@@ -54,6 +54,8 @@ class Run:
         self._pending: list[dict[str, Any]] = []
         self._pending_rows = 0
         self.stalls: list[str] = []
+        #: dataset-level eval name -> how its interval was computed
+        self.ci_methods: dict[str, str] = {}
 
     def interrupt(self) -> None:
         """First call: start no new rows. Second: stop at once."""
@@ -152,7 +154,11 @@ class Run:
                 uuid,
                 status=status,
                 dataset_level_stats=[
-                    {"name": s.name, "score": s.score, "reason": _with_ci(s.reason, dl_ci.get(s.name))}
+                    {
+                        "name": s.name,
+                        "score": s.score,
+                        "reason": _with_ci(s.reason, dl_ci.get(s.name), self.ci_methods.get(s.name)),
+                    }
                     for s in details.values()
                 ],
             )
@@ -183,6 +189,9 @@ class Run:
             dataset_level_ci=dl_ci,
             dataset_level_errors=dl_errors,
             scorer_errors=dict(self.tally.scorer_failure_examples),
+            scorer_scores={
+                k: sorted(v) for k, v in self.tally.produces.items() if k in self.tally.scorer_failure_examples
+            },
             still_running=still_running,
             stalls=list(self.stalls),
             resumed_rows=len(done),
@@ -332,11 +341,13 @@ class Run:
             for s in scores:
                 values[s.name] = s.score
                 details[s.name] = s
-            compute = getattr(ev, "compute", None)
-            if compute is not None and len(scores) == 1 and len(logs) >= 3:
-                from runner.stats import bootstrap_dataset_stat
+            if len(scores) == 1:
+                from runner.stats import dataset_stat_interval
 
-                cis[scores[0].name] = bootstrap_dataset_stat(compute, logs, row_ids)
+                low, high, method = dataset_stat_interval(ev, logs, row_ids)
+                if method is not None:
+                    cis[scores[0].name] = (low, high)
+                    self.ci_methods[scores[0].name] = method
         return values, details, errors, cis
 
 
@@ -370,12 +381,15 @@ def _backend_route(backend: Backend, exp: Experiment, settings: Settings) -> dic
     }
 
 
-def _with_ci(reason: str | None, ci: tuple[float | None, float | None] | None) -> str | None:
-    """The stored reason of a dataset-level stat, with its bootstrap interval appended (Parea's
-    schema has no field for it, and readers of the stored stats should see it)."""
+def _with_ci(
+    reason: str | None, ci: tuple[float | None, float | None] | None, method: str | None = None
+) -> str | None:
+    """The stored reason of a dataset-level stat, with its interval and how it was computed
+    appended (Parea's schema has no field for it, and readers of the stored stats should see it)."""
     if ci is None or ci[0] is None or ci[1] is None:
         return reason
-    text = f"95% CI [{ci[0]:.4g}, {ci[1]:.4g}] (bootstrap over rows)"
+    how = "bootstrap over rows" if method in (None, "bootstrap") else method
+    text = f"95% CI [{ci[0]:.4g}, {ci[1]:.4g}] ({how})"
     return f"{reason}; {text}" if reason else text
 
 

@@ -13,7 +13,7 @@ import math
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from runner.errors import FunctionError
 
@@ -23,6 +23,8 @@ __all__ = [
     "Score",
     "ScorerFailure",
     "call_scorer",
+    "reject_factory",
+    "scorer_factory",
     "scorer_name",
     "validate_scorers",
 ]
@@ -98,10 +100,37 @@ def scorer_name(scorer: Callable[..., Any]) -> str:
     return str(name)
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def scorer_factory(example: str) -> Callable[[_F], _F]:
+    """Mark a function that *builds* a scorer (``regex_match(pattern)``), so that passing the
+    function itself where a scorer is expected fails before any row runs, with ``example`` (how
+    to call it) in the message."""
+
+    def mark(fn: _F) -> _F:
+        fn.__scorer_factory__ = example  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def reject_factory(obj: Any, what: str) -> None:
+    """Raise :class:`FunctionError` when ``obj`` is a scorer factory rather than a scorer."""
+    example = getattr(obj, "__scorer_factory__", None)
+    if isinstance(example, str):
+        name = getattr(obj, "__name__", repr(obj))
+        raise FunctionError(
+            f"{what}: {name} builds a scorer, it is not one: call it, e.g. {example} "
+            f"(you passed {name} without parentheses)"
+        )
+
+
 def validate_scorers(scorers: Sequence[Any], what: str) -> list[Callable[..., Any]]:
     """Check each scorer is callable with one argument; raise naming the bad one."""
     out: list[Callable[..., Any]] = []
     for s in scorers:
+        reject_factory(s, what)
         if not callable(s):
             raise FunctionError(f"{what} must be callables taking a log; got {s!r} ({type(s).__name__})")
         try:

@@ -6,7 +6,9 @@ Every summary carries its sample size, errors and a confidence interval, never a
   per row get the Wilson score interval; anything else (continuous scores, or several trials per
   row) a bootstrap that resamples *rows*, because trials of one row are not independent samples.
 - :func:`latency_summary` — mean, median, p95 and max latency.
-- :func:`bootstrap_dataset_stat` — an interval for a dataset-level eval (pearson, ...).
+- :func:`dataset_stat_interval` — the interval of a dataset-level eval: a proportion interval
+  for accuracies, Fisher's z for correlations, else :func:`bootstrap_dataset_stat`, a row
+  bootstrap.
 - :func:`paired_compare` / :func:`compare_scores` (in :mod:`runner.stats_paired`, re-exported
   here) — run B against run A on the rows they share: difference, its interval, an exact or
   permutation p-value, and Holm-adjusted p-values.
@@ -22,6 +24,8 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from runner.stats_intervals import clustered_proportion_interval, fisher_z_interval, wilson_interval
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
@@ -34,13 +38,15 @@ __all__ = [
     "ScoreSummary",
     "bootstrap_dataset_stat",
     "compare_scores",
+    "dataset_stat_interval",
+    "fisher_z_interval",
     "holm",
     "latency_summary",
     "paired_compare",
     "summarize_score",
 ]
 
-CIMethod = Literal["wilson", "bootstrap"]
+CIMethod = Literal["wilson", "wilson-clustered", "bootstrap"]
 
 #: Resamples drawn for score intervals and paired differences.
 N_RESAMPLES = 2000
@@ -67,9 +73,11 @@ class ScoreSummary:
 
     #: the score's name
     name: str
-    #: mean over the scored values; None when nothing was scored
+    #: the mean over rows of each row's mean over its scored trials (with one trial per row, the
+    #: mean of the values); None when nothing was scored
     mean: float | None
-    #: sample standard deviation (ddof=1; 0.0 for a single value); None when nothing was scored
+    #: sample standard deviation of the scored values (ddof=1; 0.0 for a single value); None
+    #: when nothing was scored
     std: float | None
     #: number of scored values (row-trials that produced this score)
     n: int
@@ -81,7 +89,8 @@ class ScoreSummary:
     ci_low: float | None
     #: upper bound of the confidence interval of the mean; None when nothing was scored
     ci_high: float | None
-    #: how the interval was computed: "wilson", "bootstrap", or None without an interval
+    #: how the interval was computed: "wilson", "wilson-clustered" (0/1 with trials), "bootstrap",
+    #: or None without an interval
     ci_method: CIMethod | None
 
     def format(self) -> str:
@@ -104,14 +113,7 @@ class ScoreSummary:
 
 def _wilson(successes: float, n: int, confidence: float) -> tuple[float, float]:
     """The Wilson score interval for a binomial proportion."""
-    from statistics import NormalDist
-
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    p = successes / n
-    z2n = z * z / n
-    centre = (p + z2n / 2) / (1 + z2n)
-    half = z * math.sqrt(p * (1 - p) / n + z2n / (4 * n)) / (1 + z2n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return wilson_interval(successes / n, n, confidence)
 
 
 def _bootstrap_ratio(
@@ -203,12 +205,18 @@ def summarize_score(
     ``values[i]`` (``None``: every value is its own row). ``n_errors`` and ``n_total`` are carried
     into the summary so that a mean never hides the rows it could not score.
 
-    The interval: 0/1 values with one value per row get the Wilson score interval; otherwise
-    (continuous values, or several trials per row) a seeded bootstrap that resamples rows with
-    all their trials, since trials of one row are correlated and resampling them independently
-    would make the interval too narrow. All-identical values (or a single row) give ``[v, v]``.
-    Deterministic for the same input and seed; vectorised, so 100,000 values take a fraction of
-    a second.
+    The mean is the one estimand used everywhere a run is summarised or compared: the mean over
+    rows of each row's mean over its scored trials (a row whose trials failed unevenly weighs as
+    much as any other row; with one trial per row it is the plain mean of the values).
+
+    The interval is of that mean. 0/1 values with one value per row get the Wilson score
+    interval; 0/1 values with several trials per row get Wilson on the design-effect-adjusted
+    sample size (between the number of rows and the number of trials, see
+    :func:`runner.stats_intervals.clustered_proportion_interval`), which neither shrinks to a
+    point when every trial passed nor pretends that trials of one row are independent.
+    Continuous values get a seeded BCa bootstrap of the row means that resamples rows.
+    All-identical continuous row means (or a single row) give ``[v, v]``. Deterministic for the
+    same input and seed; vectorised, so 100,000 values take a fraction of a second.
 
     >>> summarize_score("exact_match", [1, 0, 1, 1], None, n_errors=1, n_total=5).format()
     '0.75 [0.301, 0.954] n=4/5 (1 error)'
@@ -230,7 +238,6 @@ def summarize_score(
     if n == 0:
         return ScoreSummary(name, None, None, 0, n_errors, n_total, None, None, None)
 
-    mean = float(v.mean())
     std = float(v.std(ddof=1)) if n > 1 else 0.0
     if clusters is None:
         codes = np.arange(n)
@@ -239,18 +246,23 @@ def summarize_score(
         code_list, k = _cluster_codes(clusters)
         codes = np.asarray(code_list, dtype=np.intp)
 
-    binary = bool(np.all((v == 0) | (v == 1)))
-    if binary and k == n:
-        low, high = _wilson(float(v.sum()), n, confidence)
-        return ScoreSummary(name, mean, std, n, n_errors, n_total, low, high, "wilson")
-
     sums = np.bincount(codes, weights=v, minlength=k).astype(np.float64)
     counts = np.bincount(codes, minlength=k).astype(np.float64)
     row_means = sums / counts
+    # the estimand: the mean over rows of each row's mean over its scored trials
+    mean = float(row_means.mean())
+    binary = bool(np.all((v == 0) | (v == 1)))
+    if binary:
+        if k == n:
+            low, high = _wilson(float(v.sum()), n, confidence)
+            return ScoreSummary(name, mean, std, n, n_errors, n_total, low, high, "wilson")
+        low, high = clustered_proportion_interval(row_means, n, confidence)
+        return ScoreSummary(name, mean, std, n, n_errors, n_total, low, high, "wilson-clustered")
+
     if k == 1 or _constant(row_means):
         # Every resample of rows has the same mean: the interval is the point.
         return ScoreSummary(name, mean, std, n, n_errors, n_total, mean, mean, "bootstrap")
-    low, high = _bootstrap_ratio(sums, counts, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    low, high = _bootstrap_ratio(row_means, np.ones(k), confidence=confidence, n_resamples=n_resamples, seed=seed)
     return ScoreSummary(name, mean, std, n, n_errors, n_total, low, high, "bootstrap")
 
 
@@ -355,6 +367,39 @@ def bootstrap_dataset_stat(
     alpha = (1 - confidence) / 2
     low, high = np.quantile(np.asarray(stats), [alpha, 1 - alpha])
     return float(low), float(high)
+
+
+def dataset_stat_interval(
+    ev: Any,
+    logs: Sequence[Any],
+    clusters: Sequence[Hashable],
+    *,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float | None, float | None, str | None]:
+    """The interval of a dataset-level eval, and how it was computed.
+
+    An eval with an ``interval(logs, clusters, confidence)`` method that returns bounds gets them
+    (``method`` is then its ``interval_method``): the built-in evals give proportion intervals
+    for accuracies (Wilson, ceiling- and cluster-aware) and Fisher's z for correlations, where a
+    bootstrap collapses at the ceiling or undercovers at small n. An eval without one (or whose
+    ``interval`` returns ``None``) gets the row bootstrap of :func:`bootstrap_dataset_stat` on
+    ``ev.compute`` (``"bootstrap"``); an eval without ``compute`` gets no interval.
+
+    >>> dataset_stat_interval(accuracy(), logs, rows)  # doctest: +SKIP
+    (0.886, 1.0, 'wilson')
+    """
+    interval = getattr(ev, "interval", None)
+    if callable(interval):
+        got = interval(logs, clusters, confidence)
+        if got is not None:
+            low, high = got
+            return float(low), float(high), str(getattr(ev, "interval_method", "closed-form"))
+    compute = getattr(ev, "compute", None)
+    if compute is None or len(logs) < 3:
+        return None, None, None
+    low, high = bootstrap_dataset_stat(compute, logs, clusters, seed=seed, confidence=confidence)
+    return low, high, ("bootstrap" if low is not None else None)
 
 
 # the paired comparison of two runs lives in its own module; its names are part of this one's API

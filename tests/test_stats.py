@@ -121,7 +121,6 @@ def test_nothing_scored() -> None:
     [
         ([0.7], None),
         ([0.3, 0.3, 0.3], None),
-        ([1.0, 1.0, 1.0, 1.0], ["a", "a", "b", "b"]),
         ([0.2, 0.9, 0.4], ["a", "a", "a"]),  # one row: every resample is the same row
         ([0.2, 0.4, 0.1, 0.5], ["a", "a", "b", "b"]),  # rows with identical means
     ],
@@ -162,14 +161,15 @@ def test_bootstrap_equals_scipy_bca_for_independent_values(rng: np.random.Genera
 
 
 def test_bootstrap_equals_scipy_bca_on_clusters_of_uneven_size(rng: np.random.Generator) -> None:
+    # the interval is of the mean over rows of each row's mean over its trials
     rows = np.repeat(np.arange(30), rng.integers(1, 5, size=30))
-    values = (rng.random(len(rows)) < 0.7).astype(float)
-    s = summarize_score("em", values, [f"row{r}" for r in rows], 0, len(values))
+    values = rng.random(len(rows))
+    s = summarize_score("quality", values, [f"row{r}" for r in rows], 0, len(values))
     assert s.ci_method == "bootstrap"
-    sums = np.bincount(rows, weights=values)
-    counts = np.bincount(rows).astype(float)
+    means = np.bincount(rows, weights=values) / np.bincount(rows)
+    assert s.mean == pytest.approx(float(means.mean()), rel=1e-12)
     ref = scipy.stats.bootstrap(
-        (sums, counts),
+        (means, np.ones(30)),
         lambda a, b, axis: a.sum(axis=axis) / b.sum(axis=axis),
         paired=True,
         vectorized=True,
@@ -205,14 +205,38 @@ def test_duplicated_trials_do_not_shrink_the_interval(rng: np.random.Generator) 
     assert (naive.ci_high - naive.ci_low) < 0.6 * (clustered.ci_high - clustered.ci_low)
 
 
-def test_binary_trials_use_the_row_bootstrap_not_wilson(rng: np.random.Generator) -> None:
+def test_binary_trials_get_wilson_on_the_design_effect_adjusted_n(rng: np.random.Generator) -> None:
     p_row = rng.random(40)
     values = (rng.random((40, 3)) < p_row[:, None]).astype(float).ravel()
     rows = np.repeat(np.arange(40), 3).tolist()
     s = summarize_score("em", values, rows, 0, 120)
-    assert s.ci_method == "bootstrap"
-    assert s.ci_low is not None and s.ci_high is not None
-    assert s.ci_low < s.mean < s.ci_high  # type: ignore[operator]
+    assert s.ci_method == "wilson-clustered"
+    means = values.reshape(40, 3).mean(axis=1)
+    p = float(means.mean())
+    n_eff = min(120.0, max(40.0, p * (1 - p) / (means.var(ddof=1) / 40)))
+    low, high = proportion_confint(p * n_eff, n_eff, alpha=0.05, method="wilson")
+    assert (s.ci_low, s.ci_high) == pytest.approx((low, high), rel=1e-9)
+
+
+def test_perfect_trials_do_not_make_a_perfect_score_certain() -> None:
+    # 30 rows x 3 trials, all passed: trials of a row may be perfectly correlated, so the interval
+    # is the one of 30 independent rows, never [1, 1] (issue 15)
+    s = summarize_score("em", [1.0] * 90, [f"r{i // 3}" for i in range(90)], 0, 90)
+    low, high = proportion_confint(30, 30, alpha=0.05, method="wilson")
+    assert (s.ci_low, s.ci_high) == pytest.approx((low, high), rel=1e-9)
+    assert s.ci_low < 0.9  # type: ignore[operator]
+    zeros = summarize_score("em", [0.0] * 90, [f"r{i // 3}" for i in range(90)], 0, 90)
+    assert (zeros.ci_low, zeros.ci_high) == pytest.approx(proportion_confint(0, 30, method="wilson"), abs=1e-12)
+
+
+def test_one_estimand_mean_of_row_means_when_trials_fail_unevenly() -> None:
+    # row a: 3 scored trials all 1; row b: 1 scored trial (two failed), 0. Pooled: 0.75; the
+    # estimand (and what compare uses): (1 + 0) / 2 = 0.5, inside its own interval
+    s = summarize_score("em", [1.0, 1.0, 1.0, 0.0], ["a", "a", "a", "b"], 2, 6)
+    assert s.mean == 0.5
+    assert s.ci_low is not None and s.ci_high is not None and s.ci_low <= 0.5 <= s.ci_high
+    c = paired_compare("em", {"a": 1.0, "b": 0.0}, {"a": 1.0, "b": 0.0})
+    assert c.mean_a == s.mean
 
 
 @pytest.mark.parametrize("n_rows", [20_000, 100_000])

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -50,6 +50,9 @@ class RootColumns:
     scores: list[list[dict[str, Any]]]
     #: names of the scorers that failed on the row (``metadata.scorer_errors``)
     scorer_errors: list[list[str]]
+    #: score name -> scorer name, for scores a scorer returned under another name
+    #: (``metadata.score_sources``), on the rows that have any
+    score_sources: list[dict[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.rowid)
@@ -120,14 +123,17 @@ class PageQueries:
         """Every root trace of the run as :class:`RootColumns` (one pass over the run)."""
         rows = self._query(
             "SELECT rowid, trace_id, json_extract(data, '$.metadata.row_id'), status, latency, input_tokens,"
-            " output_tokens, cost, scores, json_extract(data, '$.metadata.scorer_errors') FROM traces"
+            " output_tokens, cost, scores, json_extract(data, '$.metadata.scorer_errors'),"
+            " json_extract(data, '$.metadata.score_sources') FROM traces"
             " WHERE experiment_uuid=? AND is_root=1 AND owner=? ORDER BY rowid",
             (experiment_uuid, owner),
         )
         if not rows:
             return RootColumns([], [], [], [], [], [], [], [], [], [])
         # column by column (zip and comprehensions run in C): a row at a time costs twice as much
-        rowid, trace_id, row_id, status, latency, tin, tout, cost, scores, errors = map(list, zip(*rows, strict=True))
+        rowid, trace_id, row_id, status, latency, tin, tout, cost, scores, errors, sources = map(
+            list, zip(*rows, strict=True)
+        )
         loads = orjson.loads
         cols = RootColumns(
             rowid=rowid,
@@ -140,6 +146,7 @@ class PageQueries:
             cost=[x or 0.0 for x in cost],
             scores=[loads(x) if x else [] for x in scores],
             scorer_errors=[list(loads(x)) if x else [] for x in errors],
+            score_sources=[loads(x) for x in sources if x],
         )
         sums, child_scores = self._rollup(*self._run_children(experiment_uuid, owner))
         if sums or child_scores:

@@ -117,6 +117,10 @@ class RunView:
     scores: dict[str, npt.NDArray[np.float64]]
     summaries: dict[str, ScoreSummary]
     latency_stats: dict[str, float | None]
+    #: rows on which some scorer failed (``metadata.scorer_errors``): "errors only" finds them
+    scorer_failed: npt.NDArray[np.bool_]
+    #: score name -> the scorers whose failure leaves a row without it (keys of ``scorer_errors``)
+    error_keys: dict[str, list[str]]
     input_tokens: int
     output_tokens: int
     cost: float
@@ -124,6 +128,19 @@ class RunView:
     _histograms: dict[str, Markup] | None = field(default=None, repr=False)
     _orders: dict[str, npt.NDArray[np.intp]] = field(default_factory=dict, repr=False)
     _searches: LRU[str, npt.NDArray[np.bool_]] = field(default_factory=lambda: LRU(16), repr=False)
+
+    @property
+    def columns(self) -> list[str]:
+        """The score columns of the rows table: every score, and scores that only failed."""
+        return list(self.summaries)
+
+    def scorer_error(self, row: dict[str, Any], name: str) -> str | None:
+        """Why ``row`` has no score ``name``: the error of the scorer that should have given it."""
+        errors = (row.get("metadata") or {}).get("scorer_errors") or {}
+        for scorer in self.error_keys.get(name, ()):
+            if scorer in errors:
+                return f"{scorer}: {errors[scorer]}" if scorer != name else str(errors[scorer])
+        return None
 
     @property
     def uuid(self) -> str:
@@ -169,9 +186,20 @@ class RunView:
         for i in np.flatnonzero(error).tolist():  # errored rows scored by a span that ran before the error
             for s in cols.scores[i]:
                 errored_scored[s["name"]] = errored_scored.get(s["name"], 0) + 1
+        # a scorer's failures count against the scores it returns (as Tally.summaries)
+        produces: dict[str, set[str]] = {}
+        for sources in cols.score_sources:
+            for score, scorer in sources.items():
+                produces.setdefault(scorer, set()).add(score)
         for failed in cols.scorer_errors:
-            for name in failed:
-                failures[name] = failures.get(name, 0) + 1
+            for scorer in failed:
+                for name in produces.get(scorer) or {scorer}:
+                    failures[name] = failures.get(name, 0) + 1
+        scorer_failed = np.fromiter((bool(f) for f in cols.scorer_errors), dtype=np.bool_, count=n)
+        error_keys: dict[str, list[str]] = {}
+        for scorer in {s for failed in cols.scorer_errors for s in failed}:
+            for name in sorted(produces.get(scorer) or {scorer}):
+                error_keys.setdefault(name, []).append(scorer)
         row_ids = np.asarray(cols.row_id, dtype=np.str_) if n else np.asarray([], dtype=np.str_)
         n_errors = int(error.sum())
         summaries = {}
@@ -199,6 +227,8 @@ class RunView:
             latency=np.asarray(cols.latency, dtype=np.float64),
             scores=values,
             summaries=summaries,
+            scorer_failed=scorer_failed,
+            error_keys=error_keys,
             latency_stats=latency_summary(cols.latency),
             input_tokens=sum(cols.input_tokens),
             output_tokens=sum(cols.output_tokens),
@@ -270,8 +300,8 @@ class RunView:
         import numpy as np
 
         mask: npt.NDArray[np.bool_] | None = None
-        if q.errors_only:
-            mask = self.error.copy()
+        if q.errors_only:  # rows that errored, and rows where a scorer failed
+            mask = self.error | self.scorer_failed
         if q.score is not None and q.below is not None:
             column = self.scores.get(q.score)
             if column is None:
