@@ -248,12 +248,17 @@ async def test_async_stream_and_an_abandoned_stream(oai: FakeProvider) -> None:
     next(cut)
     next(cut)
     cut.close()  # the user stops reading: what arrived is logged
+    dropped = sync.chat.completions.create(model="gpt-4o-mini", stream=True,
+                                           messages=[{"role": "user", "content": "never read"}])
+    del dropped  # dropped unread (CPython frees it here): logged too
     runner.integrations.sink.close()
     store = default_store()
     try:
-        done, abandoned = roots(store)
+        done, abandoned, unread = roots(store)
     finally:
         store.close()
+    assert unread["status"] == "error" and unread["metadata"]["stream_abandoned"] is True
+    assert unread["configuration"]["messages"] == [{"role": "user", "content": "never read"}]
     assert done["output"] == "echo: one two three" and done["status"] == "success"
     assert done["time_to_first_token"] > 0
     assert abandoned["status"] == "error" and "closed by the client" in abandoned["error"]
