@@ -28,7 +28,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runner.errors import BackendError, ConfigError, NotFoundError, RunNameError
 from runner.schema import API_PREFIX, TraceLogSchema
-from runner.server import routes_completion, routes_datasets, routes_experiments, routes_openai, routes_traces, ui
+from runner.server import (
+    routes_completion,
+    routes_datasets,
+    routes_experiments,
+    routes_openai,
+    routes_otlp,
+    routes_traces,
+    ui,
+)
 from runner.server.auth import AuthMiddleware, KeyRing
 from runner.server.routes_traces import ExperimentCheck
 from runner.store import Store
@@ -87,6 +95,7 @@ def create_app(store: Store, *, api_keys: Iterable[str] = (), max_body_bytes: in
     for module in (routes_experiments, routes_traces, routes_datasets, routes_completion):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(routes_openai.router)  # the OpenAI-compatible gateway at /v1 (issue 19)
+    app.include_router(routes_otlp.router)  # OTLP/HTTP traces in at /v1/traces (issue 19)
     ui.mount(app, keys)  # the web UI's pages at /, over the same store, for the same keys
 
     def detail(status: int, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
