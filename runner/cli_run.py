@@ -154,6 +154,7 @@ def with_flags(exp: Experiment, args: argparse.Namespace, path: Path) -> Experim
         ("n_trials", args.trials, "--trials"),
         ("timeout", args.timeout, "--timeout"),
         ("retries", args.retries, "--retries"),
+        ("otlp_endpoint", getattr(args, "otlp_endpoint", None), "--otlp-endpoint"),
     )
     defaults = {"n_trials": 1, "retries": 0}  # fields whose default is not None
     for field, value, flag in flags:

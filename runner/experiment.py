@@ -46,6 +46,9 @@ class Experiment:
     error ``timeout after N s``; ``retries`` re-runs a row whose function raised or timed out,
     with exponential backoff from ``retry_backoff`` seconds; ``stall_after`` seconds without any
     row finishing makes the run name the rows still running.
+
+    ``otlp_endpoint`` additionally sends the finished run's spans, with each score as a
+    ``gen_ai.evaluation.result`` event, to an OpenTelemetry collector (``pip install 'runner[otel]'``).
     """
 
     name: str
@@ -64,6 +67,9 @@ class Experiment:
     retries: int = 0
     retry_backoff: float = 1.0
     stall_after: float = 300.0
+    #: also export the run's spans to this OTLP/HTTP traces endpoint (or ``RUNNER_OTLP_ENDPOINT``);
+    #: see :mod:`runner.otlp_export`
+    otlp_endpoint: str | None = None
     _evals: list[Callable[..., Any]] = field(init=False, repr=False)
     _dataset_evals: list[Callable[..., Any]] = field(init=False, repr=False)
 
@@ -118,13 +124,19 @@ class Experiment:
 
     async def arun(self, run_name: str | None = None, **options: Any) -> Result:
         """Run the experiment from async code; same result as :meth:`run`."""
+        from runner.otlp_export import export_run, resolve_endpoint
         from runner.run import Run
 
         settings = Settings.from_env()
         opts = self._options(run_name, settings, options)
+        otlp_endpoint = resolve_endpoint(self.otlp_endpoint)
         backend = self._backend(settings)
         try:
-            return await Run(self, opts, backend, settings).execute()
+            result = await Run(self, opts, backend, settings).execute()
+            if otlp_endpoint is not None:
+                await export_run(backend, result.experiment_uuid, otlp_endpoint, experiment_name=self.name,
+                                 run_name=result.run_name)
+            return result
         finally:
             await backend.aclose()
 
