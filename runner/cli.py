@@ -248,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     o.add_argument("--markdown", action="store_true", help="print the comparison with --baseline as Markdown")
     o.add_argument(
+        "--junit-xml",
+        metavar="FILE",
+        help="write each experiment and each gate as a JUnit test case to FILE (for CI test reports)",
+    )
+    o.add_argument(
         "--otlp-endpoint",
         metavar="URL",
         help="also export each run's spans, scores as events, to this OTLP/HTTP traces URL "
