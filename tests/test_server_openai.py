@@ -69,9 +69,12 @@ def test_a_second_identical_call_is_a_cache_hit_and_both_are_traces(server: Serv
     assert a["trace_name"] == "gateway-openai" and a["output"] == "echo: hello there"
     assert a["configuration"]["messages"] == messages and a["cost"] == pytest.approx(4 * MINI_IN + 3 * MINI_OUT)
     assert b["cost"] == 0
-    # tenants stay apart: the other key cannot see these calls
+    # tenants stay apart: the other key cannot see these calls, nor read their cached answer
     with pytest.raises(NotFoundError):
         stored(server, first.id, key="k2")
+    other = client(server, key="k2").chat.completions.create(model="gpt-4o-mini", messages=messages, temperature=0,
+                                                             max_tokens=30)
+    assert oai.calls == 2 and stored(server, other.id, key="k2")["cache_hit"] is False
 
 
 def test_the_provider_is_chosen_by_the_model_prefix(server: ServerHandle, ant: FakeProvider) -> None:

@@ -13,9 +13,10 @@ logging with no code change::
 * **The key** is one of the server's API keys, as ``Authorization: Bearer <key>`` (the SDKs'
   header; ``x-api-key`` works too); provider keys stay in the server's environment.
 * **The call** goes through the same :class:`runner.proxy.Proxy` as ``POST /completion``:
-  the completion cache, single flight, retries on 429 and 5xx, the price table; it holds a slot
-  of the process-wide adaptive limiter of its provider, so a provider still rate-limiting after
-  the retries lowers how many calls are in flight. Every call is stored as a trace of its own
+  the completion cache (per tenant: the tenant is part of the cache key), single flight,
+  retries on 429 and 5xx, the price table; it holds a slot of the process-wide adaptive
+  limiter of its provider, so a provider still rate-limiting after the retries lowers how many
+  calls are in flight. Every call is stored as a trace of its own
   under the caller's tenant (``trace_name`` ``gateway-<provider>``, project
   ``RUNNER_PROJECT`` or ``default``), and its id is the response's ``id``.
 * **Errors** come in OpenAI's format (``{"error": {"message", "type", "code"}}``): 400 for a
@@ -44,7 +45,14 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from runner.proxy import PROVIDERS, CompletionsResponseSchema, CompletionsSchema, ProxyConfigError, is_rate_limited
+from runner.proxy import (
+    CACHE_SEED_KEY,
+    PROVIDERS,
+    CompletionsResponseSchema,
+    CompletionsSchema,
+    ProxyConfigError,
+    is_rate_limited,
+)
 from runner.server.auth import KeyRing
 from runner.server.deps import OwnerDep, StoreDep
 from runner.server.routes_completion import proxy_for
@@ -116,9 +124,12 @@ def _message(m: Any) -> dict[str, Any]:
     return {"role": role, "content": content}
 
 
-def to_completion_request(body: Any, owner_project: str) -> tuple[CompletionsSchema, str]:
+def to_completion_request(body: Any, project: str, owner: str = "") -> tuple[CompletionsSchema, str]:
     """An OpenAI chat completion request as the proxy's :class:`CompletionsSchema`; and the
-    model name to answer with. Raises :class:`GatewayError` (400) for what cannot be served."""
+    model name to answer with. Raises :class:`GatewayError` (400) for what cannot be served.
+
+    The caller's tenant is part of the cache key (as the cache seed), so tenants never read
+    each other's cached answers."""
     if not isinstance(body, dict):
         raise GatewayError(400, "the body must be a JSON object (an OpenAI chat completion request)")
     provider, model = _provider_and_model(body.get("model"))
@@ -150,10 +161,11 @@ def to_completion_request(body: Any, owner_project: str) -> tuple[CompletionsSch
     request = {
         "trace_id": new_id(),
         "llm_configuration": config,
-        "project_name": owner_project,
+        "project_name": project,
         "trace_name": f"gateway-{provider}",
         "end_user_identifier": body.get("user") if isinstance(body.get("user"), str) else None,
-        "metadata": {"gateway": "openai", "requested_model": body.get("model")},
+        "metadata": {"gateway": "openai", "requested_model": body.get("model"),
+                     **({CACHE_SEED_KEY: f"tenant:{owner}"} if owner else {})},
     }
     try:
         return CompletionsSchema.model_validate(request), str(body.get("model"))
@@ -232,7 +244,7 @@ async def chat_completions(request: Request, store: StoreDep, owner: OwnerDep) -
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError as exc:
             raise GatewayError(400, f"the body is not valid JSON: {exc}") from None
-        req, model = to_completion_request(body, _project())
+        req, model = to_completion_request(body, _project(), owner)
         proxy = proxy_for(request.app)
         logs: list[dict[str, Any]] = []
         with_tools = bool(req.llm_configuration.functions)
