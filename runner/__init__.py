@@ -6,8 +6,9 @@
 >>> result = exp.run()                                                                       # doctest: +SKIP
 
 Importing this package is cheap: asyncio, the engine, the store, pandas, scipy, pydantic and the
-server load only when used. ``Result``, ``completion`` and ``acompletion`` are loaded on first
-access (they pull in the statistics and the event loop machinery).
+server load only when used. ``Result``, ``completion``, ``acompletion``, ``wrap_openai`` and
+``wrap_anthropic`` are loaded on first access (they pull in the statistics, the event loop
+machinery, or an LLM SDK).
 """
 
 from typing import TYPE_CHECKING, Any
@@ -28,10 +29,18 @@ from runner.scoring import EvaluationResult, Log, Score
 from runner.tracing import Span, current_span, span, trace
 
 if TYPE_CHECKING:
+    from runner.integrations.anthropic import wrap_anthropic
+    from runner.integrations.openai import wrap_openai
     from runner.llm import acompletion, completion
     from runner.result import Result
 
-_LAZY = {"Result": "runner.result", "acompletion": "runner.llm", "completion": "runner.llm"}
+_LAZY = {
+    "Result": "runner.result",
+    "acompletion": "runner.llm",
+    "completion": "runner.llm",
+    "wrap_anthropic": "runner.integrations.anthropic",
+    "wrap_openai": "runner.integrations.openai",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -72,4 +81,6 @@ __all__ = [
     "current_span",
     "span",
     "trace",
+    "wrap_anthropic",
+    "wrap_openai",
 ]

@@ -249,6 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet", action="store_true", help="no progress bar (shown only on a terminal anyway; default: $RUNNER_QUIET)"
     )
     o.add_argument("--markdown", action="store_true", help="print the comparison with --baseline as Markdown")
+    o.add_argument(
+        "--junit-xml",
+        metavar="FILE",
+        help="write each experiment and each gate as a JUnit test case to FILE (for CI test reports)",
+    )
+    o.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="also export each run's spans, scores as events, to this OTLP/HTTP traces URL "
+        "(default: $RUNNER_OTLP_ENDPOINT)",
+    )
     o.add_argument("--top", metavar="N", type=_non_negative_int, default=5, help=_TOP_HELP)
     _add_common(o, "print the summary (and comparisons) as JSON on stdout (human output goes to stderr)")
     run.set_defaults(handler=_lazy("runner.cli_run", "run_command"))

@@ -154,6 +154,7 @@ def with_flags(exp: Experiment, args: argparse.Namespace, path: Path) -> Experim
         ("n_trials", args.trials, "--trials"),
         ("timeout", args.timeout, "--timeout"),
         ("retries", args.retries, "--retries"),
+        ("otlp_endpoint", getattr(args, "otlp_endpoint", None), "--otlp-endpoint"),
     )
     defaults = {"n_trials": 1, "retries": 0}  # fields whose default is not None
     for field, value, flag in flags:
@@ -294,7 +295,15 @@ def run_command(args: argparse.Namespace) -> int:
                     print(comparison.to_markdown() if args.markdown else comparison.to_text(), file=human, flush=True)
         if gates and not stopped:
             failed_gates = check_gates(gates, list(zip(prepared, results, comparisons, strict=False)))
+        if not stopped and any(len(r.gates) for r in results):  # gates set on the Experiment itself
+            failed_gates = [*(failed_gates or []), *(o.detail for r in results for o in r.gates.failed)]
     finally:
+        if getattr(args, "junit_xml", None) and results:
+            from runner.junit import reports_for, write_junit
+
+            runs = [(r, c, declared_scores(e)) for e, r, c in zip(prepared, results, comparisons, strict=False)]
+            write_junit(args.junit_xml, list(zip(results, reports_for(gates, runs), strict=True)))
+            print(f"wrote JUnit XML for {len(results)} experiment(s) to {args.junit_xml}", file=sys.stderr)
         if output is not None and results:
             write_output(output, results)
             print(f"wrote {sum(r.n_total for r in results)} rows to {output}", file=sys.stderr)
@@ -307,7 +316,8 @@ def run_command(args: argparse.Namespace) -> int:
     for line in failed_gates or []:
         print(line, file=sys.stderr)
     if failed_gates == []:
-        print(f"gates passed ({_gate_count(gates)} checked)", file=sys.stderr)
+        checked = _gate_count(gates) + sum(len(r.gates) for r in results)
+        print(f"gates passed ({checked} checked)", file=sys.stderr)
     ok = not stopped and len(results) == len(prepared) and all(r.status == "completed" for r in results)
     return 0 if ok and not failed_gates else 1
 

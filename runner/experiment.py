@@ -46,6 +46,12 @@ class Experiment:
     error ``timeout after N s``; ``retries`` re-runs a row whose function raised or timed out,
     with exponential backoff from ``retry_backoff`` seconds; ``stall_after`` seconds without any
     row finishing makes the run name the rows still running.
+
+    ``fail_under``, ``max_error_rate`` and ``strict`` are the command line's gates
+    (``--fail-under`` ...); ``result.gates`` says which passed (a failed gate does not raise).
+
+    ``otlp_endpoint`` additionally sends the finished run's spans, with each score as a
+    ``gen_ai.evaluation.result`` event, to an OpenTelemetry collector (``pip install 'runner[otel]'``).
     """
 
     name: str
@@ -64,6 +70,16 @@ class Experiment:
     retries: int = 0
     retry_backoff: float = 1.0
     stall_after: float = 300.0
+    #: also export the run's spans to this OTLP/HTTP traces endpoint (or ``RUNNER_OTLP_ENDPOINT``);
+    #: see :mod:`runner.otlp_export`
+    otlp_endpoint: str | None = None
+    #: gates checked after the run, as on the command line; ``result.gates`` says which passed
+    #: (see :mod:`runner.gate_report`): score name -> minimum mean, ...
+    fail_under: Mapping[str, float] | None = None
+    #: ... the largest tolerated fraction of errored row-trials, ...
+    max_error_rate: float | None = None
+    #: ... and whether ``fail_under`` checks the 95 % CI upper bound instead of the mean
+    strict: bool = False
     _evals: list[Callable[..., Any]] = field(init=False, repr=False)
     _dataset_evals: list[Callable[..., Any]] = field(init=False, repr=False)
 
@@ -94,6 +110,9 @@ class Experiment:
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise ConfigError(f"retries must be a whole number >= 0, got {self.retries!r}")
         check_seconds("retry_backoff", self.retry_backoff)
+        from runner.gate_report import gates_of
+
+        gates_of(self.fail_under, self.max_error_rate, self.strict)  # bad gates fail here, not after the run
         check_seconds("stall_after", self.stall_after)
 
     # -- entry points -------------------------------------------------------------------------
@@ -105,7 +124,8 @@ class Experiment:
 
         Options (each overrides the Experiment's own setting for this run): ``limit`` (first N
         rows), ``n_workers``, ``n_trials``, ``quiet``, ``timeout``, ``retries``,
-        ``retry_backoff``, ``stall_after``; ``resume=True`` continues the run called
+        ``retry_backoff``, ``stall_after``, the gates ``fail_under``, ``max_error_rate`` and
+        ``strict``; ``resume=True`` continues the run called
         ``run_name`` (rows already stored as successful are not run again; errored ones are,
         unless ``keep_errors=True``).
         """
@@ -119,13 +139,29 @@ class Experiment:
 
     async def arun(self, run_name: str | None = None, **options: Any) -> Result:
         """Run the experiment from async code; same result as :meth:`run`."""
+        from runner.gate_report import check_gates, gates_of, notify
+        from runner.otlp_export import export_run, resolve_endpoint
         from runner.run import Run
+        from runner.scoring import scorer_name
 
+        options = dict(options)
+        gates = gates_of(options.pop("fail_under", self.fail_under), options.pop("max_error_rate", self.max_error_rate),
+                         options.pop("strict", self.strict))
         settings = Settings.from_env()
         opts = self._options(run_name, settings, options)
+        otlp_endpoint = resolve_endpoint(self.otlp_endpoint)
         backend = self._backend(settings)
         try:
-            return await Run(self, opts, backend, settings).execute()
+            result = await Run(self, opts, backend, settings).execute()
+            if gates:
+                known = {scorer_name(ev) for ev in self._evals}
+                known.update(getattr(ev, "name", None) or scorer_name(ev) for ev in self._dataset_evals)
+                result.gates = check_gates(gates, result, known=known)
+            if otlp_endpoint is not None:
+                await export_run(backend, result.experiment_uuid, otlp_endpoint, experiment_name=self.name,
+                                 run_name=result.run_name)
+            notify(result)
+            return result
         finally:
             await backend.aclose()
 

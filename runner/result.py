@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from runner.gate_report import GateReport
 from runner.scoring import Log, Score
 from runner.stats import ScoreSummary, latency_summary, summarize_score
 
@@ -151,6 +152,8 @@ class Result:
     scorer_errors: dict[str, str] = field(default_factory=dict)
     #: scorer name -> the scores it produces, for scorers whose scores are named otherwise
     scorer_scores: dict[str, list[str]] = field(default_factory=dict)
+    #: which of the experiment's gates (``fail_under``, ``max_error_rate``) passed
+    gates: GateReport = field(default_factory=GateReport)
     #: rows still running when the run was stopped: (row id, trial) pairs
     still_running: list[tuple[str, int]] = field(default_factory=list)
     #: what the watchdog said when no row finished for a while (names the rows still running)

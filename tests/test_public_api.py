@@ -28,7 +28,8 @@ def test_issue_api_names() -> None:
 
 
 def test_import_does_not_load_heavy_modules() -> None:
-    heavy = ("pandas", "scipy", "numpy", "pydantic", "fastapi", "httpx", "asyncio", "sqlite3")
+    heavy = ("pandas", "scipy", "numpy", "pydantic", "fastapi", "httpx", "asyncio", "sqlite3", "openai", "anthropic",
+             "opentelemetry")
     code = f"import sys, runner; print(','.join(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""

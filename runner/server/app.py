@@ -28,7 +28,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runner.errors import BackendError, ConfigError, NotFoundError, RunNameError
 from runner.schema import API_PREFIX, TraceLogSchema
-from runner.server import langchain, routes_completion, routes_datasets, routes_experiments, routes_traces, ui
+from runner.server import (
+    langchain,
+    routes_completion,
+    routes_datasets,
+    routes_experiments,
+    routes_openai,
+    routes_otlp,
+    routes_traces,
+    ui,
+)
 from runner.server.auth import AuthMiddleware, KeyRing
 from runner.server.routes_traces import ExperimentCheck
 from runner.store import Store
@@ -86,6 +95,8 @@ def create_app(store: Store, *, api_keys: Iterable[str] = (), max_body_bytes: in
 
     for module in (routes_experiments, routes_traces, routes_datasets, routes_completion, langchain):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(routes_openai.router)  # the OpenAI-compatible gateway at /v1 (issue 19)
+    app.include_router(routes_otlp.router)  # OTLP/HTTP traces in at /v1/traces (issue 19)
     ui.mount(app, keys)  # the web UI's pages at /, over the same store, for the same keys
 
     def detail(status: int, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
@@ -114,6 +125,7 @@ def create_app(store: Store, *, api_keys: Iterable[str] = (), max_body_bytes: in
         self_checked=frozenset({("POST", API_PREFIX + "/trace_log"), ("POST", API_PREFIX + "/trace_logs/batch")}),
     )
     app.add_middleware(AuthMiddleware, keys=keys, prefix=API_PREFIX)
+    app.add_middleware(routes_openai.BearerAuthMiddleware, keys=keys)  # /v1: Authorization: Bearer
 
     def openapi() -> dict[str, Any]:
         # the trace log routes read their bodies themselves (the fast path) and refer to
