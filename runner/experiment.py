@@ -78,7 +78,7 @@ class Experiment:
     fail_under: Mapping[str, float] | None = None
     #: ... the largest tolerated fraction of errored row-trials, ...
     max_error_rate: float | None = None
-    #: ... and whether ``fail_under`` checks the 95 % CI upper bound instead of the mean
+    #: ... and whether ``fail_under`` needs the 95 % CI lower bound (not the mean) to clear the bar
     strict: bool = False
     _evals: list[Callable[..., Any]] = field(init=False, repr=False)
     _dataset_evals: list[Callable[..., Any]] = field(init=False, repr=False)

@@ -116,7 +116,7 @@ def check_gates(gates: Gates, result: Result, comparison: Comparison | None = No
     for name, bar in gates.fail_under.items():
         if name in missing:
             continue
-        bound = "95% CI upper bound" if gates.strict else "mean"
+        bound = "95% CI lower bound" if gates.strict else "mean"
         singles.append((f"{name} {bound} >= {bar:g}", Gates(fail_under={name: bar}, strict=gates.strict)))
     for name, delta in gates.max_regression.items():
         if name in missing:

@@ -33,9 +33,10 @@ def test_result_gates_say_which_passed(door: Door) -> None:
     assert not result.gates.passed and not result.gates
     assert result.gates.failed[0].detail == "gate failed: error rate 0.25 (1/4 row-trials) > 0.1"
     assert "FAIL  error rate <= 0.1: gate failed: error rate 0.25" in str(result.gates)
-    # run() arguments override the experiment's; strict checks the interval's upper bound
-    strict = exp.run(quiet=True, fail_under={"exact_match": 0.9}, strict=True, max_error_rate=None)
-    assert [(o.gate, o.passed) for o in strict.gates] == [("exact_match 95% CI upper bound >= 0.9", True)]
+    # run() arguments override the experiment's; strict needs the interval's lower bound to clear the bar
+    strict = exp.run(quiet=True, fail_under={"exact_match": 0.3}, strict=True, max_error_rate=None)
+    assert [(o.gate, o.passed) for o in strict.gates] == [("exact_match 95% CI lower bound >= 0.3", False)]
+    assert "lower bound" in strict.gates.failed[0].detail
     plain = exp.run(quiet=True, fail_under={"exact_match": 0.9}, max_error_rate=None)
     assert [(o.gate, o.passed) for o in plain.gates] == [("exact_match mean >= 0.9", False)]
     assert plain.gates.failed[0].detail == "gate failed: exact_match mean 0.667 < 0.9"
