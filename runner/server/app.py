@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runner.errors import BackendError, ConfigError, NotFoundError, RunNameError
 from runner.schema import API_PREFIX, TraceLogSchema
-from runner.server import routes_completion, routes_datasets, routes_experiments, routes_traces, ui
+from runner.server import routes_completion, routes_datasets, routes_experiments, routes_prompts, routes_traces, ui
 from runner.server.auth import AuthMiddleware, KeyRing
 from runner.server.routes_traces import ExperimentCheck
 from runner.store import Store
@@ -51,8 +51,9 @@ VERSION = "0.1.0"
 #: ``trace_logs_batch`` — ``POST /trace_logs/batch`` with ``{"logs": [...]}``, one transaction;
 #: ``collections`` — ``GET /collections`` lists datasets;
 #: ``experiment_uuid`` — ``POST /experiment`` takes a client-chosen ``uuid``, making retries safe;
-#: ``delete_traces`` — ``POST /experiment/{uuid}/delete_traces`` removes root traces (resumed runs).
-EXTENSIONS = ("trace_logs_batch", "collections", "experiment_uuid", "delete_traces")
+#: ``delete_traces`` — ``POST /experiment/{uuid}/delete_traces`` removes root traces (resumed runs);
+#: ``prompts`` — versioned prompts and deployments under ``/prompts`` and ``/deployments`` (routes_prompts).
+EXTENSIONS = ("trace_logs_batch", "collections", "experiment_uuid", "delete_traces", "prompts")
 
 #: The largest request body read (bytes); the runner's client splits its batches at 8 MB.
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -84,7 +85,7 @@ def create_app(store: Store, *, api_keys: Iterable[str] = (), max_body_bytes: in
         """Health check; also names the extensions this server offers (comma-separated)."""
         return {"status": "ok", "server": SERVER_NAME, "version": VERSION, "extensions": ",".join(EXTENSIONS)}
 
-    for module in (routes_experiments, routes_traces, routes_datasets, routes_completion):
+    for module in (routes_experiments, routes_traces, routes_datasets, routes_completion, routes_prompts):
         app.include_router(module.router, prefix=API_PREFIX)
     ui.mount(app, keys)  # the web UI's pages at /, over the same store, for the same keys
 

@@ -170,7 +170,9 @@ class PromptQueries:
                 ).fetchall()
                 if len(own) > 1:
                     ids = ", ".join(r[0] for r in own)
-                    raise ConfigError(f"prompt {name!r} has several deployments ({ids}); say which with --deployment-id")
+                    raise ConfigError(
+                        f"prompt {name!r} has several deployments ({ids}); say which with --deployment-id"
+                    )
                 deployment_id = own[0][0] if own else new_deployment_id()
             assert deployment_id is not None
             row = c.execute(
