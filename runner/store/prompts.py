@@ -88,6 +88,8 @@ class PromptQueries:
         from runner.proxy.prompts import SPEC_KEYS
 
         spec = orjson.loads(r["spec"])
+        # stored with sorted keys (so equal specs are equal text); read back in the file's order
+        spec["messages"] = [{"role": m.get("role"), "content": m.get("content"), **m} for m in spec["messages"]]
         return {
             "name": name,
             "version": r["version"],
