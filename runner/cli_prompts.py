@@ -144,7 +144,7 @@ def list_command(args: argparse.Namespace) -> int:
     from runner.cli_show import _date, _table
 
     with _door(args) as door:
-        found = door.list()
+        found = door.list_prompts()
         location = door.location
     if args.json:
         _print_json(found)

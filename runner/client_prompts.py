@@ -11,13 +11,29 @@ and returns an object with the same methods and the same answers for both, so th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from runner.errors import BackendError, ConfigError, NotFoundError
 
-__all__ = ["EmbeddedPrompts", "HttpPrompts", "PromptDoor", "open_prompts", "resolve_prompt"]
+if TYPE_CHECKING:
+    from runner.proxy.prompts import DeployedPrompt
+
+__all__ = [
+    "EmbeddedPrompts",
+    "HttpPrompts",
+    "PromptDoor",
+    "current_prompt",
+    "load_run_prompt",
+    "open_prompts",
+    "resolve_prompt",
+]
+
+#: the prompt version of the running ``Experiment(prompt=...)``, which ``completion()`` uses
+current_prompt: ContextVar[DeployedPrompt | None] = ContextVar("runner_prompt", default=None)
 
 
 class PromptDoor(Protocol):
@@ -26,7 +42,7 @@ class PromptDoor(Protocol):
     location: str
 
     def push(self, name: str, spec: dict[str, Any], message: str, author: str) -> dict[str, Any]: ...
-    def list(self) -> list[dict[str, Any]]: ...
+    def list_prompts(self) -> list[dict[str, Any]]: ...
     def versions(self, name: str) -> list[dict[str, Any]]: ...
     def version(self, name: str, version: int | None) -> dict[str, Any]: ...
     def deployments(self, name: str) -> list[dict[str, Any]]: ...
@@ -56,7 +72,7 @@ class EmbeddedPrompts:
     def push(self, name: str, spec: dict[str, Any], message: str, author: str) -> dict[str, Any]:
         return self.store.save_prompt_version(name, spec, message=message, author=author)
 
-    def list(self) -> list[dict[str, Any]]:
+    def list_prompts(self) -> list[dict[str, Any]]:
         return self.store.list_prompts()
 
     def versions(self, name: str) -> list[dict[str, Any]]:
@@ -111,7 +127,7 @@ class HttpPrompts:
     def push(self, name: str, spec: dict[str, Any], message: str, author: str) -> dict[str, Any]:
         return dict(self._post("/prompts", {"name": name, "prompt": spec, "message": message, "author": author}))
 
-    def list(self) -> list[dict[str, Any]]:
+    def list_prompts(self) -> list[dict[str, Any]]:
         return list(self._get("/prompts"))
 
     def versions(self, name: str) -> list[dict[str, Any]]:
@@ -176,3 +192,18 @@ def resolve_prompt(door: PromptDoor, ref: str) -> dict[str, Any]:
         raise ConfigError(f"prompt {name!r} has several deployments ({ids}): name a version ({name}@N) instead")
     d = deployments[0]
     return {**door.version(name, int(d["version"])), "deployment_id": d["deployment_id"]}
+
+
+def load_run_prompt(ref: str, route: Mapping[str, str | None]) -> DeployedPrompt:
+    """The version ``ref`` names, read where the run's results go (``route``: ``base_url`` and
+    ``api_key``, or ``db_path``). ``NAME`` is resolved to the version its deployment serves now,
+    once: the whole run uses that version even if the deployment moves meanwhile."""
+    from runner.proxy.prompts import DeployedPrompt
+
+    base_url = route.get("base_url")
+    door = open_prompts(base_url=base_url, api_key=route.get("api_key")) if base_url else EmbeddedPrompts(
+        route.get("db_path") or ":memory:"
+    )
+    with door:
+        v = resolve_prompt(door, ref)
+    return DeployedPrompt(v["deployment_id"], v["name"], int(v["version"]), v["spec"])

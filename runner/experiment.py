@@ -64,6 +64,9 @@ class Experiment:
     retries: int = 0
     retry_backoff: float = 1.0
     stall_after: float = 300.0
+    #: a stored prompt version, ``NAME@VERSION`` or ``NAME`` (the version its deployment serves):
+    #: ``completion(llm_inputs=...)`` in a row calls it, and the run's metadata records it
+    prompt: str | None = None
     _evals: list[Callable[..., Any]] = field(init=False, repr=False)
     _dataset_evals: list[Callable[..., Any]] = field(init=False, repr=False)
 
@@ -94,6 +97,14 @@ class Experiment:
             raise ConfigError(f"retries must be a whole number >= 0, got {self.retries!r}")
         check_seconds("retry_backoff", self.retry_backoff)
         check_seconds("stall_after", self.stall_after)
+        if self.prompt is not None:
+            from runner.proxy.prompts import parse_ref
+
+            if not isinstance(self.prompt, str):
+                raise ConfigError(
+                    f"Experiment {self.name!r}: prompt must be 'NAME@VERSION' or 'NAME', got {self.prompt!r}"
+                )
+            parse_ref(self.prompt)
 
     # -- entry points -------------------------------------------------------------------------
     def run(self, run_name: str | None = None, **options: Any) -> Result:

@@ -235,9 +235,10 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
 # -- serving a deployment -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DeployedPrompt:
-    """A deployment as the routes serve it: which version of which prompt, and its spec."""
+    """A stored version as a completion uses it: which version of which prompt, its spec, and
+    the deployment it was reached through (``None``: named by version, e.g. ``greeter@2``)."""
 
-    deployment_id: str
+    deployment_id: str | None
     name: str
     version: int
     spec: dict[str, Any]
@@ -245,6 +246,19 @@ class DeployedPrompt:
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def what(self) -> str:
+        """How error messages name it."""
+        return f"deployed prompt {self.deployment_id} ({self.ref})" if self.deployment_id else f"prompt {self.ref}"
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """What a completion with it records in its trace's metadata."""
+        meta: dict[str, Any] = {"prompt": self.ref, "prompt_version": self.version}
+        if self.deployment_id:
+            meta["deployment_id"] = self.deployment_id
+        return meta
 
 
 def _overridden_params(deployed: Mapping[str, Any], sent: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -275,9 +289,8 @@ def apply_deployment(req: CompletionsSchema, deployed: DeployedPrompt) -> Comple
     messages = [*(merged.get("history") or []), *(merged.get("messages") or [])]
     missing = missing_inputs([m if isinstance(m, dict) else dict(m) for m in messages], req.llm_inputs)
     if missing:
-        raise MissingInputsError(missing, f"deployed prompt {deployed.deployment_id} ({deployed.ref})")
-    metadata = {**(req.metadata or {}), "deployment_id": deployed.deployment_id, "prompt": deployed.ref,
-                "prompt_version": deployed.version}
+        raise MissingInputsError(missing, deployed.what)
+    metadata = {**(req.metadata or {}), **deployed.metadata}
     return req.model_copy(update={"llm_configuration": LLMInputsSchema.model_validate(merged),
                                   "metadata": metadata})
 
@@ -287,11 +300,10 @@ def deployed_prompt_response(deployed: DeployedPrompt, llm_inputs: Mapping[str, 
     from ``llm_inputs`` when given, else as written. Functions are JSON strings, as the spec says."""
     spec = deployed.spec
     raw = [dict(m) for m in spec["messages"]]
-    what = f"deployed prompt {deployed.deployment_id} ({deployed.ref})"
-    filled = render_messages(raw, llm_inputs, what=what) if llm_inputs is not None else raw
+    filled = render_messages(raw, llm_inputs, what=deployed.what) if llm_inputs is not None else raw
     call = spec.get("function_call")
     return {
-        "deployment_id": deployed.deployment_id,
+        "deployment_id": deployed.deployment_id or "",
         "version_number": float(deployed.version),
         "name": deployed.name,
         "functions": [f if isinstance(f, str) else orjson.dumps(f).decode() for f in spec.get("functions") or []],
