@@ -57,7 +57,7 @@ def test_the_file_format_has_exactly_the_spec_keys(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=message):
             validate_spec(bad)
     (tmp_path / "p.txt").write_text("model: m", encoding="utf-8")
-    with pytest.raises(ConfigError, match="must end in .yaml, .yml or .json"):
+    with pytest.raises(ConfigError, match=r"must end in \.yaml, \.yml or \.json"):
         load_spec_file(tmp_path / "p.txt")
     (tmp_path / "broken.yaml").write_text("model: [", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid YAML"):
