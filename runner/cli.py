@@ -28,7 +28,7 @@ from runner.errors import RunnerError
 __all__ = ["build_parser", "main"]
 
 PROG = "python -m runner"
-COMMANDS = ("run", "list", "show", "compare", "datasets", "sync", "serve")
+COMMANDS = ("run", "list", "show", "compare", "datasets", "prompts", "sync", "serve")
 _TOP_HELP = "how many rows that regressed and improved most to list (default: 5)"
 
 TOP_EPILOG = f"""\
@@ -44,6 +44,7 @@ examples:
   {PROG} show brisk-otter-4f2a               one run's summary and worst rows
   {PROG} compare main-7 pr-12 --markdown     run pr-12 against run main-7
   {PROG} datasets upload datasets/reviews.csv --name reviews
+  {PROG} prompts push greeter.yaml --name greeter   a new version of a prompt
   {PROG} serve                               the results over the Parea API
   {PROG} sync                                deliver logs spooled while the server was away
 
@@ -175,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         formatter_class=fmt,
         epilog=TOP_EPILOG,
-        usage=f"{PROG} CONFIG.py [options]\n       {PROG} {{run,list,show,compare,datasets,sync,serve}} ...",
+        usage=f"{PROG} CONFIG.py [options]\n       {PROG} {{run,list,show,compare,datasets,prompts,sync,serve}} ...",
         description="Run LLM experiments and look at their results. Results go to a local SQLite\n"
         "store (.runner/runner.db) unless a Parea-compatible server is given.",
     )
@@ -358,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_options(dl, "datasets", project=False)
     _add_common(dl, "print the datasets as JSON")
     dl.set_defaults(handler=_lazy("runner.cli_show", "datasets_list_command"))
+
+    from runner.cli_prompts import add_prompts_parser
+
+    add_prompts_parser(
+        sub, prog=PROG, parser_class=_Parser, store_options=_add_store_options, common=_add_common, lazy=_lazy
+    )
 
     sy = sub.add_parser(
         "sync",

@@ -47,6 +47,11 @@ def _help_texts() -> list[tuple[str, str]]:
     ds_sub = next(a for a in ds._actions if isinstance(a, argparse._SubParsersAction))
     for name in ("upload", "list"):
         texts.append((f"{PROG} datasets {name}", ds_sub.choices[name].format_help()))
+    prompts = sub.choices["prompts"]
+    texts.append((f"{PROG} prompts", prompts.format_help()))
+    prompts_sub = next(a for a in prompts._actions if isinstance(a, argparse._SubParsersAction))
+    for name in prompts_sub.choices:
+        texts.append((f"{PROG} prompts {name}", prompts_sub.choices[name].format_help()))
     texts.append((f"{PROG} sync", sub.choices["sync"].format_help()))
     try:
         from runner.server.__main__ import build_parser as serve_parser

@@ -80,6 +80,9 @@ class Experiment:
     max_error_rate: float | None = None
     #: ... and whether ``fail_under`` needs the 95 % CI lower bound (not the mean) to clear the bar
     strict: bool = False
+    #: a stored prompt version, ``NAME@VERSION`` or ``NAME`` (the version its deployment serves):
+    #: ``completion(llm_inputs=...)`` in a row calls it, and the run's metadata records it
+    prompt: str | None = None
     _evals: list[Callable[..., Any]] = field(init=False, repr=False)
     _dataset_evals: list[Callable[..., Any]] = field(init=False, repr=False)
 
@@ -114,6 +117,14 @@ class Experiment:
 
         gates_of(self.fail_under, self.max_error_rate, self.strict)  # bad gates fail here, not after the run
         check_seconds("stall_after", self.stall_after)
+        if self.prompt is not None:
+            from runner.proxy.prompts import parse_ref
+
+            if not isinstance(self.prompt, str):
+                raise ConfigError(
+                    f"Experiment {self.name!r}: prompt must be 'NAME@VERSION' or 'NAME', got {self.prompt!r}"
+                )
+            parse_ref(self.prompt)
 
     # -- entry points -------------------------------------------------------------------------
     def run(self, run_name: str | None = None, **options: Any) -> Result:

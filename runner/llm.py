@@ -87,7 +87,7 @@ class LLMRoute:
 def completion(
     messages: Messages = None,
     *,
-    model: str,
+    model: str | None = None,
     provider: str | None = "openai",
     model_params: Mapping[str, Any] | None = None,
     functions: Sequence[Any] | None = None,
@@ -104,6 +104,14 @@ def completion(
     Parea names (``temp``, ``top_p``, ``max_length``, ``response_format``, plus any provider
     parameter such as ``seed``); ``provider=None`` infers it from the model name. ``cache=False``
     always calls the provider. ``name`` names the span (default ``llm-<provider>``).
+
+    **Stored prompts.** ``deployment_id="p-..."`` with ``llm_inputs={...}`` calls the version that
+    deployment serves (model, provider, params, messages); inside an ``Experiment(prompt=...)``,
+    ``completion(llm_inputs={...})`` with no model and no messages calls the experiment's prompt
+    version. Arguments given override the stored fields (``provider`` only together with
+    ``model``); a template variable missing from ``llm_inputs`` raises
+    :class:`~runner.errors.ConfigError` naming it; the trace's metadata records ``prompt``
+    (``NAME@VERSION``), ``prompt_version`` and ``deployment_id``.
 
     Inside an experiment with ``n_trials > 1`` each trial after the first gets its own cache
     entry (``metadata["cache_seed"]`` is the trial index unless you set it), so trials are
@@ -124,7 +132,7 @@ def completion(
 async def acompletion(
     messages: Messages = None,
     *,
-    model: str,
+    model: str | None = None,
     provider: str | None = "openai",
     model_params: Mapping[str, Any] | None = None,
     functions: Sequence[Any] | None = None,
@@ -163,7 +171,7 @@ class _Call:
 def _prepare(
     span: Span | None,
     messages: Messages,
-    model: str,
+    model: str | None,
     provider: str | None,
     model_params: Mapping[str, Any] | None,
     functions: Sequence[Any] | None,
@@ -175,7 +183,9 @@ def _prepare(
 ) -> _Call:
     from pydantic import ValidationError
 
+    from runner.client_prompts import current_prompt
     from runner.proxy import CACHE_SEED_KEY, CompletionsSchema, resolve_call
+    from runner.proxy.prompts import apply_deployment
 
     fields = set(CompletionsSchema.model_fields) - _NOT_KWARGS
     unknown = sorted(set(kwargs) - fields - _CONFIG_KWARGS)
@@ -184,9 +194,17 @@ def _prepare(
             f"completion() got unexpected keyword argument(s) {', '.join(unknown)}; besides its own it accepts "
             f"history and the fields of a Parea completion request: {', '.join(sorted(fields))}"
         )
+    deployed = bool(kwargs.get("deployment_id"))
+    version = current_prompt.get() if not deployed and model is None and messages is None else None
+    if model is None and not deployed and version is None:
+        raise ConfigError(
+            "completion() needs model=... (and messages), or deployment_id=... for a deployed prompt, "
+            "or to run inside an Experiment(prompt='NAME@VERSION')"
+        )
     config: dict[str, Any] = {
         "model": model,
-        "provider": provider,
+        # a stored prompt brings its provider: only an overriding model brings another
+        "provider": provider if model is not None or not (deployed or version) else None,
         "model_params": dict(model_params) if model_params is not None else None,
         "messages": _messages(messages),
         "functions": list(functions) if functions is not None else None,
@@ -215,9 +233,12 @@ def _prepare(
         request = CompletionsSchema.model_validate({**body, "llm_configuration": config})
     except ValidationError as exc:
         raise ConfigError(f"completion(): invalid request: {_first_error(exc)}") from None
+    if version is not None:
+        request = apply_deployment(request, version)  # checks llm_inputs strictly
     route = _route(span)
     # over HTTP, check here what the server would refuse, and keep the call to log the row's copy
-    llm_call = resolve_call(request) if route.base_url else None
+    # (a deployment is resolved by the server: it logs the call, the row keeps no copy)
+    llm_call = resolve_call(request) if route.base_url and not request.deployment_id else None
     return _Call(span, route, request, llm_call)
 
 
@@ -380,8 +401,11 @@ class _Worker:
 
     async def _in_process(self, db_path: str, call: _Call) -> tuple[CompletionsResponseSchema, dict[str, Any] | None]:
         state = self._embedded_for(db_path)
+        request = call.request
+        if request.deployment_id:
+            request = await asyncio.to_thread(self._resolve_deployment, state, db_path, request)
         logs: list[dict[str, Any]] = []
-        response = await state.proxy.complete(call.request, log_sink=logs.append)
+        response = await state.proxy.complete(request, log_sink=logs.append)
         log = logs[0] if logs else None
         if log is not None and call.span is None and db_path != ":memory:":
             if state.store is None:
@@ -391,6 +415,18 @@ class _Worker:
             await asyncio.to_thread(state.store.upsert_traces, [_without_nulls(log)], "")
             log = None
         return response, log
+
+    @staticmethod
+    def _resolve_deployment(state: _Embedded, db_path: str, request: CompletionsSchema) -> CompletionsSchema:
+        """``request`` with its deployment (in the SQLite file ``db_path``) applied."""
+        from runner.proxy.prompts import DeployedPrompt, apply_deployment
+        from runner.store import Store
+
+        if state.store is None:
+            state.store = Store(db_path)
+        assert request.deployment_id is not None
+        d = state.store.get_deployment(request.deployment_id)
+        return apply_deployment(request, DeployedPrompt(d["deployment_id"], d["name"], d["version"], d["spec"]))
 
     def _embedded_for(self, db_path: str) -> _Embedded:
         key = db_path if db_path == ":memory:" else str(Path(db_path).resolve())

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from runner.backend import Backend, EmbeddedBackend
+from runner.client_prompts import current_prompt, load_run_prompt
 from runner.dataset import RowSource, check_columns, collection_records, is_dataset_file, iter_records
 from runner.engine import Engine, RowOutcome
 from runner.errors import ConfigError, DatasetError, FunctionError, RunnerError
@@ -89,6 +90,13 @@ class Run:
         make_kwargs = check_columns(exp.func, [c for c in first if c != "target"], func_name)
 
         project_name = exp.project_name or self.settings.project_name
+        route = _backend_route(self.backend, self.exp, self.settings)
+        metadata = mapping_str(exp.metadata or {})
+        # the prompt version (issue 23): fixed for the whole run, recorded in its metadata
+        prompt = None if exp.prompt is None else await asyncio.to_thread(load_run_prompt, exp.prompt, route)
+        current_prompt.set(prompt)  # for completion(); None clears an earlier run's in this context
+        if prompt is not None:
+            metadata.update(mapping_str(prompt.metadata))
         done: set[tuple[str, int]] = set()
         if opts.resume:
             assert opts.run_name is not None
@@ -98,7 +106,7 @@ class Run:
                 project_name=project_name,
                 name=exp.name,
                 run_name=opts.run_name,
-                metadata=mapping_str(exp.metadata or {}),
+                metadata=metadata,
             )
         uuid, run_name = info["uuid"], info["run_name"]
         started = time.perf_counter()
@@ -122,7 +130,7 @@ class Run:
         self.task = asyncio.current_task()
         Run.active[loop] = self
         sigint = _install_sigint(loop, self.interrupt)
-        current_backend.set(_backend_route(self.backend, self.exp, self.settings))  # for completion()
+        current_backend.set(route)  # for completion()
         watchdog = asyncio.create_task(self.engine.watch(opts.stall_after, self._stalled))
         status = "completed"
         failure: BaseException | None = None

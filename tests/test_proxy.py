@@ -385,7 +385,7 @@ async def test_missing_key_names_the_env_var(openai_fake: FakeProvider) -> None:
 
 async def test_requests_that_cannot_be_served(proxy: Proxy) -> None:
     deployed = CompletionsSchema.model_validate({"deployment_id": "p-1", "llm_inputs": {"x": 1}})
-    with pytest.raises(ProxyConfigError, match="deployed prompts are not supported"):
+    with pytest.raises(ProxyConfigError, match="deployment p-1 was not resolved to a prompt"):
         await proxy.complete(deployed)
     with pytest.raises(ProxyConfigError, match="'cohere' is not supported"):
         await proxy.complete(request(provider="cohere"))

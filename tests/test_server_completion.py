@@ -251,9 +251,10 @@ def test_stream_failure_shows_in_the_final_event(api: httpx.Client, fake: FakePr
     assert "refused" in events[0][1]["result"]["error"]
 
 
-def test_deployed_prompt_is_a_clear_404(api: httpx.Client) -> None:
+def test_an_unknown_deployment_is_a_clear_404(api: httpx.Client) -> None:
+    # deployed prompts themselves: tests/test_prompts_server.py
     r = api.post("/deployed-prompt", json={"deployment_id": "p-123", "llm_inputs": {"x": 1}})
-    assert r.status_code == 404 and "deployed prompts are not supported" in r.json()["detail"]
+    assert r.status_code == 404 and "deployment 'p-123' not found" in r.json()["detail"]
 
 
 async def test_one_proxy_per_app_made_on_first_use_and_closed_at_shutdown(tmp_path: Path, fake: FakeProvider) -> None:

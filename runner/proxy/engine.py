@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
@@ -32,6 +31,7 @@ from runner.proxy.cache import CACHE_SEED_KEY, CompletionCache, cache_key
 from runner.proxy.errors import ProxyConfigError
 from runner.proxy.models import CompletionsResponseSchema, CompletionsSchema, MessageSchema
 from runner.proxy.pricing import PriceTable
+from runner.proxy.prompts import fill as fill_template
 from runner.proxy.providers import (
     PARAM_DEFAULTS,
     PROVIDERS,
@@ -50,8 +50,6 @@ logger = logging.getLogger("runner.proxy")
 
 #: Receives the ``TraceLogSchema`` dict of each completion; called on the proxy's loop.
 LogSink = Callable[[dict[str, Any]], None]
-
-_PLACEHOLDER = re.compile(r"\{\{\s*([^{}\s]+)\s*\}\}")
 
 
 @dataclass(frozen=True)
@@ -323,7 +321,8 @@ def resolve_call(req: CompletionsSchema) -> LLMCall:
     messages = [*(cfg.history or []), *(cfg.messages or [])]
     if req.deployment_id and not messages:
         raise ProxyConfigError(
-            "deployed prompts are not supported by this server; send llm_configuration "
+            f"deployment {req.deployment_id} was not resolved to a prompt: send it to a server's "
+            "POST /completion (or use runner.proxy.prompts.apply_deployment), or send llm_configuration "
             "(model, provider, messages) instead of deployment_id"
         )
     model = cfg.model or (cfg.model_params.model if cfg.model_params else None)
@@ -376,12 +375,11 @@ def _params(req: CompletionsSchema) -> dict[str, Any]:
 
 
 def _render(message: MessageSchema, inputs: dict[str, Any] | None) -> dict[str, Any]:
-    """``{"role", "content"}`` with ``{{name}}`` filled from ``inputs`` (unknown names kept)."""
+    """``{"role", "content"}`` with ``{{name}}`` filled from ``inputs`` (unknown names kept,
+    ``\\{{`` a literal ``{{``; see :func:`runner.proxy.prompts.fill`)."""
 
     def fill(text: str) -> str:
-        if not inputs or "{{" not in text:
-            return text
-        return _PLACEHOLDER.sub(lambda m: str(inputs[m[1]]) if m[1] in inputs else m[0], text)
+        return fill_template(text, inputs)
 
     content: Any = message.content
     if isinstance(content, str):

@@ -35,6 +35,7 @@ from runner.server import (
     routes_experiments,
     routes_openai,
     routes_otlp,
+    routes_prompts,
     routes_traces,
     ui,
 )
@@ -60,8 +61,9 @@ VERSION = "0.1.0"
 #: ``trace_logs_batch`` — ``POST /trace_logs/batch`` with ``{"logs": [...]}``, one transaction;
 #: ``collections`` — ``GET /collections`` lists datasets;
 #: ``experiment_uuid`` — ``POST /experiment`` takes a client-chosen ``uuid``, making retries safe;
-#: ``delete_traces`` — ``POST /experiment/{uuid}/delete_traces`` removes root traces (resumed runs).
-EXTENSIONS = ("trace_logs_batch", "collections", "experiment_uuid", "delete_traces")
+#: ``delete_traces`` — ``POST /experiment/{uuid}/delete_traces`` removes root traces (resumed runs);
+#: ``prompts`` — versioned prompts and deployments under ``/prompts`` and ``/deployments`` (routes_prompts).
+EXTENSIONS = ("trace_logs_batch", "collections", "experiment_uuid", "delete_traces", "prompts")
 
 #: The largest request body read (bytes); the runner's client splits its batches at 8 MB.
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -93,7 +95,7 @@ def create_app(store: Store, *, api_keys: Iterable[str] = (), max_body_bytes: in
         """Health check; also names the extensions this server offers (comma-separated)."""
         return {"status": "ok", "server": SERVER_NAME, "version": VERSION, "extensions": ",".join(EXTENSIONS)}
 
-    for module in (routes_experiments, routes_traces, routes_datasets, routes_completion, langchain):
+    for module in (routes_experiments, routes_traces, routes_datasets, routes_completion, langchain, routes_prompts):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(routes_openai.router)  # the OpenAI-compatible gateway at /v1 (issue 19)
     app.include_router(routes_otlp.router)  # OTLP/HTTP traces in at /v1/traces (issue 19)

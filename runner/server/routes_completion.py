@@ -32,7 +32,10 @@ status, error). The final event also carries an empty ``chunk``, and every event
 receives and yields its ``chunk``, so it sees the text and then ``""``. A provider failure
 after the stream started shows only in the final response.
 
-``POST /deployed-prompt`` is not supported: it answers 404 with a ``detail`` saying so.
+With a ``deployment_id`` (and ``llm_inputs``), the deployed prompt version fills
+``llm_configuration`` first; what the request sets itself wins (see
+:mod:`runner.server.routes_prompts`). An unknown deployment is a 404, a missing template
+variable a 422 naming it, both before any provider call.
 """
 
 from __future__ import annotations
@@ -47,7 +50,6 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from runner.errors import NotFoundError
 from runner.proxy import (
     CompletionCache,
     CompletionsResponseSchema,
@@ -58,6 +60,7 @@ from runner.proxy import (
     SQLiteCompletionCache,
 )
 from runner.server.deps import OwnerDep, StoreDep
+from runner.server.routes_prompts import resolve_deployment
 from runner.store import Store
 
 __all__ = ["aclose_proxy", "proxy_for", "router"]
@@ -116,6 +119,7 @@ async def completion(body: CompletionsSchema, request: Request, store: StoreDep,
     """Call the provider (or answer from the cache), log the call as a trace, return the response."""
     proxy = proxy_for(request.app)
     await _check_experiment(request, store, owner, body)
+    body = await resolve_deployment(store, owner, body)
     logs: list[dict[str, Any]] = []
     answer = await proxy.complete(body, log_sink=logs.append)
     await _store_logs(store, owner, logs)
@@ -133,6 +137,7 @@ async def completion_stream(
     """The completion as server-sent events: ``data: {"chunk": ...}`` lines, then ``event: result``."""
     proxy = proxy_for(request.app)
     await _check_experiment(request, store, owner, body)
+    body = await resolve_deployment(store, owner, body)
     logs: list[dict[str, Any]] = []
     stream = proxy.stream(body, log_sink=logs.append)  # configuration errors: 400 before streaming
 
@@ -152,12 +157,3 @@ async def completion_stream(
         yield b"event: result\r\ndata: " + orjson.dumps({"chunk": "", "result": result}) + b"\r\n\r\n"
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=_STREAM_HEADERS)
-
-
-@router.post("/deployed-prompt", status_code=404, responses={404: {"description": "not supported"}})
-async def deployed_prompt() -> None:
-    """Not supported: this server has no prompt deployments."""
-    raise NotFoundError(
-        "deployed prompts are not supported by this server: there is nothing to deploy a prompt to. "
-        "Send the prompt itself to POST /completion (llm_configuration with model, provider and messages)"
-    )

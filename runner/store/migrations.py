@@ -88,4 +88,45 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX feedback_trace ON feedback(trace_id);
     """,
+    # issue 23: versioned prompts and their deployments (a deployment points at one version; every
+    # move is an event, so the history is kept and a rollback knows where to go back to)
+    """
+    CREATE TABLE prompts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner TEXT NOT NULL DEFAULT '',
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (owner, name)
+    );
+    CREATE TABLE prompt_versions (
+        prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+        version INTEGER NOT NULL,
+        spec TEXT NOT NULL,
+        message TEXT NOT NULL DEFAULT '',
+        author TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (prompt_id, version)
+    );
+    CREATE TABLE prompt_deployments (
+        owner TEXT NOT NULL DEFAULT '',
+        deployment_id TEXT NOT NULL,
+        prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+        version INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (owner, deployment_id)
+    );
+    CREATE INDEX prompt_deployments_prompt ON prompt_deployments(prompt_id);
+    CREATE TABLE prompt_deployment_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner TEXT NOT NULL DEFAULT '',
+        deployment_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        previous_version INTEGER,
+        author TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX prompt_deployment_events_deployment ON prompt_deployment_events(owner, deployment_id);
+    """,
 ]

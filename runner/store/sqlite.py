@@ -1,4 +1,4 @@
-"""The SQLite store: projects, experiments, traces, datasets and feedback in one file.
+"""The SQLite store: projects, experiments, traces, datasets, feedback and prompts in one file.
 
 One connection per :class:`Store`, guarded by a lock, in WAL mode with a busy timeout, so two
 experiments in one process (sharing a Store) and two processes on one file (each with its own)
@@ -31,6 +31,7 @@ from runner.errors import BackendError, NotFoundError, RunNameError
 from runner.store.datasets import DatasetQueries
 from runner.store.migrations import MIGRATIONS
 from runner.store.pages import PageQueries
+from runner.store.prompts import PromptQueries
 from runner.store.traces import TraceQueries
 
 __all__ = ["RUN_NAME_RE", "Store", "now_iso", "validate_run_name"]
@@ -82,7 +83,7 @@ def enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
         delay = min(delay * 2, 0.05)
 
 
-class Store(TraceQueries, DatasetQueries, PageQueries):
+class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries):
     """A SQLite file holding everything the runner and the server record.
 
     >>> store = Store(":memory:")

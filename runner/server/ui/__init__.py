@@ -9,6 +9,8 @@
 ``GET /traces/{trace_id}``             a row's span tree (``partial=1``: the tree alone)
 ``GET /compare?a=UUID&b=UUID``         run B against run A
 ``GET /datasets``, ``/datasets/{ref}`` named datasets and their rows (``page``)
+``GET /prompts``, ``/prompts/{name}``  versioned prompts: versions side by side with a diff,
+                                       deployments; POST forms to deploy and roll back
 ``GET|POST /login``, ``GET /logout``   the key, with API keys configured
 ``GET /static/...``                    the stylesheet and the script
 =====================================  ========================================================
@@ -24,6 +26,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from runner.server.auth import KeyRing
+from runner.server.ui import prompts
 from runner.server.ui.auth import KeyInURL, LoginRequired
 from runner.server.ui.routes import HERE, router, with_key_cookie
 from runner.server.ui.runs import LRU, RunCache
@@ -37,6 +40,7 @@ def mount(app: FastAPI, keys: KeyRing) -> None:
     app.state.ui_runs = RunCache()
     app.state.ui_pairs = LRU(8)
     app.include_router(router)
+    app.include_router(prompts.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="ui-static")
 
     async def login_required(request: Request, exc: Exception) -> RedirectResponse:
