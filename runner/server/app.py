@@ -26,7 +26,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from runner.errors import BackendError, ConfigError, NotFoundError, RunNameError
+from runner.errors import BackendError, ConfigError, ConflictError, NotFoundError, RunNameError
 from runner.schema import API_PREFIX, TraceLogSchema
 from runner.server import routes_completion, routes_datasets, routes_experiments, routes_traces, ui
 from runner.server.auth import AuthMiddleware, KeyRing
@@ -96,6 +96,7 @@ def create_app(store: Store, *, api_keys: Iterable[str] = (), max_body_bytes: in
 
     # the most specific class wins: Starlette looks handlers up along the exception's MRO
     app.add_exception_handler(NotFoundError, detail(404))
+    app.add_exception_handler(ConflictError, detail(409))
     app.add_exception_handler(RunNameError, detail(400))
     app.add_exception_handler(ConfigError, detail(400))
     app.add_exception_handler(BackendError, detail(503, {"Retry-After": "1"}))

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from runner.errors import NotFoundError
+from runner.store.tree_links import link
 
 __all__ = ["TraceQueries", "merge_scores"]
 
@@ -34,7 +35,7 @@ _COLUMNS = (
 )
 
 _ON_CONFLICT = """
-ON CONFLICT(trace_id) DO UPDATE SET
+ON CONFLICT(trace_id, owner) DO UPDATE SET
     root_trace_id=excluded.root_trace_id,
     parent_trace_id=coalesce(excluded.parent_trace_id, traces.parent_trace_id),
     experiment_uuid=coalesce(excluded.experiment_uuid, traces.experiment_uuid),
@@ -223,40 +224,46 @@ class TraceQueries:
         return deleted
 
     def update_trace(self, trace_id: str, fields: Mapping[str, Any], owner: str = "") -> None:
-        """``PUT /trace_log``: set the given fields of an existing log."""
-        rows = self._query("SELECT data FROM traces WHERE trace_id=? AND owner=?", (trace_id, owner))
-        if not rows:
-            raise NotFoundError(f"trace {trace_id} not found")
-        data = orjson.loads(rows[0][0])
-        data.update(fields)
-        data["trace_id"] = trace_id
-        self._write_prepared(self._prepare_logs([data], owner), owner, delete_first=trace_id)
+        """``PUT /trace_log``: set the given fields of an existing log.
+
+        Read, merge and write happen in one write transaction, so concurrent updates of
+        different fields (and posts racing them) all survive."""
+        with self.transaction():
+            rows = self._query("SELECT data FROM traces WHERE trace_id=? AND owner=?", (trace_id, owner))
+            if not rows:
+                raise NotFoundError(f"trace {trace_id} not found")
+            data = orjson.loads(rows[0][0])
+            data.update(fields)
+            data["trace_id"] = trace_id
+            self._write_prepared(self._prepare_logs([data], owner), owner, delete_first=trace_id)
 
     # -- reads ------------------------------------------------------------------------------
-    def count_roots(self, experiment_uuid: str) -> int:
+    def count_roots(self, experiment_uuid: str, owner: str = "") -> int:
         return int(
-            self._query("SELECT count(*) FROM traces WHERE experiment_uuid=? AND is_root=1", (experiment_uuid,))[0][0]
+            self._query(
+                "SELECT count(*) FROM traces WHERE experiment_uuid=? AND is_root=1 AND owner=?", (experiment_uuid, owner)
+            )[0][0]
         )
 
     def count_traces(self, owner: str = "") -> int:
         return int(self._query("SELECT count(*) FROM traces WHERE owner=?", (owner,))[0][0])
 
     def _child_rollup(
-        self, root_sql: str, params: Sequence[Any]
+        self, root_sql: str, params: Sequence[Any], owner: str
     ) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
         sums: dict[str, list[float]] = {}
         for r in self._query(
             "SELECT root_trace_id, sum(coalesce(input_tokens,0)), sum(coalesce(output_tokens,0)),"
             " sum(coalesce(total_tokens,0)), sum(coalesce(cost,0)) FROM traces"
-            f" WHERE root_trace_id IN ({root_sql}) AND is_root=0 GROUP BY root_trace_id",
-            params,
+            f" WHERE root_trace_id IN ({root_sql}) AND is_root=0 AND owner=? GROUP BY root_trace_id",
+            (*params, owner),
         ):
             sums[r[0]] = [r[1], r[2], r[3], r[4]]
         scores: dict[str, list[Any]] = defaultdict(list)
         for r in self._query(
             f"SELECT root_trace_id, scores FROM traces WHERE root_trace_id IN ({root_sql}) AND is_root=0"
-            " AND scores IS NOT NULL AND scores != '[]'",
-            params,
+            " AND owner=? AND scores IS NOT NULL AND scores != '[]'",
+            (*params, owner),
         ):
             scores[r[0]].extend(orjson.loads(r[1]))
         return sums, scores
@@ -271,7 +278,7 @@ class TraceQueries:
         """Like :meth:`experiment_stats`, read a page at a time (a million-row run fits in memory)."""
         root_sql = "SELECT trace_id FROM traces WHERE experiment_uuid=? AND is_root=1 AND owner=?"
         params = (experiment_uuid, owner)
-        sums, child_scores = self._child_rollup(root_sql, params)
+        sums, child_scores = self._child_rollup(root_sql, params, owner)
         last = 0
         while True:
             rows = self._query(
@@ -315,14 +322,17 @@ class TraceQueries:
         rows = self._query("SELECT root_trace_id FROM traces WHERE trace_id=? AND owner=?", (trace_id, owner))
         if not rows:
             raise NotFoundError(f"trace {trace_id} not found")
-        nodes = self._trees_for_roots([rows[0][0]], owner)
+        nodes = self._trees_for_roots([rows[0][0]], owner, also=trace_id)
         node = nodes.get(trace_id)
         if node is None:  # pragma: no cover - defensive: the row exists
             raise NotFoundError(f"trace {trace_id} not found")
         return node
 
-    def _trees_for_roots(self, roots: Sequence[str], owner: str) -> dict[str, dict[str, Any]]:
-        """Every node of the given traces, by id, each with its rolled-up children attached."""
+    def _trees_for_roots(
+        self, roots: Sequence[str], owner: str, also: str | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Every node of the given traces, by id, the roots (and ``also``, if no root reaches
+        it) with their rolled-up children attached (:func:`runner.store.tree_links.link`)."""
         nodes: dict[str, dict[str, Any]] = {}
         for i in range(0, len(roots), 500):
             chunk = roots[i : i + 500]
@@ -333,43 +343,8 @@ class TraceQueries:
                 (owner, *chunk, owner, *chunk),
             ):
                 d = orjson.loads(r[0])
-                d["children_logs"] = []
                 nodes[d["trace_id"]] = d
-        for d in sorted(nodes.values(), key=lambda n: (n.get("depth", 0), n.get("execution_order", 0))):
-            parent = d.get("parent_trace_id")
-            if parent and parent != d["trace_id"] and parent in nodes:
-                nodes[parent]["children_logs"].append(d)
-        for d in nodes.values():
-            d["children"] = [c["trace_id"] for c in d["children_logs"]]
-        done: set[str] = set()
-
-        def roll(node: dict[str, Any]) -> tuple[list[dict[str, Any]], list[float]]:
-            # returns (all scores in the subtree below and at node, [in, out, total, cost] of subtree)
-            desc_scores: list[dict[str, Any]] = []
-            tot = [0.0, 0.0, 0.0, 0.0]
-            for child in node["children_logs"]:
-                s, t = roll(child)
-                desc_scores.extend(s)
-                tot = [a + b for a, b in zip(tot, t, strict=True)]
-            own = node.get("scores") or []
-            if node["trace_id"] not in done:
-                done.add(node["trace_id"])
-                node["scores"] = merge_scores(own, desc_scores)
-                if node["children_logs"]:
-                    node["input_tokens"] = int((node.get("input_tokens") or 0) + tot[0])
-                    node["output_tokens"] = int((node.get("output_tokens") or 0) + tot[1])
-                    node["total_tokens"] = int((node.get("total_tokens") or 0) + tot[2])
-                    node["cost"] = (node.get("cost") or 0.0) + tot[3]
-                    return [*own, *desc_scores], [
-                        float(node["input_tokens"]), float(node["output_tokens"]),
-                        float(node["total_tokens"]), float(node["cost"]),
-                    ]
-            own_tot = [float(node.get(k) or 0) for k in ("input_tokens", "output_tokens", "total_tokens", "cost")]
-            return [*own, *desc_scores], own_tot
-
-        for d in list(nodes.values()):
-            if d.get("parent_trace_id") in (None, d["trace_id"]) or d.get("parent_trace_id") not in nodes:
-                roll(d)
+        link(nodes, [*roots, also] if also is not None else roots)
         return nodes
 
     def find_roots(
