@@ -9,7 +9,9 @@ a store failure 503. Schema errors keep FastAPI's 422 body.
 
 Bodies are bounded before any route sees them (:class:`BodyLimitMiddleware`): more than
 ``max_body_bytes`` (16 MiB by default) is a 413, JSON nested deeper than :data:`MAX_JSON_DEPTH`
-levels a 422, and so is an integer the store cannot hold (beyond 64 bits).
+levels a 422, and so is an integer the store cannot hold (beyond 64 bits), a non-finite number
+(``NaN``, ``Infinity``, ``1e999``) or a lone UTF-16 surrogate anywhere in a JSON body
+(:mod:`runner.server.json_values`), each with the field's location.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from runner.errors import BackendError, ConfigError, ConflictError, NotFoundErro
 from runner.schema import API_PREFIX, TraceLogSchema
 from runner.server import routes_completion, routes_datasets, routes_experiments, routes_traces, ui
 from runner.server.auth import AuthMiddleware, KeyRing
+from runner.server.json_values import bad_value
 from runner.server.routes_traces import ExperimentCheck
 from runner.store import Store
 
@@ -230,10 +233,17 @@ class BodyLimitMiddleware:
                 return
             chunks.append(chunk)
         body = b"".join(chunks)
-        if scope["path"].startswith(self.json_prefix) and (scope["method"], scope["path"]) not in self.self_checked:
-            problem = _json_problem(body, self.max_depth)
-            if problem is not None:
-                await _send_json(send, 422, {"detail": [{"type": "json_invalid", "loc": ["body"], "msg": problem}]})
+        if scope["path"].startswith(self.json_prefix):
+            if (scope["method"], scope["path"]) not in self.self_checked:
+                problem = _json_problem(body, self.max_depth)
+                if problem is not None:
+                    detail = [{"type": "json_invalid", "loc": ["body"], "msg": problem}]
+                    await _send_json(send, 422, {"detail": detail})
+                    return
+            bad = bad_value(body)  # non-finite numbers, lone surrogates: on every route
+            if bad is not None:
+                detail = [{"type": "value_error", "loc": ["body", *bad[0]], "msg": bad[1]}]
+                await _send_json(send, 422, {"detail": detail})
                 return
         replayed = False
 

@@ -119,8 +119,9 @@ async def record_trace_logs_batch(request: Request, store: StoreDep, owner: Owne
 
 
 @router.put("/trace_log")
-def update_trace_log(body: UpdateLogSchema, store: StoreDep, owner: OwnerDep) -> dict[str, Any]:
-    """Set fields of an existing log; each value is validated as that field of ``TraceLogSchema``."""
+def update_trace_log(request: Request, body: UpdateLogSchema, store: StoreDep, owner: OwnerDep) -> dict[str, Any]:
+    """Set fields of an existing log; each value is validated as that field of ``TraceLogSchema``.
+    A new ``experiment_uuid`` must be one of the caller's experiments (404 otherwise), as for a POST."""
     fields = body.field_name_to_value_map
     unknown = sorted(set(fields) - _UPDATABLE)
     if unknown:
@@ -133,6 +134,7 @@ def update_trace_log(body: UpdateLogSchema, store: StoreDep, owner: OwnerDep) ->
         model = TraceLogSchema.model_validate({"trace_id": body.trace_id, "start_timestamp": "", **fields})
     except ValidationError as exc:
         raise invalid_from(exc, ("body", "field_name_to_value_map")) from None
+    _checker(request).check(store, owner, [fields])
     store.update_trace(body.trace_id, model.model_dump(include=set(fields)), owner)
     return {}
 

@@ -63,8 +63,8 @@ def _walk(top: dict[str, Any], kids: dict[str, list[dict[str, Any]]], seen: set[
             holder = parent if depth <= MAX_NESTING else shown_under[parent["trace_id"]]
             holder["children_logs"].append(node)
             holder["children"].append(tid)
-            # a span at the deepest level shown holds all of its descendants
-            shown_under[tid] = node if depth >= MAX_NESTING else holder
+            # below the deepest level shown, descendants join their ancestor there as siblings
+            shown_under[tid] = node if depth < MAX_NESTING else holder
         else:
             shown_under[tid] = node
         fresh = [c for c in kids.get(tid, ()) if c["trace_id"] not in seen]
