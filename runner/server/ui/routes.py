@@ -200,10 +200,14 @@ def run_page(request: Request, uuid: str, store: StoreDep, owner: PageOwner) -> 
 
 
 # -- a trace ------------------------------------------------------------------------------------
-def _flatten(node: dict[str, Any], depth: int = 0) -> list[tuple[int, dict[str, Any]]]:
-    out = [(depth, node)]
-    for child in node.get("children_logs") or []:
-        out.extend(_flatten(child, depth + 1))
+def _flatten(node: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """The spans of a tree in reading order, with their nesting level (iteratively: any depth)."""
+    out: list[tuple[int, dict[str, Any]]] = []
+    stack = [(0, node)]
+    while stack:
+        depth, span = stack.pop()
+        out.append((depth, span))
+        stack.extend((depth + 1, child) for child in reversed(span.get("children_logs") or []))
     return out
 
 
@@ -229,6 +233,8 @@ def trace_page(request: Request, trace_id: str, store: StoreDep, owner: PageOwne
         except NotFoundError:
             experiment = None
     spans = _flatten(root)
+    if not any(s["trace_id"] == trace_id for _, s in spans):  # cut off from its root (a parent cycle)
+        root, spans = span, _flatten(span)
     origin = root.get("start_timestamp")
     total = max([_offset(s.get("end_timestamp"), origin) for _, s in spans] + [float(root.get("latency") or 0)])
     timeline = {
