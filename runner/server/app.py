@@ -17,27 +17,32 @@ levels a 422, and so is an integer the store cannot hold (beyond 64 bits), a non
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable
 from typing import Any
 
+import anyio
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runner.errors import BackendError, ConfigError, ConflictError, NotFoundError, RunNameError
 from runner.schema import API_PREFIX, TraceLogSchema
 from runner.server import routes_completion, routes_datasets, routes_experiments, routes_traces, ui
 from runner.server.auth import AuthMiddleware, KeyRing
+from runner.server.browser import BrowserGuard, Sessions, allowed_host_list
 from runner.server.json_values import bad_value
 from runner.server.routes_traces import ExperimentCheck
 from runner.store import Store
 
 __all__ = [
     "EXTENSIONS",
+    "BODY_TIMEOUT",
     "MAX_BODY_BYTES",
     "MAX_JSON_DEPTH",
     "SERVER_NAME",
@@ -63,20 +68,35 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 #: and so does :class:`BodyLimitMiddleware` for every other route, below the store's JSON
 #: encoder's own limit (254) and Python's recursion limit.
 MAX_JSON_DEPTH = 200
+#: seconds a request body may go silent; past it, it must also average 1 KB/s (:data:`MIN_BODY_RATE`)
+BODY_TIMEOUT = 30.0
+MIN_BODY_RATE = 1024
 
 
-def create_app(store: Store, *, api_keys: Iterable[str] = (), max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+def create_app(
+    store: Store,
+    *,
+    api_keys: Iterable[str] = (),
+    max_body_bytes: int = MAX_BODY_BYTES,
+    allowed_hosts: Iterable[str] = (),
+    body_timeout: float = BODY_TIMEOUT,
+) -> FastAPI:
     """The app serving ``store`` under ``/api/parea/v1``; with ``api_keys``, one tenant per key;
-    request bodies above ``max_body_bytes`` get 413.
+    request bodies above ``max_body_bytes`` get 413, and 408 if ``body_timeout`` seconds pass
+    without a byte of them (or, past that, they arrive slower than 1 KB/s). Only requests whose ``Host`` is a loopback
+    name or one of ``allowed_hosts`` are answered (see :mod:`runner.server.browser`).
 
-    The store stays the caller's: the app neither opens nor closes it."""
+    The store stays the caller's: the app neither opens nor closes it. No interactive API docs
+    are served (they would load scripts from a CDN); the OpenAPI document is at
+    ``/api/parea/v1/openapi.json``."""
+    api_keys = [k for k in api_keys if k]
     keys = KeyRing(api_keys)
     app = FastAPI(
         title="runner",
         version=VERSION,
         description="The Parea REST API (and a few extensions) over the runner's SQLite store.",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,
         redoc_url=None,
     )
     app.state.store = store
@@ -89,7 +109,7 @@ def create_app(store: Store, *, api_keys: Iterable[str] = (), max_body_bytes: in
 
     for module in (routes_experiments, routes_traces, routes_datasets, routes_completion):
         app.include_router(module.router, prefix=API_PREFIX)
-    ui.mount(app, keys)  # the web UI's pages at /, over the same store, for the same keys
+    ui.mount(app, keys, Sessions(api_keys))  # the web UI's pages at /, over the same store, for the same keys
 
     def detail(status: int, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
         async def handler(request: Request, exc: Exception) -> JSONResponse:
@@ -112,12 +132,17 @@ def create_app(store: Store, *, api_keys: Iterable[str] = (), max_body_bytes: in
         BodyLimitMiddleware,
         max_bytes=max_body_bytes,
         max_depth=MAX_JSON_DEPTH,
+        timeout=body_timeout,
         json_prefix=API_PREFIX + "/",
         # these routes parse their bodies with pydantic's own depth limit (see ingest.py): a
         # second scan of the largest bodies would only cost time
         self_checked=frozenset({("POST", API_PREFIX + "/trace_log"), ("POST", API_PREFIX + "/trace_logs/batch")}),
     )
+    # inside AuthMiddleware: a request without a key gets its 401 first
+    app.add_middleware(BrowserGuard, api_prefix=API_PREFIX + "/")
     app.add_middleware(AuthMiddleware, keys=keys, prefix=API_PREFIX)
+    # outermost: a foreign Host header is refused before anything else is looked at
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_host_list(allowed_hosts), www_redirect=False)
 
     def openapi() -> dict[str, Any]:
         # the trace log routes read their bodies themselves (the fast path) and refer to
@@ -200,8 +225,10 @@ class BodyLimitMiddleware:
         max_depth: int,
         json_prefix: str = "/",
         self_checked: frozenset[tuple[str, str]] = frozenset(),
+        timeout: float = BODY_TIMEOUT,
     ) -> None:
         self.app = app
+        self.timeout = timeout
         self.max_bytes = max_bytes
         self.max_depth = max_depth
         self.json_prefix = json_prefix
@@ -219,8 +246,19 @@ class BodyLimitMiddleware:
         chunks: list[bytes] = []
         size = 0
         more = True
+        started = time.monotonic()
         while more:
-            message = await receive()
+            message = None
+            with anyio.move_on_after(self.timeout):
+                message = await receive()
+            elapsed = time.monotonic() - started
+            if message is None or (elapsed > self.timeout and size < MIN_BODY_RATE * elapsed):
+                detail = (
+                    f"the request body arrived too slowly (silent for {self.timeout:g} s, or under "
+                    f"{MIN_BODY_RATE} bytes/s after it): send it at once"
+                )
+                await _send_json(send, 408, {"detail": detail})
+                return
             if message["type"] == "http.disconnect":
                 return  # the client went away: nothing to answer
             chunk = message.get("body", b"")
@@ -271,7 +309,7 @@ class BodyLimitMiddleware:
 async def _send_json(send: Send, status: int, body: Any) -> None:
     raw = orjson.dumps(body)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
-    if status == 413:
+    if status in (408, 413):
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": raw})

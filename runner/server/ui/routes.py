@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from runner.errors import NotFoundError
+from runner.server.browser import LoginThrottle, Sessions
 from runner.server.deps import StoreDep
 from runner.server.ui import charts
 from runner.server.ui.auth import COOKIE, PageOwner, safe_next
@@ -322,32 +323,54 @@ def dataset_page(request: Request, ref: str, store: StoreDep, owner: PageOwner, 
 
 
 # -- login ----------------------------------------------------------------------------------------
+_LOGIN_ERRORS = {
+    "url": "Keys in links are not accepted (they end up in logs and browser history): enter the key here.",
+}
+
+
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request, next: str = "/", error: str = "") -> HTMLResponse:
-    message = "That key is not accepted by this server." if error else None
-    return render(request, "login.html", 401 if error else 200, title="Log in", next=safe_next(next), error=message)
+    message = _LOGIN_ERRORS.get(error, "That key is not accepted by this server.") if error else None
+    status = 401 if error and error not in _LOGIN_ERRORS else 200
+    return render(request, "login.html", status, title="Log in", next=safe_next(next), error=message)
 
 
 @router.post("/login", response_model=None)
 async def login(request: Request) -> Response:
-    """Check the key from the form; keep it in an HttpOnly cookie and go where the user was."""
+    """Check the key from the form (a same-origin post: see :mod:`runner.server.browser`);
+    keep a signed session naming its tenant in an HttpOnly cookie, and go where the user was.
+    Wrong keys from one address are throttled (429 with ``Retry-After``)."""
+    throttle: LoginThrottle = request.app.state.ui_throttle
+    address = request.client.host if request.client else ""
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     key = (form.get("key") or [""])[0].strip()
     target = safe_next((form.get("next") or ["/"])[0])
-    if request.app.state.ui_keys.owner_for(key) is None:
+    wait = throttle.wait(address)
+    if wait > 0:
+        response = render(
+            request, "login.html", 429, title="Log in", next=target,
+            error=f"Too many wrong keys: wait {math.ceil(wait)} s before the next try.",
+        )
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+    owner = request.app.state.ui_keys.owner_for(key)
+    if owner is None:
+        throttle.failed(address)
         return render(
             request, "login.html", 401, title="Log in", next=target, error="That key is not accepted by this server."
         )
-    return with_key_cookie(RedirectResponse(target, status_code=303), request, key)
-
-
-@router.get("/logout")
-def logout() -> RedirectResponse:
-    response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(COOKIE, path="/")
+    sessions: Sessions = request.app.state.ui_sessions
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        COOKIE, sessions.issue(owner), max_age=sessions.seconds, httponly=True, samesite="lax",
+        secure=request.url.scheme == "https", path="/",
+    )
     return response
 
 
-def with_key_cookie(response: Response, request: Request, key: str) -> Response:
-    response.set_cookie(COOKIE, key, httponly=True, samesite="lax", secure=request.url.scheme == "https", path="/")
+@router.post("/logout")
+def logout() -> RedirectResponse:
+    """End the session (a same-origin ``POST``: a link or an image elsewhere cannot log you out)."""
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
     return response
