@@ -164,7 +164,8 @@ class LoginThrottle:
         with self._lock:
             used, at = self._failures.get(address, (0.0, t))
             used = max(0.0, used - (t - at) / self.interval)
-            return 0.0 if used < self.burst else (used - self.burst + 1) * self.interval
+            spare = used - (self.burst - 1)  # above 0: the burst is spent
+            return 0.0 if spare <= 1e-9 else spare * self.interval
 
     def failed(self, address: str, now: float | None = None) -> None:
         t = time.monotonic() if now is None else now
