@@ -195,3 +195,21 @@ def test_a_session_cookie_from_another_server_is_not_accepted(tmp_path: Path) ->
     with start_server(tmp_path / "b.db", api_keys=["key-z"]) as other:
         page = httpx.get(other.url + "/", cookies={"runner_session": cookie})
         assert page.status_code == 303 and page.headers["location"].startswith("/login")
+
+
+def test_dataset_names_never_read_as_ids(server: ServerHandle) -> None:
+    with httpx.Client(base_url=server.base_url + "/", timeout=30) as api:
+        first = api.post("/collection", json={"name": "qa", "column_names": ["q"], "test_cases": [{"inputs": {"q": "a"}}]})
+        assert first.status_code == 200
+        refused = api.post("/collection", json={"name": "1", "column_names": ["q"], "test_cases": []})
+        assert refused.status_code == 400 and "digits only" in refused.json()["detail"]
+        assert api.post("/testcases", json={"name": "1", "test_cases": [{"inputs": {"q": "z"}}]}).status_code == 400
+        assert len(api.get("/collection/1").json()["test_cases"]) == 1  # dataset id 1 is untouched
+        for name in ("²", "١", "1.0", " 1"):
+            made = api.post("/collection", json={"name": name, "column_names": ["q"], "test_cases": [{"inputs": {"q": name}}]})
+            assert made.status_code == 200, (name, made.text)
+            got = api.get(f"/collection/{httpx.URL(path=name).raw_path.decode()}")
+            assert got.status_code == 200, (name, got.text)
+            assert got.json()["name"] == name and got.json()["id"] == made.json()["id"]
+        assert api.get("/collection/1").json()["name"] == "qa"
+        assert api.get("/collection/" + "9" * 30).status_code == 404
