@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from runner import Experiment, trace
 from runner.server.auth import key_owner
-from runner.store.tree_links import MAX_NESTING
+from runner.store.tree_links import MAX_NESTING, MAX_SPANS
 from tests.servers import ServerHandle, experiment, log, start_server
 
 OWNER = key_owner("key-a")
@@ -238,3 +238,28 @@ def test_a_runner_row_150_spans_deep_through_http_reads_back(tmp_path: Path) -> 
         with httpx.Client(base_url=server.base_url + "/", timeout=30) as api:
             (row,) = api.post(f"/experiment/{result.experiment_uuid}/trace_logs", json={}).json()
             assert row["output"] == "150"
+
+
+def test_one_read_holds_at_most_max_spans_of_a_tree(site: tuple[ServerHandle, httpx.Client, dict[str, str]]) -> None:
+    server, api, _ = site
+    root = "wide-root"
+    logs = [log(root)] + [log(f"wide-{i}", parent=root, cost=1.0, execution_order=i) for i in range(12_000)]
+    for i in range(0, len(logs), 4000):
+        assert api.post("/trace_logs/batch", json={"logs": logs[i : i + 4000]}).status_code == 200
+    first = api.get(f"/trace_log/{root}")
+    assert first.status_code == 200
+    assert len(first.json()["children_logs"]) == MAX_SPANS - 1
+    assert (first.headers["x-runner-spans-shown"], first.headers["x-runner-spans-total"]) == (str(MAX_SPANS), "12001")
+    whole = api.get(f"/trace_log/{root}", params={"max_spans": 20_000})
+    assert len(whole.json()["children_logs"]) == 12_000 and "x-runner-spans-total" not in whole.headers
+    assert whole.json()["cost"] == 12_000.0
+    assert api.get(f"/trace_log/{root}", params={"max_spans": 10**6}).status_code == 422
+    # a span past the cut still reads by its own id
+    assert api.get("/trace_log/wide-11999").json()["trace_id"] == "wide-11999"
+    with httpx.Client(base_url=server.url, timeout=60, follow_redirects=True) as pages:
+        page = pages.post("/login", data={"key": "key-a", "next": f"/traces/{root}"}, headers={"origin": server.url})
+        assert page.status_code == 200
+        assert "the first 2,000 logged are shown" in page.text and "spans=8000" in page.text
+        assert page.text.count('class="span ') == 2_000
+        more = pages.get(f"/traces/{root}", params={"spans": 20_000})
+        assert more.text.count('class="span ') == 12_001 and "the first" not in more.text

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from runner.errors import NotFoundError
-from runner.store.tree_links import link
+from runner.store.tree_links import MAX_SPANS, fetch, link
 
 __all__ = ["TraceQueries", "merge_scores"]
 
@@ -317,33 +317,27 @@ class TraceQueries:
             out.append(d)
         return out
 
-    def get_trace_tree(self, trace_id: str, owner: str = "") -> dict[str, Any]:
-        """The log ``trace_id`` with its descendants nested in ``children_logs``."""
-        rows = self._query("SELECT root_trace_id FROM traces WHERE trace_id=? AND owner=?", (trace_id, owner))
+    def get_trace_tree(self, trace_id: str, owner: str = "", max_spans: int = MAX_SPANS) -> dict[str, Any]:
+        """The log ``trace_id`` with its descendants nested in ``children_logs`` (at most
+        ``max_spans`` spans of its tree are read: see :mod:`runner.store.tree_links`)."""
+        rows = self._query("SELECT root_trace_id, data FROM traces WHERE trace_id=? AND owner=?", (trace_id, owner))
         if not rows:
             raise NotFoundError(f"trace {trace_id} not found")
-        nodes = self._trees_for_roots([rows[0][0]], owner, also=trace_id)
+        nodes = self._trees_for_roots([rows[0][0]], owner, also=trace_id, max_spans=max_spans, row=rows[0][1])
         node = nodes.get(trace_id)
         if node is None:  # pragma: no cover - defensive: the row exists
             raise NotFoundError(f"trace {trace_id} not found")
         return node
 
     def _trees_for_roots(
-        self, roots: Sequence[str], owner: str, also: str | None = None
+        self, roots: Sequence[str], owner: str, also: str | None = None, max_spans: int = MAX_SPANS,
+        row: str | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Every node of the given traces, by id, the roots (and ``also``, if no root reaches
         it) with their rolled-up children attached (:func:`runner.store.tree_links.link`)."""
-        nodes: dict[str, dict[str, Any]] = {}
-        for i in range(0, len(roots), 500):
-            chunk = roots[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in self._query(
-                f"SELECT data FROM traces WHERE owner=? AND trace_id IN ({marks})"
-                f" UNION ALL SELECT data FROM traces WHERE owner=? AND is_root=0 AND root_trace_id IN ({marks})",
-                (owner, *chunk, owner, *chunk),
-            ):
-                d = orjson.loads(r[0])
-                nodes[d["trace_id"]] = d
+        nodes = fetch(self._query, roots, owner, max_spans)
+        if also is not None and also not in nodes and row is not None:  # beyond the spans read
+            nodes[also] = orjson.loads(row)
         link(nodes, [*roots, also] if also is not None else roots)
         return nodes
 
@@ -383,8 +377,8 @@ class TraceQueries:
         ids = [r[0] for r in self._query(f"SELECT trace_id FROM traces WHERE {sql_where} ORDER BY {order}{page}", args)]
         return total, ids
 
-    def trace_trees(self, root_ids: Sequence[str], owner: str = "") -> list[dict[str, Any]]:
-        nodes = self._trees_for_roots(root_ids, owner)
+    def trace_trees(self, root_ids: Sequence[str], owner: str = "", max_spans: int = MAX_SPANS) -> list[dict[str, Any]]:
+        nodes = self._trees_for_roots(root_ids, owner, max_spans=max_spans)
         return [nodes[r] for r in root_ids if r in nodes]
 
     def filter_sql(

@@ -13,17 +13,72 @@ from the given start spans with an explicit stack, so:
   (their ``parent_trace_id`` still names their real parent), so that every JSON reader (most
   stop at 200 to 512 nested levels) can read any tree we send;
 * roll-ups (scores, tokens, cost) follow the real parents, whatever the nesting shown.
+
+One read holds at most :data:`MAX_SPANS` spans of a tree (:func:`fetch`; a caller may ask for up
+to :data:`MAX_SPANS_LIMIT`): the first ones logged. A tree cut so carries ``_spans`` = ``(shown,
+total)`` on its root node (the server sends it as headers, the UI as a notice), and its roll-ups
+cover the spans read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-__all__ = ["MAX_NESTING", "link"]
+import orjson
+
+__all__ = ["MAX_NESTING", "MAX_SPANS", "MAX_SPANS_LIMIT", "fetch", "link"]
 
 #: how many levels of ``children_logs`` a tree read nests (two JSON levels each)
 MAX_NESTING = 64
+#: spans of one tree in one read, by default and at most
+MAX_SPANS, MAX_SPANS_LIMIT = 10_000, 100_000
+
+Query = Callable[[str, Sequence[Any]], list[sqlite3.Row]]
+
+
+def fetch(query: Query, roots: Sequence[str], owner: str, max_spans: int = MAX_SPANS) -> dict[str, dict[str, Any]]:
+    """The stored spans of the traces ``roots`` (the roots and their first ``max_spans - 1``
+    descendants each, in logging order), by id, parsed."""
+    nodes: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(roots), 500):
+        chunk = list(roots[i : i + 500])
+        marks = ",".join("?" * len(chunk))
+        # an index-only count says which trees are too big to read whole (other tenants' spans
+        # may count here; they are never read)
+        big = {
+            r[0]: int(r[1])
+            for r in query(
+                f"SELECT root_trace_id, count(*) FROM traces WHERE is_root=0 AND root_trace_id IN ({marks})"
+                " GROUP BY root_trace_id HAVING count(*) >= ?",
+                (*chunk, max_spans),
+            )
+        }
+        small = [r for r in chunk if r not in big]
+        rows = list(query(f"SELECT data FROM traces WHERE owner=? AND trace_id IN ({marks})", (owner, *chunk)))
+        if small:
+            marks_small = ",".join("?" * len(small))
+            rows += query(
+                f"SELECT data FROM traces WHERE owner=? AND is_root=0 AND root_trace_id IN ({marks_small})",
+                (owner, *small),
+            )
+        for root in big:
+            rows += query(
+                "SELECT data FROM traces WHERE owner=? AND is_root=0 AND root_trace_id=? ORDER BY rowid LIMIT ?",
+                (owner, root, max_spans - 1),
+            )
+        for r in rows:
+            d = orjson.loads(r[0])
+            nodes[d["trace_id"]] = d
+        for root in big:
+            if root in nodes:
+                total = int(query(
+                    "SELECT count(*) FROM traces WHERE owner=? AND is_root=0 AND root_trace_id=?", (owner, root)
+                )[0][0])
+                if total >= max_spans:
+                    nodes[root]["_spans"] = (max_spans, total + 1)
+    return nodes
 
 _USAGE = ("input_tokens", "output_tokens", "total_tokens", "cost")
 

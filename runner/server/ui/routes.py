@@ -25,12 +25,15 @@ from runner.server.ui.auth import COOKIE, PageOwner, safe_next
 from runner.server.ui.fmt import FILTERS
 from runner.server.ui.pairs import PairView, build_pair
 from runner.server.ui.runs import LRU, SORT_KEYS, RowQuery, RunCache, RunView, listing
+from runner.store.tree_links import MAX_SPANS_LIMIT
 
 __all__ = ["HEADERS", "RUNS_PER_PAGE", "router"]
 
 HERE = Path(__file__).resolve().parent
 #: runs listed per page of the runs page
 RUNS_PER_PAGE = 50
+#: spans of a trace shown at first (``?spans=`` shows more, up to MAX_SPANS_LIMIT)
+TRACE_SPANS = 2_000
 #: rows per page of the rows table: the default, and the most one may ask for
 ROWS_PER_PAGE, MAX_ROWS_PER_PAGE = 50, 500
 #: sent with every page: nothing but this server's own files may load or run
@@ -222,9 +225,10 @@ def _offset(start: str | None, origin: str | None) -> float:
 def trace_page(request: Request, trace_id: str, store: StoreDep, owner: PageOwner, partial: str = "") -> HTMLResponse:
     """A row's trace: the span tree, each span's inputs, output, timings, scores, tokens, cost
     and error. ``?partial=1`` sends the tree alone (the run page opens it beside the rows)."""
+    limit = min(max(whole(request.query_params.get("spans", ""), TRACE_SPANS), 1), MAX_SPANS_LIMIT)
     try:
-        span = store.get_trace_tree(trace_id, owner)
-        root = span if span["root_trace_id"] == trace_id else store.get_trace_tree(span["root_trace_id"], owner)
+        span = store.get_trace_tree(trace_id, owner, max_spans=limit)
+        root = span if span["root_trace_id"] == trace_id else store.get_trace_tree(span["root_trace_id"], owner, limit)
     except NotFoundError:
         return not_found(request, f"There is no trace {trace_id} here.")
     experiment = None
@@ -242,7 +246,13 @@ def trace_page(request: Request, trace_id: str, store: StoreDep, owner: PageOwne
         s["trace_id"]: charts.span_bar(_offset(s.get("start_timestamp"), origin), float(s.get("latency") or 0), total)
         for _, s in spans
     }
+    cut = root.get("_spans")
+    more = None
+    if cut is not None and limit < MAX_SPANS_LIMIT:
+        more = link(f"/traces/{trace_id}", {"partial": partial or None}, spans=min(limit * 4, MAX_SPANS_LIMIT))
     context: dict[str, Any] = {
+        "cut": cut,
+        "more": more,
         "root": root,
         "spans": spans,
         "selected": trace_id,
