@@ -85,14 +85,15 @@ attack();
 
 def _stored(server: ServerHandle, owner: str) -> list[str]:
     assert server.store is not None
-    return [r[0] for r in server.store._query("SELECT trace_id FROM traces WHERE owner=?", (owner,))]  # noqa: SLF001
+    return [r[0] for r in server.store._query("SELECT trace_id FROM traces WHERE owner=?", (owner,))]
 
 
 def _wait_for_frames(page: Any, count: int) -> None:
     # each form posts into its own iframe: wait until every one has an answer (any answer)
     page.wait_for_function(
         f"Array.from(document.querySelectorAll('iframe')).filter(f => {{"
-        f"  try {{ return f.contentWindow.location.href !== 'about:blank'; }} catch (e) {{ return true; }} }}).length >= {count}",
+        "  try { return f.contentWindow.location.href !== 'about:blank'; } catch (e) { return true; } })"
+        f".length >= {count}",
         timeout=30_000,
     )
 
@@ -110,8 +111,10 @@ def test_a_page_on_another_origin_cannot_write_logs_to_the_keyless_server(browse
 
 
 def test_a_page_on_another_origin_cannot_log_the_browser_into_another_tenant(browser: Any, tmp_path: Path) -> None:
-    with start_server(tmp_path / "runner.db", api_keys=["key-a", "key-b"]) as server, \
-            _attacker(_csrf_page(server.url)) as evil:
+    with (
+        start_server(tmp_path / "runner.db", api_keys=["key-a", "key-b"]) as server,
+        _attacker(_csrf_page(server.url)) as evil,
+    ):
         context = browser.new_context()
         page = context.new_page()
         page.goto(evil.url + "/attack.html")
@@ -134,15 +137,20 @@ def test_a_rebound_hostname_cannot_read_the_server(browser: Any, tmp_path: Path)
     with start_server(tmp_path / "runner.db") as server:
         with httpx.Client(base_url=server.base_url + "/", timeout=30) as api:
             exp = experiment(api, project="secret-project", name="secret-exp")
-            assert api.post("/trace_log", json=log("secret-row", experiment_uuid=exp["uuid"], output="s3cret")).status_code == 200
+            assert (
+                api.post("/trace_log", json=log("secret-row", experiment_uuid=exp["uuid"], output="s3cret")).status_code
+                == 200
+            )
         origin = f"http://{REBIND}:{server.port}"
         script = """async () => {
             const out = {};
             for (const [name, path, init] of [
-                ["list", "/api/parea/v1/experiments", {method: "POST", headers: {"content-type": "application/json"}, body: "{}"}],
+                ["list", "/api/parea/v1/experiments",
+                    {method: "POST", headers: {"content-type": "application/json"}, body: "{}"}],
                 ["trace", "/api/parea/v1/trace_log/secret-row", {}],
                 ["ui", "/", {}],
-                ["completion", "/api/parea/v1/completion", {method: "POST", headers: {"content-type": "application/json"},
+                ["completion", "/api/parea/v1/completion",
+                    {method: "POST", headers: {"content-type": "application/json"},
                     body: JSON.stringify({llm_configuration: {model: "gpt-4o-mini", provider: "openai",
                                           messages: [{role: "user", content: "hi"}]}})}],
             ]) {

@@ -47,12 +47,14 @@ def test_a_second_finish_never_turns_completed_into_failed(tmp_path: Path) -> No
 def test_logs_after_finish_refresh_every_view_through_the_server(tmp_path: Path) -> None:
     with serving(tmp_path / "runner.db") as api:
         exp = experiment(api)
-        api.post("/trace_log", json=log("r1", experiment_uuid=exp["uuid"], cost=1.0,
-                                        scores=[{"name": "acc", "score": 1.0}]))
+        api.post(
+            "/trace_log", json=log("r1", experiment_uuid=exp["uuid"], cost=1.0, scores=[{"name": "acc", "score": 1.0}])
+        )
         api.post(f"/experiment/{exp['uuid']}/finished", json={"status": "completed"})
         # a late root, and a late child of the first row (no experiment_uuid: found by its root)
-        api.post("/trace_log", json=log("r2", experiment_uuid=exp["uuid"], cost=3.0,
-                                        scores=[{"name": "acc", "score": 0.0}]))
+        api.post(
+            "/trace_log", json=log("r2", experiment_uuid=exp["uuid"], cost=3.0, scores=[{"name": "acc", "score": 0.0}])
+        )
         api.post("/trace_log", json=log("c1", parent="r1", cost=2.0))
         (listed,) = api.post("/experiments", json={}).json()
         assert listed["num_samples"] == 2
@@ -69,14 +71,25 @@ def test_logs_after_finish_refresh_every_view_through_the_server(tmp_path: Path)
 
 def test_logs_after_finish_refresh_the_embedded_store_and_the_cli(tmp_path: Path) -> None:
     db = tmp_path / "runner.db"
-    result = Experiment(name="late", data=[{"q": "a", "target": "a"}, {"q": "b", "target": "x"}],
-                        func=lambda q: q, db=db, evals=[]).run(run_name="late-1", quiet=True)
+    result = Experiment(
+        name="late", data=[{"q": "a", "target": "a"}, {"q": "b", "target": "x"}], func=lambda q: q, db=db, evals=[]
+    ).run(run_name="late-1", quiet=True)
     store = Store(db)
     try:
         before = store.get_experiment(result.experiment_uuid)
         assert before["num_samples"] == 2
-        store.upsert_traces([{"trace_id": "late-row", "root_trace_id": "late-row", "parent_trace_id": "late-row",
-                              "experiment_uuid": result.experiment_uuid, "cost": 4.0, "start_timestamp": "x"}])
+        store.upsert_traces(
+            [
+                {
+                    "trace_id": "late-row",
+                    "root_trace_id": "late-row",
+                    "parent_trace_id": "late-row",
+                    "experiment_uuid": result.experiment_uuid,
+                    "cost": 4.0,
+                    "start_timestamp": "x",
+                }
+            ]
+        )
         after = store.get_experiment(result.experiment_uuid)
         assert after["num_samples"] == 3
         assert _pinned(after)["Cost"] == pytest.approx(4.0 / 3)
@@ -88,8 +101,9 @@ def test_logs_after_finish_refresh_the_embedded_store_and_the_cli(tmp_path: Path
         assert store.get_experiment(result.experiment_uuid)["status"] == "completed"
     finally:
         store.close()
-    shown = subprocess.run([sys.executable, "-m", "runner", "list", "--db", str(db)],
-                           capture_output=True, text=True, timeout=120)
+    shown = subprocess.run(
+        [sys.executable, "-m", "runner", "list", "--db", str(db)], capture_output=True, text=True, timeout=120
+    )
     assert shown.returncode == 0, shown.stderr
     line = next(x for x in shown.stdout.splitlines() if "late-1" in x)
     assert " 3 " in f" {line} ", line
@@ -98,8 +112,20 @@ def test_logs_after_finish_refresh_the_embedded_store_and_the_cli(tmp_path: Path
 def test_concurrent_updates_of_one_log_are_all_kept(tmp_path: Path) -> None:
     """Twelve writers PUT different fields of one log (15 times each, the last value last) while
     a thirteenth POSTs upserts of another: every writer's last value is there at the end."""
-    fields = ["output", "target", "error", "session_id", "end_user_identifier", "trace_name", "status",
-              "deployment_id", "organization_id", "output_for_eval_metrics", "project_name", "time_to_first_token"]
+    fields = [
+        "output",
+        "target",
+        "error",
+        "session_id",
+        "end_user_identifier",
+        "trace_name",
+        "status",
+        "deployment_id",
+        "organization_id",
+        "output_for_eval_metrics",
+        "project_name",
+        "time_to_first_token",
+    ]
     with serving(tmp_path / "runner.db") as api:
         api.post("/trace_log", json=log("t"))
         base = str(api.base_url)

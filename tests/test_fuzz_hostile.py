@@ -54,17 +54,37 @@ def _bodies(ids: dict[str, str]) -> dict[tuple[str, str], Any]:
         ("POST", "/feedback"): {"trace_id": "t", "score": 0.5, "comment": "fine"},
         ("POST", "/collection"): {"name": "d", "column_names": ["q"], "test_cases": [{"inputs": {"q": "1"}}]},
         ("POST", "/testcases"): {"name": "d2", "test_cases": [{"inputs": {"q": "1"}, "target": "x"}]},
-        ("POST", f"/experiment/{e}/trace_logs"): {"filter_field": "trace_name", "filter_operator": "equals",
-                                                   "filter_value": "x"},
-        ("POST", "/get_trace_logs"): {"project_name": "p", "filter_field": "trace_name",
-                                      "filter_operator": "like", "filter_value": "x"},
-        ("POST", f"/experiment/{e}/finished"): {"status": "completed",
-                                                "dataset_level_stats": [{"name": "x", "score": 0.5}]},
-        ("POST", "/trace_log"): log("new", experiment_uuid=e, latency=0.1, scores=[{"name": "s", "score": 1.0}],
-                                    inputs={"q": "x"}, metadata={"m": [1.5, "a"]}),
+        ("POST", f"/experiment/{e}/trace_logs"): {
+            "filter_field": "trace_name",
+            "filter_operator": "equals",
+            "filter_value": "x",
+        },
+        ("POST", "/get_trace_logs"): {
+            "project_name": "p",
+            "filter_field": "trace_name",
+            "filter_operator": "like",
+            "filter_value": "x",
+        },
+        ("POST", f"/experiment/{e}/finished"): {
+            "status": "completed",
+            "dataset_level_stats": [{"name": "x", "score": 0.5}],
+        },
+        ("POST", "/trace_log"): log(
+            "new",
+            experiment_uuid=e,
+            latency=0.1,
+            scores=[{"name": "s", "score": 1.0}],
+            inputs={"q": "x"},
+            metadata={"m": [1.5, "a"]},
+        ),
         ("POST", "/trace_logs/batch"): {"logs": [log("n1", experiment_uuid=e, cost=0.1), log("n2", inputs={"q": "y"})]},
-        ("POST", "/completion"): {"llm_configuration": {"model": "gpt-4o-mini", "provider": "openai",
-                                                        "messages": [{"role": "user", "content": "hi"}]}},
+        ("POST", "/completion"): {
+            "llm_configuration": {
+                "model": "gpt-4o-mini",
+                "provider": "openai",
+                "messages": [{"role": "user", "content": "hi"}],
+            }
+        },
     }
 
 
@@ -92,7 +112,9 @@ ROUTES = sorted(_bodies({"experiment": "E", "project": "P"}), key=lambda r: (r[1
 _hostile = st.one_of(st.sampled_from(HOSTILE_NUMBERS), st.sampled_from(HOSTILE_TEXT))
 
 
-@settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(route=st.integers(0, len(ROUTES) - 1), where=st.integers(0, 10**6), bad=_hostile, as_key=st.booleans())
 def test_a_hostile_value_anywhere_is_a_422_naming_its_place(
     site: tuple[ServerHandle, httpx.Client, dict[str, str]], route: int, where: int, bad: Any, as_key: bool
@@ -126,12 +148,15 @@ def test_a_hostile_value_anywhere_is_a_422_naming_its_place(
     assert server.store.count_traces(OWNER) == before
 
 
-def test_numbers_too_large_for_a_double_are_non_finite_too(site: tuple[ServerHandle, httpx.Client, dict[str, str]]) -> None:
+def test_numbers_too_large_for_a_double_are_non_finite_too(
+    site: tuple[ServerHandle, httpx.Client, dict[str, str]],
+) -> None:
     _, api, ids = site
     for literal in (b"1e999", b"-1e400", b"1" + b"0" * 400 + b".0"):
         raw = b'{"status": "completed", "dataset_level_stats": [{"name": "x", "score": ' + literal + b"}]}"
-        response = api.post(f"/experiment/{ids['experiment']}/finished", content=raw,
-                            headers={"content-type": "application/json"})
+        response = api.post(
+            f"/experiment/{ids['experiment']}/finished", content=raw, headers={"content-type": "application/json"}
+        )
         assert response.status_code == 422, response.text
         assert response.json()["detail"][0]["loc"] == ["body", "dataset_level_stats", 0, "score"]
     # before: the tenant's every later POST /experiments was a 500
@@ -185,8 +210,12 @@ def test_any_parent_graph_reads_back_as_a_tree(
 
 
 def test_a_cycle_is_cut_and_the_ui_trace_page_renders(site: tuple[ServerHandle, httpx.Client, dict[str, str]]) -> None:
-    server, api, ids = site
-    logs = [log("cyc-root"), log("cyc-a", parent="cyc-b", root="cyc-root"), log("cyc-b", parent="cyc-a", root="cyc-root")]
+    server, api, _ = site
+    logs = [
+        log("cyc-root"),
+        log("cyc-a", parent="cyc-b", root="cyc-root"),
+        log("cyc-b", parent="cyc-a", root="cyc-root"),
+    ]
     assert api.post("/trace_logs/batch", json={"logs": logs}).status_code == 200
     a = api.get("/trace_log/cyc-a").json()
     assert [c["trace_id"] for c in a["children_logs"]] == ["cyc-b"]
@@ -206,8 +235,16 @@ def test_a_chain_deeper_than_any_json_reader_nests_reads_back(
     root = f"deep{depth}-root"
     logs = [log(root, experiment_uuid=exp["uuid"])]
     for i in range(depth):
-        logs.append(log(f"deep{depth}-{i}", parent=logs[-1]["trace_id"], root=root, depth=i + 1, cost=0.5,
-                        scores=[{"name": "leaf", "score": float(i == depth - 1)}]))
+        logs.append(
+            log(
+                f"deep{depth}-{i}",
+                parent=logs[-1]["trace_id"],
+                root=root,
+                depth=i + 1,
+                cost=0.5,
+                scores=[{"name": "leaf", "score": float(i == depth - 1)}],
+            )
+        )
     assert api.post("/trace_logs/batch", json={"logs": logs}).status_code == 200
     tree = api.get(f"/trace_log/{root}").json()
     assert tree["cost"] == 0.5 * depth  # roll-ups follow the real parents, whatever is nested
@@ -229,8 +266,9 @@ def test_a_runner_row_150_spans_deep_through_http_reads_back(tmp_path: Path) -> 
         return str(dig(150))
 
     with start_server(tmp_path / "runner.db") as server:
-        result = Experiment(name="deep", data=[{"q": "x", "target": "150"}], func=func,
-                            base_url=server.base_url).run(quiet=True)
+        result = Experiment(name="deep", data=[{"q": "x", "target": "150"}], func=func, base_url=server.base_url).run(
+            quiet=True
+        )
         frame = result.to_dataframe()
         assert len(frame) == 1
         text = result.summary_text()

@@ -35,10 +35,30 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     for name in ("RUNNER_DB", "RUNNER_API_KEYS", "RUNNER_ALLOWED_HOSTS"):
         env.pop(name, None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", "serve", "--port", str(port), "--log-level", "warning",
-         "--db", str(tmp_path_factory.mktemp("hardening") / "runner.db"), "--header-timeout", "1",
-         "--body-timeout", "1", "--max-connections", "20", "--allowed-host", "dash.example"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--db",
+            str(tmp_path_factory.mktemp("hardening") / "runner.db"),
+            "--header-timeout",
+            "1",
+            "--body-timeout",
+            "1",
+            "--max-connections",
+            "20",
+            "--allowed-host",
+            "dash.example",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30
@@ -100,8 +120,10 @@ def test_a_header_sent_a_byte_at_a_time_is_cut_off(served: int) -> None:
 
 def test_a_body_trickling_in_is_answered_408(served: int) -> None:
     with socket.create_connection(("127.0.0.1", served), timeout=10) as s:
-        s.sendall(b"POST /api/parea/v1/project HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: 1000\r\n\r\n{")
+        s.sendall(
+            b"POST /api/parea/v1/project HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        )
         answer = b""
         deadline = time.monotonic() + 20
         s.settimeout(0.2)
@@ -154,8 +176,10 @@ def test_no_api_docs_from_a_cdn(server: ServerHandle) -> None:
 
 
 def test_wrong_keys_are_throttled(tmp_path: Path) -> None:
-    with start_server(tmp_path / "runner.db", api_keys=["key-a"]) as server, \
-            httpx.Client(base_url=server.url, headers={"origin": server.url}) as web:
+    with (
+        start_server(tmp_path / "runner.db", api_keys=["key-a"]) as server,
+        httpx.Client(base_url=server.url, headers={"origin": server.url}) as web,
+    ):
         statuses = [web.post("/login", data={"key": f"guess-{i}"}) for i in range(30)]
         assert {r.status_code for r in statuses} <= {401, 429}
         throttled = [r for r in statuses if r.status_code == 429]
@@ -188,8 +212,10 @@ def test_sessions_are_signed_expire_and_die_with_their_key() -> None:
 
 
 def test_a_session_cookie_from_another_server_is_not_accepted(tmp_path: Path) -> None:
-    with start_server(tmp_path / "a.db", api_keys=["key-a"]) as first, \
-            httpx.Client(base_url=first.url, headers={"origin": first.url}) as web:
+    with (
+        start_server(tmp_path / "a.db", api_keys=["key-a"]) as first,
+        httpx.Client(base_url=first.url, headers={"origin": first.url}) as web,
+    ):
         assert web.post("/login", data={"key": "key-a"}).status_code == 303
         cookie = web.cookies["runner_session"]
     with start_server(tmp_path / "b.db", api_keys=["key-z"]) as other:
@@ -199,14 +225,18 @@ def test_a_session_cookie_from_another_server_is_not_accepted(tmp_path: Path) ->
 
 def test_dataset_names_never_read_as_ids(server: ServerHandle) -> None:
     with httpx.Client(base_url=server.base_url + "/", timeout=30) as api:
-        first = api.post("/collection", json={"name": "qa", "column_names": ["q"], "test_cases": [{"inputs": {"q": "a"}}]})
+        first = api.post(
+            "/collection", json={"name": "qa", "column_names": ["q"], "test_cases": [{"inputs": {"q": "a"}}]}
+        )
         assert first.status_code == 200
         refused = api.post("/collection", json={"name": "1", "column_names": ["q"], "test_cases": []})
         assert refused.status_code == 400 and "digits only" in refused.json()["detail"]
         assert api.post("/testcases", json={"name": "1", "test_cases": [{"inputs": {"q": "z"}}]}).status_code == 400
         assert len(api.get("/collection/1").json()["test_cases"]) == 1  # dataset id 1 is untouched
         for name in ("²", "١", "1.0", " 1"):
-            made = api.post("/collection", json={"name": name, "column_names": ["q"], "test_cases": [{"inputs": {"q": name}}]})
+            made = api.post(
+                "/collection", json={"name": name, "column_names": ["q"], "test_cases": [{"inputs": {"q": name}}]}
+            )
             assert made.status_code == 200, (name, made.text)
             got = api.get(f"/collection/{httpx.URL(path=name).raw_path.decode()}")
             assert got.status_code == 200, (name, got.text)

@@ -40,8 +40,14 @@ def _cost(stats: dict[str, Any]) -> float:
 def test_another_tenants_child_log_never_reaches_your_stats(a: httpx.Client, b: httpx.Client) -> None:
     exp = experiment(a)
     assert a.post("/trace_log", json=log("root-1", experiment_uuid=exp["uuid"], cost=0.25)).status_code == 200
-    poison = log("poison", parent="root-1", root="root-1", cost=1000.0, total_tokens=10**6,
-                 scores=[{"name": "b_poison", "score": 1.0}])
+    poison = log(
+        "poison",
+        parent="root-1",
+        root="root-1",
+        cost=1000.0,
+        total_tokens=10**6,
+        scores=[{"name": "b_poison", "score": 1.0}],
+    )
     assert b.post("/trace_log", json=poison).status_code == 200  # stored, as B's own span
     stats = a.get(f"/experiment/{exp['uuid']}/stats").json()
     assert _cost(stats) == 0.25
@@ -82,7 +88,10 @@ def test_trace_ids_are_per_tenant_and_every_acknowledged_write_is_stored(a: http
     assert b.post("/trace_log", json=log("later-id", output="squat")).status_code == 200
     assert a.post("/trace_log", json=log("later-id", output="mine")).status_code == 200
     assert a.get("/trace_log/later-id").json()["output"] == "mine"
-    assert b.put("/trace_log", json={"trace_id": "later-id", "field_name_to_value_map": {"output": "x"}}).status_code == 200
+    assert (
+        b.put("/trace_log", json={"trace_id": "later-id", "field_name_to_value_map": {"output": "x"}}).status_code
+        == 200
+    )
     assert a.get("/trace_log/later-id").json()["output"] == "mine"
 
 

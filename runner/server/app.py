@@ -41,8 +41,8 @@ from runner.server.routes_traces import ExperimentCheck
 from runner.store import Store
 
 __all__ = [
-    "EXTENSIONS",
     "BODY_TIMEOUT",
+    "EXTENSIONS",
     "MAX_BODY_BYTES",
     "MAX_JSON_DEPTH",
     "SERVER_NAME",
@@ -275,13 +275,12 @@ class BodyLimitMiddleware:
             if (scope["method"], scope["path"]) not in self.self_checked:
                 problem = _json_problem(body, self.max_depth)
                 if problem is not None:
-                    detail = [{"type": "json_invalid", "loc": ["body"], "msg": problem}]
-                    await _send_json(send, 422, {"detail": detail})
+                    await _send_json(send, 422, {"detail": [{"type": "json_invalid", "loc": ["body"], "msg": problem}]})
                     return
             bad = bad_value(body)  # non-finite numbers, lone surrogates: on every route
             if bad is not None:
-                detail = [{"type": "value_error", "loc": ["body", *bad[0]], "msg": bad[1]}]
-                await _send_json(send, 422, {"detail": detail})
+                errors = [{"type": "value_error", "loc": ["body", *bad[0]], "msg": bad[1]}]
+                await _send_json(send, 422, {"detail": errors})
                 return
         replayed = False
 

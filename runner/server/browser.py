@@ -4,7 +4,8 @@ A page on any site can make the browser send requests to ``http://127.0.0.1:8765
 cross-origin requests (a form post, a ``text/plain`` fetch) go out without asking, and a page
 whose hostname it rebinds to ``127.0.0.1`` (DNS rebinding) even reads the answers. So:
 
-* **Host allow-list** (:func:`allowed_host_list`, for Starlette's ``TrustedHostMiddleware``): a request is answered only if its ``Host`` header
+* **Host allow-list** (:func:`allowed_host_list`, for Starlette's ``TrustedHostMiddleware``):
+  a request is answered only if its ``Host`` header
   names this server — a loopback name (``127.0.0.1``, ``localhost``, ``::1``), the address it
   is bound to, or a host given with ``--allowed-host`` / ``RUNNER_ALLOWED_HOSTS`` (wildcards
   like ``*.example.com``; ``*`` turns the check off, for a proxy that checks itself). Anything

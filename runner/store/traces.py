@@ -241,7 +241,8 @@ class TraceQueries:
     def count_roots(self, experiment_uuid: str, owner: str = "") -> int:
         return int(
             self._query(
-                "SELECT count(*) FROM traces WHERE experiment_uuid=? AND is_root=1 AND owner=?", (experiment_uuid, owner)
+                "SELECT count(*) FROM traces WHERE experiment_uuid=? AND is_root=1 AND owner=?",
+                (experiment_uuid, owner),
             )[0][0]
         )
 

@@ -73,12 +73,15 @@ def fetch(query: Query, roots: Sequence[str], owner: str, max_spans: int = MAX_S
             nodes[d["trace_id"]] = d
         for root in big:
             if root in nodes:
-                total = int(query(
-                    "SELECT count(*) FROM traces WHERE owner=? AND is_root=0 AND root_trace_id=?", (owner, root)
-                )[0][0])
+                total = int(
+                    query("SELECT count(*) FROM traces WHERE owner=? AND is_root=0 AND root_trace_id=?", (owner, root))[
+                        0
+                    ][0]
+                )
                 if total >= max_spans:
                     nodes[root]["_spans"] = (max_spans, total + 1)
     return nodes
+
 
 _USAGE = ("input_tokens", "output_tokens", "total_tokens", "cost")
 
@@ -167,7 +170,7 @@ def _roll_up(order: list[tuple[dict[str, Any], dict[str, Any] | None]]) -> None:
     top.pop("_own_scores", None)
 
 
-def _add(acc: dict[str, list[float]], name: str, value: float, count: int) -> None:
+def _add(acc: dict[str, list[float]], name: str, value: float, count: float) -> None:
     entry = acc.get(name)
     if entry is None:
         acc[name] = [value, count]

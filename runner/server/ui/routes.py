@@ -370,12 +370,12 @@ async def login(request: Request) -> Response:
             request, "login.html", 401, title="Log in", next=target, error="That key is not accepted by this server."
         )
     sessions: Sessions = request.app.state.ui_sessions
-    response = RedirectResponse(target, status_code=303)
-    response.set_cookie(
+    redirect = RedirectResponse(target, status_code=303)
+    redirect.set_cookie(
         COOKIE, sessions.issue(owner), max_age=sessions.seconds, httponly=True, samesite="lax",
         secure=request.url.scheme == "https", path="/",
     )
-    return response
+    return redirect
 
 
 @router.post("/logout")
