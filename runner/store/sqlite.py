@@ -31,6 +31,7 @@ from runner.errors import BackendError, ConflictError, NotFoundError, RunNameErr
 from runner.store.datasets import DatasetQueries
 from runner.store.migrations import MIGRATIONS
 from runner.store.pages import PageQueries
+from runner.store.pinning import PinQueries
 from runner.store.traces import TraceQueries
 
 __all__ = ["RUN_NAME_RE", "Store", "now_iso", "validate_run_name"]
@@ -96,7 +97,7 @@ def _statements(script: str) -> Iterator[str]:
         yield pending
 
 
-class Store(TraceQueries, DatasetQueries, PageQueries):
+class Store(TraceQueries, DatasetQueries, PageQueries, PinQueries):
     """A SQLite file holding everything the runner and the server record.
 
     >>> store = Store(":memory:")
@@ -312,52 +313,6 @@ class Store(TraceQueries, DatasetQueries, PageQueries):
         d["pinned_stats"] = loads(d["pinned_stats"]) or []
         d["is_public"] = bool(d["is_public"])
         return d
-
-    def _fresh(self, rows: list[sqlite3.Row]) -> list[sqlite3.Row]:
-        """``rows`` of experiments, each stale one (a row logged, changed or deleted after it
-        finished) re-pinned first and read again: every read shows stats of what is stored."""
-        if not any(r["stale"] for r in rows):
-            return rows
-        out = []
-        for r in rows:
-            if r["stale"]:
-                self._repin(r["uuid"], r["owner"])
-                r = self._query(
-                    "SELECT e.*, p.name AS project_name FROM experiments e JOIN projects p ON p.uuid=e.project_uuid"
-                    " WHERE e.uuid=?",
-                    (r["uuid"],),
-                )[0]
-            out.append(r)
-        return out
-
-    def _repin(
-        self,
-        experiment_uuid: str,
-        owner: str,
-        dataset_level_stats: list[dict[str, Any]] | None = None,
-        status: str | None = None,
-        collect: list[dict[str, Any]] | None = None,
-    ) -> None:
-        """Recompute the pinned stats and ``num_samples`` of a finished experiment from its stored
-        rows, in one write transaction (a log written meanwhile waits, then marks it stale again)."""
-        with self.transaction() as c:
-            row = c.execute(
-                "SELECT dataset_level_stats, status FROM experiments WHERE uuid=? AND owner=?", (experiment_uuid, owner)
-            ).fetchone()
-            if row is None:
-                raise NotFoundError(f"experiment {experiment_uuid} not found")
-            dls = (loads(row[0]) or []) if dataset_level_stats is None else dataset_level_stats
-            stats: Iterable[dict[str, Any]] = self.iter_experiment_stats(experiment_uuid, owner)
-            if collect is not None:
-                collect.extend(stats)
-                stats = collect
-            pinned, n_roots = pinned_stats(stats)
-            pinned.extend({"var1": s["name"], "operation": "custom", "value": s["score"]} for s in dls)
-            c.execute(
-                "UPDATE experiments SET status=?, finished_at=coalesce(finished_at, ?), dataset_level_stats=?,"
-                " pinned_stats=?, num_samples=?, stale=0 WHERE uuid=? AND owner=?",
-                (status or row[1], now_iso(), dumps(dls), dumps(pinned), n_roots, experiment_uuid, owner),
-            )
 
     def get_experiment(self, experiment_uuid: str, owner: str = "") -> dict[str, Any]:
         rows = self._query(
