@@ -8,7 +8,8 @@ The hierarchy::
     │   ├── RunNameError         invalid or already-used run name
     │   └── FunctionError        a user callable that cannot be used as given
     ├── BackendError             the store or the server refused or failed a request
-    │   └── NotFoundError        unknown experiment, trace, dataset or run
+    │   ├── NotFoundError        unknown experiment, trace, dataset or run
+    │   └── ConflictError        the request contradicts what is stored (a server's 409)
     ├── CompletionError          an LLM call (runner.completion) came back with status "error"
     │   └── RateLimitError       ... because the provider was still rate-limiting after retries
     └── ExperimentFailed         raised by nothing; used as a status marker by the CLI
@@ -25,6 +26,7 @@ __all__ = [
     "BackendError",
     "CompletionError",
     "ConfigError",
+    "ConflictError",
     "DatasetError",
     "ExperimentFailed",
     "FunctionError",
@@ -65,6 +67,10 @@ class BackendError(RunnerError):
 
 class NotFoundError(BackendError):
     """The experiment, run, trace or dataset asked for does not exist."""
+
+
+class ConflictError(BackendError):
+    """The request contradicts what is stored, e.g. finishing a completed run as failed."""
 
 
 class CompletionError(RunnerError):

@@ -49,6 +49,8 @@ class Settings:
     quiet: bool = False
     #: keys ``serve`` accepts, one tenant each (``RUNNER_API_KEYS``, comma-separated)
     api_keys: tuple[str, ...] = ()
+    #: Host names ``serve`` answers besides loopback and its bound address (``RUNNER_ALLOWED_HOSTS``)
+    allowed_hosts: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -61,4 +63,5 @@ class Settings:
             project_name=env.get("RUNNER_PROJECT") or "default",
             quiet=(env.get("RUNNER_QUIET", "").lower() in ("1", "true", "yes")),
             api_keys=tuple(k.strip() for k in env.get("RUNNER_API_KEYS", "").split(",") if k.strip()),
+            allowed_hosts=tuple(h.strip() for h in env.get("RUNNER_ALLOWED_HOSTS", "").split(",") if h.strip()),
         )

@@ -54,7 +54,7 @@ def _ours(app: Any) -> dict[str, Any]:
 
 
 REFERENCE_OPS = sorted(_reference())
-EXTENSION_OPS = sorted(_ours(create_app(Store(":memory:"))))
+EXTENSION_OPS = sorted(_ours(create_app(Store(":memory:"), allowed_hosts=["testserver"])))
 
 
 class Fuzzed:
@@ -62,7 +62,7 @@ class Fuzzed:
 
     def __init__(self, tmp: Path) -> None:
         self.store = Store(tmp / "fuzz.db")
-        self.app = create_app(self.store)
+        self.app = create_app(self.store, allowed_hosts=["testserver"])  # schemathesis' ASGI host
         self.schemas = {**_reference(), **_ours(self.app)}
         with start_server(tmp / "fuzz.db") as server, httpx.Client(base_url=server.base_url + "/") as api:
             exp = experiment(api, project="known", name="known")

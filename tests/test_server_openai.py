@@ -137,3 +137,25 @@ def test_keys_models_and_bad_requests(server: ServerHandle, oai: FakeProvider) -
     with pytest.raises(openai.BadRequestError, match="messages"):
         client(server).chat.completions.create(model="gpt-4o-mini", messages=[])
     assert oai.calls == 0
+
+
+def test_a_web_page_cannot_spend_the_gateway_on_a_keyless_server(
+    oai: FakeProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the "simple" requests any page may send cross-site without a preflight: a text/plain or a
+    # form body, or a JSON body from a foreign Origin; a program's JSON and OTLP still go through
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
+    monkeypatch.setenv("OPENAI_BASE_URL", oai.base_url)
+    body = '{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "spend"}]}'
+    with start_server(tmp_path / "open.db") as handle:
+        before = oai.calls
+        url = handle.url + "/v1/chat/completions"
+        for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+            assert httpx.post(url, content=body, headers={"content-type": ctype}).status_code == 415
+        foreign = httpx.post(url, content=body, headers={"content-type": "application/json",
+                                                         "origin": "http://evil.example"})
+        assert foreign.status_code == 403
+        assert httpx.post(handle.url + "/v1/traces", content=b"x", headers={"content-type": "text/plain"}).status_code == 415
+        assert oai.calls == before
+        assert httpx.post(url, content=body, headers={"content-type": "application/json"}).status_code == 200
+        assert oai.calls == before + 1

@@ -11,6 +11,8 @@ import pytest
 
 from tests.servers import experiment, log, serving
 
+JSON = {"content-type": "application/json"}
+
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[httpx.Client]:
@@ -90,7 +92,7 @@ def test_batch_stores_every_log_in_any_order(api: httpx.Client) -> None:
         log(f"c{i}", parent=f"r{i}", experiment_uuid=exp, scores=[{"name": "s", "score": i % 2}]) for i in range(50)
     ]
     logs += [log(f"r{i}", experiment_uuid=exp, latency=1.0) for i in range(50)]
-    response = api.post("/trace_logs/batch", content=orjson.dumps({"logs": logs}))
+    response = api.post("/trace_logs/batch", content=orjson.dumps({"logs": logs}), headers=JSON)
     assert response.status_code == 200
     assert response.json() == {"count": 100}
     stats = api.get(f"/experiment/{exp}/stats").json()["parent_trace_stats"]
@@ -104,7 +106,7 @@ def test_batch_schema_errors_name_the_log_and_store_nothing(api: httpx.Client) -
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "logs", 1, "trace_id"]
     assert api.get("/trace_log/ok").status_code == 404
-    assert api.post("/trace_logs/batch", content=b'{"logs": [').status_code == 422
+    assert api.post("/trace_logs/batch", content=b'{"logs": [', headers=JSON).status_code == 422
     assert api.post("/trace_logs/batch", json={"log": []}).status_code == 422
 
 

@@ -483,9 +483,14 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHa
         yield server, a, b
 
 
+def _web(server: ServerHandle) -> httpx.Client:
+    """A client on the pages that posts its forms the way a browser on them does (same Origin)."""
+    return httpx.Client(base_url=server.url, headers={"origin": server.url})
+
+
 def test_pages_ask_for_a_key(tenants: Any) -> None:
     server, a, _ = tenants
-    with httpx.Client(base_url=server.url) as web:
+    with _web(server) as web:
         for url in ("/", f"/runs/{a['baseline']}", "/datasets", "/compare"):
             page = web.get(url)
             assert page.status_code == 303, url
@@ -494,33 +499,36 @@ def test_pages_ask_for_a_key(tenants: Any) -> None:
         assert login.status_code == 200 and 'name="key"' in login.text
         wrong = web.post("/login", data={"key": "nope", "next": "/datasets"})
         assert wrong.status_code == 401 and "not accepted" in wrong.text
-        assert "runner_key" not in wrong.headers.get("set-cookie", "")
+        assert "runner_session" not in wrong.headers.get("set-cookie", "")
         right = web.post("/login", data={"key": "key-a", "next": "/datasets"})
         assert right.status_code == 303 and right.headers["location"] == "/datasets"
         cookie = right.headers["set-cookie"]
-        assert "runner_key=key-a" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+        assert "runner_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+        assert "key-a" not in cookie  # a signed session, never the key
         assert "alpha-support-faq" in web.get("/datasets").text
         # the cookie opens the pages, not the API: that still wants the header
         assert web.post("/api/parea/v1/experiments", json={}).status_code == 401
-        out = web.get("/logout")
+        assert web.get("/logout").status_code == 405  # a link or an image cannot log you out
+        out = web.post("/logout")
         assert out.status_code == 303
         assert web.get("/datasets").status_code == 303
 
 
-def test_key_in_a_link_is_kept_in_the_cookie_and_dropped_from_the_url(tenants: Any) -> None:
+def test_a_key_in_a_link_is_never_used(tenants: Any) -> None:
     server, a, _ = tenants
-    with httpx.Client(base_url=server.url) as web:
+    with _web(server) as web:
         first = web.get(f"/runs/{a['baseline']}", params={"key": "key-a", "sort": "status"})
         assert first.status_code == 303
-        assert first.headers["location"] == f"/runs/{a['baseline']}?sort=status"
-        assert web.get(first.headers["location"]).status_code == 200
-        bad = web.get("/", params={"key": "nope"})
-        assert bad.status_code == 303 and "error=1" in bad.headers["location"]
+        assert first.headers["location"].startswith("/login?next=")
+        assert "set-cookie" not in first.headers
+        assert "key-a" not in first.headers["location"]
+        form = web.get(first.headers["location"])
+        assert form.status_code == 200 and "Keys in links are not accepted" in form.text
 
 
 def test_login_only_returns_to_this_site(tenants: Any) -> None:
     server, _, _ = tenants
-    with httpx.Client(base_url=server.url) as web:
+    with _web(server) as web:
         for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
             response = web.post("/login", data={"key": "key-a", "next": target})
             assert response.headers["location"] == "/", target
@@ -528,7 +536,7 @@ def test_login_only_returns_to_this_site(tenants: Any) -> None:
 
 def test_each_key_sees_only_its_own_runs(tenants: Any) -> None:
     server, a, b = tenants
-    with httpx.Client(base_url=server.url, params={}) as web:
+    with _web(server) as web:
         web.post("/login", data={"key": "key-a"})
         runs = web.get("/").text
         assert set(re.findall(r'<tr data-run="([^"]+)"', runs)) == set(a.values())

@@ -8,7 +8,10 @@
   ``seed``, which is how to ask a provider for a different sample;
 * the messages as sent (``history`` prepended, ``{{placeholders}}`` filled from ``llm_inputs``);
 * ``functions`` and ``function_call``;
-* ``metadata["cache_seed"]`` if present, and nothing else from ``metadata``.
+* ``metadata["cache_seed"]`` if present, and nothing else from ``metadata``;
+* the *scope*: the tenant the request is made for (on the server, the caller's API key's owner)
+  and a SHA-256 fingerprint of the provider key and base URL it is sent with, so one tenant's
+  cached answers never answer another tenant, nor a request bringing a different provider key.
 
 Trace ids, names, tags, project, experiment and the rest of ``metadata`` do not change the key,
 so re-running an experiment reuses its completions. To get a fresh sample per trial while keeping
@@ -40,17 +43,26 @@ __all__ = [
     "MemoryCompletionCache",
     "SQLiteCompletionCache",
     "cache_key",
+    "cache_scope",
 ]
 
 #: The one ``metadata`` entry that is part of the cache key.
 CACHE_SEED_KEY = "cache_seed"
 
-_KEY_VERSION = 1  # bump when the key's inputs change, so old entries are never misread
+_KEY_VERSION = 2  # bump when the key's inputs change, so old entries are never misread
 
 
-def cache_key(call: LLMCall, cache_seed: Any = None) -> str:
-    """The hex SHA-256 identifying ``call`` (and the optional seed) in a cache."""
+def cache_scope(tenant: str, api_key: str | None, base_url: str) -> str:
+    """Who a cached answer belongs to: the tenant and a fingerprint of the provider credentials."""
+    fingerprint = hashlib.sha256(f"{api_key or ''}\n{base_url}".encode()).hexdigest()
+    return f"{tenant}\n{fingerprint}"
+
+
+def cache_key(call: LLMCall, cache_seed: Any = None, *, scope: str = "") -> str:
+    """The hex SHA-256 identifying ``call`` (and the optional seed) in a cache, for ``scope``
+    (:func:`cache_scope`)."""
     payload = {
+        "scope": scope,
         "v": _KEY_VERSION,
         "provider": call.provider,
         "model": call.model,

@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from runner.proxy.cache import CACHE_SEED_KEY, CompletionCache, cache_key
+from runner.proxy.cache import CACHE_SEED_KEY, CompletionCache, cache_key, cache_scope
 from runner.proxy.errors import ProxyConfigError
 from runner.proxy.models import CompletionsResponseSchema, CompletionsSchema, MessageSchema
 from runner.proxy.pricing import PriceTable
@@ -141,13 +141,14 @@ class Proxy:
     # --- complete ------------------------------------------------------------------------------
 
     async def complete(self, req: CompletionsSchema, *, log_sink: LogSink | None = None,
-                       ) -> CompletionsResponseSchema:
+                       tenant: str = "") -> CompletionsResponseSchema:
         """Answer ``req`` from the cache or the provider, log it, and return the response.
 
         ``log_sink``, if given, receives this call's log instead of the proxy's sink (a server
-        passes one per request, to log under the caller's tenant).
+        passes one per request, to log under the caller's tenant). ``tenant`` scopes the cache:
+        answers cached for one tenant never answer another.
         """
-        p = self._prepare(req, log_sink)
+        p = self._prepare(req, log_sink, tenant)
         return self._finish(p, await self._outcome(p))
 
     async def _outcome(self, p: _Prepared) -> _Outcome:
@@ -195,15 +196,15 @@ class Proxy:
 
     # --- stream --------------------------------------------------------------------------------
 
-    def stream(self, req: CompletionsSchema, *, log_sink: LogSink | None = None) -> CompletionStream:
+    def stream(self, req: CompletionsSchema, *, log_sink: LogSink | None = None, tenant: str = "") -> CompletionStream:
         """The completion of ``req`` as text chunks (see :class:`CompletionStream`).
 
         Not a coroutine: configuration errors raise here, before a response has started.
         A cache hit is one chunk with the whole content. Identical concurrent streams each call
         the provider (single-flight applies to :meth:`complete`). ``log_sink`` as for
-        :meth:`complete`.
+        :meth:`complete` (and ``tenant``).
         """
-        p = self._prepare(req, log_sink)
+        p = self._prepare(req, log_sink, tenant)
         stream = CompletionStream()
         stream._chunks = self._stream_chunks(p, stream)
         return stream
@@ -255,14 +256,15 @@ class Proxy:
 
     # --- shared --------------------------------------------------------------------------------
 
-    def _prepare(self, req: CompletionsSchema, log_sink: LogSink | None = None) -> _Prepared:
+    def _prepare(self, req: CompletionsSchema, log_sink: LogSink | None = None, tenant: str = "") -> _Prepared:
         """Validate ``req`` and resolve it to a provider call; raises :class:`ProxyConfigError`."""
         start = time.perf_counter()
         call = resolve_call(req)
         api_key, base_url = self.settings.resolve(call.provider, req.provider_api_key)
         key = None
         if req.cache and self.cache is not None:
-            key = cache_key(call, (req.metadata or {}).get(CACHE_SEED_KEY))
+            scope = cache_scope(tenant, api_key, base_url)
+            key = cache_key(call, (req.metadata or {}).get(CACHE_SEED_KEY), scope=scope)
         return _Prepared(
             request=req,
             call=call,

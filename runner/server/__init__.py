@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runner.errors import ConfigError
-from runner.server.app import EXTENSIONS, create_app
+from runner.server.app import BODY_TIMEOUT, EXTENSIONS, create_app
+from runner.server.slow_clients import HEADER_TIMEOUT, MAX_CONNECTIONS
 
 __all__ = ["EXTENSIONS", "check_bind", "create_app", "serve"]
 
@@ -45,19 +46,34 @@ def serve(
     api_keys: Sequence[str] = (),
     log_level: str = "info",
     access_log: bool = False,
+    allowed_hosts: Sequence[str] = (),
+    header_timeout: float = HEADER_TIMEOUT,
+    body_timeout: float = BODY_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> None:
-    """Serve the store at ``db`` until interrupted. Raises :class:`ConfigError` for a bad setup."""
+    """Serve the store at ``db`` until interrupted. Raises :class:`ConfigError` for a bad setup.
+
+    Requests are answered for a loopback ``Host``, the bound address and ``allowed_hosts``;
+    headers must arrive within ``header_timeout`` s, a body within ``body_timeout`` s of silence
+    (and at 1 KB/s on average past that); at most ``max_connections`` are open at once."""
     import uvicorn
 
+    from runner.server.slow_clients import uvicorn_options
     from runner.store import Store
 
     check_bind(host, api_keys)
     store = Store(db)
     try:
-        app = create_app(store, api_keys=api_keys)
+        bound = [] if host in ("0.0.0.0", "::", "") else [host]
+        app = create_app(
+            store, api_keys=api_keys, allowed_hosts=[*bound, *allowed_hosts], body_timeout=body_timeout
+        )
         shown = f"[{host}]" if ":" in host else host
         keys = f"{len(set(api_keys))} API key(s)" if api_keys else "no API key (loopback only)"
         print(f"runner: serving {store.path} at http://{shown}:{port}/api/parea/v1 with {keys}", flush=True)
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
+        uvicorn.run(
+            app, host=host, port=port, log_level=log_level, access_log=access_log,
+            **uvicorn_options(header_timeout, max_connections),
+        )
     finally:
         store.close()

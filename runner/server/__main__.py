@@ -39,6 +39,27 @@ def build_parser(prog: str = "python -m runner serve") -> argparse.ArgumentParse
         help="uvicorn's log level (default: %(default)s)",
     )
     parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=None,
+        metavar="HOST",
+        help="also answer requests whose Host header is HOST (repeat; '*.example.com' wildcards; '*' turns the "
+        "check off). Loopback names and the bound address are always allowed (default: $RUNNER_ALLOWED_HOSTS, "
+        "comma-separated)",
+    )
+    parser.add_argument(
+        "--header-timeout", type=float, default=10.0, metavar="S",
+        help="close a connection whose request headers take longer than this (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--body-timeout", type=float, default=30.0, metavar="S",
+        help="answer 408 to a request body silent this long, or slower than 1 KB/s after it (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-connections", type=int, default=512, metavar="N",
+        help="close new connections beyond N open ones (default: %(default)s)",
+    )
     return parser
 
 
@@ -56,7 +77,14 @@ def serve_main(argv: list[str], *, prog: str = "python -m runner serve") -> int:
         if any(not k.strip() for k in keys):
             print(f"{prog}: error: --api-key must not be empty", file=sys.stderr)
             return 2
+        hosts = args.allowed_host
+        if hosts is None:
+            hosts = list(settings.allowed_hosts)
         serve(
+            allowed_hosts=hosts,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            max_connections=args.max_connections,
             host=args.host,
             port=args.port,
             db=args.db or settings.db_path,

@@ -9,24 +9,29 @@ a store failure 503. Schema errors keep FastAPI's 422 body.
 
 Bodies are bounded before any route sees them (:class:`BodyLimitMiddleware`): more than
 ``max_body_bytes`` (16 MiB by default) is a 413, JSON nested deeper than :data:`MAX_JSON_DEPTH`
-levels a 422, and so is an integer the store cannot hold (beyond 64 bits).
+levels a 422, and so is an integer the store cannot hold (beyond 64 bits), a non-finite number
+(``NaN``, ``Infinity``, ``1e999``) or a lone UTF-16 surrogate anywhere in a JSON body
+(:mod:`runner.server.json_values`), each with the field's location.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable
 from typing import Any
 
+import anyio
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from runner.errors import BackendError, ConfigError, NotFoundError, RunNameError
+from runner.errors import BackendError, ConfigError, ConflictError, NotFoundError, RunNameError
 from runner.schema import API_PREFIX, TraceLogSchema
 from runner.server import (
     langchain,
@@ -40,10 +45,13 @@ from runner.server import (
     ui,
 )
 from runner.server.auth import AuthMiddleware, KeyRing
+from runner.server.browser import BrowserGuard, Sessions, allowed_host_list
+from runner.server.json_values import bad_value
 from runner.server.routes_traces import ExperimentCheck
 from runner.store import Store
 
 __all__ = [
+    "BODY_TIMEOUT",
     "EXTENSIONS",
     "MAX_BODY_BYTES",
     "MAX_JSON_DEPTH",
@@ -71,20 +79,35 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 #: and so does :class:`BodyLimitMiddleware` for every other route, below the store's JSON
 #: encoder's own limit (254) and Python's recursion limit.
 MAX_JSON_DEPTH = 200
+#: seconds a request body may go silent; past it, it must also average 1 KB/s (:data:`MIN_BODY_RATE`)
+BODY_TIMEOUT = 30.0
+MIN_BODY_RATE = 1024
 
 
-def create_app(store: Store, *, api_keys: Iterable[str] = (), max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+def create_app(
+    store: Store,
+    *,
+    api_keys: Iterable[str] = (),
+    max_body_bytes: int = MAX_BODY_BYTES,
+    allowed_hosts: Iterable[str] = (),
+    body_timeout: float = BODY_TIMEOUT,
+) -> FastAPI:
     """The app serving ``store`` under ``/api/parea/v1``; with ``api_keys``, one tenant per key;
-    request bodies above ``max_body_bytes`` get 413.
+    request bodies above ``max_body_bytes`` get 413, and 408 if ``body_timeout`` seconds pass
+    without a byte of them (or, past that, they arrive slower than 1 KB/s). Only requests whose ``Host`` is a loopback
+    name or one of ``allowed_hosts`` are answered (see :mod:`runner.server.browser`).
 
-    The store stays the caller's: the app neither opens nor closes it."""
+    The store stays the caller's: the app neither opens nor closes it. No interactive API docs
+    are served (they would load scripts from a CDN); the OpenAPI document is at
+    ``/api/parea/v1/openapi.json``."""
+    api_keys = [k for k in api_keys if k]
     keys = KeyRing(api_keys)
     app = FastAPI(
         title="runner",
         version=VERSION,
         description="The Parea REST API (and a few extensions) over the runner's SQLite store.",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,
         redoc_url=None,
     )
     app.state.store = store
@@ -99,7 +122,7 @@ def create_app(store: Store, *, api_keys: Iterable[str] = (), max_body_bytes: in
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(routes_openai.router)  # the OpenAI-compatible gateway at /v1 (issue 19)
     app.include_router(routes_otlp.router)  # OTLP/HTTP traces in at /v1/traces (issue 19)
-    ui.mount(app, keys)  # the web UI's pages at /, over the same store, for the same keys
+    ui.mount(app, keys, Sessions(api_keys))  # the web UI's pages at /, over the same store, for the same keys
 
     def detail(status: int, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
         async def handler(request: Request, exc: Exception) -> JSONResponse:
@@ -109,6 +132,7 @@ def create_app(store: Store, *, api_keys: Iterable[str] = (), max_body_bytes: in
 
     # the most specific class wins: Starlette looks handlers up along the exception's MRO
     app.add_exception_handler(NotFoundError, detail(404))
+    app.add_exception_handler(ConflictError, detail(409))
     app.add_exception_handler(RunNameError, detail(400))
     app.add_exception_handler(ConfigError, detail(400))
     app.add_exception_handler(BackendError, detail(503, {"Retry-After": "1"}))
@@ -121,13 +145,18 @@ def create_app(store: Store, *, api_keys: Iterable[str] = (), max_body_bytes: in
         BodyLimitMiddleware,
         max_bytes=max_body_bytes,
         max_depth=MAX_JSON_DEPTH,
+        timeout=body_timeout,
         json_prefix=API_PREFIX + "/",
         # these routes parse their bodies with pydantic's own depth limit (see ingest.py): a
         # second scan of the largest bodies would only cost time
         self_checked=frozenset({("POST", API_PREFIX + "/trace_log"), ("POST", API_PREFIX + "/trace_logs/batch")}),
     )
+    # inside AuthMiddleware: a request without a key gets its 401 first
+    app.add_middleware(BrowserGuard, api_prefix=API_PREFIX + "/", machine_prefixes=("/v1/",))
     app.add_middleware(AuthMiddleware, keys=keys, prefix=API_PREFIX)
     app.add_middleware(routes_openai.BearerAuthMiddleware, keys=keys)  # /v1: Authorization: Bearer
+    # outermost: a foreign Host header is refused before anything else is looked at
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_host_list(allowed_hosts), www_redirect=False)
 
     def openapi() -> dict[str, Any]:
         # the trace log routes read their bodies themselves (the fast path) and refer to
@@ -210,8 +239,10 @@ class BodyLimitMiddleware:
         max_depth: int,
         json_prefix: str = "/",
         self_checked: frozenset[tuple[str, str]] = frozenset(),
+        timeout: float = BODY_TIMEOUT,
     ) -> None:
         self.app = app
+        self.timeout = timeout
         self.max_bytes = max_bytes
         self.max_depth = max_depth
         self.json_prefix = json_prefix
@@ -229,8 +260,19 @@ class BodyLimitMiddleware:
         chunks: list[bytes] = []
         size = 0
         more = True
+        started = time.monotonic()
         while more:
-            message = await receive()
+            message = None
+            with anyio.move_on_after(self.timeout):
+                message = await receive()
+            elapsed = time.monotonic() - started
+            if message is None or (elapsed > self.timeout and size < MIN_BODY_RATE * elapsed):
+                detail = (
+                    f"the request body arrived too slowly (silent for {self.timeout:g} s, or under "
+                    f"{MIN_BODY_RATE} bytes/s after it): send it at once"
+                )
+                await _send_json(send, 408, {"detail": detail})
+                return
             if message["type"] == "http.disconnect":
                 return  # the client went away: nothing to answer
             chunk = message.get("body", b"")
@@ -243,10 +285,16 @@ class BodyLimitMiddleware:
                 return
             chunks.append(chunk)
         body = b"".join(chunks)
-        if scope["path"].startswith(self.json_prefix) and (scope["method"], scope["path"]) not in self.self_checked:
-            problem = _json_problem(body, self.max_depth)
-            if problem is not None:
-                await _send_json(send, 422, {"detail": [{"type": "json_invalid", "loc": ["body"], "msg": problem}]})
+        if scope["path"].startswith(self.json_prefix):
+            if (scope["method"], scope["path"]) not in self.self_checked:
+                problem = _json_problem(body, self.max_depth)
+                if problem is not None:
+                    await _send_json(send, 422, {"detail": [{"type": "json_invalid", "loc": ["body"], "msg": problem}]})
+                    return
+            bad = bad_value(body)  # non-finite numbers, lone surrogates: on every route
+            if bad is not None:
+                errors = [{"type": "value_error", "loc": ["body", *bad[0]], "msg": bad[1]}]
+                await _send_json(send, 422, {"detail": errors})
                 return
         replayed = False
 
@@ -274,7 +322,7 @@ class BodyLimitMiddleware:
 async def _send_json(send: Send, status: int, body: Any) -> None:
     raw = orjson.dumps(body)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
-    if status == 413:
+    if status in (408, 413):
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": raw})

@@ -43,6 +43,10 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self._owners)
 
+    def has_owner(self, owner: str) -> bool:
+        """Whether ``owner`` is the tenant of one of the configured keys."""
+        return owner in self._owners
+
     def owner_for(self, key: str) -> str | None:
         """The tenant of ``key`` if it is configured, else ``None``.
 

@@ -121,7 +121,7 @@ async def completion(body: CompletionsSchema, request: Request, store: StoreDep,
     await _check_experiment(request, store, owner, body)
     body = await resolve_deployment(store, owner, body)
     logs: list[dict[str, Any]] = []
-    answer = await proxy.complete(body, log_sink=logs.append)
+    answer = await proxy.complete(body, log_sink=logs.append, tenant=owner)
     await _store_logs(store, owner, logs)
     return Response(orjson.dumps(answer.model_dump()), media_type="application/json")
 
@@ -139,7 +139,7 @@ async def completion_stream(
     await _check_experiment(request, store, owner, body)
     body = await resolve_deployment(store, owner, body)
     logs: list[dict[str, Any]] = []
-    stream = proxy.stream(body, log_sink=logs.append)  # configuration errors: 400 before streaming
+    stream = proxy.stream(body, log_sink=logs.append, tenant=owner)  # configuration errors: 400 before streaming
 
     async def events() -> AsyncIterator[bytes]:
         finished = False

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -32,6 +32,7 @@ from runner.server.ingest import parse_batch, parse_log
 from runner.server.routes_experiments import filter_condition
 from runner.server.trees import json_response, tree_out
 from runner.store import Store
+from runner.store.tree_links import MAX_SPANS, MAX_SPANS_LIMIT
 
 __all__ = ["ExperimentCheck", "router"]
 
@@ -131,8 +132,9 @@ async def record_trace_logs_batch(request: Request, store: StoreDep, owner: Owne
 
 
 @router.put("/trace_log")
-def update_trace_log(body: UpdateLogSchema, store: StoreDep, owner: OwnerDep) -> dict[str, Any]:
-    """Set fields of an existing log; each value is validated as that field of ``TraceLogSchema``."""
+def update_trace_log(request: Request, body: UpdateLogSchema, store: StoreDep, owner: OwnerDep) -> dict[str, Any]:
+    """Set fields of an existing log; each value is validated as that field of ``TraceLogSchema``.
+    A new ``experiment_uuid`` must be one of the caller's experiments (404 otherwise), as for a POST."""
     fields = body.field_name_to_value_map
     unknown = sorted(set(fields) - _UPDATABLE)
     if unknown:
@@ -145,14 +147,26 @@ def update_trace_log(body: UpdateLogSchema, store: StoreDep, owner: OwnerDep) ->
         model = TraceLogSchema.model_validate({"trace_id": body.trace_id, "start_timestamp": "", **fields})
     except ValidationError as exc:
         raise invalid_from(exc, ("body", "field_name_to_value_map")) from None
+    _checker(request).check(store, owner, [fields])
     store.update_trace(body.trace_id, model.model_dump(include=set(fields)), owner)
     return {}
 
 
 @router.get("/trace_log/{trace_id}", response_model=TraceLogTreeSchema)
-def get_trace_log(trace_id: str, store: StoreDep, owner: OwnerDep) -> Response:
-    """The log with its descendants nested in ``children_logs``, scores and costs rolled up."""
-    return json_response(tree_out(store.get_trace_tree(trace_id, owner)))
+def get_trace_log(
+    trace_id: str, store: StoreDep, owner: OwnerDep, max_spans: int = Query(MAX_SPANS, ge=1, le=MAX_SPANS_LIMIT)
+) -> Response:
+    """The log with its descendants nested in ``children_logs``, scores and costs rolled up.
+
+    At most ``max_spans`` spans of the tree are read (10,000 by default, 100,000 at most), the
+    first logged; a tree cut so says ``X-Runner-Spans-Shown`` and ``X-Runner-Spans-Total``."""
+    tree = store.get_trace_tree(trace_id, owner, max_spans=max_spans)
+    response = json_response(tree_out(tree))
+    if "_spans" in tree:  # the root of a tree cut short
+        shown, total = tree["_spans"]
+        response.headers["X-Runner-Spans-Shown"] = str(shown)
+        response.headers["X-Runner-Spans-Total"] = str(total)
+    return response
 
 
 @router.post("/get_trace_logs", response_model=PaginatedResponse[TraceLogTreeSchema])

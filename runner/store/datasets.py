@@ -1,4 +1,9 @@
-"""Named datasets ("test case collections" in Parea's words) and their rows."""
+"""Named datasets ("test case collections" in Parea's words) and their rows.
+
+A dataset is read by id or by name through one path (``GET /collection/{id or name}``), so the
+two must never be confused: an identifier of ASCII digits only is an id, anything else a name,
+and a name of ASCII digits only is refused when a dataset is created (``"1"`` could never be
+read by name). Other digits (``"²"``, ``"١"``) are names like any other."""
 
 from __future__ import annotations
 
@@ -9,9 +14,14 @@ from typing import Any
 
 import orjson
 
-from runner.errors import NotFoundError
+from runner.errors import DatasetError, NotFoundError
 
 __all__ = ["DatasetQueries"]
+
+
+def _is_id(identifier: str) -> bool:
+    """Whether a dataset identifier is an id: ASCII digits only (``"²"`` is a name)."""
+    return identifier.isascii() and identifier.isdigit()
 
 
 def _dumps(value: Any) -> str:
@@ -37,6 +47,11 @@ class DatasetQueries:
         """Create a dataset; a name already used raises ``ValueError``."""
         from runner.store.sqlite import now_iso
 
+        if _is_id(name):
+            raise DatasetError(
+                f"a dataset cannot be called {name!r}: a name of digits only would read as a dataset id; "
+                "add a letter (e.g. 'set-1')"
+            )
         now = now_iso()
         with self.transaction() as c:
             if c.execute("SELECT 1 FROM datasets WHERE owner=? AND name=?", (owner, name)).fetchone():
@@ -67,9 +82,10 @@ class DatasetQueries:
 
     def _dataset_row(self, identifier: str | int, owner: str) -> sqlite3.Row:
         rows: list[sqlite3.Row] = []
-        if isinstance(identifier, int) or (isinstance(identifier, str) and identifier.isdigit()):
-            rows = self._query("SELECT * FROM datasets WHERE owner=? AND id=?", (owner, int(identifier)))
-        if not rows:
+        if isinstance(identifier, int) or _is_id(identifier):
+            if int(identifier) < 2**63:
+                rows = self._query("SELECT * FROM datasets WHERE owner=? AND id=?", (owner, int(identifier)))
+        else:
             rows = self._query("SELECT * FROM datasets WHERE owner=? AND name=?", (owner, str(identifier)))
         if not rows:
             raise NotFoundError(
@@ -92,6 +108,8 @@ class DatasetQueries:
         if dataset_id is not None:
             ds_id = int(self._dataset_row(dataset_id, owner)["id"])
         elif name is not None:
+            if _is_id(name):  # a name, never an id: and no dataset may be called that
+                raise DatasetError(f"no dataset may be called {name!r} (digits only); to add rows by id, send 'id'")
             try:
                 ds_id = int(self._dataset_row(name, owner)["id"])
             except NotFoundError:

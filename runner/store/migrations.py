@@ -129,4 +129,60 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX prompt_deployment_events_deployment ON prompt_deployment_events(owner, deployment_id);
     """,
+    # issue 13: trace ids are per owner (two tenants may hold the same id, neither sees the
+    # other's); finished experiments whose rows change afterwards are marked stale, and their
+    # pinned stats are recomputed on the next read (runner.store.Store.get_experiment)
+    """
+    CREATE TABLE traces_by_owner (
+        trace_id TEXT NOT NULL,
+        owner TEXT NOT NULL DEFAULT '',
+        root_trace_id TEXT NOT NULL,
+        parent_trace_id TEXT,
+        experiment_uuid TEXT,
+        project_uuid TEXT,
+        trace_name TEXT,
+        status TEXT,
+        depth INTEGER NOT NULL DEFAULT 0,
+        execution_order INTEGER NOT NULL DEFAULT 0,
+        start_timestamp TEXT,
+        end_timestamp TEXT,
+        latency REAL,
+        input_tokens INTEGER,
+        output_tokens INTEGER,
+        total_tokens INTEGER,
+        cost REAL,
+        is_root INTEGER NOT NULL DEFAULT 0,
+        scores TEXT,
+        created_at TEXT NOT NULL DEFAULT '',
+        data TEXT NOT NULL,
+        PRIMARY KEY (trace_id, owner)
+    );
+    INSERT INTO traces_by_owner(rowid, trace_id, owner, root_trace_id, parent_trace_id, experiment_uuid,
+        project_uuid, trace_name, status, depth, execution_order, start_timestamp, end_timestamp, latency,
+        input_tokens, output_tokens, total_tokens, cost, is_root, scores, created_at, data)
+    SELECT rowid, trace_id, owner, root_trace_id, parent_trace_id, experiment_uuid,
+        project_uuid, trace_name, status, depth, execution_order, start_timestamp, end_timestamp, latency,
+        input_tokens, output_tokens, total_tokens, cost, is_root, scores, created_at, data FROM traces;
+    DROP TABLE traces;
+    ALTER TABLE traces_by_owner RENAME TO traces;
+    CREATE INDEX traces_child_root ON traces(root_trace_id) WHERE is_root=0;
+    CREATE INDEX traces_experiment_root ON traces(experiment_uuid, is_root);
+    CREATE INDEX traces_project_start ON traces(project_uuid, start_timestamp);
+    ALTER TABLE experiments ADD COLUMN stale INTEGER NOT NULL DEFAULT 0;
+    CREATE TRIGGER traces_late_insert AFTER INSERT ON traces BEGIN
+        UPDATE experiments SET stale=1 WHERE stale=0 AND finished_at IS NOT NULL AND owner=NEW.owner
+            AND uuid=coalesce(NEW.experiment_uuid, (SELECT r.experiment_uuid FROM traces r
+                WHERE r.trace_id=NEW.root_trace_id AND r.owner=NEW.owner));
+    END;
+    CREATE TRIGGER traces_late_update AFTER UPDATE ON traces BEGIN
+        UPDATE experiments SET stale=1 WHERE stale=0 AND finished_at IS NOT NULL AND owner=NEW.owner
+            AND uuid=coalesce(NEW.experiment_uuid, (SELECT r.experiment_uuid FROM traces r
+                WHERE r.trace_id=NEW.root_trace_id AND r.owner=NEW.owner));
+    END;
+    CREATE TRIGGER traces_late_delete AFTER DELETE ON traces BEGIN
+        UPDATE experiments SET stale=1 WHERE stale=0 AND finished_at IS NOT NULL AND owner=OLD.owner
+            AND uuid=coalesce(OLD.experiment_uuid, (SELECT r.experiment_uuid FROM traces r
+                WHERE r.trace_id=OLD.root_trace_id AND r.owner=OLD.owner));
+    END;
+    """,
 ]

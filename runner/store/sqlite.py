@@ -27,10 +27,11 @@ from typing import Any
 
 import orjson
 
-from runner.errors import BackendError, NotFoundError, RunNameError
+from runner.errors import BackendError, ConflictError, NotFoundError, RunNameError
 from runner.store.datasets import DatasetQueries
 from runner.store.migrations import MIGRATIONS
 from runner.store.pages import PageQueries
+from runner.store.pinning import PinQueries
 from runner.store.prompts import PromptQueries
 from runner.store.traces import TraceQueries
 
@@ -83,7 +84,21 @@ def enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
         delay = min(delay * 2, 0.05)
 
 
-class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries):
+def _statements(script: str) -> Iterator[str]:
+    """The SQL statements of a migration, split at the semicolons that end one (a trigger's body
+    holds semicolons of its own)."""
+    pending = ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+    if pending.strip(" \n;"):
+        yield pending
+
+
+class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries, PinQueries):
     """A SQLite file holding everything the runner and the server record.
 
     >>> store = Store(":memory:")
@@ -172,15 +187,19 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries):
                     # re-check inside the write lock: another process may have migrated meanwhile
                     if c.execute("PRAGMA user_version").fetchone()[0] > i:
                         continue
-                    for stmt in MIGRATIONS[i].split(";"):
-                        if stmt.strip():
-                            c.execute(stmt)
+                    for stmt in _statements(MIGRATIONS[i]):
+                        c.execute(stmt)
                     c.execute(f"PRAGMA user_version={i + 1}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken with the write lock up front (``BEGIN IMMEDIATE``)."""
+        """One write transaction, taken with the write lock up front (``BEGIN IMMEDIATE``).
+
+        Nested in another one (on the thread holding the lock), it is part of the outer one."""
         with self._lock:
+            if self._conn.in_transaction:
+                yield self._conn
+                return
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
@@ -304,7 +323,7 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries):
         )
         if not rows:
             raise NotFoundError(f"experiment {experiment_uuid} not found")
-        return self._experiment_dict(rows[0])
+        return self._experiment_dict(self._fresh(rows)[0])
 
     def find_experiment(self, ref: str, owner: str = "", project_name: str | None = None) -> dict[str, Any]:
         """An experiment by uuid, or the newest run with run name ``ref``."""
@@ -319,7 +338,7 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries):
         rows = self._query(sql + " ORDER BY e.created_at DESC LIMIT 1", params)
         if not rows:
             raise NotFoundError(f"no run or experiment called {ref!r}; `python -m runner list` shows them")
-        return self._experiment_dict(rows[0])
+        return self._experiment_dict(self._fresh(rows)[0])
 
     def list_experiments(
         self,
@@ -353,14 +372,14 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries):
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))
-        out = [self._experiment_dict(r) for r in self._query(sql, params)]
+        out = [self._experiment_dict(r) for r in self._fresh(self._query(sql, params))]
         if metadata_filter:
             out = [
                 e for e in out if all(str(e["metadata"].get(k)) == str(v) for k, v in metadata_filter.items())
             ]
         for e in out:
             if e["num_samples"] is None:
-                e["num_samples"] = self.count_roots(e["uuid"])
+                e["num_samples"] = self.count_roots(e["uuid"], owner)
         return out
 
     def experiment_project_uuid(self, experiment_uuid: str) -> str | None:
@@ -384,26 +403,34 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries):
         """Mark the experiment finished, store its pinned and dataset-level stats; return root stats.
 
         With ``return_stats=False`` the per-root stats are streamed into the pinned stats and not
-        kept (``[]`` is returned): the embedded runner needs only what is stored."""
-        self.get_experiment(experiment_uuid, owner)
-        stats: list[dict[str, Any]] = []
-        if return_stats:
-            stats = self.experiment_stats(experiment_uuid, owner)
-            pinned, n_roots = pinned_stats(stats)
-        else:
-            pinned, n_roots = pinned_stats(self.iter_experiment_stats(experiment_uuid, owner))
+        kept (``[]`` is returned): the embedded runner needs only what is stored.
+
+        Finishing again is allowed and re-pins the stats from every stored row (a resumed run
+        finishes its experiment a second time), except that a ``completed`` run is never turned
+        ``failed``: that is a :class:`ConflictError` (the server's 409), and nothing changes.
+        Rows written after the finish mark the experiment stale, and the next read re-pins it
+        (see :meth:`_fresh`): the pinned stats always describe every stored row."""
         dls = [
             {"name": s["name"], "score": float(s["score"]), "reason": s.get("reason")}
             for s in (dataset_level_stats or [])
         ]
-        pinned.extend({"var1": s["name"], "operation": "custom", "value": s["score"]} for s in dls)
-        with self.transaction() as c:
-            c.execute(
-                "UPDATE experiments SET status=?, finished_at=?, dataset_level_stats=?, pinned_stats=?,"
-                " num_samples=? WHERE uuid=? AND owner=?",
-                (status, now_iso(), dumps(dls), dumps(pinned), n_roots, experiment_uuid, owner),
+        with self.transaction():
+            current = self._query(
+                "SELECT status, finished_at FROM experiments WHERE uuid=? AND owner=?", (experiment_uuid, owner)
             )
-        return stats
+            if not current:
+                raise NotFoundError(f"experiment {experiment_uuid} not found")
+            if current[0][1] is not None and current[0][0] == "completed" and status != "completed":
+                raise ConflictError(
+                    f"experiment {experiment_uuid} already finished as completed; finishing it again as {status!r}"
+                    " would hide its results. Start a new run instead"
+                )
+            stats: list[dict[str, Any]] | None = [] if return_stats else None
+            self._repin(experiment_uuid, owner, dls, status, stats)
+            self._conn.execute(
+                "UPDATE experiments SET finished_at=? WHERE uuid=? AND owner=?", (now_iso(), experiment_uuid, owner)
+            )
+        return stats or []
 
     def set_experiment_status(self, experiment_uuid: str, status: str, owner: str = "") -> None:
         with self.transaction() as c:
@@ -413,17 +440,17 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries):
     def record_feedback(
         self, trace_id: str, score: float, comment: str | None, target: str | None, owner: str = ""
     ) -> None:
-        if not self._query("SELECT 1 FROM traces WHERE trace_id=? AND owner=?", (trace_id, owner)):
-            raise NotFoundError(f"trace {trace_id} not found")
-        with self.transaction() as c:
+        fields: dict[str, Any] = {"feedback_score": float(score)}
+        if target is not None:
+            fields["target"] = target
+        with self.transaction() as c:  # one transaction: no update is lost to a concurrent one
+            if not c.execute("SELECT 1 FROM traces WHERE trace_id=? AND owner=?", (trace_id, owner)).fetchone():
+                raise NotFoundError(f"trace {trace_id} not found")
             c.execute(
                 "INSERT INTO feedback(owner, trace_id, score, comment, target, created_at) VALUES (?,?,?,?,?,?)",
                 (owner, trace_id, float(score), comment, target, now_iso()),
             )
-        fields: dict[str, Any] = {"feedback_score": float(score)}
-        if target is not None:
-            fields["target"] = target
-        self.update_trace(trace_id, fields, owner)
+            self.update_trace(trace_id, fields, owner)
 
 
 _USAGE = (

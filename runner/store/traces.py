@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from runner.errors import NotFoundError
+from runner.store.tree_links import MAX_SPANS, fetch, link
 
 __all__ = ["TraceQueries", "merge_scores"]
 
@@ -34,7 +35,7 @@ _COLUMNS = (
 )
 
 _ON_CONFLICT = """
-ON CONFLICT(trace_id) DO UPDATE SET
+ON CONFLICT(trace_id, owner) DO UPDATE SET
     root_trace_id=excluded.root_trace_id,
     parent_trace_id=coalesce(excluded.parent_trace_id, traces.parent_trace_id),
     experiment_uuid=coalesce(excluded.experiment_uuid, traces.experiment_uuid),
@@ -223,40 +224,47 @@ class TraceQueries:
         return deleted
 
     def update_trace(self, trace_id: str, fields: Mapping[str, Any], owner: str = "") -> None:
-        """``PUT /trace_log``: set the given fields of an existing log."""
-        rows = self._query("SELECT data FROM traces WHERE trace_id=? AND owner=?", (trace_id, owner))
-        if not rows:
-            raise NotFoundError(f"trace {trace_id} not found")
-        data = orjson.loads(rows[0][0])
-        data.update(fields)
-        data["trace_id"] = trace_id
-        self._write_prepared(self._prepare_logs([data], owner), owner, delete_first=trace_id)
+        """``PUT /trace_log``: set the given fields of an existing log.
+
+        Read, merge and write happen in one write transaction, so concurrent updates of
+        different fields (and posts racing them) all survive."""
+        with self.transaction():
+            rows = self._query("SELECT data FROM traces WHERE trace_id=? AND owner=?", (trace_id, owner))
+            if not rows:
+                raise NotFoundError(f"trace {trace_id} not found")
+            data = orjson.loads(rows[0][0])
+            data.update(fields)
+            data["trace_id"] = trace_id
+            self._write_prepared(self._prepare_logs([data], owner), owner, delete_first=trace_id)
 
     # -- reads ------------------------------------------------------------------------------
-    def count_roots(self, experiment_uuid: str) -> int:
+    def count_roots(self, experiment_uuid: str, owner: str = "") -> int:
         return int(
-            self._query("SELECT count(*) FROM traces WHERE experiment_uuid=? AND is_root=1", (experiment_uuid,))[0][0]
+            self._query(
+                "SELECT count(*) FROM traces WHERE experiment_uuid=? AND is_root=1 AND owner=?",
+                (experiment_uuid, owner),
+            )[0][0]
         )
 
     def count_traces(self, owner: str = "") -> int:
         return int(self._query("SELECT count(*) FROM traces WHERE owner=?", (owner,))[0][0])
 
     def _child_rollup(
-        self, root_sql: str, params: Sequence[Any]
+        self, root_sql: str, params: Sequence[Any], owner: str
     ) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
         sums: dict[str, list[float]] = {}
         for r in self._query(
             "SELECT root_trace_id, sum(coalesce(input_tokens,0)), sum(coalesce(output_tokens,0)),"
             " sum(coalesce(total_tokens,0)), sum(coalesce(cost,0)) FROM traces"
-            f" WHERE root_trace_id IN ({root_sql}) AND is_root=0 GROUP BY root_trace_id",
-            params,
+            f" WHERE root_trace_id IN ({root_sql}) AND is_root=0 AND owner=? GROUP BY root_trace_id",
+            (*params, owner),
         ):
             sums[r[0]] = [r[1], r[2], r[3], r[4]]
         scores: dict[str, list[Any]] = defaultdict(list)
         for r in self._query(
             f"SELECT root_trace_id, scores FROM traces WHERE root_trace_id IN ({root_sql}) AND is_root=0"
-            " AND scores IS NOT NULL AND scores != '[]'",
-            params,
+            " AND owner=? AND scores IS NOT NULL AND scores != '[]'",
+            (*params, owner),
         ):
             scores[r[0]].extend(orjson.loads(r[1]))
         return sums, scores
@@ -271,7 +279,7 @@ class TraceQueries:
         """Like :meth:`experiment_stats`, read a page at a time (a million-row run fits in memory)."""
         root_sql = "SELECT trace_id FROM traces WHERE experiment_uuid=? AND is_root=1 AND owner=?"
         params = (experiment_uuid, owner)
-        sums, child_scores = self._child_rollup(root_sql, params)
+        sums, child_scores = self._child_rollup(root_sql, params, owner)
         last = 0
         while True:
             rows = self._query(
@@ -310,67 +318,28 @@ class TraceQueries:
             out.append(d)
         return out
 
-    def get_trace_tree(self, trace_id: str, owner: str = "") -> dict[str, Any]:
-        """The log ``trace_id`` with its descendants nested in ``children_logs``."""
-        rows = self._query("SELECT root_trace_id FROM traces WHERE trace_id=? AND owner=?", (trace_id, owner))
+    def get_trace_tree(self, trace_id: str, owner: str = "", max_spans: int = MAX_SPANS) -> dict[str, Any]:
+        """The log ``trace_id`` with its descendants nested in ``children_logs`` (at most
+        ``max_spans`` spans of its tree are read: see :mod:`runner.store.tree_links`)."""
+        rows = self._query("SELECT root_trace_id, data FROM traces WHERE trace_id=? AND owner=?", (trace_id, owner))
         if not rows:
             raise NotFoundError(f"trace {trace_id} not found")
-        nodes = self._trees_for_roots([rows[0][0]], owner)
+        nodes = self._trees_for_roots([rows[0][0]], owner, also=trace_id, max_spans=max_spans, row=rows[0][1])
         node = nodes.get(trace_id)
         if node is None:  # pragma: no cover - defensive: the row exists
             raise NotFoundError(f"trace {trace_id} not found")
         return node
 
-    def _trees_for_roots(self, roots: Sequence[str], owner: str) -> dict[str, dict[str, Any]]:
-        """Every node of the given traces, by id, each with its rolled-up children attached."""
-        nodes: dict[str, dict[str, Any]] = {}
-        for i in range(0, len(roots), 500):
-            chunk = roots[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in self._query(
-                f"SELECT data FROM traces WHERE owner=? AND trace_id IN ({marks})"
-                f" UNION ALL SELECT data FROM traces WHERE owner=? AND is_root=0 AND root_trace_id IN ({marks})",
-                (owner, *chunk, owner, *chunk),
-            ):
-                d = orjson.loads(r[0])
-                d["children_logs"] = []
-                nodes[d["trace_id"]] = d
-        for d in sorted(nodes.values(), key=lambda n: (n.get("depth", 0), n.get("execution_order", 0))):
-            parent = d.get("parent_trace_id")
-            if parent and parent != d["trace_id"] and parent in nodes:
-                nodes[parent]["children_logs"].append(d)
-        for d in nodes.values():
-            d["children"] = [c["trace_id"] for c in d["children_logs"]]
-        _derive_depths(nodes)
-        done: set[str] = set()
-
-        def roll(node: dict[str, Any]) -> tuple[list[dict[str, Any]], list[float]]:
-            # returns (all scores in the subtree below and at node, [in, out, total, cost] of subtree)
-            desc_scores: list[dict[str, Any]] = []
-            tot = [0.0, 0.0, 0.0, 0.0]
-            for child in node["children_logs"]:
-                s, t = roll(child)
-                desc_scores.extend(s)
-                tot = [a + b for a, b in zip(tot, t, strict=True)]
-            own = node.get("scores") or []
-            if node["trace_id"] not in done:
-                done.add(node["trace_id"])
-                node["scores"] = merge_scores(own, desc_scores)
-                if node["children_logs"]:
-                    node["input_tokens"] = int((node.get("input_tokens") or 0) + tot[0])
-                    node["output_tokens"] = int((node.get("output_tokens") or 0) + tot[1])
-                    node["total_tokens"] = int((node.get("total_tokens") or 0) + tot[2])
-                    node["cost"] = (node.get("cost") or 0.0) + tot[3]
-                    return [*own, *desc_scores], [
-                        float(node["input_tokens"]), float(node["output_tokens"]),
-                        float(node["total_tokens"]), float(node["cost"]),
-                    ]
-            own_tot = [float(node.get(k) or 0) for k in ("input_tokens", "output_tokens", "total_tokens", "cost")]
-            return [*own, *desc_scores], own_tot
-
-        for d in list(nodes.values()):
-            if d.get("parent_trace_id") in (None, d["trace_id"]) or d.get("parent_trace_id") not in nodes:
-                roll(d)
+    def _trees_for_roots(
+        self, roots: Sequence[str], owner: str, also: str | None = None, max_spans: int = MAX_SPANS,
+        row: str | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Every node of the given traces, by id, the roots (and ``also``, if no root reaches
+        it) with their rolled-up children attached (:func:`runner.store.tree_links.link`)."""
+        nodes = fetch(self._query, roots, owner, max_spans)
+        if also is not None and also not in nodes and row is not None:  # beyond the spans read
+            nodes[also] = orjson.loads(row)
+        link(nodes, [*roots, also] if also is not None else roots)
         return nodes
 
     def find_roots(
@@ -426,8 +395,8 @@ class TraceQueries:
         nodes = self._trees_for_roots(sorted(roots), owner)
         return [nodes[t] for t in trace_ids if t in nodes]
 
-    def trace_trees(self, root_ids: Sequence[str], owner: str = "") -> list[dict[str, Any]]:
-        nodes = self._trees_for_roots(root_ids, owner)
+    def trace_trees(self, root_ids: Sequence[str], owner: str = "", max_spans: int = MAX_SPANS) -> list[dict[str, Any]]:
+        nodes = self._trees_for_roots(root_ids, owner, max_spans=max_spans)
         return [nodes[r] for r in root_ids if r in nodes]
 
     def filter_sql(
@@ -480,25 +449,6 @@ class TraceQueries:
             lo, hi = (_as_number(p) if _as_number(p) is not None else p for p in parts)
             return f"{expr} BETWEEN ? AND ?", [*params, lo, hi]
         raise ValueError(f"unknown filter operator {operator!r}")
-
-
-def _derive_depths(nodes: Mapping[str, dict[str, Any]]) -> None:
-    """Give each span posted without a ``depth`` its parent's depth plus one, top-down.
-
-    Done on read because a child may be stored before its parent (the SDKs post a span when it
-    ends): only then is the parent's depth known. Spans that sent a depth keep it."""
-    stack = [d for d in nodes.values() if d.get("parent_trace_id") in (None, d["trace_id"])
-             or d.get("parent_trace_id") not in nodes]
-    seen: set[str] = set()
-    while stack:
-        node = stack.pop()
-        if node["trace_id"] in seen:
-            continue
-        seen.add(node["trace_id"])
-        for child in node["children_logs"]:
-            if "depth" not in child:
-                child["depth"] = int(node.get("depth") or 0) + 1
-            stack.append(child)
 
 
 def _as_number(value: str | None) -> float | None:

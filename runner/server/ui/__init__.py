@@ -11,7 +11,7 @@
 ``GET /datasets``, ``/datasets/{ref}`` named datasets and their rows (``page``)
 ``GET /prompts``, ``/prompts/{name}``  versioned prompts: versions side by side with a diff,
                                        deployments; POST forms to deploy and roll back
-``GET|POST /login``, ``GET /logout``   the key, with API keys configured
+``GET|POST /login``, ``POST /logout``  a signed session, with API keys configured
 ``GET /static/...``                    the stylesheet and the script
 =====================================  ========================================================
 
@@ -26,17 +26,21 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from runner.server.auth import KeyRing
+from runner.server.browser import LoginThrottle, Sessions
 from runner.server.ui import prompts
-from runner.server.ui.auth import KeyInURL, LoginRequired
-from runner.server.ui.routes import HERE, router, with_key_cookie
+from runner.server.ui.auth import LoginRequired
+from runner.server.ui.routes import HERE, router
 from runner.server.ui.runs import LRU, RunCache
 
 __all__ = ["mount"]
 
 
-def mount(app: FastAPI, keys: KeyRing) -> None:
-    """Serve the pages from ``app`` (whose store they read), asking for one of ``keys`` if any."""
+def mount(app: FastAPI, keys: KeyRing, sessions: Sessions) -> None:
+    """Serve the pages from ``app`` (whose store they read), asking for one of ``keys`` if any,
+    and keeping who logged in as ``sessions``."""
     app.state.ui_keys = keys
+    app.state.ui_sessions = sessions
+    app.state.ui_throttle = LoginThrottle()
     app.state.ui_runs = RunCache()
     app.state.ui_pairs = LRU(8)
     app.include_router(router)
@@ -47,11 +51,4 @@ def mount(app: FastAPI, keys: KeyRing) -> None:
         assert isinstance(exc, LoginRequired)
         return RedirectResponse(exc.login_url, status_code=303)
 
-    async def key_in_url(request: Request, exc: Exception) -> RedirectResponse:
-        assert isinstance(exc, KeyInURL)
-        response = RedirectResponse(exc.clean_url, status_code=303)
-        with_key_cookie(response, request, exc.key)
-        return response
-
     app.add_exception_handler(LoginRequired, login_required)
-    app.add_exception_handler(KeyInURL, key_in_url)

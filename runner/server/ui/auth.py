@@ -1,11 +1,13 @@
-"""Who is looking at the pages: with API keys configured, one of the keys, kept in a cookie.
+"""Who is looking at the pages: with API keys configured, a signed session from the login form.
 
-A browser cannot send ``x-api-key`` on a page load, so the pages take the key once — from the
-login form, or from ``?key=...`` in a link — and keep it in an HttpOnly cookie; the URL is then
-reloaded without the key, so that it stays out of the address bar and the history. Every page
-then reads as that key's tenant, exactly as the API does (:func:`runner.server.auth.key_owner`),
-so a key sees the same runs in the pages as through the API, and no others. Without keys the
-pages, like the API, read as the default owner ``""``.
+A browser cannot send ``x-api-key`` on a page load, so the pages take the key once, from the
+login form (a same-origin ``POST``, throttled: see :mod:`runner.server.browser`), and keep a
+signed, expiring session naming the key's tenant in an HttpOnly cookie — never the key itself.
+A key in the URL (``?key=...``) is not accepted: it would land in access logs, the history and
+``Referer`` headers, and a link carrying one would log the browser into someone else's tenant.
+Every page reads as the session's tenant, exactly as the API does
+(:func:`runner.server.auth.key_owner`), so a key sees the same runs in the pages as through the
+API, and no others. Without keys the pages, like the API, read as the default owner ``""``.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from fastapi import Depends, Request
 from starlette.datastructures import URL
 
 from runner.server.auth import KeyRing
+from runner.server.browser import Sessions
 
-__all__ = ["COOKIE", "KeyInURL", "LoginRequired", "PageOwner", "safe_next"]
+__all__ = ["COOKIE", "LoginRequired", "PageOwner", "safe_next"]
 
-#: the cookie holding the key
-COOKIE = "runner_key"
+#: the cookie holding the signed session
+COOKIE = "runner_session"
 
 
 class LoginRequired(Exception):
@@ -36,17 +39,8 @@ class LoginRequired(Exception):
     def login_url(self) -> str:
         params = {"next": self.next_url}
         if self.error:
-            params["error"] = "1"
+            params["error"] = self.error
         return "/login?" + urlencode(params)
-
-
-class KeyInURL(Exception):
-    """A good key in ``?key=``: the app stores it in the cookie and reloads without it."""
-
-    def __init__(self, key: str, clean_url: str) -> None:
-        super().__init__("key given in the URL")
-        self.key = key
-        self.clean_url = clean_url
 
 
 def _relative(url: URL) -> str:
@@ -64,15 +58,11 @@ async def _page_owner(request: Request) -> str:
     keys: KeyRing = request.app.state.ui_keys
     if not keys.enabled:
         return ""
-    given = request.query_params.get("key")
-    if given is not None:
-        clean = request.url.remove_query_params("key")
-        if keys.owner_for(given) is None:
-            raise LoginRequired(_relative(clean), "this key is not accepted by the server")
-        raise KeyInURL(given, _relative(clean))
-    cookie = request.cookies.get(COOKIE)
-    owner = keys.owner_for(cookie) if cookie else None
-    if owner is None:
+    if request.query_params.get("key") is not None:  # never used, whatever it holds
+        raise LoginRequired(_relative(request.url.remove_query_params("key")), "url")
+    sessions: Sessions = request.app.state.ui_sessions
+    owner = sessions.owner(request.cookies.get(COOKIE))
+    if owner is None or not keys.has_owner(owner):
         raise LoginRequired(_relative(request.url))
     return owner
 

@@ -18,18 +18,22 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from runner.errors import NotFoundError
+from runner.server.browser import LoginThrottle, Sessions
 from runner.server.deps import StoreDep
 from runner.server.ui import charts
 from runner.server.ui.auth import COOKIE, PageOwner, safe_next
 from runner.server.ui.fmt import FILTERS
 from runner.server.ui.pairs import PairView, build_pair
 from runner.server.ui.runs import LRU, SORT_KEYS, RowQuery, RunCache, RunView, listing
+from runner.store.tree_links import MAX_SPANS_LIMIT
 
 __all__ = ["HEADERS", "RUNS_PER_PAGE", "router"]
 
 HERE = Path(__file__).resolve().parent
 #: runs listed per page of the runs page
 RUNS_PER_PAGE = 50
+#: spans of a trace shown at first (``?spans=`` shows more, up to MAX_SPANS_LIMIT)
+TRACE_SPANS = 2_000
 #: rows per page of the rows table: the default, and the most one may ask for
 ROWS_PER_PAGE, MAX_ROWS_PER_PAGE = 50, 500
 #: sent with every page: nothing but this server's own files may load or run
@@ -200,10 +204,14 @@ def run_page(request: Request, uuid: str, store: StoreDep, owner: PageOwner) -> 
 
 
 # -- a trace ------------------------------------------------------------------------------------
-def _flatten(node: dict[str, Any], depth: int = 0) -> list[tuple[int, dict[str, Any]]]:
-    out = [(depth, node)]
-    for child in node.get("children_logs") or []:
-        out.extend(_flatten(child, depth + 1))
+def _flatten(node: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """The spans of a tree in reading order, with their nesting level (iteratively: any depth)."""
+    out: list[tuple[int, dict[str, Any]]] = []
+    stack = [(0, node)]
+    while stack:
+        depth, span = stack.pop()
+        out.append((depth, span))
+        stack.extend((depth + 1, child) for child in reversed(span.get("children_logs") or []))
     return out
 
 
@@ -217,9 +225,10 @@ def _offset(start: str | None, origin: str | None) -> float:
 def trace_page(request: Request, trace_id: str, store: StoreDep, owner: PageOwner, partial: str = "") -> HTMLResponse:
     """A row's trace: the span tree, each span's inputs, output, timings, scores, tokens, cost
     and error. ``?partial=1`` sends the tree alone (the run page opens it beside the rows)."""
+    limit = min(max(whole(request.query_params.get("spans", ""), TRACE_SPANS), 1), MAX_SPANS_LIMIT)
     try:
-        span = store.get_trace_tree(trace_id, owner)
-        root = span if span["root_trace_id"] == trace_id else store.get_trace_tree(span["root_trace_id"], owner)
+        span = store.get_trace_tree(trace_id, owner, max_spans=limit)
+        root = span if span["root_trace_id"] == trace_id else store.get_trace_tree(span["root_trace_id"], owner, limit)
     except NotFoundError:
         return not_found(request, f"There is no trace {trace_id} here.")
     experiment = None
@@ -229,13 +238,21 @@ def trace_page(request: Request, trace_id: str, store: StoreDep, owner: PageOwne
         except NotFoundError:
             experiment = None
     spans = _flatten(root)
+    if not any(s["trace_id"] == trace_id for _, s in spans):  # cut off from its root (a parent cycle)
+        root, spans = span, _flatten(span)
     origin = root.get("start_timestamp")
     total = max([_offset(s.get("end_timestamp"), origin) for _, s in spans] + [float(root.get("latency") or 0)])
     timeline = {
         s["trace_id"]: charts.span_bar(_offset(s.get("start_timestamp"), origin), float(s.get("latency") or 0), total)
         for _, s in spans
     }
+    cut = root.get("_spans")
+    more = None
+    if cut is not None and limit < MAX_SPANS_LIMIT:
+        more = link(f"/traces/{trace_id}", {"partial": partial or None}, spans=min(limit * 4, MAX_SPANS_LIMIT))
     context: dict[str, Any] = {
+        "cut": cut,
+        "more": more,
         "root": root,
         "spans": spans,
         "selected": trace_id,
@@ -316,32 +333,54 @@ def dataset_page(request: Request, ref: str, store: StoreDep, owner: PageOwner, 
 
 
 # -- login ----------------------------------------------------------------------------------------
+_LOGIN_ERRORS = {
+    "url": "Keys in links are not accepted (they end up in logs and browser history): enter the key here.",
+}
+
+
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request, next: str = "/", error: str = "") -> HTMLResponse:
-    message = "That key is not accepted by this server." if error else None
-    return render(request, "login.html", 401 if error else 200, title="Log in", next=safe_next(next), error=message)
+    message = _LOGIN_ERRORS.get(error, "That key is not accepted by this server.") if error else None
+    status = 401 if error and error not in _LOGIN_ERRORS else 200
+    return render(request, "login.html", status, title="Log in", next=safe_next(next), error=message)
 
 
 @router.post("/login", response_model=None)
 async def login(request: Request) -> Response:
-    """Check the key from the form; keep it in an HttpOnly cookie and go where the user was."""
+    """Check the key from the form (a same-origin post: see :mod:`runner.server.browser`);
+    keep a signed session naming its tenant in an HttpOnly cookie, and go where the user was.
+    Wrong keys from one address are throttled (429 with ``Retry-After``)."""
+    throttle: LoginThrottle = request.app.state.ui_throttle
+    address = request.client.host if request.client else ""
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     key = (form.get("key") or [""])[0].strip()
     target = safe_next((form.get("next") or ["/"])[0])
-    if request.app.state.ui_keys.owner_for(key) is None:
+    wait = throttle.wait(address)
+    if wait > 0:
+        response = render(
+            request, "login.html", 429, title="Log in", next=target,
+            error=f"Too many wrong keys: wait {math.ceil(wait)} s before the next try.",
+        )
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+    owner = request.app.state.ui_keys.owner_for(key)
+    if owner is None:
+        throttle.failed(address)
         return render(
             request, "login.html", 401, title="Log in", next=target, error="That key is not accepted by this server."
         )
-    return with_key_cookie(RedirectResponse(target, status_code=303), request, key)
+    sessions: Sessions = request.app.state.ui_sessions
+    redirect = RedirectResponse(target, status_code=303)
+    redirect.set_cookie(
+        COOKIE, sessions.issue(owner), max_age=sessions.seconds, httponly=True, samesite="lax",
+        secure=request.url.scheme == "https", path="/",
+    )
+    return redirect
 
 
-@router.get("/logout")
+@router.post("/logout")
 def logout() -> RedirectResponse:
+    """End the session (a same-origin ``POST``: a link or an image elsewhere cannot log you out)."""
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE, path="/")
-    return response
-
-
-def with_key_cookie(response: Response, request: Request, key: str) -> Response:
-    response.set_cookie(COOKIE, key, httponly=True, samesite="lax", secure=request.url.scheme == "https", path="/")
     return response
