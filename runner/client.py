@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import uuid as _uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -49,6 +48,7 @@ from urllib.parse import quote
 
 import httpx
 
+from runner.batching import BATCH_LOGS, MAX_DELAY, LogBuffer
 from runner.client_core import (
     MAX_BATCH_BYTES,
     ServerUnavailable,
@@ -94,7 +94,8 @@ class HttpBackend:
         api_key: str | None = None,
         *,
         max_concurrency: int = 4,
-        batch_size: int = 500,
+        batch_size: int = BATCH_LOGS,
+        max_delay: float = MAX_DELAY,
         max_pending_batches: int | None = None,
         timeout: float = 30.0,
         max_retries: int = 5,
@@ -127,11 +128,11 @@ class HttpBackend:
         self._client: httpx.AsyncClient | None = None
         self._queue: asyncio.Queue[list[dict[str, Any]]] | None = None
         self._workers: list[asyncio.Task[None]] = []
-        self._buffer: list[dict[str, Any]] = []
-        # logs from worker threads (sync functions) gather here, under a lock, and reach the
-        # loop a batch at a time: one cross-thread hop per batch instead of one per row
-        self._thread_buffer: list[dict[str, Any]] = []
-        self._thread_lock = threading.Lock()
+        # finished rows' logs wait here (from the loop and from worker threads alike) until a
+        # batch is full or its oldest log has waited MAX_DELAY; the pump task hands them on
+        self._pending = LogBuffer(batch_size, max_delay, capacity=self.max_pending_batches * batch_size)
+        self._pump: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
         self._failures: list[BackendError] = []
         self._failed_logs = 0
         #: the spool files, the batches waiting in them, and the task retrying them
@@ -163,6 +164,8 @@ class HttpBackend:
             )
             self._queue = asyncio.Queue(maxsize=self.max_pending_batches)
             self._workers = []
+            self._wake = asyncio.Event()
+            self._pump = None
             self.outbox.rebind()
         return self._client
 
@@ -347,27 +350,51 @@ class HttpBackend:
         return experiment
 
     async def log(self, logs: Sequence[dict[str, Any]]) -> None:
-        extensions = await self._ready()
-        self._buffer.extend(logs)
-        # without the batch extension each log is one request: queue them one by one so that
-        # max_concurrency of them are in flight at once
-        size = self.batch_size if "trace_logs_batch" in extensions else 1
-        if len(self._buffer) < size:
-            return
-        full = len(self._buffer) // size * size
-        ready, self._buffer = self._buffer[:full], self._buffer[full:]
-        for i in range(0, full, size):
-            await self._enqueue(ready[i : i + size])
+        await self._ready()
+        self._start_pump()
+        self._pending.put(logs)
+        # full batches go now, from here: waiting for room in the send queue is the backpressure
+        while (batch := self._pending.take()) is not None and len(batch) >= self._pending.batch_size:
+            try:
+                await self._enqueue(batch)
+            finally:
+                self._pending.done()
+        if batch is not None:  # due by age: hand it on too
+            try:
+                await self._enqueue(batch)
+            finally:
+                self._pending.done()
 
     def log_from_thread(self, logs: Sequence[dict[str, Any]], loop: asyncio.AbstractEventLoop) -> None:
         """``log()`` from a worker thread; blocks that thread only for backpressure."""
-        size = self.batch_size if "trace_logs_batch" in (self.extensions or ()) else 1
-        with self._thread_lock:
-            self._thread_buffer.extend(logs)
-            if self.extensions is not None and len(self._thread_buffer) < size:
-                return
-            batch, self._thread_buffer = self._thread_buffer, []
-        asyncio.run_coroutine_threadsafe(self.log(batch), loop).result()
+        if self._pump is None or self._pump.done() or self._loop is not loop:
+            asyncio.run_coroutine_threadsafe(self.log(logs), loop).result()
+            return
+        if self._pending.put(logs, block=True) and self._wake is not None:
+            loop.call_soon_threadsafe(self._wake.set)  # a full batch: wake the pump now
+
+    def _start_pump(self) -> None:
+        self._bind()
+        if self.extensions is not None and "trace_logs_batch" not in self.extensions:
+            self._pending.batch_size = 1  # one request per log: send each as it comes
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._pump_loop(), name="runner-http-batcher")
+
+    async def _pump_loop(self) -> None:
+        """Hand batches to the senders as they fill up or come due (``max_delay``)."""
+        wake = self._wake
+        assert wake is not None
+        while True:
+            due = self._pending.due_in()
+            if due is None or due > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self._pending.max_delay if due is None else due)
+                wake.clear()
+            while (batch := self._pending.take()) is not None:
+                try:
+                    await self._enqueue(batch)
+                finally:
+                    self._pending.done()
 
     async def flush(self) -> None:
         """Return once everything logged so far is stored — or spooled, if the server stayed away
@@ -375,14 +402,20 @@ class HttpBackend:
         await self._flush(wait_for_spool=True)
 
     async def _flush(self, *, wait_for_spool: bool) -> None:
-        with self._thread_lock:
-            self._buffer.extend(self._thread_buffer)
-            self._thread_buffer = []
-        if self._buffer:
-            batch, self._buffer = self._buffer, []
-            await self._enqueue(batch)
-        if self._queue is not None and self._loop is asyncio.get_running_loop():
-            await self._queue.join()
+        same_loop = self._queue is not None and self._loop is asyncio.get_running_loop()
+        while True:
+            while (batch := self._pending.take(force=True)) is not None:
+                try:
+                    await self._enqueue(batch)
+                finally:
+                    self._pending.done()
+            if same_loop:
+                assert self._queue is not None
+                await self._queue.join()
+            if self._pending.idle() or not same_loop:
+                break
+            await asyncio.sleep(0.005)  # the pump is handing a batch on: wait for it
+        if same_loop:
             if wait_for_spool:
                 await self.outbox.drain(self.drain_timeout)
         if self._failures:
@@ -477,6 +510,9 @@ class HttpBackend:
                 await self._flush(wait_for_spool=False)  # finish_experiment waited already
         finally:
             workers, self._workers = self._workers, []
+            if self._pump is not None:
+                workers.append(self._pump)
+                self._pump = None
             client, self._client = self._client, None
             self._loop = None
             await self.outbox.close(cancel=same_loop)  # what is left stays on disk

@@ -15,7 +15,6 @@ import asyncio
 import contextvars
 import hashlib
 import inspect
-import itertools
 import random
 import sys
 import threading
@@ -356,51 +355,40 @@ class Engine:
             await self.collector.add(self._outcome(*parts))
 
     async def _run_threads(self, items: Iterator[tuple[Row, int]]) -> None:
-        """Sync functions: ``n_workers`` threads each run whole rows and hand them on themselves.
+        """Sync functions: ``n_workers`` threads each pull one row at a time, run it whole, and
+        hand it straight to the collector.
 
         A thread hop per row through an executor, or a loop that collects every row, costs
         more than a no-op row (the loop and the threads fight over the GIL); threads that pull
-        rows and pass finished ones straight to the collector (which batches) do not.
+        rows and pass finished ones on themselves do not. A thread never holds rows it has not
+        started, so an idle thread always finds the next row; batching finished rows for the
+        store happens in one place, the backend's :class:`runner.batching.LogBuffer`.
         """
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
         lock = threading.Lock()
         failures: list[BaseException] = []
+        add = self.collector.add_threadsafe
+        running = self.running
 
         def work() -> None:
-            # Fast rows are taken and handed on in small batches: one lock round trip per row
-            # makes threads queue on the lock and then on the GIL. Slow rows go one at a time,
-            # so no thread sits on rows that an idle one could run.
-            done: list[RowOutcome] = []
-            last_flush = time.monotonic()
-            take = 1
             try:
                 while not self._stopping:
                     with lock:
-                        batch = list(itertools.islice(items, take))
-                    if not batch:
+                        item = next(items, None)
+                    if item is None:
                         return
-                    for row, trial in batch:
-                        if self._stopping:
-                            return
-                        key = (row.id, trial)
-                        started = time.monotonic()
-                        self.running[key] = started
-                        try:
-                            done.append(self.run_row_sync(row, trial, loop, context))
-                        finally:
-                            self.running.pop(key, None)
-                        now = time.monotonic()
-                        take = _FAST_BATCH if now - started < _FAST_ROW else 1
-                        if len(done) >= _FAST_BATCH or now - last_flush > _FLUSH_EVERY:
-                            self.collector.add_threadsafe(done, loop)
-                            done, last_flush = [], now
+                    row, trial = item
+                    key = (row.id, trial)
+                    running[key] = time.monotonic()
+                    try:
+                        outcome = self.run_row_sync(row, trial, loop, context)
+                    finally:
+                        running.pop(key, None)
+                    add([outcome], loop)
             except BaseException as exc:  # stops the run; raised on the loop below
                 self._stopping = True
                 failures.append(exc)
-            finally:
-                if done:
-                    self.collector.add_threadsafe(done, loop)
 
         threads = [
             threading.Thread(target=work, name=f"runner-row-{i}", daemon=True) for i in range(self.n_workers)
@@ -427,14 +415,6 @@ class Collector(Protocol):
     def add_threadsafe(self, outcomes: list[RowOutcome], loop: asyncio.AbstractEventLoop) -> None: ...
 
     async def drain(self) -> None: ...
-
-
-#: a row faster than this (seconds) counts as fast: its thread takes rows in batches
-_FAST_ROW = 0.001
-_FAST_BATCH = 32
-#: finished rows reach the collector at least this often (seconds)
-_FLUSH_EVERY = 0.05
-
 
 
 def _short(error: str | None) -> str:

@@ -51,8 +51,6 @@ class Run:
         self.task: asyncio.Task[Any] | None = None
         self.progress: Any = None
         self._lock = threading.Lock()
-        self._pending: list[dict[str, Any]] = []
-        self._pending_rows = 0
         self.stalls: list[str] = []
 
     def interrupt(self) -> None:
@@ -269,6 +267,9 @@ class Run:
         return {row.id: (row.hash, row.target) for row in source}
 
     # -- Collector: finished rows go to the tally, the backend and the progress bar -----------
+    # One row at a time: the backend's LogBuffer is the one place logs are batched (by size and
+    # by age), so a finished row reaches the store within a fraction of a second and the bar
+    # moves per row.
     async def add(self, outcome: RowOutcome) -> None:
         self.tally.add(outcome.log, outcome.row.id, outcome.wire)
         await self.backend.log(outcome.wire)
@@ -279,33 +280,18 @@ class Run:
         with self._lock:
             for outcome in outcomes:
                 self.tally.add(outcome.log, outcome.row.id, outcome.wire)
-                self._pending.extend(outcome.wire)
-            self._pending_rows += len(outcomes)
-            batch: list[dict[str, Any]] | None = None
-            if len(self._pending) >= 500:
-                batch, self._pending = self._pending, []
-                n, self._pending_rows = self._pending_rows, 0
-        if batch is not None:
-            # may wait while the backend is behind: the backpressure on worker threads
-            log_from_thread = getattr(self.backend, "log_from_thread", None)
-            if log_from_thread is not None:
-                log_from_thread(batch, loop)
-            else:
-                asyncio.run_coroutine_threadsafe(self.backend.log(batch), loop).result()
             if self.progress is not None:
-                self.progress.update(n)
-
-    async def _log_batch(self, batch: list[dict[str, Any]], n_rows: int) -> None:
-        await self.backend.log(batch)
-        if self.progress is not None:
-            self.progress.update(n_rows)
+                self.progress.update(len(outcomes))
+        wire = outcomes[0].wire if len(outcomes) == 1 else [w for o in outcomes for w in o.wire]
+        # may block while the backend is far behind: the backpressure on worker threads
+        log_from_thread = getattr(self.backend, "log_from_thread", None)
+        if log_from_thread is not None:
+            log_from_thread(wire, loop)
+        else:
+            asyncio.run_coroutine_threadsafe(self.backend.log(wire), loop).result()
 
     async def drain(self) -> None:
-        with self._lock:
-            batch, self._pending = self._pending, []
-            n, self._pending_rows = self._pending_rows, 0
-        if batch:
-            await self._log_batch(batch, n)
+        """Nothing waits here: rows were handed on as they finished."""
 
     def _dataset_level(
         self,
