@@ -28,13 +28,15 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "MAX_REPR", "dumps_value", "error_log", "json_default", "safe_log", "sanitize"]
+__all__ = ["MAX_DEPTH", "MAX_REPR", "UNSTORABLE", "dumps_value", "error_log", "json_default", "safe_log", "sanitize"]
 
 #: ``repr()`` of an object with no JSON rendering is cut past this many characters
 MAX_REPR = 10_000
 #: containers nested deeper than this are replaced by a marker string
 MAX_DEPTH = 100
 _INT64 = 2**63
+#: how the error of a row whose log could not be stored begins (:func:`error_log`)
+UNSTORABLE = "this row's result could not be stored"
 
 
 def safe_repr(obj: Any) -> str:
@@ -180,11 +182,13 @@ def dumps_value(value: Any) -> str | None:
     return _fix_str(text)
 
 
-#: fields of a trace log that name it and place it in its tree: kept by :func:`error_log`
-_IDENTITY = (
-    "trace_id", "parent_trace_id", "root_trace_id", "experiment_uuid", "project_uuid", "project_name",
-    "trace_name", "start_timestamp", "end_timestamp", "latency", "depth", "execution_order",
-)
+#: fields of a trace log that name it and place it in its tree, and the types they must have to
+#: be kept by :func:`error_log`
+_IDENTITY: dict[str, type | tuple[type, ...]] = {
+    "trace_id": str, "parent_trace_id": str, "root_trace_id": str, "experiment_uuid": str,
+    "project_uuid": str, "project_name": str, "trace_name": str, "start_timestamp": str,
+    "end_timestamp": str, "latency": (int, float), "depth": int, "execution_order": int,
+}
 
 
 def safe_log(log: Mapping[str, Any]) -> dict[str, Any]:
@@ -196,9 +200,11 @@ def safe_log(log: Mapping[str, Any]) -> dict[str, Any]:
 def error_log(log: Mapping[str, Any], reason: str) -> dict[str, Any]:
     """What is stored for a log that cannot be stored as it is: its ids, ``status: error``, and
     ``reason``; its metadata (row id and trial, so a resume finds the row) when that is safe."""
-    out: dict[str, Any] = {k: sanitize(log[k], 1) for k in _IDENTITY if k in log}
+    out: dict[str, Any] = {
+        k: sanitize(log[k], 1) for k, kind in _IDENTITY.items() if isinstance(log.get(k), kind)
+    }
     out["status"] = "error"
-    out["error"] = f"this row's result could not be stored: {reason}"
+    out["error"] = f"{UNSTORABLE}: {reason}"
     meta = log.get("metadata")
     if isinstance(meta, Mapping):
         out["metadata"] = {

@@ -48,7 +48,7 @@ class LogBuffer:
         self.capacity = capacity or 8 * batch_size
         self._logs: list[dict[str, Any]] = []
         # (arrival time, how many logs) of each put, oldest first: how long the oldest has waited
-        self._arrivals: collections.deque[list[Any]] = collections.deque()
+        self._arrivals: collections.deque[list[float]] = collections.deque()
         self._cond = threading.Condition()
         self._taken = 0  # batches taken and not yet reported done()
         self._urgent = False  # flush() asked: take whatever waits without waiting for it to be due
@@ -106,7 +106,7 @@ class LogBuffer:
         while left and self._arrivals:
             first = self._arrivals[0]
             if first[1] <= left:
-                left -= first[1]
+                left -= int(first[1])
                 self._arrivals.popleft()
             else:
                 first[1] -= left

@@ -48,6 +48,7 @@ from urllib.parse import quote
 
 import httpx
 
+from runner._json import UNSTORABLE, error_log, safe_log
 from runner.batching import BATCH_LOGS, MAX_DELAY, LogBuffer
 from runner.client_core import (
     MAX_BATCH_BYTES,
@@ -277,7 +278,18 @@ class HttpBackend:
             return await self._send_batch(logs, retries)
         for i, log in enumerate(logs):  # one refused log must not keep the others from being sent
             try:
-                await self._request("POST", "/trace_log", log, retries=retries)
+                try:
+                    body = encode(log)
+                except TypeError:
+                    body = encode(safe_log(log))
+                try:
+                    await self._request("POST", "/trace_log", raw=body, retries=retries)
+                except BackendError as exc:
+                    if isinstance(exc, ServerUnavailable):
+                        raise
+                    # refused (too big, invalid): store the row as its error, with the reason
+                    reason = error_log(log, f"the server refused it: {exc}")
+                    await self._request("POST", "/trace_log", raw=encode(reason), retries=retries)
             except ServerUnavailable:
                 return logs[i:]
             except BackendError as exc:
@@ -285,18 +297,33 @@ class HttpBackend:
         return []
 
     async def _send_batch(self, logs: list[dict[str, Any]], retries: int | None) -> list[dict[str, Any]]:
-        body = encode({"logs": logs})
+        try:
+            body = encode({"logs": logs})
+        except TypeError:  # something JSON cannot carry (a lone surrogate, a huge int): repair it
+            logs = [safe_log(log) for log in logs]
+            body = encode({"logs": logs})
         if len(body) > MAX_BATCH_BYTES and len(logs) > 1:  # huge outputs: split, keep requests sane
-            half = len(logs) // 2
-            first = await self._send_batch(logs[:half], retries)
-            if first:
-                return first + logs[half:]
-            return await self._send_batch(logs[half:], retries)
+            return await self._send_halves(logs, retries)
         try:
             await self._request("POST", "/trace_logs/batch", raw=body, retries=retries)
         except ServerUnavailable:
             return logs
+        except BackendError as exc:
+            # a refusal (413, 422) of one log must not cost the others: halve until it is alone,
+            # then store that row as its error with the server's reason
+            if len(logs) > 1:
+                return await self._send_halves(logs, retries)
+            if logs[0].get("status") == "error" and str(logs[0].get("error", "")).startswith(UNSTORABLE):
+                raise
+            return await self._send_batch([error_log(logs[0], f"the server refused it: {exc}")], retries)
         return []
+
+    async def _send_halves(self, logs: list[dict[str, Any]], retries: int | None) -> list[dict[str, Any]]:
+        half = len(logs) // 2
+        first = await self._send_batch(logs[:half], retries)
+        if first:
+            return first + logs[half:]
+        return await self._send_batch(logs[half:], retries)
 
     def _failed(self, exc: BackendError, n_logs: int) -> None:
         """Record a failure for ``flush()`` to raise."""
@@ -415,9 +442,8 @@ class HttpBackend:
             if self._pending.idle() or not same_loop:
                 break
             await asyncio.sleep(0.005)  # the pump is handing a batch on: wait for it
-        if same_loop:
-            if wait_for_spool:
-                await self.outbox.drain(self.drain_timeout)
+        if same_loop and wait_for_spool:
+            await self.outbox.drain(self.drain_timeout)
         if self._failures:
             first, n, logs = self._failures[0], len(self._failures), self._failed_logs
             self._failures, self._failed_logs = [], 0

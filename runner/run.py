@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from runner.backend import Backend, EmbeddedBackend
 from runner.dataset import RowSource, check_columns, collection_records, is_dataset_file, iter_records
-from runner.engine import Engine, RowOutcome
+from runner.engine import Engine, RowOutcome, is_async_callable
 from runner.errors import ConfigError, DatasetError, FunctionError, RunnerError
 from runner.options import RunOptions
 from runner.result import Result, Tally, mapping_str, run_stats
@@ -103,7 +103,7 @@ class Run:
             func_name=func_name,
             make_kwargs=make_kwargs,
             scorers=exp._evals,
-            n_workers=opts.n_workers,
+            n_workers=_worker_count(opts, exp.data, len(done), is_async_callable(exp.func)),
             experiment_uuid=uuid,
             project_name=exp.project_name or self.settings.project_name,
             project_uuid=info.get("project_uuid"),
@@ -375,13 +375,44 @@ def _install_sigint(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]
     return True
 
 
+#: the most worker threads (sync functions) and tasks (async ones) a run starts
+MAX_THREADS = 1024
+MAX_TASKS = 100_000
+
+
+def _known_rows(opts: RunOptions, data: Any) -> int | None:
+    """How many rows the data has, when that is known without reading it (``limit`` applied)."""
+    known = len(data) if hasattr(data, "__len__") and not isinstance(data, (str, bytes)) else None
+    if opts.limit is not None and known is not None:
+        return min(opts.limit, known)
+    return known if known is not None else opts.limit
+
+
+def _worker_count(opts: RunOptions, data: Any, n_done: int, is_async: bool) -> int:
+    """``n_workers``, but never more than the row-trials left to run, nor more than the sane
+    maximum (said on stderr when ``n_workers`` asks for more)."""
+    n = opts.n_workers
+    cap = MAX_TASKS if is_async else MAX_THREADS
+    if n > cap:
+        kind = "async tasks" if is_async else "threads"
+        print(
+            f"warning: n_workers={n} is more than a run can use; starting at most {cap} {kind}. "
+            "For more concurrency than that, use an async function or an executor across machines",
+            file=sys.stderr,
+            flush=True,
+        )
+        n = cap
+    rows = _known_rows(opts, data)
+    if rows is not None:
+        n = min(n, max(1, rows * opts.n_trials - n_done))
+    return n
+
+
 def _progress(name: str, opts: RunOptions, run_name: str, data: Any) -> Any:
     if opts.quiet:
         return None
-    total = None
-    known = len(data) if hasattr(data, "__len__") and not isinstance(data, (str, bytes)) else None
-    if opts.limit is not None or known is not None:
-        total = min(x for x in (opts.limit, known) if x is not None) * opts.n_trials
+    rows = _known_rows(opts, data)
+    total = None if rows is None else rows * opts.n_trials
     tqdm_cls = _tqdm_class()
     return tqdm_cls(total=total, desc=f"{name} [{run_name}]", unit="row", mininterval=0.2, leave=False)
 
