@@ -25,7 +25,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from runner.dataset import Row
-from runner.scoring import Log, Score, ScorerFailure, call_scorer, call_scorer_sync, scorer_name
+from runner.scoring import (
+    Log,
+    Score,
+    ScorerFailure,
+    call_scorer,
+    call_scorer_sync,
+    drop_duplicate_scores,
+    unique_scorer_names,
+)
 from runner.tracing import Span, TraceRun, reset_current, set_current
 
 __all__ = ["Collector", "Engine", "RowOutcome"]
@@ -77,8 +85,9 @@ class Engine:
         self.func_name = func_name
         self.make_kwargs = make_kwargs
         self.is_async = is_async_callable(func)
-        self.sync_scorers = [(s, scorer_name(s)) for s in scorers if not is_async_callable(s)]
-        self.async_scorers = [s for s in scorers if is_async_callable(s)]
+        named = list(zip(scorers, unique_scorer_names(scorers), strict=True))
+        self.sync_scorers = [(s, name) for s, name in named if not is_async_callable(s)]
+        self.async_scorers = [(s, name) for s, name in named if is_async_callable(s)]
         self.project_uuid = project_uuid
         self.n_workers = n_workers
         self.experiment_uuid = experiment_uuid
@@ -255,14 +264,14 @@ class Engine:
         scores: list[Score] = []
         failures: list[ScorerFailure] = []
         log = root.as_log()
-        for s in self.async_scorers:
+        for s, name in self.async_scorers:
             if self.timeout is None:
-                got, failed = await call_scorer(s, log)
+                got, failed = await call_scorer(s, log, name)
             else:
                 try:
-                    got, failed = await asyncio.wait_for(call_scorer(s, log), self.timeout)
+                    got, failed = await asyncio.wait_for(call_scorer(s, log, name), self.timeout)
                 except asyncio.TimeoutError:
-                    got, failed = [], [ScorerFailure(scorer_name(s), f"timeout after {self.timeout:g} s")]
+                    got, failed = [], [ScorerFailure(name, f"timeout after {self.timeout:g} s")]
             scores.extend(got)
             failures.extend(failed)
         return scores, failures
@@ -270,6 +279,9 @@ class Engine:
     def _outcome(
         self, row: Row, trial: int, root: Span, scores: list[Score], failures: list[ScorerFailure]
     ) -> RowOutcome:
+        scores, clashes = drop_duplicate_scores(scores)
+        if clashes:
+            failures = [*failures, *clashes]
         root.scores.extend(scores)
         if failures:
             root.score_errors.update({f.name: f.error for f in failures})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import json
 import signal
 import sys
@@ -20,7 +21,14 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from runner.backend import Backend, EmbeddedBackend
-from runner.dataset import RowSource, check_columns, collection_records, is_dataset_file, iter_records
+from runner.dataset import (
+    RowSource,
+    check_columns,
+    check_unique_ids,
+    collection_records,
+    is_dataset_file,
+    iter_records,
+)
 from runner.engine import Engine, RowOutcome, is_async_callable
 from runner.errors import ConfigError, DatasetError, FunctionError, RunnerError
 from runner.options import RunOptions
@@ -83,6 +91,9 @@ class Run:
         if first is None:
             raise DatasetError(f"Experiment {exp.name!r}: the dataset has no rows")
         make_kwargs = check_columns(exp.func, [c for c in first if c != "target"], func_name)
+        if "id" in first and not isinstance(exp.data, Iterator):
+            # a repeated id would merge two rows in the store: refuse before any row runs
+            check_unique_ids(itertools.islice(await self._records(), opts.limit))
 
         project_name = exp.project_name or self.settings.project_name
         done: set[tuple[str, int]] = set()

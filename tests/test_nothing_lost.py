@@ -8,6 +8,9 @@ are the ones the rows themselves wrote down, never a count sampled at some insta
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
+import json
 import os
 import re
 import signal
@@ -17,10 +20,14 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pandas as pd
+import pydantic
 import pytest
 
-from runner import Experiment
+from runner import DatasetError, Experiment, Score, trace
 from runner.store import Store
 from tests.doors import Door
 
@@ -204,3 +211,230 @@ def test_kill_9_loses_only_the_last_second_and_resume_runs_only_the_rest(tmp_pat
         f"{len(finished_long_before)} finished > {PROMPT_S} s before it (all stored); resume ran {len(rerun)}, "
         f"0 duplicated, 0 lost"
     )
+
+
+# -- a bad row is that row's error, never the run's -------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Answer:
+    text: str
+    when: datetime.datetime
+    tags: set[str]
+
+
+class Model(pydantic.BaseModel):
+    n: int
+    at: datetime.date
+
+
+class Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr for you")
+
+    __str__ = __repr__
+
+
+def _deep(n: int) -> list[Any]:
+    out: list[Any] = []
+    cur = out
+    for _ in range(n):
+        cur.append([])
+        cur = cur[0]
+    return out
+
+
+CUT = json.loads('"cut \\ud83d"')  # a model answer cut inside an escape: a lone surrogate
+
+
+@trace
+def step(text: str) -> str:
+    return text
+
+
+def _awkward(kind: str, big: Any) -> Any:
+    if kind == "surrogate":
+        return CUT
+    if kind == "big-int":
+        return 2**70
+    if kind == "deep":
+        return _deep(5000)
+    if kind == "unprintable":
+        return Unprintable()
+    if kind == "span-surrogate":
+        return step(CUT)
+    if kind == "rich":
+        return {
+            "np_int": np.int64(3), "np_float": np.float32(0.5), "array": np.arange(3), "ts": pd.Timestamp("2024-05-01"),
+            "na": pd.NA, "answer": Answer("hi", datetime.datetime(2024, 1, 2, 3, 4), {"b", "a"}),
+            "model": Model(n=1, at=datetime.date(2024, 1, 1)), "bytes": b"raw", "set": {3, 1, 2},
+        }
+    return kind
+
+
+KINDS = ["surrogate", "big-int", "deep", "unprintable", "span-surrogate", "rich"]
+
+
+def test_awkward_outputs_and_inputs_are_stored_faithfully_and_cost_no_other_row(door: Door, tmp_path: Path) -> None:
+    kinds = KINDS * 2 + ["plain"] * 8
+    data = [{"id": i, "kind": k, "big": 2**70 if k == "big-int" else i} for i, k in enumerate(kinds)]
+    exp = Experiment(name="awkward", data=data, func=_awkward, evals=[lambda log: 1.0], **door.kwargs())
+    result = exp.run("awkward-1", quiet=True)
+    assert result.status == "completed" and result.n_total == 20 and result.n_errors == 0
+    rows = {int(r["metadata"]["row_id"]): r for r in door.store.experiment_rows(result.experiment_uuid)}
+    assert len(rows) == 20 and all(r["status"] == "success" for r in rows.values())
+    assert all(r["scores"] and r["scores"][0]["score"] == 1.0 for r in rows.values())
+    out = {KINDS[i]: rows[i]["output"] for i in range(len(KINDS))}
+    assert out["surrogate"] == "cut \ufffd"
+    assert out["big-int"] == str(2**70) and rows[1]["inputs"]["big"] in (2**70, str(2**70))
+    assert out["deep"].startswith("[[[[") and "nested deeper than" in out["deep"]
+    unprintable = "<unrepresentable Unprintable: repr() raised RuntimeError: no repr for you>"
+    assert json.loads(out["unprintable"]) == unprintable
+    assert out["span-surrogate"] == "cut \ufffd"
+    assert json.loads(out["rich"]) == {
+        "np_int": 3, "np_float": 0.5, "array": [0, 1, 2], "ts": "2024-05-01T00:00:00", "na": None,
+        "answer": {"text": "hi", "when": "2024-01-02T03:04:00", "tags": ["a", "b"]},
+        "model": {"n": 1, "at": "2024-01-01"}, "bytes": "raw", "set": [1, 2, 3],
+    }
+    span_row = rows[4]
+    (child,) = door.store.get_trace_tree(span_row["trace_id"])["children_logs"]
+    assert child["inputs"] == {"text": "cut \ufffd"}
+    # every command that reads the store still works
+    for args in (["list"], ["show", "awkward-1"]):
+        cli = subprocess.run(
+            [sys.executable, "-m", "runner", *args, "--db", str(door.db)],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        )
+        assert cli.returncode == 0, cli.stderr
+    print(f"\nawkward values ({door.kind}): 20 rows sent, {len(rows)} stored, 0 duplicated, 0 lost")
+
+
+def test_an_output_too_big_for_the_server_is_that_rows_error(door: Door) -> None:
+    huge = "x" * (17 * 1024 * 1024)
+
+    def fn(i: int) -> str:
+        return huge if i == 3 else str(i)
+
+    result = Experiment(name="huge", data=[{"id": i, "i": i} for i in range(20)], func=fn, **door.kwargs()).run(
+        quiet=True
+    )
+    assert result.status == "completed"
+    rows = {int(r["metadata"]["row_id"]): r for r in door.store.experiment_rows(result.experiment_uuid)}
+    assert sorted(rows) == list(range(20))
+    assert all(rows[i]["status"] == "success" and rows[i]["output"] == str(i) for i in range(20) if i != 3)
+    if door.kind == "http":  # the server takes at most 16 MiB a request: the row says so
+        assert rows[3]["status"] == "error" and "413" in rows[3]["error"]
+    else:
+        assert rows[3]["status"] == "success" and len(rows[3]["output"]) == len(huge)
+    print(f"\n17 MB output ({door.kind}): 20 rows sent, {len(rows)} stored, 0 duplicated, 0 lost")
+
+
+# -- score names and row ids ------------------------------------------------------------------------------
+
+
+def _twice(log: Any) -> list[Score]:
+    return [Score("s", 1.0), Score("s", 0.0)]
+
+
+def _named_like_twice(log: Any) -> Score:
+    return Score("t", 1.0)
+
+
+def _also_t(log: Any) -> Score:
+    return Score("t", 0.5)
+
+
+def test_duplicate_score_names_are_that_rows_scorer_error_and_every_command_still_works(
+    door: Door, tmp_path: Path
+) -> None:
+    evals = [_twice, _named_like_twice, _also_t, lambda log: 1.0, lambda log: 0.0]
+    exp = Experiment(name="dups", data=[{"i": i} for i in range(6)], func=lambda i: i, evals=evals, **door.kwargs())
+    result = exp.run("dups-1", quiet=True)
+    assert result.status == "completed" and result.n_total == 6
+    # two lambdas are both "score": the second becomes score_2 (README: scorer names)
+    assert result.scores["score"].mean == 1.0 and result.scores["score_2"].mean == 0.0
+    for name in ("s", "t"):  # a name given twice on a row counts neither, and says why
+        summary = result.scores[name]
+        assert summary.n == 0 and summary.n_errors == 6
+        assert f"scores named {name!r}" in result.scorer_errors[name]
+    rows = door.store.experiment_rows(result.experiment_uuid)
+    assert len(rows) == 6 and all(sorted(s["name"] for s in r["scores"]) == ["score", "score_2"] for r in rows)
+    for args in (["list"], ["show", "dups-1"]):
+        cli = subprocess.run(
+            [sys.executable, "-m", "runner", *args, "--db", str(door.db)],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        )
+        assert cli.returncode == 0, cli.stderr
+
+
+def test_a_stored_run_with_one_score_name_twice_cannot_break_list_or_show(tmp_path: Path) -> None:
+    # another client (the Parea SDK, a script) may post such rows: the readers must cope
+    db = tmp_path / "other.db"
+    store = Store(db)
+    try:
+        project = store.project_uuid("default")
+        exp = store.create_experiment(name="x", project_uuid=project, run_name="dup-1", metadata={})
+        store.upsert_traces([
+            {"trace_id": f"t{i}", "experiment_uuid": exp["uuid"], "status": "success", "metadata": {"row_id": str(i)},
+             "scores": [{"name": "s", "score": 1.0}, {"name": "s", "score": 0.0}]}
+            for i in range(5)
+        ])
+        store.finish_experiment(exp["uuid"])
+    finally:
+        store.close()
+    for args in (["list"], ["show", "dup-1"]):
+        cli = subprocess.run(
+            [sys.executable, "-m", "runner", *args, "--db", str(db)], capture_output=True, text=True, timeout=120
+        )
+        assert cli.returncode == 0 and "Traceback" not in cli.stderr, cli.stderr
+
+
+@pytest.mark.parametrize("ids", [[1, 2, 1, 3], [1, 2, "1", 3]], ids=["1,1", "1,'1'"])
+def test_a_repeated_row_id_is_refused_before_any_row_runs(door: Door, ids: list[Any]) -> None:
+    ran: list[int] = []
+
+    def fn(i: int) -> int:
+        ran.append(i)
+        return i
+
+    data = [{"id": v, "i": k} for k, v in enumerate(ids)]
+    with pytest.raises(DatasetError, match=r"rows 1 and 3 .* same id '1'"):
+        Experiment(name="ids", data=data, func=fn, **door.kwargs()).run(quiet=True)
+    assert ran == []
+    assert door.store._query("SELECT count(*) FROM traces")[0][0] == 0
+
+
+def test_a_repeated_row_id_in_a_file_is_refused_before_any_row_runs(tmp_path: Path) -> None:
+    path = tmp_path / "rows.csv"
+    path.write_text("id,i\n7,0\n8,1\n7,2\n")
+    ran: list[str] = []
+
+    def fn(i: str) -> str:
+        ran.append(i)
+        return i
+
+    with pytest.raises(DatasetError, match=r"rows 1 and 3 .* same id '7'"):
+        Experiment(name="ids", data=str(path), func=fn, db=tmp_path / "f.db").run(quiet=True)
+    assert ran == []
+
+
+def test_resume_still_matches_rows_by_id(tmp_path: Path) -> None:
+    data = [{"id": f"r{i}", "i": i} for i in range(6)]
+    first: list[int] = []
+
+    def flaky(i: int) -> int:
+        first.append(i)
+        if i % 2:
+            raise RuntimeError("down")
+        return i
+
+    db = tmp_path / "r.db"
+    Experiment(name="res", data=data, func=flaky, db=db).run("res-1", quiet=True)
+    again: list[int] = []
+
+    def fine(i: int) -> int:
+        again.append(i)
+        return i
+
+    result = Experiment(name="res", data=list(reversed(data)), func=fine, db=db).run("res-1", resume=True, quiet=True)
+    assert sorted(again) == [1, 3, 5] and result.n_total == 6 and result.n_errors == 0
