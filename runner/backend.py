@@ -156,13 +156,20 @@ class EmbeddedBackend:
             name=name, project_uuid=project_uuid, run_name=run_name, metadata=metadata, owner=self.owner
         )
 
+    def _stop_if_failed(self) -> None:
+        # the writer cannot write (a full disk): stop the rows now rather than at the end
+        if isinstance(self._error, BackendError):
+            raise self._error
+
     async def log(self, logs: Sequence[dict[str, Any]]) -> None:
+        self._stop_if_failed()
         self._ensure_thread()
         self._buffer.put(logs)
         if len(self._buffer) >= self._buffer.capacity:  # backpressure: wait for the writer, off the loop
             await asyncio.get_running_loop().run_in_executor(None, self._buffer.wait_room)
 
     def log_from_thread(self, logs: Sequence[dict[str, Any]], loop: asyncio.AbstractEventLoop) -> None:
+        self._stop_if_failed()
         self._ensure_thread()
         self._buffer.put(logs, block=True)  # blocks while the writer is far behind: backpressure
 

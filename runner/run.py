@@ -165,10 +165,16 @@ class Run:
                     for s in details.values()
                 ],
             )
-        except RunnerError:
+        except RunnerError as exc:
             stats_ok = False
+            # the run cannot finish as it is (results that could not be stored, a full disk):
+            # it ends as failed, never left as running, and the error says why
+            with contextlib.suppress(Exception):
+                await self.backend.finish_experiment(uuid, status="failed", dataset_level_stats=[])
             if failure is None:
                 raise
+            if isinstance(failure, KeyboardInterrupt):
+                raise exc from None
         # logs (or the finish call) the server could not take yet wait in the spool: say so
         spooled_for = getattr(self.backend, "spooled_for", None)
         spooled, spool_path = spooled_for(uuid) if spooled_for is not None else (0, None)

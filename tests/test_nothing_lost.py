@@ -27,7 +27,7 @@ import pandas as pd
 import pydantic
 import pytest
 
-from runner import DatasetError, Experiment, Score, trace
+from runner import BackendError, DatasetError, Experiment, Score, trace
 from runner.store import Store
 from tests.doors import Door
 
@@ -438,3 +438,47 @@ def test_resume_still_matches_rows_by_id(tmp_path: Path) -> None:
 
     result = Experiment(name="res", data=list(reversed(data)), func=fine, db=db).run("res-1", resume=True, quiet=True)
     assert sorted(again) == [1, 3, 5] and result.n_total == 6 and result.n_errors == 0
+
+
+# -- a full disk, too many workers ------------------------------------------------------------------------
+
+
+def test_a_full_disk_names_the_file_and_what_to_free_and_the_run_ends_failed(tmp_path: Path) -> None:
+    # The disk is simulated with SQLite's own size limit (PRAGMA max_page_count): the write then
+    # fails with SQLITE_FULL, "database or disk is full", exactly as on a full disk.
+    db = tmp_path / "full.db"
+    store = Store.shared(db)
+    try:
+        pages = int(store._query("PRAGMA page_count")[0][0])
+        store._query(f"PRAGMA max_page_count={pages + 1500}")  # about 6 MB: room for some rows, not all
+        exp = Experiment(name="full", data=[{"i": i} for i in range(2000)], func=lambda i: "x" * 4000 + str(i), db=db)
+        with pytest.raises(BackendError, match=r"full\.db: the disk is full.*free space.*--resume") as info:
+            exp.run("full-1", quiet=True)
+        assert "database or disk is full" in str(info.value)
+        store._query("PRAGMA max_page_count=1073741823")  # space freed: the store is intact and readable
+        (status,) = [r[0] for r in store._query("SELECT status FROM experiments WHERE run_name='full-1'")]
+        n_stored = store._query("SELECT count(*) FROM traces")[0][0]
+        assert str(store._query("PRAGMA integrity_check")[0][0]) == "ok"
+    finally:
+        Store.release(store)
+    assert status == "failed" and 0 < n_stored < 2000
+
+
+def test_n_workers_never_exceeds_the_rows_and_an_absurd_number_is_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    threads: set[int] = set()
+    most = [0]
+
+    def fn(i: int) -> int:
+        threads.add(threading.get_ident())
+        most[0] = max(most[0], threading.active_count())
+        time.sleep(0.01)
+        return i
+
+    before = threading.active_count()
+    exp = Experiment(name="many", data=[{"i": i} for i in range(20)], func=fn, n_workers=5000, db=tmp_path / "m.db")
+    result = exp.run(quiet=True)
+    assert result.n_total == 20 and len(threads) <= 20
+    assert most[0] <= before + 20 + 2  # the row threads, the store's writer, the run's loop thread
+    assert "n_workers=5000 is more than a run can use; starting at most 1024 threads" in capsys.readouterr().err
