@@ -95,7 +95,7 @@ class EmbeddedBackend:
         *,
         batch_size: int = BATCH_LOGS,
         max_delay: float = MAX_DELAY,
-        max_pending_batches: int = 8,
+        max_pending_batches: int = 2,
         owner: str = "",
         release_store: bool = False,
     ) -> None:

@@ -22,16 +22,20 @@ True
 
 from __future__ import annotations
 
-import collections
+import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-__all__ = ["BATCH_LOGS", "MAX_DELAY", "LogBuffer"]
+__all__ = ["BATCH_LOGS", "MAX_DELAY", "REQUEST_LOGS", "LogBuffer", "LoopFeeder"]
 
-#: logs per batch (one transaction, or one HTTP request of the batch extension)
+#: logs per batch of the embedded store (one transaction)
 BATCH_LOGS = 1000
+#: logs per HTTP request of the batch extension: half a transaction's worth, so that a few
+#: requests are in flight at once (and each stays well below the server's body limit)
+REQUEST_LOGS = BATCH_LOGS // 2
 #: the longest a finished row's logs wait before they are handed to the writer (seconds)
 MAX_DELAY = 0.2
 
@@ -47,9 +51,10 @@ class LogBuffer:
         #: beyond this many waiting logs, ``put(block=True)`` waits (backpressure)
         self.capacity = capacity or 8 * batch_size
         self._logs: list[dict[str, Any]] = []
-        # (arrival time, how many logs) of each put, oldest first: how long the oldest has waited
-        self._arrivals: collections.deque[list[float]] = collections.deque()
-        self._cond = threading.Condition()
+        self._since = 0.0  # when the oldest waiting log arrived (monotonic seconds)
+        # put() takes the plain lock (the hot path); waiting goes through the condition on it
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._taken = 0  # batches taken and not yet reported done()
         self._urgent = False  # flush() asked: take whatever waits without waiting for it to be due
         self._closed = False
@@ -62,13 +67,14 @@ class LogBuffer:
         is at capacity (worker threads only — never on an event loop)."""
         if not logs:
             return False
-        with self._cond:
-            if block:
+        with self._lock:
+            if block and len(self._logs) >= self.capacity:
                 while len(self._logs) >= self.capacity and not self._closed:
                     self._cond.wait(0.5)
             was_empty = not self._logs
+            if was_empty:
+                self._since = time.monotonic()
             self._logs.extend(logs)
-            self._arrivals.append([time.monotonic(), len(logs)])
             full = len(self._logs) >= self.batch_size
             if full or was_empty:
                 self._cond.notify_all()
@@ -84,7 +90,7 @@ class LogBuffer:
             return None
         if self._urgent or self._closed or len(self._logs) >= self.batch_size:
             return 0.0
-        return max(0.0, self._arrivals[0][0] + self.max_delay - time.monotonic())
+        return max(0.0, self._since + self.max_delay - time.monotonic())
 
     def take(self, *, force: bool = False) -> list[dict[str, Any]] | None:
         """A batch when one is full or due (any waiting logs with ``force``), else ``None``.
@@ -102,15 +108,7 @@ class LogBuffer:
         n = min(len(self._logs), self.batch_size)
         batch = self._logs[:n]
         del self._logs[:n]
-        left = n
-        while left and self._arrivals:
-            first = self._arrivals[0]
-            if first[1] <= left:
-                left -= int(first[1])
-                self._arrivals.popleft()
-            else:
-                first[1] -= left
-                left = 0
+        # what is left counts as old as what was taken: it goes with the next batch at once
         if not self._logs:
             self._urgent = False
         self._taken += 1
@@ -177,3 +175,69 @@ class LogBuffer:
     def reopen(self) -> None:
         with self._cond:
             self._closed = False
+
+
+class LoopFeeder:
+    """Feeds a :class:`LogBuffer`'s batches to ``send`` (a coroutine function) on one event loop:
+    a full batch at once, a partial one when its oldest log comes due. ``send`` may wait (for
+    room in a queue): that is the backpressure, and a worker thread's :meth:`put_from_thread`
+    blocks once the buffer is at capacity meanwhile."""
+
+    def __init__(self, buffer: LogBuffer, send: Callable[[list[dict[str, Any]]], Awaitable[None]]) -> None:
+        self.buffer = buffer
+        self._send = send
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        """Make sure the feeding task runs on the running loop."""
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._loop is not loop:
+            self._loop, self._wake = loop, asyncio.Event()
+            self._task = loop.create_task(self._feed(), name="runner-log-feeder")
+
+    def put_from_thread(self, logs: Sequence[dict[str, Any]], loop: asyncio.AbstractEventLoop) -> bool:
+        """Add logs from a worker thread; ``False`` (nothing added) when not feeding on ``loop``."""
+        if self._task is None or self._task.done() or self._loop is not loop or self._wake is None:
+            return False
+        if self.buffer.put(logs, block=True):
+            loop.call_soon_threadsafe(self._wake.set)  # a full batch: wake the feeder now
+        return True
+
+    async def put(self, logs: Sequence[dict[str, Any]]) -> None:
+        """Add logs on the loop; full (or due) batches are sent from here, waiting as ``send`` does."""
+        self.start()
+        self.buffer.put(logs)
+        await self._send_ready(force=False)
+
+    async def drain(self) -> None:
+        """Send everything waiting now, and wait until batches taken meanwhile are sent too."""
+        while True:
+            await self._send_ready(force=True)
+            if self.buffer.idle() or self._task is None or self._task.done():
+                return
+            await asyncio.sleep(0.005)  # the feeder is sending a batch: wait for it
+
+    async def _send_ready(self, *, force: bool) -> None:
+        while (batch := self.buffer.take(force=force)) is not None:
+            try:
+                await self._send(batch)
+            finally:
+                self.buffer.done()
+
+    async def _feed(self) -> None:
+        wake = self._wake
+        assert wake is not None
+        while True:
+            due = self.buffer.due_in()
+            if due is None or due > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self.buffer.max_delay if due is None else due)
+                wake.clear()
+            await self._send_ready(force=False)
+
+    def stop(self) -> asyncio.Task[None] | None:
+        """Stop feeding; returns the task to cancel and await (``None`` if none ran)."""
+        task, self._task, self._loop = self._task, None, None
+        return task

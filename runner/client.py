@@ -49,7 +49,7 @@ from urllib.parse import quote
 import httpx
 
 from runner._json import UNSTORABLE, error_log, safe_log
-from runner.batching import BATCH_LOGS, MAX_DELAY, LogBuffer
+from runner.batching import MAX_DELAY, REQUEST_LOGS, LogBuffer, LoopFeeder
 from runner.client_core import (
     MAX_BATCH_BYTES,
     ServerUnavailable,
@@ -95,7 +95,7 @@ class HttpBackend:
         api_key: str | None = None,
         *,
         max_concurrency: int = 4,
-        batch_size: int = BATCH_LOGS,
+        batch_size: int = REQUEST_LOGS,
         max_delay: float = MAX_DELAY,
         max_pending_batches: int | None = None,
         timeout: float = 30.0,
@@ -131,9 +131,9 @@ class HttpBackend:
         self._workers: list[asyncio.Task[None]] = []
         # finished rows' logs wait here (from the loop and from worker threads alike) until a
         # batch is full or its oldest log has waited MAX_DELAY; the pump task hands them on
-        self._pending = LogBuffer(batch_size, max_delay, capacity=self.max_pending_batches * batch_size)
-        self._pump: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
+        # a small buffer: worker threads wait for the senders (on the loop) early, rather than
+        # race ahead of them for the GIL with thousands of logs waiting
+        self._feeder = LoopFeeder(LogBuffer(batch_size, max_delay, capacity=2 * batch_size), self._enqueue)
         self._failures: list[BackendError] = []
         self._failed_logs = 0
         #: the spool files, the batches waiting in them, and the task retrying them
@@ -165,8 +165,6 @@ class HttpBackend:
             )
             self._queue = asyncio.Queue(maxsize=self.max_pending_batches)
             self._workers = []
-            self._wake = asyncio.Event()
-            self._pump = None
             self.outbox.rebind()
         return self._client
 
@@ -377,51 +375,15 @@ class HttpBackend:
         return experiment
 
     async def log(self, logs: Sequence[dict[str, Any]]) -> None:
-        await self._ready()
-        self._start_pump()
-        self._pending.put(logs)
-        # full batches go now, from here: waiting for room in the send queue is the backpressure
-        while (batch := self._pending.take()) is not None and len(batch) >= self._pending.batch_size:
-            try:
-                await self._enqueue(batch)
-            finally:
-                self._pending.done()
-        if batch is not None:  # due by age: hand it on too
-            try:
-                await self._enqueue(batch)
-            finally:
-                self._pending.done()
+        if "trace_logs_batch" not in await self._ready():
+            self._feeder.buffer.batch_size = 1  # one request per log: send each as it comes
+        self._bind()
+        await self._feeder.put(logs)
 
     def log_from_thread(self, logs: Sequence[dict[str, Any]], loop: asyncio.AbstractEventLoop) -> None:
         """``log()`` from a worker thread; blocks that thread only for backpressure."""
-        if self._pump is None or self._pump.done() or self._loop is not loop:
+        if not self._feeder.put_from_thread(logs, loop):  # not feeding on that loop yet
             asyncio.run_coroutine_threadsafe(self.log(logs), loop).result()
-            return
-        if self._pending.put(logs, block=True) and self._wake is not None:
-            loop.call_soon_threadsafe(self._wake.set)  # a full batch: wake the pump now
-
-    def _start_pump(self) -> None:
-        self._bind()
-        if self.extensions is not None and "trace_logs_batch" not in self.extensions:
-            self._pending.batch_size = 1  # one request per log: send each as it comes
-        if self._pump is None or self._pump.done():
-            self._pump = asyncio.create_task(self._pump_loop(), name="runner-http-batcher")
-
-    async def _pump_loop(self) -> None:
-        """Hand batches to the senders as they fill up or come due (``max_delay``)."""
-        wake = self._wake
-        assert wake is not None
-        while True:
-            due = self._pending.due_in()
-            if due is None or due > 0:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self._pending.max_delay if due is None else due)
-                wake.clear()
-            while (batch := self._pending.take()) is not None:
-                try:
-                    await self._enqueue(batch)
-                finally:
-                    self._pending.done()
 
     async def flush(self) -> None:
         """Return once everything logged so far is stored — or spooled, if the server stayed away
@@ -430,18 +392,10 @@ class HttpBackend:
 
     async def _flush(self, *, wait_for_spool: bool) -> None:
         same_loop = self._queue is not None and self._loop is asyncio.get_running_loop()
-        while True:
-            while (batch := self._pending.take(force=True)) is not None:
-                try:
-                    await self._enqueue(batch)
-                finally:
-                    self._pending.done()
-            if same_loop:
-                assert self._queue is not None
-                await self._queue.join()
-            if self._pending.idle() or not same_loop:
-                break
-            await asyncio.sleep(0.005)  # the pump is handing a batch on: wait for it
+        await self._feeder.drain()
+        if same_loop:
+            assert self._queue is not None
+            await self._queue.join()
         if same_loop and wait_for_spool:
             await self.outbox.drain(self.drain_timeout)
         if self._failures:
@@ -536,9 +490,9 @@ class HttpBackend:
                 await self._flush(wait_for_spool=False)  # finish_experiment waited already
         finally:
             workers, self._workers = self._workers, []
-            if self._pump is not None:
-                workers.append(self._pump)
-                self._pump = None
+            feeding = self._feeder.stop()
+            if feeding is not None:
+                workers.append(feeding)
             client, self._client = self._client, None
             self._loop = None
             await self.outbox.close(cancel=same_loop)  # what is left stays on disk

@@ -12,6 +12,7 @@ Stopping: ``stop()`` (first Ctrl-C) lets running rows end and starts no new ones
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import inspect
@@ -384,10 +385,16 @@ class Engine:
         running = self.running
 
         def work() -> None:
+            outcome: RowOutcome | None = None
             try:
-                while not self._stopping:
+                while True:
+                    # one lock round trip per row, for handing on the last row and taking the
+                    # next: more would make the threads queue on the locks and then on the GIL
                     with lock:
-                        item = next(items, None)
+                        if outcome is not None:
+                            add([outcome], loop)
+                            outcome = None
+                        item = None if self._stopping else next(items, None)
                     if item is None:
                         return
                     row, trial = item
@@ -397,10 +404,12 @@ class Engine:
                         outcome = self.run_row_sync(row, trial, loop, context)
                     finally:
                         running.pop(key, None)
-                    add([outcome], loop)
             except BaseException as exc:  # stops the run; raised on the loop below
                 self._stopping = True
                 failures.append(exc)
+                if outcome is not None:  # finished before the failure: still handed on
+                    with contextlib.suppress(BaseException), lock:
+                        add([outcome], loop)
 
         threads = [
             threading.Thread(target=work, name=f"runner-row-{i}", daemon=True) for i in range(self.n_workers)

@@ -59,6 +59,7 @@ class Run:
         self.task: asyncio.Task[Any] | None = None
         self.progress: Any = None
         self._lock = threading.Lock()
+        self._log_from_thread = getattr(backend, "log_from_thread", None)
         self.stalls: list[str] = []
 
     def interrupt(self) -> None:
@@ -301,7 +302,7 @@ class Run:
                 self.progress.update(len(outcomes))
         wire = outcomes[0].wire if len(outcomes) == 1 else [w for o in outcomes for w in o.wire]
         # may block while the backend is far behind: the backpressure on worker threads
-        log_from_thread = getattr(self.backend, "log_from_thread", None)
+        log_from_thread = self._log_from_thread
         if log_from_thread is not None:
             log_from_thread(wire, loop)
         else:
