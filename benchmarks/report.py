@@ -144,7 +144,7 @@ def _targets(results: dict[str, dict[str, Any]], sums: dict[str, dict[str, Any]]
     stored("W1", "every row and score stored")
     timed("W2", 2.0)
     stored("W2", "every row and score stored")
-    for name, floor in (("W3", 0.97), ("W4", 0.90), ("W7", 0.95), ("W8", 0.95)):
+    for name, floor in (("W3", 0.97), ("W4", 0.90), ("W7", 0.95), ("W8", 0.90)):
         r, s = results.get(name), sums.get(name)
         if r is not None and s is not None:
             add(

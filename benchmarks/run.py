@@ -16,7 +16,7 @@ Workloads (``benchmarks/README.md`` says what each one measures and how to read 
     W5  1,000,000-row JSONL file, no-op function, no scorer, embedded      completes, peak RSS <= 500 MB
     W6  python -c "import runner"                                          <= 0.25 s
     W7  1,000 sync rows, runs of 40 instant then 40 x 50 ms, 10 workers    >= 95 % of ideal (2.5 s)
-    W8  200 sync rows, 7 of them hang, timeout=1, 10 workers               >= 95 % of ideal (1.0 s)
+    W8  200 sync rows, 7 of them hang, timeout=1, 10 workers               >= 90 % of ideal (1.0 s)
 
 Each workload runs in a fresh child process (``--child NAME``), which prints one JSON line; the
 SDK runs W2 and W3 once each against a fresh ``serve`` of ours, never the internet. This script
