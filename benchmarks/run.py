@@ -15,6 +15,8 @@ Workloads (``benchmarks/README.md`` says what each one measures and how to read 
     W4  W3 with 100 workers (ideal 0.2 s)                                  >= 90 % of ideal
     W5  1,000,000-row JSONL file, no-op function, no scorer, embedded      completes, peak RSS <= 500 MB
     W6  python -c "import runner"                                          <= 0.25 s
+    W7  1,000 sync rows, runs of 40 instant then 40 x 50 ms, 10 workers    >= 95 % of ideal (2.5 s)
+    W8  200 sync rows, 7 of them hang, timeout=1, 10 workers               >= 90 % of ideal (1.0 s)
 
 Each workload runs in a fresh child process (``--child NAME``), which prints one JSON line; the
 SDK runs W2 and W3 once each against a fresh ``serve`` of ours, never the internet. This script
@@ -78,6 +80,8 @@ WORKLOADS = {
         Workload("W4", 200, 200),
         Workload("W5", 1_000_000, 100_000),
         Workload("W6", 0, 0),
+        Workload("W7", 1_000, 1_000),
+        Workload("W8", 200, 200),
         Workload("W2-sdk", 10_000, 1_000, over_http=True, sdk=True),
         Workload("W3-sdk", 200, 200, over_http=True, sdk=True),
     )
@@ -292,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         default=None,
         metavar="W1,W3",
-        help="run only these workloads (W1..W6; W2-sdk, W3-sdk for the SDK alone)",
+        help="run only these workloads (W1..W8; W2-sdk, W3-sdk for the SDK alone)",
     )
     parser.add_argument("--no-sdk", action="store_true", help="skip the parea-ai SDK runs")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also save every number here")
@@ -320,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def selected(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Workload]:
     names = (
-        [n.strip() for n in args.only.split(",") if n.strip()] if args.only else ["W1", "W2", "W3", "W4", "W5", "W6"]
+        [n.strip() for n in args.only.split(",") if n.strip()]
+        if args.only
+        else ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"]
     )
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:

@@ -45,6 +45,32 @@ async def sleepy(x: str) -> str:
     return x
 
 
+MIXED_RUN = 40  # W7: runs of this many instant rows, then as many slow ones, alternating
+MIXED_SLOW_S = 0.05  # W7: a slow row sleeps this long (a model call; the instant ones: a cache hit)
+HANG_TIMEOUT_S = 1.0  # W8: the experiment's timeout; its hanging rows never return on their own
+
+
+def mixed(x: int) -> int:
+    """W7: a partly cached rerun: instant rows and slow rows in alternating runs."""
+    if (x // MIXED_RUN) % 2:
+        time.sleep(MIXED_SLOW_S)
+    return x
+
+
+_NEVER = threading.Event()
+
+
+def hangs_sometimes(x: int) -> int:
+    """W8: every 29th row hangs (the timeout ends it); the others return at once."""
+    if x % 29 == 7:
+        _NEVER.wait()
+    return x
+
+
+def int_rows(n: int) -> list[dict[str, int]]:
+    return [{"x": i} for i in range(n)]
+
+
 def qa_rows(n: int) -> list[dict[str, str]]:
     return [{"question": str(i), "target": str(i)} for i in range(n)]
 
@@ -121,6 +147,25 @@ def _plan(workload: str, rows: int, tmp: Path) -> dict[str, Any]:
             "n_workers": 10,
             "score": None,
         }
+    if workload == "W7":
+        return {
+            "data": int_rows(rows),
+            "warm": int_rows(min(rows, 2 * MIXED_RUN)),
+            "func": mixed,
+            "evals": [],
+            "n_workers": 10,
+            "score": None,
+        }
+    if workload == "W8":
+        return {
+            "data": int_rows(rows),
+            "warm": int_rows(min(rows, 7)),
+            "func": hangs_sometimes,
+            "evals": [],
+            "n_workers": 10,
+            "score": None,
+            "timeout": HANG_TIMEOUT_S,
+        }
     raise SystemExit(f"unknown workload {workload!r}")
 
 
@@ -139,6 +184,7 @@ def run_ours(workload: str, rows: int, runs: int, base_url: str | None) -> dict[
                 func=plan["func"],
                 evals=plan["evals"],
                 n_workers=plan["n_workers"],
+                timeout=plan.get("timeout"),
                 db=None if base_url else tmp / f"{label}.db",
                 base_url=base_url,
             )

@@ -5,19 +5,20 @@ trace logs over without blocking rows (it only waits when the backend is far beh
 backpressure), ``flush()`` returns once everything logged so far is stored, and
 ``finish_experiment()`` returns the per-root stats the backend computed.
 
-``EmbeddedBackend`` writes into the SQLite store from one writer thread in batches of up to
-``batch_size`` logs per transaction; ``runner.client.HttpBackend`` sends them to a server.
+``EmbeddedBackend`` writes into the SQLite store from one writer thread, in batches bounded in
+size and in time (:mod:`runner.batching`); ``runner.client.HttpBackend`` sends them to a server.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from runner.errors import BackendError
+from runner._json import error_log, safe_log
+from runner.batching import BATCH_LOGS, MAX_DELAY, LogBuffer
+from runner.errors import BackendError, disk_full, disk_full_message
 from runner.store import Store
 
 __all__ = ["Backend", "EmbeddedBackend"]
@@ -76,26 +77,25 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
-_STOP = object()
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-#: how long logs may wait in the buffer before the writer gets them (seconds)
-_LINGER = 0.02
-
-
 class EmbeddedBackend:
-    """The default backend: a SQLite file, written by one background thread in batches."""
+    """The default backend: a SQLite file, written by one background thread in batches.
+
+    Logs wait in a :class:`runner.batching.LogBuffer`: the writer commits a batch once
+    ``batch_size`` logs wait or the oldest has waited ``max_delay`` seconds, so every finished
+    row is in the file within about ``max_delay`` of finishing (a ``kill -9`` loses at most
+    that much). A batch the store refuses is written again log by log, made JSON-safe
+    (:func:`runner._json.safe_log`); a log that still cannot be written is stored as that row's
+    error: one bad row never costs the others. A full disk stops the run with an error naming
+    the file.
+    """
 
     def __init__(
         self,
         store: Store,
         *,
-        batch_size: int = 1000,
-        max_pending_batches: int = 8,
+        batch_size: int = BATCH_LOGS,
+        max_delay: float = MAX_DELAY,
+        max_pending_batches: int = 2,
         owner: str = "",
         release_store: bool = False,
     ) -> None:
@@ -104,8 +104,7 @@ class EmbeddedBackend:
         self.location = store.path
         self.owner = owner
         self.batch_size = batch_size
-        self._buffer: list[dict[str, Any]] = []
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_pending_batches)
+        self._buffer = LogBuffer(batch_size, max_delay, capacity=max_pending_batches * batch_size)
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -115,31 +114,38 @@ class EmbeddedBackend:
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
+                    self._buffer.reopen()
                     self._thread = threading.Thread(target=self._write_loop, name="runner-store-writer", daemon=True)
                     self._thread.start()
 
     def _write_loop(self) -> None:
         while True:
-            item = self._queue.get()
+            batch = self._buffer.wait_take()
+            if batch is None:
+                return
             try:
-                if item is _STOP:
-                    return
-                if isinstance(item, asyncio.Future):
-                    item.get_loop().call_soon_threadsafe(_resolve, item)
-                    continue
                 if self._error is None:
-                    self.store.upsert_traces(item, self.owner)
+                    self._write(batch)
             except BaseException as exc:  # kept and raised by flush(): never lost silently
                 self._error = exc
             finally:
-                self._queue.task_done()
+                self._buffer.done()
 
-    async def _put(self, item: Any) -> None:
-        self._ensure_thread()
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        """Write a batch; a log the store refuses is made JSON-safe, or else stored as its row's error."""
         try:
-            self._queue.put_nowait(item)
-        except queue.Full:  # backpressure: wait for the writer without blocking the loop
-            await asyncio.get_running_loop().run_in_executor(None, self._queue.put, item)
+            self.store.upsert_traces(batch, self.owner)
+            return
+        except Exception as exc:
+            if disk_full(exc):
+                raise BackendError(disk_full_message(self.location, exc)) from exc
+        for log in batch:  # the batch was refused: find the log(s) at fault, keep the others
+            try:
+                self.store.upsert_traces([safe_log(log)], self.owner, contended=False)
+            except Exception as exc:
+                if disk_full(exc):
+                    raise BackendError(disk_full_message(self.location, exc)) from exc
+                self.store.upsert_traces([error_log(log, f"the store refused this log: {exc!r}")], self.owner)
 
     # Backend -------------------------------------------------------------------------------
     async def create_experiment(
@@ -150,46 +156,30 @@ class EmbeddedBackend:
             name=name, project_uuid=project_uuid, run_name=run_name, metadata=metadata, owner=self.owner
         )
 
-    async def log(self, logs: Sequence[dict[str, Any]]) -> None:
-        was_empty = not self._buffer
-        self._buffer.extend(logs)
-        if len(self._buffer) >= self.batch_size:
-            batch, self._buffer = self._buffer, []
-            await self._put(batch)
-        elif was_empty:
-            # what trickles in is handed to the writer shortly after, not at the next full batch:
-            # slow rows are stored while the next ones run, and the run's end has little to write
-            asyncio.get_running_loop().call_later(_LINGER, self._handoff)
+    def _stop_if_failed(self) -> None:
+        # the writer cannot write (a full disk): stop the rows now rather than at the end
+        if isinstance(self._error, BackendError):
+            raise self._error
 
-    def _handoff(self) -> None:
-        if not self._buffer:
-            return
+    async def log(self, logs: Sequence[dict[str, Any]]) -> None:
+        self._stop_if_failed()
         self._ensure_thread()
-        try:
-            self._queue.put_nowait(self._buffer)
-        except queue.Full:  # the writer is busy: the next log() or flush() hands it over
-            return
-        self._buffer = []
+        self._buffer.put(logs)
+        if len(self._buffer) >= self._buffer.capacity:  # backpressure: wait for the writer, off the loop
+            await asyncio.get_running_loop().run_in_executor(None, self._buffer.wait_room)
 
     def log_from_thread(self, logs: Sequence[dict[str, Any]], loop: asyncio.AbstractEventLoop) -> None:
+        self._stop_if_failed()
         self._ensure_thread()
-        self._queue.put(list(logs))  # blocks while the writer is behind: backpressure
+        self._buffer.put(logs, block=True)  # blocks while the writer is far behind: backpressure
 
     async def flush(self) -> None:
-        if self._thread is not None and self._queue.unfinished_tasks:
-            # the writer resolves this future once it has written what was queued before it
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            await self._put(done)
-            await done
-        if self._buffer and self._error is None:
-            # the writer is idle now: write the rest here rather than wake it and wait for it
-            batch, self._buffer = self._buffer, []
-            try:
-                self.store.upsert_traces(batch, self.owner, contended=False)
-            except BaseException as exc:
-                self._error = exc
+        if self._thread is not None and not self._buffer.idle():
+            await asyncio.get_running_loop().run_in_executor(None, self._buffer.wait_idle)
         if self._error is not None:
             err, self._error = self._error, None
+            if isinstance(err, BackendError):
+                raise err
             raise BackendError(f"writing results to {self.location} failed: {err}") from err
 
     async def finish_experiment(
@@ -230,7 +220,7 @@ class EmbeddedBackend:
             await self.flush()
         finally:
             if self._thread is not None:
-                self._queue.put(_STOP)
+                self._buffer.close()
                 await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
                 self._thread = None
             if self._release_store:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import uuid as _uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -49,6 +48,8 @@ from urllib.parse import quote
 
 import httpx
 
+from runner._json import UNSTORABLE, error_log, safe_log
+from runner.batching import MAX_DELAY, REQUEST_LOGS, LogBuffer, LoopFeeder
 from runner.client_core import (
     MAX_BATCH_BYTES,
     ServerUnavailable,
@@ -94,7 +95,8 @@ class HttpBackend:
         api_key: str | None = None,
         *,
         max_concurrency: int = 4,
-        batch_size: int = 500,
+        batch_size: int = REQUEST_LOGS,
+        max_delay: float = MAX_DELAY,
         max_pending_batches: int | None = None,
         timeout: float = 30.0,
         max_retries: int = 5,
@@ -127,11 +129,11 @@ class HttpBackend:
         self._client: httpx.AsyncClient | None = None
         self._queue: asyncio.Queue[list[dict[str, Any]]] | None = None
         self._workers: list[asyncio.Task[None]] = []
-        self._buffer: list[dict[str, Any]] = []
-        # logs from worker threads (sync functions) gather here, under a lock, and reach the
-        # loop a batch at a time: one cross-thread hop per batch instead of one per row
-        self._thread_buffer: list[dict[str, Any]] = []
-        self._thread_lock = threading.Lock()
+        # finished rows' logs wait here (from the loop and from worker threads alike) until a
+        # batch is full or its oldest log has waited MAX_DELAY; the pump task hands them on
+        # a small buffer: worker threads wait for the senders (on the loop) early, rather than
+        # race ahead of them for the GIL with thousands of logs waiting
+        self._feeder = LoopFeeder(LogBuffer(batch_size, max_delay, capacity=2 * batch_size), self._enqueue)
         self._failures: list[BackendError] = []
         self._failed_logs = 0
         #: the spool files, the batches waiting in them, and the task retrying them
@@ -274,7 +276,18 @@ class HttpBackend:
             return await self._send_batch(logs, retries)
         for i, log in enumerate(logs):  # one refused log must not keep the others from being sent
             try:
-                await self._request("POST", "/trace_log", log, retries=retries)
+                try:
+                    body = encode(log)
+                except TypeError:
+                    body = encode(safe_log(log))
+                try:
+                    await self._request("POST", "/trace_log", raw=body, retries=retries)
+                except BackendError as exc:
+                    if isinstance(exc, ServerUnavailable):
+                        raise
+                    # refused (too big, invalid): store the row as its error, with the reason
+                    reason = error_log(log, f"the server refused it: {exc}")
+                    await self._request("POST", "/trace_log", raw=encode(reason), retries=retries)
             except ServerUnavailable:
                 return logs[i:]
             except BackendError as exc:
@@ -282,18 +295,33 @@ class HttpBackend:
         return []
 
     async def _send_batch(self, logs: list[dict[str, Any]], retries: int | None) -> list[dict[str, Any]]:
-        body = encode({"logs": logs})
+        try:
+            body = encode({"logs": logs})
+        except TypeError:  # something JSON cannot carry (a lone surrogate, a huge int): repair it
+            logs = [safe_log(log) for log in logs]
+            body = encode({"logs": logs})
         if len(body) > MAX_BATCH_BYTES and len(logs) > 1:  # huge outputs: split, keep requests sane
-            half = len(logs) // 2
-            first = await self._send_batch(logs[:half], retries)
-            if first:
-                return first + logs[half:]
-            return await self._send_batch(logs[half:], retries)
+            return await self._send_halves(logs, retries)
         try:
             await self._request("POST", "/trace_logs/batch", raw=body, retries=retries)
         except ServerUnavailable:
             return logs
+        except BackendError as exc:
+            # a refusal (413, 422) of one log must not cost the others: halve until it is alone,
+            # then store that row as its error with the server's reason
+            if len(logs) > 1:
+                return await self._send_halves(logs, retries)
+            if logs[0].get("status") == "error" and str(logs[0].get("error", "")).startswith(UNSTORABLE):
+                raise
+            return await self._send_batch([error_log(logs[0], f"the server refused it: {exc}")], retries)
         return []
+
+    async def _send_halves(self, logs: list[dict[str, Any]], retries: int | None) -> list[dict[str, Any]]:
+        half = len(logs) // 2
+        first = await self._send_batch(logs[:half], retries)
+        if first:
+            return first + logs[half:]
+        return await self._send_batch(logs[half:], retries)
 
     def _failed(self, exc: BackendError, n_logs: int) -> None:
         """Record a failure for ``flush()`` to raise."""
@@ -347,27 +375,15 @@ class HttpBackend:
         return experiment
 
     async def log(self, logs: Sequence[dict[str, Any]]) -> None:
-        extensions = await self._ready()
-        self._buffer.extend(logs)
-        # without the batch extension each log is one request: queue them one by one so that
-        # max_concurrency of them are in flight at once
-        size = self.batch_size if "trace_logs_batch" in extensions else 1
-        if len(self._buffer) < size:
-            return
-        full = len(self._buffer) // size * size
-        ready, self._buffer = self._buffer[:full], self._buffer[full:]
-        for i in range(0, full, size):
-            await self._enqueue(ready[i : i + size])
+        if "trace_logs_batch" not in await self._ready():
+            self._feeder.buffer.batch_size = 1  # one request per log: send each as it comes
+        self._bind()
+        await self._feeder.put(logs)
 
     def log_from_thread(self, logs: Sequence[dict[str, Any]], loop: asyncio.AbstractEventLoop) -> None:
         """``log()`` from a worker thread; blocks that thread only for backpressure."""
-        size = self.batch_size if "trace_logs_batch" in (self.extensions or ()) else 1
-        with self._thread_lock:
-            self._thread_buffer.extend(logs)
-            if self.extensions is not None and len(self._thread_buffer) < size:
-                return
-            batch, self._thread_buffer = self._thread_buffer, []
-        asyncio.run_coroutine_threadsafe(self.log(batch), loop).result()
+        if not self._feeder.put_from_thread(logs, loop):  # not feeding on that loop yet
+            asyncio.run_coroutine_threadsafe(self.log(logs), loop).result()
 
     async def flush(self) -> None:
         """Return once everything logged so far is stored — or spooled, if the server stayed away
@@ -375,16 +391,13 @@ class HttpBackend:
         await self._flush(wait_for_spool=True)
 
     async def _flush(self, *, wait_for_spool: bool) -> None:
-        with self._thread_lock:
-            self._buffer.extend(self._thread_buffer)
-            self._thread_buffer = []
-        if self._buffer:
-            batch, self._buffer = self._buffer, []
-            await self._enqueue(batch)
-        if self._queue is not None and self._loop is asyncio.get_running_loop():
+        same_loop = self._queue is not None and self._loop is asyncio.get_running_loop()
+        await self._feeder.drain()
+        if same_loop:
+            assert self._queue is not None
             await self._queue.join()
-            if wait_for_spool:
-                await self.outbox.drain(self.drain_timeout)
+        if same_loop and wait_for_spool:
+            await self.outbox.drain(self.drain_timeout)
         if self._failures:
             first, n, logs = self._failures[0], len(self._failures), self._failed_logs
             self._failures, self._failed_logs = [], 0
@@ -477,6 +490,9 @@ class HttpBackend:
                 await self._flush(wait_for_spool=False)  # finish_experiment waited already
         finally:
             workers, self._workers = self._workers, []
+            feeding = self._feeder.stop()
+            if feeding is not None:
+                workers.append(feeding)
             client, self._client = self._client, None
             self._loop = None
             await self.outbox.close(cancel=same_loop)  # what is left stays on disk

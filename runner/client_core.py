@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import orjson
 
+from runner._json import json_default
 from runner.errors import BackendError, NotFoundError
 from runner.ratelimit import parse_retry_after
 
@@ -51,7 +52,7 @@ def headers_for(api_key: str | None) -> dict[str, str]:
 
 
 def encode(body: Any) -> bytes:
-    return orjson.dumps(body, default=str, option=_JSON_OPTIONS)
+    return orjson.dumps(body, default=json_default, option=_JSON_OPTIONS)
 
 
 def is_retryable(status_code: int) -> bool:

@@ -6,7 +6,8 @@ stored on the backend. Files are read lazily, row by row (a ``.json`` array is t
 is parsed whole).
 
 The ``target`` column is the ground truth and is not passed to the function. A row's id is its
-``id`` column when the dataset has one, else a hash of its content (duplicates get ``-2``,
+``id`` column when the dataset has one (as text: ``1`` and ``"1"`` are the same id; two rows with
+the same id are a :class:`DatasetError`), else a hash of its content (identical rows get ``-2``,
 ``-3``, ... in order), so ids stay stable when a file is reordered.
 """
 
@@ -22,11 +23,22 @@ from typing import Any
 
 import orjson
 
+from runner._json import json_default, sanitize
 from runner.errors import DatasetError
 
-__all__ = ["FILE_SUFFIXES", "Row", "RowSource", "check_columns", "is_dataset_file", "iter_records"]
+__all__ = [
+    "FILE_SUFFIXES",
+    "Row",
+    "RowSource",
+    "check_columns",
+    "check_unique_ids",
+    "is_dataset_file",
+    "iter_records",
+    "row_id_of",
+]
 
 FILE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json")
+_HASH_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
 @dataclass(slots=True)
@@ -159,6 +171,7 @@ class RowSource:
         self._records = records
         self._limit = limit
         self._seen: set[int] = set()  # content hashes met once; duplicates are counted apart
+        self._ids: dict[str, int] = {}  # explicit ids met so far -> the index of their row
         self._dups: dict[int, int] = {}
         self._peeked: list[dict[str, Any]] = []
 
@@ -171,13 +184,20 @@ class RowSource:
                 return None
         return self._peeked[0]
 
-    def _row_id(self, rec: dict[str, Any]) -> tuple[str, str]:
+    def _row_id(self, rec: dict[str, Any], index: int) -> tuple[str, str]:
         """(row id, content hash) of a record."""
-        blob = orjson.dumps(rec, default=str, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+        try:
+            blob = orjson.dumps(rec, default=json_default, option=_HASH_OPTIONS)
+        except TypeError:  # what JSON cannot carry (an int beyond 64 bits, a lone surrogate)
+            blob = orjson.dumps(sanitize(rec), option=_HASH_OPTIONS)
         digest = hashlib.blake2b(blob, digest_size=8).digest()
         hexid = digest.hex()
-        if "id" in rec and rec["id"] is not None and rec["id"] != "":
-            return str(rec["id"]), hexid
+        explicit = row_id_of(rec)
+        if explicit is not None:
+            first = self._ids.setdefault(explicit, index)
+            if first != index:
+                raise duplicate_id(explicit, first, index)
+            return explicit, hexid
         key = int.from_bytes(digest, "big")
         if key not in self._seen:
             self._seen.add(key)
@@ -195,8 +215,37 @@ class RowSource:
             if self._limit is not None and index >= self._limit:
                 return
             target = rec.pop("target", None)
-            row_id, digest = self._row_id({**rec, "target": target} if target is not None else rec)
+            row_id, digest = self._row_id({**rec, "target": target} if target is not None else rec, index)
             yield Row(row_id, index, rec, target, digest)
+
+
+def row_id_of(rec: Mapping[str, Any]) -> str | None:
+    """A record's own id: its ``id`` column as text (``1`` and ``"1"`` are the same id), or
+    ``None`` when it has none (then the row's id is a hash of its content)."""
+    rid = rec.get("id")
+    if rid is None or rid == "":
+        return None
+    return str(rid)
+
+
+def duplicate_id(row_id: str, first: int, again: int) -> DatasetError:
+    return DatasetError(
+        f"rows {first + 1} and {again + 1} (counting from 1) have the same id {row_id!r}; the id column "
+        "names each row (resume and compare match rows by it; 1 and '1' are the same id), so every "
+        "row needs its own: fix or drop the duplicate, or remove the id column to let rows be named "
+        "by their content"
+    )
+
+
+def check_unique_ids(records: Iterable[Mapping[str, Any]]) -> None:
+    """Raise :class:`DatasetError` naming the id and both row numbers if two records share an id."""
+    seen: dict[str, int] = {}
+    for index, rec in enumerate(records):
+        rid = row_id_of(rec)
+        if rid is not None:
+            first = seen.setdefault(rid, index)
+            if first != index:
+                raise duplicate_id(rid, first, index)
 
 
 def check_columns(

@@ -12,10 +12,10 @@ Stopping: ``stop()`` (first Ctrl-C) lets running rows end and starts no new ones
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import inspect
-import itertools
 import random
 import sys
 import threading
@@ -26,7 +26,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from runner.dataset import Row
-from runner.scoring import Log, Score, ScorerFailure, call_scorer, call_scorer_sync, scorer_name
+from runner.scoring import (
+    Log,
+    Score,
+    ScorerFailure,
+    call_scorer,
+    call_scorer_sync,
+    drop_duplicate_scores,
+    unique_scorer_names,
+)
 from runner.tracing import Span, TraceRun, reset_current, set_current
 
 __all__ = ["Collector", "Engine", "RowOutcome"]
@@ -78,8 +86,9 @@ class Engine:
         self.func_name = func_name
         self.make_kwargs = make_kwargs
         self.is_async = is_async_callable(func)
-        self.sync_scorers = [(s, scorer_name(s)) for s in scorers if not is_async_callable(s)]
-        self.async_scorers = [s for s in scorers if is_async_callable(s)]
+        named = list(zip(scorers, unique_scorer_names(scorers), strict=True))
+        self.sync_scorers = [(s, name) for s, name in named if not is_async_callable(s)]
+        self.async_scorers = [(s, name) for s, name in named if is_async_callable(s)]
         self.project_uuid = project_uuid
         self.n_workers = n_workers
         self.experiment_uuid = experiment_uuid
@@ -257,15 +266,15 @@ class Engine:
         scores: list[Score] = []
         failures: list[ScorerFailure] = []
         log = root.as_log()
-        for s in self.async_scorers:
+        for s, name in self.async_scorers:
             if self.timeout is None:
-                got, failed = await call_scorer(s, log)
+                got, failed = await call_scorer(s, log, name)
             else:
                 try:
-                    got, failed = await asyncio.wait_for(call_scorer(s, log), self.timeout)
+                    got, failed = await asyncio.wait_for(call_scorer(s, log, name), self.timeout)
                 except asyncio.TimeoutError:
-                    got, failed = [], [ScorerFailure(scorer_name(s), f"timeout after {self.timeout:g} s")]
-            _note_sources(root, scorer_name(s), got)
+                    got, failed = [], [ScorerFailure(name, f"timeout after {self.timeout:g} s")]
+            _note_sources(root, name, got)
             scores.extend(got)
             failures.extend(failed)
         return scores, failures
@@ -273,6 +282,9 @@ class Engine:
     def _outcome(
         self, row: Row, trial: int, root: Span, scores: list[Score], failures: list[ScorerFailure]
     ) -> RowOutcome:
+        scores, clashes = drop_duplicate_scores(scores)
+        if clashes:
+            failures = [*failures, *clashes]
         root.scores.extend(scores)
         if failures:
             root.score_errors.update({f.name: f.error for f in failures})
@@ -365,51 +377,48 @@ class Engine:
             await self.collector.add(self._outcome(*parts))
 
     async def _run_threads(self, items: Iterator[tuple[Row, int]]) -> None:
-        """Sync functions: ``n_workers`` threads each run whole rows and hand them on themselves.
+        """Sync functions: ``n_workers`` threads each pull one row at a time, run it whole, and
+        hand it straight to the collector.
 
         A thread hop per row through an executor, or a loop that collects every row, costs
         more than a no-op row (the loop and the threads fight over the GIL); threads that pull
-        rows and pass finished ones straight to the collector (which batches) do not.
+        rows and pass finished ones on themselves do not. A thread never holds rows it has not
+        started, so an idle thread always finds the next row; batching finished rows for the
+        store happens in one place, the backend's :class:`runner.batching.LogBuffer`.
         """
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
         lock = threading.Lock()
         failures: list[BaseException] = []
+        add = self.collector.add_threadsafe
+        running = self.running
 
         def work() -> None:
-            # Fast rows are taken and handed on in small batches: one lock round trip per row
-            # makes threads queue on the lock and then on the GIL. Slow rows go one at a time,
-            # so no thread sits on rows that an idle one could run.
-            done: list[RowOutcome] = []
-            last_flush = time.monotonic()
-            take = 1
+            outcome: RowOutcome | None = None
             try:
-                while not self._stopping:
+                while True:
+                    # one lock round trip per row, for handing on the last row and taking the
+                    # next: more would make the threads queue on the locks and then on the GIL
                     with lock:
-                        batch = list(itertools.islice(items, take))
-                    if not batch:
+                        if outcome is not None:
+                            add([outcome], loop)
+                            outcome = None
+                        item = None if self._stopping else next(items, None)
+                    if item is None:
                         return
-                    for row, trial in batch:
-                        if self._stopping:
-                            return
-                        key = (row.id, trial)
-                        started = time.monotonic()
-                        self.running[key] = started
-                        try:
-                            done.append(self.run_row_sync(row, trial, loop, context))
-                        finally:
-                            self.running.pop(key, None)
-                        now = time.monotonic()
-                        take = _FAST_BATCH if now - started < _FAST_ROW else 1
-                        if len(done) >= _FAST_BATCH or now - last_flush > _FLUSH_EVERY:
-                            self.collector.add_threadsafe(done, loop)
-                            done, last_flush = [], now
+                    row, trial = item
+                    key = (row.id, trial)
+                    running[key] = time.monotonic()
+                    try:
+                        outcome = self.run_row_sync(row, trial, loop, context)
+                    finally:
+                        running.pop(key, None)
             except BaseException as exc:  # stops the run; raised on the loop below
                 self._stopping = True
                 failures.append(exc)
-            finally:
-                if done:
-                    self.collector.add_threadsafe(done, loop)
+                if outcome is not None:  # finished before the failure: still handed on
+                    with contextlib.suppress(BaseException), lock:
+                        add([outcome], loop)
 
         threads = [
             threading.Thread(target=work, name=f"runner-row-{i}", daemon=True) for i in range(self.n_workers)
@@ -436,14 +445,6 @@ class Collector(Protocol):
     def add_threadsafe(self, outcomes: list[RowOutcome], loop: asyncio.AbstractEventLoop) -> None: ...
 
     async def drain(self) -> None: ...
-
-
-#: a row faster than this (seconds) counts as fast: its thread takes rows in batches
-_FAST_ROW = 0.001
-_FAST_BATCH = 32
-#: finished rows reach the collector at least this often (seconds)
-_FLUSH_EVERY = 0.05
-
 
 
 def _note_sources(root: Span, scorer: str, got: list[Score]) -> None:

@@ -95,3 +95,25 @@ class RateLimitError(CompletionError):
 
 class ExperimentFailed(RunnerError):
     """An experiment finished with status ``failed``."""
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the SQLite file's size limit) is full."""
+    import errno
+    import sqlite3
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code == 13 or "database or disk is full" in str(exc)  # SQLITE_FULL
+    return False
+
+
+def disk_full_message(path: str, exc: BaseException) -> str:
+    """What a full disk means for the user: which file, and what to free."""
+    return (
+        f"cannot write results to {path}: the disk is full ({exc}). Nothing written so far is lost; "
+        f"free space on the disk holding {path} (or move it: --db / RUNNER_DB) and resume the run with "
+        "--resume to finish the rows that are missing"
+    )

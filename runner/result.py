@@ -61,7 +61,12 @@ class Tally:
             self.output_tokens += w.get("output_tokens") or 0
             self.cost += w.get("cost") or 0.0
         errored = log.status != "success"
+        seen: set[str] | None = set() if len(log.scores) > 1 else None
         for s in log.scores:
+            if seen is not None:  # a stored row with one name twice (another client's): the first counts
+                if s.name in seen:
+                    continue
+                seen.add(s.name)
             if errored:  # a child span scored before the function failed
                 self.errored_scored[s.name] = self.errored_scored.get(s.name, 0) + 1
             vals = self.values.get(s.name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import json
 import signal
 import sys
@@ -21,8 +22,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from runner.backend import Backend, EmbeddedBackend
 from runner.client_prompts import current_prompt, load_run_prompt
-from runner.dataset import RowSource, check_columns, collection_records, is_dataset_file, iter_records
-from runner.engine import Engine, RowOutcome
+from runner.dataset import (
+    RowSource,
+    check_columns,
+    check_unique_ids,
+    collection_records,
+    is_dataset_file,
+    iter_records,
+)
+from runner.engine import Engine, RowOutcome, is_async_callable
 from runner.errors import ConfigError, DatasetError, FunctionError, RunnerError
 from runner.options import RunOptions
 from runner.result import Result, Tally, mapping_str, run_stats
@@ -52,8 +60,7 @@ class Run:
         self.task: asyncio.Task[Any] | None = None
         self.progress: Any = None
         self._lock = threading.Lock()
-        self._pending: list[dict[str, Any]] = []
-        self._pending_rows = 0
+        self._log_from_thread = getattr(backend, "log_from_thread", None)
         self.stalls: list[str] = []
         #: dataset-level eval name -> how its interval was computed
         self.ci_methods: dict[str, str] = {}
@@ -88,6 +95,9 @@ class Run:
         if first is None:
             raise DatasetError(f"Experiment {exp.name!r}: the dataset has no rows")
         make_kwargs = check_columns(exp.func, [c for c in first if c != "target"], func_name)
+        if "id" in first and not isinstance(exp.data, Iterator):
+            # a repeated id would merge two rows in the store: refuse before any row runs
+            check_unique_ids(itertools.islice(await self._records(), opts.limit))
 
         project_name = exp.project_name or self.settings.project_name
         route = _backend_route(self.backend, self.exp, self.settings)
@@ -115,7 +125,7 @@ class Run:
             func_name=func_name,
             make_kwargs=make_kwargs,
             scorers=exp._evals,
-            n_workers=opts.n_workers,
+            n_workers=_worker_count(opts, exp.data, len(done), is_async_callable(exp.func)),
             experiment_uuid=uuid,
             project_name=exp.project_name or self.settings.project_name,
             project_uuid=info.get("project_uuid"),
@@ -170,10 +180,16 @@ class Run:
                     for s in details.values()
                 ],
             )
-        except RunnerError:
+        except RunnerError as exc:
             stats_ok = False
+            # the run cannot finish as it is (results that could not be stored, a full disk):
+            # it ends as failed, never left as running, and the error says why
+            with contextlib.suppress(Exception):
+                await self.backend.finish_experiment(uuid, status="failed", dataset_level_stats=[])
             if failure is None:
                 raise
+            if isinstance(failure, KeyboardInterrupt):
+                raise exc from None
         # logs (or the finish call) the server could not take yet wait in the spool: say so
         spooled_for = getattr(self.backend, "spooled_for", None)
         spooled, spool_path = spooled_for(uuid) if spooled_for is not None else (0, None)
@@ -286,6 +302,9 @@ class Run:
         return {row.id: (row.hash, row.target) for row in source}
 
     # -- Collector: finished rows go to the tally, the backend and the progress bar -----------
+    # One row at a time: the backend's LogBuffer is the one place logs are batched (by size and
+    # by age), so a finished row reaches the store within a fraction of a second and the bar
+    # moves per row.
     async def add(self, outcome: RowOutcome) -> None:
         self.tally.add(outcome.log, outcome.row.id, outcome.wire)
         await self.backend.log(outcome.wire)
@@ -296,33 +315,18 @@ class Run:
         with self._lock:
             for outcome in outcomes:
                 self.tally.add(outcome.log, outcome.row.id, outcome.wire)
-                self._pending.extend(outcome.wire)
-            self._pending_rows += len(outcomes)
-            batch: list[dict[str, Any]] | None = None
-            if len(self._pending) >= 500:
-                batch, self._pending = self._pending, []
-                n, self._pending_rows = self._pending_rows, 0
-        if batch is not None:
-            # may wait while the backend is behind: the backpressure on worker threads
-            log_from_thread = getattr(self.backend, "log_from_thread", None)
-            if log_from_thread is not None:
-                log_from_thread(batch, loop)
-            else:
-                asyncio.run_coroutine_threadsafe(self.backend.log(batch), loop).result()
             if self.progress is not None:
-                self.progress.update(n)
-
-    async def _log_batch(self, batch: list[dict[str, Any]], n_rows: int) -> None:
-        await self.backend.log(batch)
-        if self.progress is not None:
-            self.progress.update(n_rows)
+                self.progress.update(len(outcomes))
+        wire = outcomes[0].wire if len(outcomes) == 1 else [w for o in outcomes for w in o.wire]
+        # may block while the backend is far behind: the backpressure on worker threads
+        log_from_thread = self._log_from_thread
+        if log_from_thread is not None:
+            log_from_thread(wire, loop)
+        else:
+            asyncio.run_coroutine_threadsafe(self.backend.log(wire), loop).result()
 
     async def drain(self) -> None:
-        with self._lock:
-            batch, self._pending = self._pending, []
-            n, self._pending_rows = self._pending_rows, 0
-        if batch:
-            await self._log_batch(batch, n)
+        """Nothing waits here: rows were handed on as they finished."""
 
     def _dataset_level(
         self,
@@ -411,13 +415,44 @@ def _install_sigint(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]
     return True
 
 
+#: the most worker threads (sync functions) and tasks (async ones) a run starts
+MAX_THREADS = 1024
+MAX_TASKS = 100_000
+
+
+def _known_rows(opts: RunOptions, data: Any) -> int | None:
+    """How many rows the data has, when that is known without reading it (``limit`` applied)."""
+    known = len(data) if hasattr(data, "__len__") and not isinstance(data, (str, bytes)) else None
+    if opts.limit is not None and known is not None:
+        return min(opts.limit, known)
+    return known if known is not None else opts.limit
+
+
+def _worker_count(opts: RunOptions, data: Any, n_done: int, is_async: bool) -> int:
+    """``n_workers``, but never more than the row-trials left to run, nor more than the sane
+    maximum (said on stderr when ``n_workers`` asks for more)."""
+    n = opts.n_workers
+    cap = MAX_TASKS if is_async else MAX_THREADS
+    if n > cap:
+        kind = "async tasks" if is_async else "threads"
+        print(
+            f"warning: n_workers={n} is more than a run can use; starting at most {cap} {kind}. "
+            "For more concurrency than that, use an async function or an executor across machines",
+            file=sys.stderr,
+            flush=True,
+        )
+        n = cap
+    rows = _known_rows(opts, data)
+    if rows is not None:
+        n = min(n, max(1, rows * opts.n_trials - n_done))
+    return n
+
+
 def _progress(name: str, opts: RunOptions, run_name: str, data: Any) -> Any:
     if opts.quiet:
         return None
-    total = None
-    known = len(data) if hasattr(data, "__len__") and not isinstance(data, (str, bytes)) else None
-    if opts.limit is not None or known is not None:
-        total = min(x for x in (opts.limit, known) if x is not None) * opts.n_trials
+    rows = _known_rows(opts, data)
+    total = None if rows is None else rows * opts.n_trials
     tqdm_cls = _tqdm_class()
     return tqdm_cls(total=total, desc=f"{name} [{run_name}]", unit="row", mininterval=0.2, leave=False)
 

@@ -23,9 +23,11 @@ __all__ = [
     "Score",
     "ScorerFailure",
     "call_scorer",
+    "drop_duplicate_scores",
     "reject_factory",
     "scorer_factory",
     "scorer_name",
+    "unique_scorer_names",
     "validate_scorers",
 ]
 
@@ -126,6 +128,50 @@ def reject_factory(obj: Any, what: str) -> None:
         )
 
 
+def unique_scorer_names(scorers: Sequence[Callable[..., Any]]) -> list[str]:
+    """The name each scorer's bare-number scores get: :func:`scorer_name`, with ``_2``, ``_3``, ...
+    appended (in the order of ``evals``) to a name an earlier scorer has already taken, so two
+    lambdas or two functions called ``accuracy`` never write into one score.
+
+    >>> unique_scorer_names([lambda log: 1.0, lambda log: 0.0])
+    ['score', 'score_2']
+    """
+    out: list[str] = []
+    taken: set[str] = set()
+    for s in scorers:
+        base = name = scorer_name(s)
+        k = 1
+        while name in taken:
+            k += 1
+            name = f"{base}_{k}"
+        taken.add(name)
+        out.append(name)
+    return out
+
+
+def drop_duplicate_scores(scores: Sequence[Score]) -> tuple[list[Score], list[ScorerFailure]]:
+    """Scores of one log with each name once: a name given twice (one scorer returning it twice,
+    or two scorers returning ``Score`` objects of the same name) is dropped from the log and
+    becomes that score's error on this row, so no mean silently mixes two different scores."""
+    if len(scores) < 2:
+        return list(scores), []
+    counts: dict[str, int] = {}
+    for sc in scores:
+        counts[sc.name] = counts.get(sc.name, 0) + 1
+    if all(n == 1 for n in counts.values()):
+        return list(scores), []
+    failures = [
+        ScorerFailure(
+            name,
+            f"{n} scores named {name!r} on this row (a scorer returned that name twice, or two scorers "
+            "gave it); none of them is counted: give each score its own name, e.g. Score(name=...)",
+        )
+        for name, n in counts.items()
+        if n > 1
+    ]
+    return [sc for sc in scores if counts[sc.name] == 1], failures
+
+
 def validate_scorers(scorers: Sequence[Any], what: str) -> list[Callable[..., Any]]:
     """Check each scorer is callable with one argument; raise naming the bad one."""
     out: list[Callable[..., Any]] = []
@@ -212,9 +258,11 @@ def call_scorer_sync(
         return [], [ScorerFailure(name, _format_exc(exc))]
 
 
-async def call_scorer(scorer: Callable[..., Any], log: Log) -> tuple[list[Score], list[ScorerFailure]]:
+async def call_scorer(
+    scorer: Callable[..., Any], log: Log, name: str | None = None
+) -> tuple[list[Score], list[ScorerFailure]]:
     """Run a sync or async scorer; never raises for the scorer's own failures."""
-    name = scorer_name(scorer)
+    name = name or scorer_name(scorer)
     try:
         value = scorer(log)
         if inspect.isawaitable(value):

@@ -39,6 +39,7 @@ from typing import Any
 
 import orjson
 
+from runner._json import json_default, safe_log
 from runner.errors import BackendError
 
 try:
@@ -120,7 +121,11 @@ class Spool:
             self._seq += 1
             seq = self._seq
             record = {"batch": seq, "n": len(logs), "logs": list(logs)}
-            line = orjson.dumps(record, default=str, option=_JSON_OPTIONS) + b"\n"
+            try:
+                line = orjson.dumps(record, default=json_default, option=_JSON_OPTIONS) + b"\n"
+            except TypeError:  # what JSON cannot carry (a lone surrogate, a huge int): repaired
+                record["logs"] = [safe_log(log) for log in logs]
+                line = orjson.dumps(record, default=json_default, option=_JSON_OPTIONS) + b"\n"
             offset = self._write(line, what=f"{len(logs)} trace log(s)")
         return PendingBatch(seq, offset, len(line), len(logs))
 

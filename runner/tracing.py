@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import os
 import random
 import time
 import traceback
@@ -42,6 +43,15 @@ current_backend: ContextVar[dict[str, str | None] | None] = ContextVar("runner_b
 
 
 _rand = random.Random()
+
+
+def _reseed_after_fork() -> None:
+    # a forked child (multiprocessing, gunicorn-style workers) inherits the parent's generator
+    # state: without a fresh seed, two children would hand out the same span ids
+    _rand.seed()
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
 def new_id() -> str:

@@ -257,14 +257,19 @@ async def test_a_client_error_is_not_retried_and_is_raised_by_flush(store: Store
         await backend.log([log("bad", experiment_uuid="no-such-experiment")])
         with pytest.raises(BackendError, match=r"1 trace log.*not stored.*no-such-experiment"):
             await backend.flush()
+        # a refused log does not cost the others of its batch: the batch is halved until the
+        # bad log is alone, and that one is stored as an error log naming the server's reason
         await backend.log([{"trace_id": "t", "start_timestamp": "x", "latency": "slow"}, *_rows(exp, 1)])
-        with pytest.raises(BackendError, match=r"422.*latency"):
-            await backend.flush()
+        await backend.flush()
         await backend.log(_rows(exp, 1, prefix="ok"))
         await backend.flush()  # the failures were reported once; what follows is stored
         await backend.aclose()
-    assert rec.paths("/trace_logs/batch") == 3
-    assert [s["trace_id"] for s in store.experiment_stats(exp)] == ["ok0"]
+    # each refusal is sent once more as an error log, never retried as it is:
+    # 1 + 1 (first), 1 + (1 + 1) + 1 (second: both halves), 1 (third)
+    assert rec.paths("/trace_logs/batch") == 7
+    assert sorted(s["trace_id"] for s in store.experiment_stats(exp)) == ["ok0", "r0"]
+    bad = store.get_trace_tree("t")
+    assert bad["status"] == "error" and "422" in bad["error"] and "latency" in bad["error"]
 
 
 async def test_an_unreachable_server_is_a_clear_error() -> None:

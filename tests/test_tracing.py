@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 from runner.tracing import Span, TraceRun, current_span, new_id, reset_current, set_current, span, trace
 
@@ -74,3 +75,28 @@ def test_ids_are_uuid4_and_unique() -> None:
     assert len(ids) == 10000
     u = uuid.UUID(next(iter(ids)))
     assert u.version == 4 and u.variant == uuid.RFC_4122
+
+
+def _span_ids_in_a_forked_child(n: int, out: Any) -> None:
+    run = TraceRun("exp", "p")
+    root = Span("root", run, None)
+    out.send([Span("child", run, root).trace_id for _ in range(n)])
+    out.close()
+
+
+def test_forked_children_get_span_ids_of_their_own() -> None:
+    # gunicorn-style workers and multiprocessing pools fork: each child must reseed the id
+    # generator, or two children hand out the same ids and their spans overwrite each other
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    new_id()  # the parent's generator is in use before the fork
+    ids: list[str] = []
+    for _ in range(2):  # two children forked from the same parent state, one after the other
+        receive, send = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_span_ids_in_a_forked_child, args=(100, send))
+        child.start()
+        ids += receive.recv()
+        child.join(timeout=60)
+        assert child.exitcode == 0
+    assert len(ids) == 200 and len(set(ids)) == 200, f"{200 - len(set(ids))} of 200 child span ids repeated"

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from runner._json import json_default
 from runner.errors import NotFoundError
 from runner.store.tree_links import MAX_SPANS, fetch, link
 
@@ -101,7 +102,7 @@ def _row_tuple(d: Mapping[str, Any], owner: str, created: str) -> tuple[Any, ...
 
 
 def _dumps(value: Any) -> str:
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    return orjson.dumps(value, default=json_default, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def merge_scores(own: Sequence[Mapping[str, Any]], descendants: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
