@@ -219,7 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_store_options(run)
     c = run.add_argument_group("comparing and gating")
-    c.add_argument("--baseline", metavar="RUN", help="after each experiment, compare it with the stored run RUN")
+    c.add_argument(
+        "--baseline",
+        metavar="RUN",
+        help="after each experiment, compare it with the stored run RUN (run name, or experiment name: its newest run)",
+    )
     c.add_argument(
         "--fail-under",
         metavar="NAME=VALUE",
@@ -273,7 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Show one run: its summary (as printed when it finished) and its worst rows.",
         epilog=f"examples:\n  {PROG} show brisk-otter-4f2a\n  {PROG} show 3f1c... --rows 10\n  {PROG} show RUN --json",
     )
-    show.add_argument("ref", metavar="RUN", help="run name or experiment uuid (the newest run of that name)")
+    show.add_argument(
+        "ref",
+        metavar="RUN",
+        help="run name or experiment uuid, or an experiment's name for its newest run (NAME~1: the one before)",
+    )
     show.add_argument("--rows", metavar="N", type=int, default=5, help="how many worst rows to show (default: 5)")
     _add_store_options(show)
     _add_common(show, "print the summary and worst rows as JSON")
@@ -299,8 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--max-regression NAME=DELTA`."
         ),
     )
-    cmp.add_argument("run_a", metavar="RUN_A", help="the baseline: run name or experiment uuid")
-    cmp.add_argument("run_b", metavar="RUN_B", help="the run compared with it: run name or experiment uuid")
+    cmp.add_argument("run_a", metavar="RUN_A", help="the baseline: run name, experiment uuid, or NAME~N (see show)")
+    cmp.add_argument("run_b", metavar="RUN_B", help="the run compared with it: run name, experiment uuid, or NAME~N")
     cmp.add_argument("--top", metavar="N", type=_non_negative_int, default=5, help=_TOP_HELP)
     _add_store_options(cmp)
     co = cmp.add_argument_group("output")

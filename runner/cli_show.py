@@ -31,13 +31,15 @@ from runner.errors import DatasetError, NotFoundError
 if TYPE_CHECKING:
     from runner.result import Result
 
-__all__ = ["datasets_list_command", "datasets_upload_command", "list_command", "show_command"]
+__all__ = ["datasets_list_command", "datasets_upload_command", "find_run", "list_command", "show_command"]
 
 #: pinned stats that are not scores
 _NOT_SCORES = {"Latency", "Input Tokens", "Output Tokens", "Total Tokens", "Cost"}
 #: ``list`` recomputes score intervals from the stored rows of runs up to this size
 LIST_CI_MAX_ROWS = 20_000
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+#: ``EXPERIMENT`` or ``EXPERIMENT~N``: the newest run of an experiment, or the N-th before it
+_BY_EXPERIMENT = re.compile(r"^(?P<name>.+?)(?:~(?P<back>\d+))?$")
 
 
 class Source(Protocol):
@@ -121,6 +123,34 @@ class HttpSource:
 
     def close(self) -> None:
         self.api.__exit__()
+
+
+def find_run(source: Source, ref: str, project: str | None) -> dict[str, Any]:
+    """The run ``ref`` names: a run name or an experiment uuid (the newest run of that name), else
+    an experiment's name for its newest run, ``NAME~1`` for the one before, ``NAME~2`` ...
+
+    A run name wins over an experiment of the same name; ``~`` is not allowed in run names, so
+    ``NAME~N`` is never ambiguous. ``NotFoundError`` when nothing matches."""
+    try:
+        return source.find(ref, project)
+    except NotFoundError as exc:
+        m = _BY_EXPERIMENT.match(ref)
+        if m is None:  # pragma: no cover - the pattern matches any non-empty text
+            raise
+        name, back = m["name"], int(m["back"] or 0)
+        runs = [e for e in source.experiments(project, name, None) if e.get("name") == name]
+        runs.sort(key=lambda e: e.get("created_at") or "", reverse=True)
+        if back < len(runs):
+            return runs[back]
+        if runs:
+            oldest = f"{name}~{len(runs) - 1}" if len(runs) > 1 else name
+            raise NotFoundError(
+                f"{ref!r}: experiment {name!r} has {len(runs)} run(s): {name} is the newest, {oldest} the oldest"
+            ) from None
+        raise NotFoundError(
+            f"no run, experiment uuid or experiment called {ref!r} in {source.location}; "
+            "`python -m runner list` shows them"
+        ) from exc
 
 
 def open_source(args: argparse.Namespace) -> Source | None:
@@ -225,7 +255,7 @@ def show_command(args: argparse.Namespace) -> int:
     if source is None:
         raise NotFoundError(f"no run called {args.ref!r}: there is no store yet (looked for {_db_hint(args)})")
     try:
-        exp = source.find(args.ref, args.project)
+        exp = find_run(source, args.ref, args.project)
         rows = source.rows(exp["uuid"])
         result = rebuild_result(exp, rows, source.location)
     finally:
