@@ -421,6 +421,26 @@ def with_default_command(argv: Sequence[str]) -> list[str]:
     return ["run", *args[:lead], *rest]
 
 
+def _misspelt_command(args: Sequence[str]) -> str | None:
+    """The message for ``run WORD`` where WORD looks like a misspelt command, not a config file:
+    no such file, no ``.py`` suffix, and close to a command's name (``lst`` -> ``list``)."""
+    import difflib
+    from pathlib import Path
+
+    if args[:1] != ["run"]:
+        return None
+    word = next((a for a in args[1:] if a != "--debug"), None)
+    if word is None or word.startswith("-") or word.endswith(".py") or Path(word).exists():
+        return None
+    close = difflib.get_close_matches(word, COMMANDS, n=1, cutoff=0.6)
+    if not close:
+        return None
+    return (
+        f"unknown command {word!r}: did you mean `{PROG} {close[0]}`? "
+        f"(to run a config file, give its path, e.g. {word}.py; `{PROG} --help` lists the commands)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args_list = with_default_command(sys.argv[1:] if argv is None else argv)
@@ -430,6 +450,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args_list:
         parser.print_usage(sys.stderr)
         print(f"{PROG}: error: give a config file to run, or a command (see `{PROG} --help`)", file=sys.stderr)
+        return 2
+    typo = _misspelt_command(args_list)
+    if typo is not None:
+        print(f"{PROG}: error: {typo}", file=sys.stderr)
         return 2
     args = parser.parse_args(args_list)
     debug = bool(getattr(args, "debug", False))

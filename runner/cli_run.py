@@ -127,6 +127,7 @@ def select(experiments: list[Experiment], only: Sequence[str] | None, path: Path
 # -- flags ----------------------------------------------------------------------------------------
 def run_names(experiments: Sequence[Experiment], args: argparse.Namespace) -> list[str | None]:
     """The run name of each experiment: ``--run-name``, ``--run-prefix``-NAME, or generated."""
+    from runner.names import sanitise_run_name
     from runner.store import validate_run_name
 
     if args.run_name is not None:
@@ -137,7 +138,14 @@ def run_names(experiments: Sequence[Experiment], args: argparse.Namespace) -> li
             )
         return [validate_run_name(args.run_name)]
     if args.run_prefix is not None:
-        names = [f"{args.run_prefix}-{re.sub(r'[^A-Za-z0-9_-]+', '-', e.name)}"[:100] for e in experiments]
+        prefix = sanitise_run_name(args.run_prefix)
+        if prefix != args.run_prefix:
+            print(
+                f"note: --run-prefix {args.run_prefix!r} becomes {prefix!r}: run names hold only letters, "
+                "digits, '-' and '_'",
+                file=sys.stderr,
+            )
+        names = [f"{prefix}-{sanitise_run_name(e.name)}"[:100] for e in experiments]
         return [validate_run_name(n) for n in names]
     return [None] * len(experiments)
 
@@ -155,6 +163,9 @@ def with_flags(exp: Experiment, args: argparse.Namespace, path: Path) -> Experim
         ("timeout", args.timeout, "--timeout"),
         ("retries", args.retries, "--retries"),
     )
+    data = resolve_data_path(exp, path)
+    if data is not exp.data:
+        changes["data"] = data
     defaults = {"n_trials": 1, "retries": 0}  # fields whose default is not None
     for field, value, flag in flags:
         if value is None:
@@ -167,6 +178,36 @@ def with_flags(exp: Experiment, args: argparse.Namespace, path: Path) -> Experim
             shown = "(set)" if field == "api_key" else repr(current)
             print(f"note: {flag} ignored for {exp.name!r}: {path.name} sets {field}={shown}", file=sys.stderr)
     return dataclasses.replace(exp, **changes) if changes else exp
+
+
+def resolve_data_path(exp: Experiment, config: Path) -> Any:
+    """``exp.data`` with a relative file path made relative to the config file's folder.
+
+    Under the CLI a config file's paths mean the same from any working folder, as its imports
+    do. A path found only from the current folder (the rule before) still works, with a note; a
+    path found in neither raises :class:`~runner.errors.DatasetError` naming both folders."""
+    from runner.dataset import is_dataset_file
+    from runner.errors import DatasetError
+
+    data = exp.data
+    if not isinstance(data, (str, Path)) or not is_dataset_file(data) or Path(data).is_absolute():
+        return data
+    folder = config.resolve().parent
+    beside = folder / data
+    if beside.exists():
+        return beside
+    here = Path.cwd() / data
+    if here.exists():
+        print(
+            f"note: {exp.name!r}: data={str(data)!r} is not in {folder} but in the current folder {Path.cwd()}; "
+            "relative data= paths are resolved from the config file's folder, so write it relative to that",
+            file=sys.stderr,
+        )
+        return data
+    raise DatasetError(
+        f"{exp.name!r}: dataset file {str(data)!r} not found: looked in {folder} (relative data= paths are "
+        f"resolved from the config file's folder under the CLI) and in the current folder {Path.cwd()}"
+    )
 
 
 # -- gates and baselines ---------------------------------------------------------------------------
@@ -204,6 +245,62 @@ def declared_scores(exp: Experiment) -> set[str]:
     names = {scorer_name(ev) for ev in exp._evals}
     names.update(getattr(ev, "name", None) or scorer_name(ev) for ev in exp._dataset_evals)
     return names
+
+
+def check_gate_names(gates: Gates, experiments: Sequence[Experiment]) -> None:
+    """Refuse, before any row runs, a gate on a score no scorer gives.
+
+    A scorer's score names are known up front when it returns bare numbers (named after the
+    scorer) or comes from ``evals``; a scorer of your own may return ``Score`` objects of other
+    names, known only once it ran. So an unknown name is refused now when it is close to a known
+    one (a typo) or when every scorer's names are known; otherwise a note says it is checked
+    after the run (where an unknown name is still refused, exit 2)."""
+    import difflib
+
+    gated = [("--fail-under", n) for n in gates.fail_under] + [("--max-regression", n) for n in gates.max_regression]
+    if not gated:
+        return
+    known = set().union(*(declared_scores(e) for e in experiments))
+    scorers = [ev for e in experiments for ev in (*e._evals, *e._dataset_evals)]
+    opaque = [ev for ev in scorers if not _names_known(ev)]
+    for flag, name in gated:
+        if name in known or any(_mentions(ev, name) for ev in opaque):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        if close or not opaque:
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"gate on unknown score {name!r} ({flag}): no scorer gives it ({hint}the scores are: "
+                f"{', '.join(sorted(known)) or 'none'}); nothing has run yet"
+            )
+        from runner.scoring import scorer_name
+
+        print(
+            f"note: {flag} {name}: no scorer is called {name!r}; it is checked after the run, since "
+            f"{', '.join(scorer_name(ev) for ev in opaque)} may return scores of other names",
+            file=sys.stderr,
+        )
+
+
+def _names_known(scorer: Any) -> bool:
+    """Whether a scorer's score names are known without running it: the ready-made ones of ``evals``."""
+    module = getattr(scorer, "__module__", None) or type(scorer).__module__
+    return module == "evals" or module.startswith("evals.")
+
+
+def _mentions(scorer: Any, name: str) -> bool:
+    """Whether ``name`` is a string constant in the scorer's code (``Score(name, ...)``)."""
+    call = vars(type(scorer)).get("__call__")
+    code = getattr(scorer, "__code__", None) or getattr(call, "__code__", None)
+    stack = [code] if code is not None else []
+    while stack:
+        c = stack.pop()
+        for const in c.co_consts:
+            if const == name:
+                return True
+            if hasattr(const, "co_consts"):
+                stack.append(const)
+    return False
 
 
 def check_gates(
@@ -260,6 +357,7 @@ def run_command(args: argparse.Namespace) -> int:
     names = run_names(experiments, args)
     options = _resume_options(args, names)
     prepared = [with_flags(e, args, path) for e in experiments]
+    check_gate_names(gates, prepared)
     baselines = _baselines(args.baseline, prepared, settings)
     # a progress bar only on a terminal: in CI logs and pipes it is noise
     quiet = args.quiet or settings.quiet or not sys.stderr.isatty()
@@ -284,7 +382,7 @@ def run_command(args: argparse.Namespace) -> int:
                     print(result.summary_text(), file=sys.stderr if result.interrupted else sys.stdout, flush=True)
                 if result.interrupted:
                     stopped = True
-                    _say_interrupted(result, len(prepared) - len(results))
+                    _say_interrupted(result, len(prepared) - len(results), resume_command(args, result, len(prepared)))
                     break
                 if baseline is not None:
                     comparisons[-1] = comparison = baseline.compare(result, top=args.top)
@@ -316,7 +414,7 @@ def _gate_count(gates: Gates) -> int:
     return len(gates.fail_under) + len(gates.max_regression) + (gates.max_error_rate is not None)
 
 
-def _say_interrupted(result: Result, not_started: int) -> None:
+def _say_interrupted(result: Result, not_started: int, command: str) -> None:
     finished = result.n_total
     rest = f"; {not_started} more experiment(s) not started" if not_started else ""
     print(
@@ -324,6 +422,34 @@ def _say_interrupted(result: Result, not_started: int) -> None:
         f"and marked the run failed{rest}",
         file=sys.stderr,
     )
+    print(f"to continue it: {command}", file=sys.stderr)
+
+
+def resume_command(args: argparse.Namespace, result: Result, n_experiments: int) -> str:
+    """The command line that continues the interrupted run ``result`` where it stopped."""
+    import shlex
+
+    from runner.cli import PROG
+
+    parts = [*PROG.split(), args.config]
+    if n_experiments > 1 or args.only:
+        parts += ["--only", result.name]
+    parts += ["--resume", "--run-name", result.run_name]
+    if args.keep_errors:
+        parts.append("--keep-errors")
+    for flag, value in (
+        ("--limit", args.limit),
+        ("--trials", args.trials),
+        ("--n-workers", args.n_workers),
+        ("--timeout", args.timeout),
+        ("--retries", args.retries),
+        ("--db", args.db),
+        ("--base-url", args.base_url),
+        ("--project", args.project),
+    ):
+        if value is not None:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
 
 
 def _json_summary(
@@ -370,8 +496,19 @@ def write_output(path: Path, results: Sequence[Result]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix == ".csv":
+        from runner._json import dumps_value
+
+        for column in table.columns:  # dicts, lists, bools as JSON, not as Python reprs
+            if table[column].dtype == object:
+                table[column] = [
+                    v if v is None or isinstance(v, str) or _is_number(v) else dumps_value(v) for v in table[column]
+                ]
         table.to_csv(path, index=False)
     elif suffix == ".jsonl":
         table.to_json(path, orient="records", lines=True, force_ascii=False, date_format="iso")
     else:
         table.to_json(path, orient="records", indent=2, force_ascii=False, date_format="iso")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

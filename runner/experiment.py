@@ -118,10 +118,12 @@ class Experiment:
 
     async def arun(self, run_name: str | None = None, **options: Any) -> Result:
         """Run the experiment from async code; same result as :meth:`run`."""
+        from runner.checks import preflight
         from runner.run import Run
 
         settings = Settings.from_env()
         opts = self._options(run_name, settings, options)
+        preflight(self, settings)  # before the backend exists: a refused run creates nothing
         backend = self._backend(settings)
         try:
             return await Run(self, opts, backend, settings).execute()

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import operator
 import signal
 import sys
 import threading
@@ -20,9 +21,10 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from runner.backend import Backend, EmbeddedBackend
+from runner.checks import warn_missing_target
 from runner.dataset import RowSource, check_columns, collection_records, is_dataset_file, iter_records
 from runner.engine import Engine, RowOutcome
-from runner.errors import ConfigError, DatasetError, FunctionError, RunnerError
+from runner.errors import ConfigError, DatasetError, FunctionError, NotFoundError, RunnerError
 from runner.options import RunOptions
 from runner.result import Result, Tally, mapping_str, run_stats
 from runner.scoring import Log, Score, normalise, scorer_name
@@ -74,17 +76,27 @@ class Run:
         if isinstance(data, bool):
             raise DatasetError(f"data={data!r} is not a dataset")
         if isinstance(data, int) or (isinstance(data, str) and not is_dataset_file(data)):
-            return iter(collection_records(await self.backend.load_dataset(data)))
+            try:
+                collection = await self.backend.load_dataset(data)
+            except NotFoundError as exc:  # a misspelt name is a config error (exit 2), like a missing file
+                raise DatasetError(
+                    f"{exc}; `python -m runner datasets list` shows the stored datasets, and a file path needs "
+                    "its suffix (.csv, .jsonl, .json)"
+                ) from exc
+            return iter(collection_records(collection))
         return iter_records(data)
 
     async def execute(self) -> Result:
         exp, opts = self.exp, self.opts
         func_name = getattr(exp.func, "__name__", type(exp.func).__name__)
-        source = RowSource(await self._records(), limit=opts.limit)
+        records = await self._records()
+        length = operator.length_hint(records, -1)  # a stored dataset's rows come as a list
+        source = RowSource(records, limit=opts.limit)
         first = source.peek()
         if first is None:
             raise DatasetError(f"Experiment {exp.name!r}: the dataset has no rows")
         make_kwargs = check_columns(exp.func, [c for c in first if c != "target"], func_name)
+        warn_missing_target(first, exp._evals, f"Experiment {exp.name!r}")
 
         project_name = exp.project_name or self.settings.project_name
         done: set[tuple[str, int]] = set()
@@ -115,7 +127,7 @@ class Run:
             retry_backoff=opts.retry_backoff,
         )
         items = ((row, t) for row in source for t in range(opts.n_trials) if (row.id, t) not in done)
-        self.progress = _progress(exp.name, opts, run_name, exp.data)
+        self.progress = _progress(exp.name, opts, run_name, exp.data, length)
         loop = asyncio.get_running_loop()
         self.task = asyncio.current_task()
         Run.active[loop] = self
@@ -389,14 +401,20 @@ def _install_sigint(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]
     return True
 
 
-def _progress(name: str, opts: RunOptions, run_name: str, data: Any) -> Any:
+def _progress(name: str, opts: RunOptions, run_name: str, data: Any, length: int = -1) -> Any:
+    """A progress bar in a notebook or on a terminal; none in logs and pipes, where it is noise.
+    Its total is known whenever the data has a length (``length``: the records' length hint)."""
     if opts.quiet:
+        return None
+    tqdm_cls = _tqdm_class()
+    if tqdm_cls.__module__ == "tqdm.std" and not sys.stderr.isatty():
         return None
     total = None
     known = len(data) if hasattr(data, "__len__") and not isinstance(data, (str, bytes)) else None
+    if known is None and length >= 0:
+        known = length
     if opts.limit is not None or known is not None:
         total = min(x for x in (opts.limit, known) if x is not None) * opts.n_trials
-    tqdm_cls = _tqdm_class()
     return tqdm_cls(total=total, desc=f"{name} [{run_name}]", unit="row", mininterval=0.2, leave=False)
 
 
