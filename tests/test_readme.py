@@ -116,8 +116,8 @@ def _serve(folder: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], in
         text=True,
     )
     assert proc.stdout is not None
-    for line in proc.stdout:  # the banner comes once the socket listens
-        if f"127.0.0.1:{port}" in line:
+    for line in proc.stdout:  # uvicorn says so once the socket listens
+        if "Uvicorn running on" in line:
             return proc, port
     raise AssertionError(f"serve exited ({proc.wait()}) without its banner")
 
