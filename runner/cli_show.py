@@ -38,6 +38,8 @@ _NOT_SCORES = {"Latency", "Input Tokens", "Output Tokens", "Total Tokens", "Cost
 #: ``list`` recomputes score intervals from the stored rows of runs up to this size
 LIST_CI_MAX_ROWS = 20_000
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+#: the interval a run appends to a dataset-level stat's stored reason (runner.run._with_ci)
+_CI_IN_REASON = re.compile(r"(?:; )?95% CI \[(?P<lo>[-+0-9.,e]+), (?P<hi>[-+0-9.,e]+)\] \(bootstrap over rows\)$")
 #: ``EXPERIMENT`` or ``EXPERIMENT~N``: the newest run of an experiment, or the N-th before it
 _BY_EXPERIMENT = re.compile(r"^(?P<name>.+?)(?:~(?P<back>\d+))?$")
 
@@ -147,10 +149,7 @@ def find_run(source: Source, ref: str, project: str | None) -> dict[str, Any]:
             raise NotFoundError(
                 f"{ref!r}: experiment {name!r} has {len(runs)} run(s): {name} is the newest, {oldest} the oldest"
             ) from None
-        raise NotFoundError(
-            f"no run, experiment uuid or experiment called {ref!r} in {source.location}; "
-            "`python -m runner list` shows them"
-        ) from exc
+        raise exc from None
 
 
 def open_source(args: argparse.Namespace) -> Source | None:
@@ -311,7 +310,15 @@ def rebuild_result(exp: dict[str, Any], rows: Sequence[dict[str, Any]], location
             for p in exp.get("pinned_stats") or []
             if p.get("operation") == "custom"
         ]
-    details = {d["name"]: Score(d["name"], float(d["score"]), d.get("reason")) for d in dls}
+    details: dict[str, Score] = {}
+    cis: dict[str, tuple[float | None, float | None]] = {}
+    for d in dls:  # the run stored each stat's interval at the end of its reason: show it as the run did
+        reason = d.get("reason")
+        m = _CI_IN_REASON.search(reason or "")
+        if m is not None and reason is not None:
+            cis[d["name"]] = (float(m["lo"].replace(",", "")), float(m["hi"].replace(",", "")))
+            reason = reason[: m.start()] or None
+        details[d["name"]] = Score(d["name"], float(d["score"]), reason)
     return Result(
         name=exp["name"],
         experiment_uuid=exp["uuid"],
@@ -324,8 +331,9 @@ def rebuild_result(exp: dict[str, Any], rows: Sequence[dict[str, Any]], location
         n_total=tally.n_total,
         n_errors=tally.n_errors,
         location=location,
-        duration=_seconds_between(exp.get("created_at"), exp.get("finished_at")),
+        duration=run_seconds(rows, exp),
         dataset_level_details=details,
+        dataset_level_ci=cis,
     )
 
 
@@ -425,7 +433,9 @@ def _table(header: list[str], rows: list[list[str]], max_width: int = 40) -> str
 
 
 def _num(v: Any) -> str:
-    return "-" if v is None else f"{float(v):.3g}"
+    from runner.formatting import num
+
+    return num(None if v is None else float(v))
 
 
 def _short(v: Any, width: int = 100) -> str:
@@ -443,9 +453,10 @@ def _parse(ts: str | None) -> dt.datetime | None:
     if not ts:
         return None
     try:
-        return dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        t = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
     except ValueError:
         return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)  # naive: UTC, as the store writes
 
 
 def _date(ts: str | None) -> str:
@@ -455,6 +466,30 @@ def _date(ts: str | None) -> str:
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.timezone.utc)
     return t.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def run_seconds(rows: Sequence[dict[str, Any]], exp: dict[str, Any]) -> float:
+    """How long a run's rows were running: the union of their [start, end] spans.
+
+    The run's own time, whatever happened around it: a run killed before it finished, synced
+    over HTTP hours later, or resumed after a pause counts only the time rows ran (the gaps
+    between sessions are not in any span). Without row timestamps: created to finished."""
+    spans = sorted(
+        (a, b)
+        for r in rows
+        if (a := _parse(r.get("start_timestamp"))) is not None and (b := _parse(r.get("end_timestamp"))) is not None
+    )
+    if not spans:
+        return _seconds_between(exp.get("created_at"), exp.get("finished_at"))
+    total = 0.0
+    start, end = spans[0]
+    for a, b in spans[1:]:
+        if a > end:
+            total += (end - start).total_seconds()
+            start, end = a, b
+        else:
+            end = max(end, b)
+    return total + (end - start).total_seconds()
 
 
 def _seconds_between(start: str | None, end: str | None) -> float:

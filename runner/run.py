@@ -25,6 +25,7 @@ from runner.checks import warn_missing_target
 from runner.dataset import RowSource, check_columns, collection_records, is_dataset_file, iter_records
 from runner.engine import Engine, RowOutcome
 from runner.errors import ConfigError, DatasetError, FunctionError, NotFoundError, RunnerError
+from runner.formatting import interval
 from runner.options import RunOptions
 from runner.result import Result, Tally, mapping_str, run_stats
 from runner.scoring import Log, Score, normalise, scorer_name
@@ -387,7 +388,7 @@ def _with_ci(reason: str | None, ci: tuple[float | None, float | None] | None) -
     schema has no field for it, and readers of the stored stats should see it)."""
     if ci is None or ci[0] is None or ci[1] is None:
         return reason
-    text = f"95% CI [{ci[0]:.4g}, {ci[1]:.4g}] (bootstrap over rows)"
+    text = f"95% CI {interval(ci[0], ci[1])} (bootstrap over rows)"
     return f"{reason}; {text}" if reason else text
 
 

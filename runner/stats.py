@@ -22,6 +22,8 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from runner.formatting import num as _fmt  # one number format everywhere
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
@@ -50,11 +52,6 @@ MAX_RESAMPLE_SIZE = 5000
 _CHUNK = 1_000_000
 
 
-def _fmt(x: float) -> str:
-    """Three significant digits, without switching to exponent notation for ordinary magnitudes."""
-    if 1e3 <= abs(x) < 1e15:
-        return f"{x:.0f}"
-    return f"{x:.3g}"
 
 
 @dataclass(frozen=True)
@@ -62,7 +59,7 @@ class ScoreSummary:
     """One score of one run, summarised honestly.
 
     >>> ScoreSummary("exact_match", 0.82, 0.38, 200, 0, 200, 0.7609, 0.8666, "wilson").format()
-    '0.82 [0.761, 0.867] n=200/200'
+    '0.820 [0.761, 0.867] n=200/200'
     """
 
     #: the score's name
@@ -211,7 +208,7 @@ def summarize_score(
     a second.
 
     >>> summarize_score("exact_match", [1, 0, 1, 1], None, n_errors=1, n_total=5).format()
-    '0.75 [0.301, 0.954] n=4/5 (1 error)'
+    '0.750 [0.301, 0.954] n=4/5 (1 error)'
     """
     import numpy as np
 

@@ -348,3 +348,83 @@ def test_serve_names_the_web_ui_url(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+# -- one number format, a run's own duration ------------------------------------------------------
+FORMATS = """
+from runner import Experiment
+from evals import exact_match
+from evals.dataset import pearson
+
+rows = [{"id": f"r{i}", "x": i, "target": str(i)} for i in range(8)]
+exp = Experiment(
+    name="fmt",
+    data=rows,
+    func=lambda x: str(x),
+    evals=[exact_match, lambda log: float(log.inputs["x"]) / 8],
+    dataset_level_evals=[pearson("score", lambda log: float(log.inputs["x"]) ** 2, name="r_x")],
+)
+"""
+
+
+def test_summary_show_compare_and_the_ui_write_numbers_alike(tmp_path: Path) -> None:
+    import json
+
+    import httpx
+
+    from tests.servers import start_server
+
+    write(tmp_path / "cfg.py", FORMATS)
+    first = cli("cfg.py", "--quiet", "--run-name", "one", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "exact_match   1.00 [" in first.stdout  # not "1 [0.676, 1]"
+    line = next(ln for ln in first.stdout.splitlines() if "dataset-level r_x" in ln)
+    shown = cli("show", "one", cwd=tmp_path).stdout
+    assert line in shown  # the stat, its interval and its reason, as the run printed them
+    summary = json.loads(cli("show", "one", "--json", cwd=tmp_path).stdout)
+    em = summary["scores"]["exact_match"]
+    from runner.formatting import interval, num
+
+    text = f"{num(em['mean'])} {interval(em['ci_low'], em['ci_high'])}"
+    assert text.startswith("1.00 [") and text in shown
+    assert cli("cfg.py", "--quiet", "--run-name", "two", cwd=tmp_path).returncode == 0
+    cmp = cli("compare", "one", "two", cwd=tmp_path).stdout
+    em_line = next(ln for ln in cmp.splitlines() if ln.strip().startswith("exact_match"))
+    assert em_line.split()[1:4] == ["1.00", "1.00", "+0.00"], em_line
+    with start_server(tmp_path / ".runner" / "runner.db") as server:
+        page = httpx.get(f"http://127.0.0.1:{server.port}/", timeout=60).text
+    import re
+
+    assert f"exact_match {text}" in " ".join(re.sub(r"<[^>]+>", " ", page).split())
+
+
+SLEEPY = """
+import time
+from pathlib import Path
+from runner import Experiment
+
+def work(x):
+    if x >= 2 and Path("fail").exists():
+        raise RuntimeError("not yet")
+    time.sleep(0.1)
+    return x
+
+exp = Experiment(name="sleepy", data=[{"x": i} for i in range(4)], func=work, n_workers=1)
+"""
+
+
+def test_a_runs_duration_is_the_time_its_rows_ran(tmp_path: Path) -> None:
+    import json
+    import time
+
+    write(tmp_path / "cfg.py", SLEEPY)
+    (tmp_path / "fail").touch()
+    first = cli("cfg.py", "--quiet", "--run-name", "r", cwd=tmp_path)
+    assert first.returncode == 0 and "2 errored" in first.stdout, first.stdout + first.stderr
+    time.sleep(2.0)  # the run lies dead for a while before it is resumed
+    (tmp_path / "fail").unlink()
+    again = cli("cfg.py", "--quiet", "--run-name", "r", "--resume", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    shown = json.loads(cli("show", "r", "--json", cwd=tmp_path).stdout)
+    assert 0.35 <= shown["duration"] < 2.0, shown["duration"]  # four rows of 0.1 s; not the 2 s pause
+    assert " in 0.00 s" not in cli("show", "r", cwd=tmp_path).stdout

@@ -93,7 +93,7 @@ def test_max_regression_against_a_baseline(cfg: Path) -> None:
     # 2 rows went wrong: a drop of 0.05 > 0.01, but p = 0.5: not evidence of a regression
     noise = run(cfg, "--baseline", "base", "--max-regression", "exact_match=0.01", "--markdown", wrong=2)
     assert noise.returncode == 0, noise.stderr
-    assert "\n### " in noise.stdout and "| exact_match | 1 | 0.95 | -0.05 |" in noise.stdout
+    assert "\n### " in noise.stdout and "| exact_match | 1.00 | 0.950 | -0.0500 |" in noise.stdout
 
 
 def test_max_error_rate(cfg: Path) -> None:
