@@ -73,7 +73,9 @@ comparing and gating (for CI):
 
 --baseline RUN prints, after each experiment, its comparison with the stored run RUN
 (same as `compare RUN NEW`). A failed gate prints one line `gate failed: ...` on stderr
-and makes the exit code 1; a gate on a score the run does not have exits with 2.
+and makes the exit code 1; a gate on a score no scorer gives exits with 2 before any
+row runs (a scorer of your own that may name its scores otherwise gets a note, and
+the name is checked after the run).
 --fail-under checks the mean (with --strict: the 95% CI upper bound, so it fails only
 when the shortfall is beyond noise); --max-regression fails when the score dropped by
 more than DELTA against the baseline with p < 0.05 (Holm-adjusted across scores).
@@ -81,8 +83,11 @@ more than DELTA against the baseline with p < 0.05 (Holm-adjusted across scores)
 Every summary shows each score as `mean [95% CI] n=scored/total`; `show RUN` recomputes
 the same numbers from the stored rows.
 
+A relative data= path in CONFIG.py is read from CONFIG.py's folder.
+
 Ctrl-C stops starting new rows and lets running ones finish; a second Ctrl-C stops at
-once. What finished is stored, the run is marked failed, and the exit code is 1.
+once. What finished is stored, the run is marked failed, the exit code is 1, and the
+command that continues the run (--resume --run-name NAME) is printed.
 """
 
 

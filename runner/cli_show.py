@@ -9,7 +9,7 @@ Where the intervals come from: they are computed on read, not stored. Parea's ex
 keeps one number per stat (``pinned_stats``: var1, operation, value), which cannot hold an
 interval, and an extra field would be ours alone. The stored rows hold everything an interval
 needs, and :func:`~runner.stats.summarize_score` is deterministic (seeded, over rows sorted by row
-id), so ``show`` and ``list`` recompute exactly the ``0.82 [0.76, 0.87] n=200/200`` the run
+id), so ``show`` and ``list`` recompute exactly the ``0.820 [0.760, 0.870] n=200/200`` the run
 printed, through either door, for runs made by any Parea client. ``list`` does this for runs of up
 to :data:`LIST_CI_MAX_ROWS` rows and shows the backend's mean for bigger ones (``show`` always
 recomputes). Intervals of dataset-level stats need the eval itself, so only the run prints them.

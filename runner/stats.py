@@ -82,7 +82,7 @@ class ScoreSummary:
     ci_method: CIMethod | None
 
     def format(self) -> str:
-        """One line for a terminal, e.g. ``0.82 [0.76, 0.87] n=200/200 (5 errors)``."""
+        """One line for a terminal, e.g. ``0.820 [0.760, 0.870] n=200/200 (5 errors)``."""
         if self.mean is None:
             text = "n/a"
         elif self.ci_low is None or self.ci_high is None:
