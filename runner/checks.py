@@ -15,13 +15,14 @@ from pathlib import Path
 from types import CodeType
 from typing import TYPE_CHECKING, Any
 
-from runner.errors import DatasetError
+from runner.errors import ConfigError, DatasetError
 
 if TYPE_CHECKING:
     from runner.experiment import Experiment
+    from runner.gates import Gates
     from runner.settings import Settings
 
-__all__ = ["preflight", "warn_missing_target", "warn_once"]
+__all__ = ["check_gate_names", "declared_scores", "preflight", "warn_missing_target", "warn_once"]
 
 _warned: set[tuple[str, str]] = set()
 
@@ -86,9 +87,15 @@ def _reads_target(scorer: Any) -> bool:
     module = getattr(scorer, "__module__", None) or ""
     if module == "evals.judge":
         return False
+    code = _code_of(scorer)
+    return code is not None and any("target" in c.co_names for c in _codes(code))
+
+
+def _code_of(scorer: Any) -> CodeType | None:
+    """The code of a function, or of a callable object's ``__call__``."""
     call = vars(type(scorer)).get("__call__")
     code = getattr(scorer, "__code__", None) or getattr(call, "__code__", None)
-    return code is not None and any("target" in c.co_names for c in _codes(code))
+    return code if isinstance(code, CodeType) else None
 
 
 def _codes(code: CodeType) -> Iterable[CodeType]:
@@ -96,3 +103,60 @@ def _codes(code: CodeType) -> Iterable[CodeType]:
     for const in code.co_consts:
         if isinstance(const, CodeType):
             yield from _codes(const)
+
+
+# -- gates on score names ---------------------------------------------------------------------
+def declared_scores(exp: Experiment) -> set[str]:
+    """The score names ``exp``'s scorers give when they return a bare number."""
+    from runner.scoring import scorer_name
+
+    names = {scorer_name(ev) for ev in exp._evals}
+    names.update(getattr(ev, "name", None) or scorer_name(ev) for ev in exp._dataset_evals)
+    return names
+
+
+def check_gate_names(gates: Gates, experiments: Sequence[Experiment]) -> None:
+    """Refuse, before any row runs, a gate on a score no scorer gives.
+
+    A scorer's score names are known up front when it returns bare numbers (named after the
+    scorer) or comes from ``evals``; a scorer of your own may return ``Score`` objects of other
+    names, known only once it ran. So an unknown name is refused now when it is close to a known
+    one (a typo) or when every scorer's names are known; otherwise a note says it is checked
+    after the run (where an unknown name is still refused, exit 2)."""
+    import difflib
+
+    gated = [("--fail-under", n) for n in gates.fail_under] + [("--max-regression", n) for n in gates.max_regression]
+    if not gated:
+        return
+    known = set().union(*(declared_scores(e) for e in experiments))
+    scorers = [ev for e in experiments for ev in (*e._evals, *e._dataset_evals)]
+    opaque = [ev for ev in scorers if not _names_known(ev)]
+    for flag, name in gated:
+        if name in known or any(_mentions(ev, name) for ev in opaque):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        if close or not opaque:
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"gate on unknown score {name!r} ({flag}): no scorer gives it ({hint}the scores are: "
+                f"{', '.join(sorted(known)) or 'none'}); nothing has run yet"
+            )
+        from runner.scoring import scorer_name
+
+        print(
+            f"note: {flag} {name}: no scorer is called {name!r}; it is checked after the run, since "
+            f"{', '.join(scorer_name(ev) for ev in opaque)} may return scores of other names",
+            file=sys.stderr,
+        )
+
+
+def _names_known(scorer: Any) -> bool:
+    """Whether a scorer's score names are known without running it: the ready-made ones of ``evals``."""
+    module = getattr(scorer, "__module__", None) or type(scorer).__module__
+    return module == "evals" or module.startswith("evals.")
+
+
+def _mentions(scorer: Any, name: str) -> bool:
+    """Whether ``name`` is a string constant in the scorer's code (``Score(name, ...)``)."""
+    code = _code_of(scorer)
+    return code is not None and any(name in c.co_consts for c in _codes(code))

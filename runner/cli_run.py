@@ -28,6 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from runner.checks import check_gate_names, declared_scores
 from runner.errors import ConfigError, RunnerError
 
 if TYPE_CHECKING:
@@ -236,71 +237,6 @@ def _once(flag: str, pairs: Sequence[tuple[str, float]] | None) -> dict[str, flo
             )
         out[name] = value
     return out
-
-
-def declared_scores(exp: Experiment) -> set[str]:
-    """The score names ``exp``'s scorers give when they return a bare number."""
-    from runner.scoring import scorer_name
-
-    names = {scorer_name(ev) for ev in exp._evals}
-    names.update(getattr(ev, "name", None) or scorer_name(ev) for ev in exp._dataset_evals)
-    return names
-
-
-def check_gate_names(gates: Gates, experiments: Sequence[Experiment]) -> None:
-    """Refuse, before any row runs, a gate on a score no scorer gives.
-
-    A scorer's score names are known up front when it returns bare numbers (named after the
-    scorer) or comes from ``evals``; a scorer of your own may return ``Score`` objects of other
-    names, known only once it ran. So an unknown name is refused now when it is close to a known
-    one (a typo) or when every scorer's names are known; otherwise a note says it is checked
-    after the run (where an unknown name is still refused, exit 2)."""
-    import difflib
-
-    gated = [("--fail-under", n) for n in gates.fail_under] + [("--max-regression", n) for n in gates.max_regression]
-    if not gated:
-        return
-    known = set().union(*(declared_scores(e) for e in experiments))
-    scorers = [ev for e in experiments for ev in (*e._evals, *e._dataset_evals)]
-    opaque = [ev for ev in scorers if not _names_known(ev)]
-    for flag, name in gated:
-        if name in known or any(_mentions(ev, name) for ev in opaque):
-            continue
-        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-        if close or not opaque:
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(
-                f"gate on unknown score {name!r} ({flag}): no scorer gives it ({hint}the scores are: "
-                f"{', '.join(sorted(known)) or 'none'}); nothing has run yet"
-            )
-        from runner.scoring import scorer_name
-
-        print(
-            f"note: {flag} {name}: no scorer is called {name!r}; it is checked after the run, since "
-            f"{', '.join(scorer_name(ev) for ev in opaque)} may return scores of other names",
-            file=sys.stderr,
-        )
-
-
-def _names_known(scorer: Any) -> bool:
-    """Whether a scorer's score names are known without running it: the ready-made ones of ``evals``."""
-    module = getattr(scorer, "__module__", None) or type(scorer).__module__
-    return module == "evals" or module.startswith("evals.")
-
-
-def _mentions(scorer: Any, name: str) -> bool:
-    """Whether ``name`` is a string constant in the scorer's code (``Score(name, ...)``)."""
-    call = vars(type(scorer)).get("__call__")
-    code = getattr(scorer, "__code__", None) or getattr(call, "__code__", None)
-    stack = [code] if code is not None else []
-    while stack:
-        c = stack.pop()
-        for const in c.co_consts:
-            if const == name:
-                return True
-            if hasattr(const, "co_consts"):
-                stack.append(const)
-    return False
 
 
 def check_gates(
