@@ -151,9 +151,14 @@ def check_gate_names(gates: Gates, experiments: Sequence[Experiment]) -> None:
 
 
 def _names_known(scorer: Any) -> bool:
-    """Whether a scorer's score names are known without running it: the ready-made ones of ``evals``."""
+    """Whether a scorer's score names are known without running it: the ready-made ones of
+    ``evals``, and functions whose code never mentions ``Score`` (they return bare numbers,
+    named after the function)."""
     module = getattr(scorer, "__module__", None) or type(scorer).__module__
-    return module == "evals" or module.startswith("evals.")
+    if module == "evals" or module.startswith("evals."):
+        return True
+    code = _code_of(scorer)
+    return code is not None and not any("Score" in c.co_names for c in _codes(code))
 
 
 def _mentions(scorer: Any, name: str) -> bool:

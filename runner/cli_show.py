@@ -468,12 +468,18 @@ def _date(ts: str | None) -> str:
     return t.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
+#: a pause longer than this with no row running is time the run was not running (killed, resumed later)
+DEAD_GAP = 1.0
+
+
 def run_seconds(rows: Sequence[dict[str, Any]], exp: dict[str, Any]) -> float:
-    """How long a run's rows were running: the union of their [start, end] spans.
+    """How long a run was running rows: from its first row's start to its last row's end, less
+    the pauses of more than :data:`DEAD_GAP` seconds in which no row ran.
 
     The run's own time, whatever happened around it: a run killed before it finished, synced
-    over HTTP hours later, or resumed after a pause counts only the time rows ran (the gaps
-    between sessions are not in any span). Without row timestamps: created to finished."""
+    over HTTP hours later, or resumed after a pause counts only its sessions (a live run's
+    summary measures the same span: the rows, not the start-up or the dataset-level stats).
+    Without row timestamps: created to finished."""
     spans = sorted(
         (a, b)
         for r in rows
@@ -484,7 +490,7 @@ def run_seconds(rows: Sequence[dict[str, Any]], exp: dict[str, Any]) -> float:
     total = 0.0
     start, end = spans[0]
     for a, b in spans[1:]:
-        if a > end:
+        if (a - end).total_seconds() > DEAD_GAP:
             total += (end - start).total_seconds()
             start, end = a, b
         else:

@@ -153,6 +153,7 @@ class Run:
                 loop.remove_signal_handler(signal.SIGINT)
             if self.progress is not None:
                 self.progress.close()
+        rows_took = time.perf_counter() - started  # the run's own time: its rows, not what follows
         interrupted = self.engine.stopping or isinstance(failure, KeyboardInterrupt)
         if interrupted:
             status = "failed"
@@ -190,7 +191,7 @@ class Run:
             n_total=self.tally.n_total,
             n_errors=self.tally.n_errors,
             location=self.backend.location,
-            duration=time.perf_counter() - started,
+            duration=rows_took,
             interrupted=interrupted,
             dataset_level_details=details,
             dataset_level_ci=dl_ci,

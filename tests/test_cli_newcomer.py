@@ -57,8 +57,12 @@ def echo(text):
 def grounded(log):
     return Score("grounded", 1.0)
 
+def label_match(log):  # a bare number: its score is called label_match, known before the run
+    return 1.0
+
 exp = Experiment(name="echo", data=[{"text": "x", "target": "x"}], func=echo, evals=[exact_match])
 mine = Experiment(name="mine", data=[{"text": "x", "target": "x"}], func=echo, evals=[grounded])
+plain = Experiment(name="plain", data=[{"text": "x", "target": "x"}], func=echo, evals=[label_match])
 """
 
 
@@ -72,6 +76,13 @@ def test_a_gate_on_a_misspelt_score_is_refused_before_any_row_runs(tmp_path: Pat
     )
     assert "nothing has run yet" in proc.stderr
     assert not (tmp_path / "ran").exists() and not (tmp_path / ".runner").exists()
+    # a scorer of your own that returns a bare number: its name is known too
+    far = cli("cfg.py", "--only", "plain", "--fail-under", "relevance=0.9", cwd=tmp_path)
+    assert far.returncode == 2
+    assert "gate on unknown score 'relevance' (--fail-under): no scorer gives it (the scores are: label_match)" in (
+        far.stderr
+    )
+    assert not (tmp_path / "ran").exists()
 
 
 def test_a_gate_on_a_score_only_known_by_running_is_announced_up_front(tmp_path: Path) -> None:
