@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import FunctionError
+from runner.formatting import num
 from runner.scoring import Log, Score, scorer_factory
 
 if TYPE_CHECKING:
@@ -176,7 +177,7 @@ class _Correlation(DatasetEval):
         test = scipy.stats.pearsonr if self.method == "pearson" else scipy.stats.spearmanr
         res = test(xs, ys)
         r, p = float(res.statistic), float(res.pvalue)
-        reason = f"r={r:.4f} p={p:.4g} n={len(xs)}" + (f" ({note})" if note else "")
+        reason = f"r={num(r)} p={num(p)} n={len(xs)}" + (f" ({note})" if note else "")
         return r, reason
 
     #: how :meth:`interval` computes its bounds
@@ -392,7 +393,7 @@ class _BalancedAccuracy(DatasetEval):
         per_class = {cls: totals[cls] / counts[cls] for cls in sorted(counts)}
         value = math.fsum(per_class.values()) / len(per_class)
         what = "recall" if self.score_name is None else f"mean {self.score_name}"
-        shown = [f"{cls}={v:.3f} (n={counts[cls]})" for cls, v in per_class.items()]
+        shown = [f"{cls}={num(v)} (n={counts[cls]})" for cls, v in per_class.items()]
         if len(shown) > _MAX_CLASSES_IN_REASON:
             shown = [*shown[:_MAX_CLASSES_IN_REASON], f"… {len(shown) - _MAX_CLASSES_IN_REASON} more"]
         reason = f"{what} averaged over {len(per_class)} classes: {', '.join(shown)}"

@@ -74,7 +74,9 @@ comparing and gating (for CI):
 
 --baseline RUN prints, after each experiment, its comparison with the stored run RUN
 (same as `compare RUN NEW`). A failed gate prints one line `gate failed: ...` on stderr
-and makes the exit code 1; a gate on a score the run does not have exits with 2.
+and makes the exit code 1; a gate on a score no scorer gives exits with 2 before any
+row runs (a scorer of your own that may name its scores otherwise gets a note, and
+the name is checked after the run).
 --fail-under checks the mean (with --strict: the 95% CI lower bound must clear the bar,
 so the run is confidently above it); --max-regression fails when the score dropped by
 more than DELTA against the baseline with p < 0.05 (Holm-adjusted across the gated
@@ -84,8 +86,11 @@ scores; rows that lost their score in the candidate count as its worst value);
 Every summary shows each score as `mean [95% CI] n=scored/total`; `show RUN` recomputes
 the same numbers from the stored rows.
 
+A relative data= path in CONFIG.py is read from CONFIG.py's folder.
+
 Ctrl-C stops starting new rows and lets running ones finish; a second Ctrl-C stops at
-once. What finished is stored, the run is marked failed, and the exit code is 1.
+once. What finished is stored, the run is marked failed, the exit code is 1, and the
+command that continues the run (--resume --run-name NAME) is printed.
 """
 
 
@@ -222,7 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_store_options(run)
     c = run.add_argument_group("comparing and gating")
-    c.add_argument("--baseline", metavar="RUN", help="after each experiment, compare it with the stored run RUN")
+    c.add_argument(
+        "--baseline",
+        metavar="RUN",
+        help="after each experiment, compare it with the stored run RUN (run name, or experiment name: its newest run)",
+    )
     c.add_argument(
         "--fail-under",
         metavar="NAME=VALUE",
@@ -287,7 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Show one run: its summary (as printed when it finished) and its worst rows.",
         epilog=f"examples:\n  {PROG} show brisk-otter-4f2a\n  {PROG} show 3f1c... --rows 10\n  {PROG} show RUN --json",
     )
-    show.add_argument("ref", metavar="RUN", help="run name or experiment uuid (the newest run of that name)")
+    show.add_argument(
+        "ref",
+        metavar="RUN",
+        help="run name or experiment uuid, or an experiment's name for its newest run (NAME~1: the one before)",
+    )
     show.add_argument("--rows", metavar="N", type=int, default=5, help="how many worst rows to show (default: 5)")
     _add_store_options(show)
     _add_common(show, "print the summary and worst rows as JSON")
@@ -313,8 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--max-regression NAME=DELTA`."
         ),
     )
-    cmp.add_argument("run_a", metavar="RUN_A", help="the baseline: run name or experiment uuid")
-    cmp.add_argument("run_b", metavar="RUN_B", help="the run compared with it: run name or experiment uuid")
+    cmp.add_argument("run_a", metavar="RUN_A", help="the baseline: run name, experiment uuid, or NAME~N (see show)")
+    cmp.add_argument("run_b", metavar="RUN_B", help="the run compared with it: run name, experiment uuid, or NAME~N")
     cmp.add_argument("--top", metavar="N", type=_non_negative_int, default=5, help=_TOP_HELP)
     _add_store_options(cmp)
     co = cmp.add_argument_group("output")
@@ -433,6 +446,26 @@ def with_default_command(argv: Sequence[str]) -> list[str]:
     return ["run", *args[:lead], *rest]
 
 
+def _misspelt_command(args: Sequence[str]) -> str | None:
+    """The message for ``run WORD`` where WORD looks like a misspelt command, not a config file:
+    no such file, no ``.py`` suffix, and close to a command's name (``lst`` -> ``list``)."""
+    import difflib
+    from pathlib import Path
+
+    if args[:1] != ["run"]:
+        return None
+    word = next((a for a in args[1:] if a != "--debug"), None)
+    if word is None or word.startswith("-") or word.endswith(".py") or Path(word).exists():
+        return None
+    close = difflib.get_close_matches(word, COMMANDS, n=1, cutoff=0.6)
+    if not close:
+        return None
+    return (
+        f"unknown command {word!r}: did you mean `{PROG} {close[0]}`? "
+        f"(to run a config file, give its path, e.g. {word}.py; `{PROG} --help` lists the commands)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args_list = with_default_command(sys.argv[1:] if argv is None else argv)
@@ -442,6 +475,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args_list:
         parser.print_usage(sys.stderr)
         print(f"{PROG}: error: give a config file to run, or a command (see `{PROG} --help`)", file=sys.stderr)
+        return 2
+    typo = _misspelt_command(args_list)
+    if typo is not None:
+        print(f"{PROG}: error: {typo}", file=sys.stderr)
         return 2
     args = parser.parse_args(args_list)
     debug = bool(getattr(args, "debug", False))
@@ -456,6 +493,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print("interrupted", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `... | head`: the reader left; no traceback for that
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     return code
 

@@ -43,15 +43,15 @@ def label(exp: dict[str, Any], other: dict[str, Any]) -> str:
 
 # -- compare ----------------------------------------------------------------------------------------
 def compare_command(args: argparse.Namespace) -> int:
-    from runner.cli_show import open_source
+    from runner.cli_show import find_run, open_source
     from runner.compare import compare_rows
 
     source = open_source(args)
     if source is None:
         raise NotFoundError(f"no run called {args.run_a!r}: there is no store yet (looked for {_db_hint(args)})")
     try:
-        exp_a = source.find(args.run_a, args.project)
-        exp_b = source.find(args.run_b, args.project)
+        exp_a = find_run(source, args.run_a, args.project)
+        exp_b = find_run(source, args.run_b, args.project)
         rows_a = source.rows(exp_a["uuid"])
         rows_b = source.rows(exp_b["uuid"])
     finally:
@@ -106,7 +106,7 @@ class Baseline:
         A run of that name in the experiment's project is preferred; otherwise the newest of
         that name in any project.
         """
-        from runner.cli_show import HttpSource, StoreSource
+        from runner.cli_show import HttpSource, StoreSource, find_run
 
         base_url = exp.base_url or settings.base_url
         api_key = exp.api_key or settings.api_key
@@ -120,9 +120,9 @@ class Baseline:
         source = open_source()
         try:
             try:
-                found = source.find(ref, exp.project_name or settings.project_name)
+                found = find_run(source, ref, exp.project_name or settings.project_name)
             except NotFoundError:
-                found = source.find(ref, None)
+                found = find_run(source, ref, None)
         except NotFoundError:
             raise ConfigError(
                 f"--baseline {ref}: no run or experiment called {ref!r} in {source.location}; "

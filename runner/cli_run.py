@@ -28,6 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from runner.checks import check_gate_names, declared_scores
 from runner.errors import ConfigError, RunnerError
 
 if TYPE_CHECKING:
@@ -127,6 +128,7 @@ def select(experiments: list[Experiment], only: Sequence[str] | None, path: Path
 # -- flags ----------------------------------------------------------------------------------------
 def run_names(experiments: Sequence[Experiment], args: argparse.Namespace) -> list[str | None]:
     """The run name of each experiment: ``--run-name``, ``--run-prefix``-NAME, or generated."""
+    from runner.names import sanitise_run_name
     from runner.store import validate_run_name
 
     if args.run_name is not None:
@@ -137,7 +139,14 @@ def run_names(experiments: Sequence[Experiment], args: argparse.Namespace) -> li
             )
         return [validate_run_name(args.run_name)]
     if args.run_prefix is not None:
-        names = [f"{args.run_prefix}-{re.sub(r'[^A-Za-z0-9_-]+', '-', e.name)}"[:100] for e in experiments]
+        prefix = sanitise_run_name(args.run_prefix)
+        if prefix != args.run_prefix:
+            print(
+                f"note: --run-prefix {args.run_prefix!r} becomes {prefix!r}: run names hold only letters, "
+                "digits, '-' and '_'",
+                file=sys.stderr,
+            )
+        names = [f"{prefix}-{sanitise_run_name(e.name)}"[:100] for e in experiments]
         return [validate_run_name(n) for n in names]
     return [None] * len(experiments)
 
@@ -156,6 +165,9 @@ def with_flags(exp: Experiment, args: argparse.Namespace, path: Path) -> Experim
         ("retries", args.retries, "--retries"),
         ("otlp_endpoint", getattr(args, "otlp_endpoint", None), "--otlp-endpoint"),
     )
+    data = resolve_data_path(exp, path)
+    if data is not exp.data:
+        changes["data"] = data
     defaults = {"n_trials": 1, "retries": 0}  # fields whose default is not None
     for field, value, flag in flags:
         if value is None:
@@ -168,6 +180,36 @@ def with_flags(exp: Experiment, args: argparse.Namespace, path: Path) -> Experim
             shown = "(set)" if field == "api_key" else repr(current)
             print(f"note: {flag} ignored for {exp.name!r}: {path.name} sets {field}={shown}", file=sys.stderr)
     return dataclasses.replace(exp, **changes) if changes else exp
+
+
+def resolve_data_path(exp: Experiment, config: Path) -> Any:
+    """``exp.data`` with a relative file path made relative to the config file's folder.
+
+    Under the CLI a config file's paths mean the same from any working folder, as its imports
+    do. A path found only from the current folder (the rule before) still works, with a note; a
+    path found in neither raises :class:`~runner.errors.DatasetError` naming both folders."""
+    from runner.dataset import is_dataset_file
+    from runner.errors import DatasetError
+
+    data = exp.data
+    if not isinstance(data, (str, Path)) or not is_dataset_file(data) or Path(data).is_absolute():
+        return data
+    folder = config.resolve().parent
+    beside = folder / data
+    if beside.exists():
+        return beside
+    here = Path.cwd() / data
+    if here.exists():
+        print(
+            f"note: {exp.name!r}: data={str(data)!r} is not in {folder} but in the current folder {Path.cwd()}; "
+            "relative data= paths are resolved from the config file's folder, so write it relative to that",
+            file=sys.stderr,
+        )
+        return data
+    raise DatasetError(
+        f"{exp.name!r}: dataset file {str(data)!r} not found: looked in {folder} (relative data= paths are "
+        f"resolved from the config file's folder under the CLI) and in the current folder {Path.cwd()}"
+    )
 
 
 # -- gates and baselines ---------------------------------------------------------------------------
@@ -196,15 +238,6 @@ def _once(flag: str, pairs: Sequence[tuple[str, float]] | None) -> dict[str, flo
             )
         out[name] = value
     return out
-
-
-def declared_scores(exp: Experiment) -> set[str]:
-    """The score names ``exp``'s scorers give when they return a bare number."""
-    from runner.scoring import scorer_name
-
-    names = {scorer_name(ev) for ev in exp._evals}
-    names.update(getattr(ev, "name", None) or scorer_name(ev) for ev in exp._dataset_evals)
-    return names
 
 
 def check_gates(
@@ -261,6 +294,7 @@ def run_command(args: argparse.Namespace) -> int:
     names = run_names(experiments, args)
     options = _resume_options(args, names)
     prepared = [with_flags(e, args, path) for e in experiments]
+    check_gate_names(gates, prepared)
     baselines = _baselines(args.baseline, prepared, settings)
     # a progress bar only on a terminal: in CI logs and pipes it is noise
     quiet = args.quiet or settings.quiet or not sys.stderr.isatty()
@@ -285,7 +319,7 @@ def run_command(args: argparse.Namespace) -> int:
                     print(result.summary_text(), file=sys.stderr if result.interrupted else sys.stdout, flush=True)
                 if result.interrupted:
                     stopped = True
-                    _say_interrupted(result, len(prepared) - len(results))
+                    _say_interrupted(result, len(prepared) - len(results), resume_command(args, result, len(prepared)))
                     break
                 if baseline is not None:
                     comparisons[-1] = comparison = baseline.compare(result, top=args.top)
@@ -326,7 +360,7 @@ def _gate_count(gates: Gates) -> int:
     return len(gates.fail_under) + len(gates.max_regression) + (gates.max_error_rate is not None)
 
 
-def _say_interrupted(result: Result, not_started: int) -> None:
+def _say_interrupted(result: Result, not_started: int, command: str) -> None:
     finished = result.n_total
     rest = f"; {not_started} more experiment(s) not started" if not_started else ""
     print(
@@ -334,6 +368,34 @@ def _say_interrupted(result: Result, not_started: int) -> None:
         f"and marked the run failed{rest}",
         file=sys.stderr,
     )
+    print(f"to continue it: {command}", file=sys.stderr)
+
+
+def resume_command(args: argparse.Namespace, result: Result, n_experiments: int) -> str:
+    """The command line that continues the interrupted run ``result`` where it stopped."""
+    import shlex
+
+    from runner.cli import PROG
+
+    parts = [*PROG.split(), args.config]
+    if n_experiments > 1 or args.only:
+        parts += ["--only", result.name]
+    parts += ["--resume", "--run-name", result.run_name]
+    if args.keep_errors:
+        parts.append("--keep-errors")
+    for flag, value in (
+        ("--limit", args.limit),
+        ("--trials", args.trials),
+        ("--n-workers", args.n_workers),
+        ("--timeout", args.timeout),
+        ("--retries", args.retries),
+        ("--db", args.db),
+        ("--base-url", args.base_url),
+        ("--project", args.project),
+    ):
+        if value is not None:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
 
 
 def _json_summary(
@@ -380,8 +442,19 @@ def write_output(path: Path, results: Sequence[Result]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix == ".csv":
+        from runner._json import dumps_value
+
+        for column in table.columns:  # dicts, lists, bools as JSON, not as Python reprs
+            if table[column].dtype == object:
+                table[column] = [
+                    v if v is None or isinstance(v, str) or _is_number(v) else dumps_value(v) for v in table[column]
+                ]
         table.to_csv(path, index=False)
     elif suffix == ".jsonl":
         table.to_json(path, orient="records", lines=True, force_ascii=False, date_format="iso")
     else:
         table.to_json(path, orient="records", indent=2, force_ascii=False, date_format="iso")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -9,7 +9,7 @@ Where the intervals come from: they are computed on read, not stored. Parea's ex
 keeps one number per stat (``pinned_stats``: var1, operation, value), which cannot hold an
 interval, and an extra field would be ours alone. The stored rows hold everything an interval
 needs, and :func:`~runner.stats.summarize_score` is deterministic (seeded, over rows sorted by row
-id), so ``show`` and ``list`` recompute exactly the ``0.82 [0.76, 0.87] n=200/200`` the run
+id), so ``show`` and ``list`` recompute exactly the ``0.820 [0.760, 0.870] n=200/200`` the run
 printed, through either door, for runs made by any Parea client. ``list`` does this for runs of up
 to :data:`LIST_CI_MAX_ROWS` rows and shows the backend's mean for bigger ones (``show`` always
 recomputes). Intervals of dataset-level stats need the eval itself, so only the run prints them.
@@ -31,13 +31,17 @@ from runner.errors import DatasetError, NotFoundError
 if TYPE_CHECKING:
     from runner.result import Result
 
-__all__ = ["datasets_list_command", "datasets_upload_command", "list_command", "show_command"]
+__all__ = ["datasets_list_command", "datasets_upload_command", "find_run", "list_command", "show_command"]
 
 #: pinned stats that are not scores
 _NOT_SCORES = {"Latency", "Input Tokens", "Output Tokens", "Total Tokens", "Cost"}
 #: ``list`` recomputes score intervals from the stored rows of runs up to this size
 LIST_CI_MAX_ROWS = 20_000
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+#: the interval a run appends to a dataset-level stat's stored reason (runner.run._with_ci)
+_CI_IN_REASON = re.compile(r"(?:; )?95% CI \[(?P<lo>[-+0-9.,e]+), (?P<hi>[-+0-9.,e]+)\] \(bootstrap over rows\)$")
+#: ``EXPERIMENT`` or ``EXPERIMENT~N``: the newest run of an experiment, or the N-th before it
+_BY_EXPERIMENT = re.compile(r"^(?P<name>.+?)(?:~(?P<back>\d+))?$")
 
 
 class Source(Protocol):
@@ -121,6 +125,31 @@ class HttpSource:
 
     def close(self) -> None:
         self.api.__exit__()
+
+
+def find_run(source: Source, ref: str, project: str | None) -> dict[str, Any]:
+    """The run ``ref`` names: a run name or an experiment uuid (the newest run of that name), else
+    an experiment's name for its newest run, ``NAME~1`` for the one before, ``NAME~2`` ...
+
+    A run name wins over an experiment of the same name; ``~`` is not allowed in run names, so
+    ``NAME~N`` is never ambiguous. ``NotFoundError`` when nothing matches."""
+    try:
+        return source.find(ref, project)
+    except NotFoundError as exc:
+        m = _BY_EXPERIMENT.match(ref)
+        if m is None:  # pragma: no cover - the pattern matches any non-empty text
+            raise
+        name, back = m["name"], int(m["back"] or 0)
+        runs = [e for e in source.experiments(project, name, None) if e.get("name") == name]
+        runs.sort(key=lambda e: e.get("created_at") or "", reverse=True)
+        if back < len(runs):
+            return runs[back]
+        if runs:
+            oldest = f"{name}~{len(runs) - 1}" if len(runs) > 1 else name
+            raise NotFoundError(
+                f"{ref!r}: experiment {name!r} has {len(runs)} run(s): {name} is the newest, {oldest} the oldest"
+            ) from None
+        raise exc from None
 
 
 def open_source(args: argparse.Namespace) -> Source | None:
@@ -225,7 +254,7 @@ def show_command(args: argparse.Namespace) -> int:
     if source is None:
         raise NotFoundError(f"no run called {args.ref!r}: there is no store yet (looked for {_db_hint(args)})")
     try:
-        exp = source.find(args.ref, args.project)
+        exp = find_run(source, args.ref, args.project)
         rows = source.rows(exp["uuid"])
         result = rebuild_result(exp, rows, source.location)
     finally:
@@ -281,7 +310,15 @@ def rebuild_result(exp: dict[str, Any], rows: Sequence[dict[str, Any]], location
             for p in exp.get("pinned_stats") or []
             if p.get("operation") == "custom"
         ]
-    details = {d["name"]: Score(d["name"], float(d["score"]), d.get("reason")) for d in dls}
+    details: dict[str, Score] = {}
+    cis: dict[str, tuple[float | None, float | None]] = {}
+    for d in dls:  # the run stored each stat's interval at the end of its reason: show it as the run did
+        reason = d.get("reason")
+        m = _CI_IN_REASON.search(reason or "")
+        if m is not None and reason is not None:
+            cis[d["name"]] = (float(m["lo"].replace(",", "")), float(m["hi"].replace(",", "")))
+            reason = reason[: m.start()] or None
+        details[d["name"]] = Score(d["name"], float(d["score"]), reason)
     return Result(
         name=exp["name"],
         experiment_uuid=exp["uuid"],
@@ -294,10 +331,11 @@ def rebuild_result(exp: dict[str, Any], rows: Sequence[dict[str, Any]], location
         n_total=tally.n_total,
         n_errors=tally.n_errors,
         location=location,
-        duration=_seconds_between(exp.get("created_at"), exp.get("finished_at")),
+        duration=run_seconds(rows, exp),
         dataset_level_details=details,
         scorer_errors=dict(tally.scorer_failure_examples),
         scorer_scores={k: sorted(v) for k, v in tally.produces.items() if k in tally.scorer_failure_examples},
+        dataset_level_ci=cis,
     )
 
 
@@ -397,7 +435,9 @@ def _table(header: list[str], rows: list[list[str]], max_width: int = 40) -> str
 
 
 def _num(v: Any) -> str:
-    return "-" if v is None else f"{float(v):.3g}"
+    from runner.formatting import num
+
+    return num(None if v is None else float(v))
 
 
 def _short(v: Any, width: int = 100) -> str:
@@ -415,9 +455,10 @@ def _parse(ts: str | None) -> dt.datetime | None:
     if not ts:
         return None
     try:
-        return dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        t = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
     except ValueError:
         return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)  # naive: UTC, as the store writes
 
 
 def _date(ts: str | None) -> str:
@@ -427,6 +468,36 @@ def _date(ts: str | None) -> str:
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.timezone.utc)
     return t.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+#: a pause longer than this with no row running is time the run was not running (killed, resumed later)
+DEAD_GAP = 1.0
+
+
+def run_seconds(rows: Sequence[dict[str, Any]], exp: dict[str, Any]) -> float:
+    """How long a run was running rows: from its first row's start to its last row's end, less
+    the pauses of more than :data:`DEAD_GAP` seconds in which no row ran.
+
+    The run's own time, whatever happened around it: a run killed before it finished, synced
+    over HTTP hours later, or resumed after a pause counts only its sessions (a live run's
+    summary measures the same span: the rows, not the start-up or the dataset-level stats).
+    Without row timestamps: created to finished."""
+    spans = sorted(
+        (a, b)
+        for r in rows
+        if (a := _parse(r.get("start_timestamp"))) is not None and (b := _parse(r.get("end_timestamp"))) is not None
+    )
+    if not spans:
+        return _seconds_between(exp.get("created_at"), exp.get("finished_at"))
+    total = 0.0
+    start, end = spans[0]
+    for a, b in spans[1:]:
+        if (a - end).total_seconds() > DEAD_GAP:
+            total += (end - start).total_seconds()
+            start, end = a, b
+        else:
+            end = max(end, b)
+    return total + (end - start).total_seconds()
 
 
 def _seconds_between(start: str | None, end: str | None) -> float:

@@ -93,12 +93,28 @@ def error_for(method: str, url: str, response: httpx.Response) -> BackendError:
     detail = detail_of(response)
     status = response.status_code
     if status == 404:
-        return NotFoundError(f"{method} {url}: {detail}")
+        return NotFoundError(f"{method} {url}: {detail}{_prefix_hint(url)}")
     if status in (401, 403):
         return BackendError(
             f"{method} {url} was refused ({status}): {detail}; check the API key (--api-key or PAREA_API_KEY)"
         )
     return BackendError(f"{method} {url} failed with {status}: {detail}")
+
+
+#: where the Parea API lives on a server; a base URL without it gets 404 for every path
+API_PREFIX = "/api/parea/v1"
+
+
+def _prefix_hint(url: str) -> str:
+    """For a 404 from a base URL that lacks the API prefix: the base URL to give instead."""
+    parsed = httpx.URL(url)
+    if API_PREFIX in parsed.path:
+        return ""
+    root = str(parsed.copy_with(path="/", query=None, fragment=None)).rstrip("/")
+    return (
+        f"; the base URL has no {API_PREFIX}: a Parea-compatible server serves its API under it, "
+        f"so give --base-url (or PAREA_BASE_URL) {root}{API_PREFIX}"
+    )
 
 
 def unreachable(method: str, url: str, exc: Exception, attempts: int) -> ServerUnavailable:

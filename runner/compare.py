@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from runner.formatting import money, num, pvalue, signed
 from runner.stats import ScoreComparison, compare_scores
 
 __all__ = ["Comparison", "RowChange", "compare_rows"]
@@ -436,22 +436,8 @@ def _warnings(
     return out
 
 
-def _f(x: float | None) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:.3g}" if abs(x) < 1000 else f"{x:,.0f}"
-
-
-def _signed(x: float | None) -> str:
-    if x is None:
-        return "-"
-    return f"{x:+.3g}"
-
-
-def _p(p: float | None) -> str:
-    if p is None:
-        return "-"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+# one number format across summaries, show, compare and the web UI (runner.formatting)
+_f, _signed, _p = num, signed, pvalue
 
 
 def _inputs(change: RowChange, n: int = 60) -> str:
@@ -468,7 +454,9 @@ def _usage_text(name: str, a: float, b: float) -> str:
     if name.startswith("latency"):
         return f"latency {_seconds(a)} → {_seconds(b)} ({'+' if b >= a else '−'}{_seconds(abs(b - a))})"
     if name.startswith("cost"):
-        return f"cost ${a:.4g} → ${b:.4g} ({_signed(b - a)})"
+        return f"cost {money(a)} → {money(b)} ({'+' if b >= a else '-'}{money(abs(b - a))})"
+    if float(a).is_integer() and float(b).is_integer():  # token counts
+        a, b = int(a), int(b)
     return f"{name} {_f(a)} → {_f(b)} ({_signed(b - a)})"
 
 

@@ -86,6 +86,15 @@ def _iter_csv(path: Path) -> Iterator[dict[str, Any]]:
         for lineno, rec in enumerate(reader, 2):
             if None in rec:
                 raise DatasetError(f"{path}:{lineno}: more values than columns in the header")
+            if None in rec.values():  # a short row: csv fills the missing columns with None
+                from runner.checks import warn_once
+
+                n = sum(v is not None for v in rec.values())
+                warn_once(
+                    (str(path), "short-row"),
+                    f"{path}:{lineno}: {n} value(s) for {len(reader.fieldnames)} columns; the missing ones "
+                    "are None (later short rows of this file are not reported)",
+                )
             yield dict(rec)
 
 
@@ -109,7 +118,8 @@ def _iter_json(path: Path) -> Iterator[dict[str, Any]]:
 
 def _iter_file(path: Path) -> Iterator[dict[str, Any]]:
     if not path.exists():
-        raise DatasetError(f"dataset file {path} does not exist")
+        where = "" if path.is_absolute() else f" (looked in {Path.cwd()}: a relative path is from the current folder)"
+        raise DatasetError(f"dataset file {path} does not exist{where}")
     if path.is_dir():
         raise DatasetError(f"dataset path {path} is a directory; give a .csv, .jsonl or .json file")
     suffix = path.suffix.lower()

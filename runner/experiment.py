@@ -150,6 +150,7 @@ class Experiment:
 
     async def arun(self, run_name: str | None = None, **options: Any) -> Result:
         """Run the experiment from async code; same result as :meth:`run`."""
+        from runner.checks import preflight
         from runner.gate_report import check_gates, gates_of, notify
         from runner.otlp_export import export_run, resolve_endpoint
         from runner.run import Run
@@ -161,6 +162,7 @@ class Experiment:
         settings = Settings.from_env()
         opts = self._options(run_name, settings, options)
         otlp_endpoint = resolve_endpoint(self.otlp_endpoint)
+        preflight(self, settings)  # before the backend exists: a refused run creates nothing
         backend = self._backend(settings)
         try:
             result = await Run(self, opts, backend, settings).execute()

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import html
-import math
 from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from runner.formatting import money, num, seconds
 from runner.gate_report import GateReport
 from runner.scoring import Log, Score
 from runner.stats import ScoreSummary, latency_summary, summarize_score
@@ -109,18 +109,9 @@ class Tally:
         return out
 
 
-def _fmt(x: float | None, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:.{digits}g}" if abs(x) < 1000 else f"{x:,.0f}"
-
-
-def _fmt_s(x: float | None) -> str:
-    if x is None:
-        return "-"
-    if x < 0.001:
-        return f"{x * 1e6:.0f} µs"
-    return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s"
+# one number format across summaries, show, compare and the web UI
+_fmt = num
+_fmt_s = seconds
 
 
 @dataclass
@@ -242,7 +233,7 @@ class Result:
         stop = " (interrupted)" if self.interrupted else ""
         return (
             f"{self.name} · run {self.run_name} · {self.status}{stop} · {self.n_total} rows{errs}"
-            f" in {self.duration:.2f} s"
+            f" in {seconds(self.duration)}"
         )
 
     def summary_text(self) -> str:
@@ -260,7 +251,7 @@ class Result:
             reason = f"  ({detail.reason})" if detail is not None and detail.reason else ""
             lo, hi = self.dataset_level_ci.get(name, (None, None))
             ci = f" [{_fmt(lo)}, {_fmt(hi)}]" if lo is not None else ""
-            lines.append(f"  dataset-level {name}: {_fmt(value, 4)}{ci}{reason}")
+            lines.append(f"  dataset-level {name}: {_fmt(value)}{ci}{reason}")
         for name, err in self.dataset_level_errors.items():
             lines.append(f"  dataset-level {name}: failed: {err}")
         for name, err in self.scorer_errors.items():
@@ -273,7 +264,7 @@ class Result:
         lines.append(
             f"  latency mean {_fmt_s(lat.get('mean'))} · p50 {_fmt_s(lat.get('p50'))} · p95 {_fmt_s(lat.get('p95'))}"
             + (f" · tokens {tokens:,}" if tokens else "")
-            + (f" · cost ${cost:.4f}" if cost else "")
+            + (f" · cost {money(cost)}" if cost else "")
         )
         for message in self.stalls:
             lines.append(f"  watchdog: {message}")
@@ -299,7 +290,7 @@ class Result:
             "<div class='runner-result'>",
             f"<p><b>{e(self.name)}</b> · run <code>{e(self.run_name)}</code> · {e(self.status)}"
             f"{' (interrupted)' if self.interrupted else ''} · {self.n_total} rows, {self.n_errors} errored"
-            f" · {self.duration:.2f} s</p>",
+            f" · {seconds(self.duration)}</p>",
             "<table><thead><tr><th>score</th><th>mean</th><th>95% CI</th><th>std</th><th>n scored</th>"
             "<th>errors</th><th>total</th></tr></thead><tbody>",
         ]
@@ -311,7 +302,7 @@ class Result:
         for name, value in self.dataset_level_stats.items():
             lo, hi = self.dataset_level_ci.get(name, (None, None))
             parts.append(
-                f"<tr><td>{e(name)} (dataset-level)</td><td>{_fmt(value, 4)}</td>"
+                f"<tr><td>{e(name)} (dataset-level)</td><td>{_fmt(value)}</td>"
                 f"<td>{'[' + _fmt(lo) + ', ' + _fmt(hi) + ']' if lo is not None else ''}</td>"
                 "<td></td><td></td><td></td><td></td></tr>"
             )

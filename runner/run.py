@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import itertools
 import json
+import operator
 import signal
 import sys
 import threading
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from runner.backend import Backend, EmbeddedBackend
+from runner.checks import warn_missing_target
 from runner.client_prompts import current_prompt, load_run_prompt
 from runner.dataset import (
     RowSource,
@@ -31,7 +33,8 @@ from runner.dataset import (
     iter_records,
 )
 from runner.engine import Engine, RowOutcome, is_async_callable
-from runner.errors import ConfigError, DatasetError, FunctionError, RunnerError
+from runner.errors import ConfigError, DatasetError, FunctionError, NotFoundError, RunnerError
+from runner.formatting import interval
 from runner.options import RunOptions
 from runner.result import Result, Tally, mapping_str, run_stats
 from runner.scoring import Log, Score, normalise, scorer_name
@@ -84,13 +87,22 @@ class Run:
         if isinstance(data, bool):
             raise DatasetError(f"data={data!r} is not a dataset")
         if isinstance(data, int) or (isinstance(data, str) and not is_dataset_file(data)):
-            return iter(collection_records(await self.backend.load_dataset(data)))
+            try:
+                collection = await self.backend.load_dataset(data)
+            except NotFoundError as exc:  # a misspelt name is a config error (exit 2), like a missing file
+                raise DatasetError(
+                    f"{exc}; `python -m runner datasets list` shows the stored datasets, and a file path needs "
+                    "its suffix (.csv, .jsonl, .json)"
+                ) from exc
+            return iter(collection_records(collection))
         return iter_records(data)
 
     async def execute(self) -> Result:
         exp, opts = self.exp, self.opts
         func_name = getattr(exp.func, "__name__", type(exp.func).__name__)
-        source = RowSource(await self._records(), limit=opts.limit)
+        records = await self._records()
+        length = operator.length_hint(records, -1)  # a stored dataset's rows come as a list
+        source = RowSource(records, limit=opts.limit)
         first = source.peek()
         if first is None:
             raise DatasetError(f"Experiment {exp.name!r}: the dataset has no rows")
@@ -98,6 +110,7 @@ class Run:
         if "id" in first and not isinstance(exp.data, Iterator):
             # a repeated id would merge two rows in the store: refuse before any row runs
             check_unique_ids(itertools.islice(await self._records(), opts.limit))
+        warn_missing_target(first, exp._evals, f"Experiment {exp.name!r}")
 
         project_name = exp.project_name or self.settings.project_name
         route = _backend_route(self.backend, self.exp, self.settings)
@@ -135,7 +148,7 @@ class Run:
             retry_backoff=opts.retry_backoff,
         )
         items = ((row, t) for row in source for t in range(opts.n_trials) if (row.id, t) not in done)
-        self.progress = _progress(exp.name, opts, run_name, exp.data)
+        self.progress = _progress(exp.name, opts, run_name, exp.data, length)
         loop = asyncio.get_running_loop()
         self.task = asyncio.current_task()
         Run.active[loop] = self
@@ -160,6 +173,7 @@ class Run:
                 loop.remove_signal_handler(signal.SIGINT)
             if self.progress is not None:
                 self.progress.close()
+        rows_took = time.perf_counter() - started  # the run's own time: its rows, not what follows
         interrupted = self.engine.stopping or isinstance(failure, KeyboardInterrupt)
         if interrupted:
             status = "failed"
@@ -207,7 +221,7 @@ class Run:
             n_total=self.tally.n_total,
             n_errors=self.tally.n_errors,
             location=self.backend.location,
-            duration=time.perf_counter() - started,
+            duration=rows_took,
             interrupted=interrupted,
             dataset_level_details=details,
             dataset_level_ci=dl_ci,
@@ -401,7 +415,7 @@ def _with_ci(
     if ci is None or ci[0] is None or ci[1] is None:
         return reason
     how = "bootstrap over rows" if method in (None, "bootstrap") else method
-    text = f"95% CI [{ci[0]:.4g}, {ci[1]:.4g}] ({how})"
+    text = f"95% CI {interval(ci[0], ci[1])} ({how})"
     return f"{reason}; {text}" if reason else text
 
 
@@ -420,9 +434,12 @@ MAX_THREADS = 1024
 MAX_TASKS = 100_000
 
 
-def _known_rows(opts: RunOptions, data: Any) -> int | None:
-    """How many rows the data has, when that is known without reading it (``limit`` applied)."""
+def _known_rows(opts: RunOptions, data: Any, length: int = -1) -> int | None:
+    """How many rows the data has, when that is known without reading it (``limit`` applied;
+    ``length``: the records' length hint, when the data itself has no length)."""
     known = len(data) if hasattr(data, "__len__") and not isinstance(data, (str, bytes)) else None
+    if known is None and length >= 0:
+        known = length
     if opts.limit is not None and known is not None:
         return min(opts.limit, known)
     return known if known is not None else opts.limit
@@ -448,12 +465,16 @@ def _worker_count(opts: RunOptions, data: Any, n_done: int, is_async: bool) -> i
     return n
 
 
-def _progress(name: str, opts: RunOptions, run_name: str, data: Any) -> Any:
+def _progress(name: str, opts: RunOptions, run_name: str, data: Any, length: int = -1) -> Any:
+    """A progress bar in a notebook or on a terminal; none in logs and pipes, where it is noise.
+    Its total is known whenever the data has a length (``length``: the records' length hint)."""
     if opts.quiet:
         return None
-    rows = _known_rows(opts, data)
-    total = None if rows is None else rows * opts.n_trials
     tqdm_cls = _tqdm_class()
+    if tqdm_cls.__module__ == "tqdm.std" and not sys.stderr.isatty():
+        return None
+    rows = _known_rows(opts, data, length)
+    total = None if rows is None else rows * opts.n_trials
     return tqdm_cls(total=total, desc=f"{name} [{run_name}]", unit="row", mininterval=0.2, leave=False)
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from runner.formatting import num as _fmt  # one number format everywhere
 from runner.stats_intervals import clustered_proportion_interval, fisher_z_interval, wilson_interval
 
 if TYPE_CHECKING:
@@ -56,11 +57,6 @@ MAX_RESAMPLE_SIZE = 5000
 _CHUNK = 1_000_000
 
 
-def _fmt(x: float) -> str:
-    """Three significant digits, without switching to exponent notation for ordinary magnitudes."""
-    if 1e3 <= abs(x) < 1e15:
-        return f"{x:.0f}"
-    return f"{x:.3g}"
 
 
 @dataclass(frozen=True)
@@ -68,7 +64,7 @@ class ScoreSummary:
     """One score of one run, summarised honestly.
 
     >>> ScoreSummary("exact_match", 0.82, 0.38, 200, 0, 200, 0.7609, 0.8666, "wilson").format()
-    '0.82 [0.761, 0.867] n=200/200'
+    '0.820 [0.761, 0.867] n=200/200'
     """
 
     #: the score's name
@@ -94,7 +90,7 @@ class ScoreSummary:
     ci_method: CIMethod | None
 
     def format(self) -> str:
-        """One line for a terminal, e.g. ``0.82 [0.76, 0.87] n=200/200 (5 errors)``."""
+        """One line for a terminal, e.g. ``0.820 [0.760, 0.870] n=200/200 (5 errors)``."""
         if self.mean is None:
             text = "n/a"
         elif self.ci_low is None or self.ci_high is None:
@@ -219,7 +215,7 @@ def summarize_score(
     same input and seed; vectorised, so 100,000 values take a fraction of a second.
 
     >>> summarize_score("exact_match", [1, 0, 1, 1], None, n_errors=1, n_total=5).format()
-    '0.75 [0.301, 0.954] n=4/5 (1 error)'
+    '0.750 [0.301, 0.954] n=4/5 (1 error)'
     """
     import numpy as np
 

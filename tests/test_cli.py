@@ -120,7 +120,7 @@ def test_run_list_show(tmp_path: Path) -> None:
     assert lines[0].split() == ["EXPERIMENT", "RUN", "STATUS", "ROWS", "ERRORS", "SCORES", "DATE"]
     first = next(ln for ln in lines if "first-try" in ln).split()
     assert first[:5] == ["loud", "first-try", "completed", "3", "1"]
-    assert "exact_match=0.5" in first
+    assert "exact_match=0.500" in first
     assert lines.index(next(ln for ln in lines if "first-try" in ln)) == 2  # newest first
 
     shown = cli("show", "first-try", cwd=tmp_path)
@@ -499,7 +499,7 @@ def test_show_and_list_recompute_the_intervals_the_run_printed(tmp_path: Path) -
     assert ran.returncode == 0, ran.stderr
     line = next(ln for ln in ran.stdout.splitlines() if ln.strip().startswith("spread "))
     printed = line.split("spread", 1)[1].split("n=")[0].strip()
-    assert printed.startswith("0.45 [") and printed.endswith("]")
+    assert printed.startswith("0.450 [") and printed.endswith("]")
     shown = cli("show", "ci", cwd=tmp_path).stdout
     assert line in shown.splitlines()
     listed = cli("list", cwd=tmp_path).stdout

@@ -221,7 +221,7 @@ def test_markdown_is_a_pull_request_comment() -> None:
     )
     assert "- Rows: 6 in both runs, 0 only in main-7, 0 only in pr-12" in md
     assert "**Regressed most**" in md and "**Improved most**" in md
-    assert "| r3 | q: question r3 | out | out | em 1→0 |" in md
+    assert "| r3 | q: question r3 | out | out | em 1.00→0.00 |" in md
     assert "a \\| pipe and a newline" in md  # a cell never breaks the table
     widths = {len(re.split(r"(?<!\\)\|", line)) for line in lines if line.startswith("|")}
     assert widths == {12, 7}  # the score table's 10 columns, the row tables' 5: no cell leaks a pipe

@@ -14,6 +14,7 @@ import evals.dataset
 from evals import exact_match
 from evals.dataset import DatasetEval, accuracy, balanced_accuracy, pearson, spearman
 from runner.errors import FunctionError
+from runner.formatting import num
 from runner.scoring import Log, Score
 
 
@@ -64,7 +65,7 @@ def test_correlations_equal_scipy_on_random_data(factory: Any, reference: Any, r
     assert isinstance(score, Score)
     assert score.name == factory.__name__
     assert score.score == pytest.approx(expected.statistic, rel=1e-12)
-    assert score.reason == f"r={expected.statistic:.4f} p={expected.pvalue:.4g} n=60"
+    assert score.reason == f"r={num(expected.statistic)} p={num(expected.pvalue)} n=60"
     assert ev.compute(scored_logs(x, y)) == score.score
 
 
@@ -88,7 +89,7 @@ def test_correlation_skips_missing_values_errors_and_failing_callables(rng: np.r
     assert score.name == "x_vs_y"
     assert score.score == pytest.approx(expected.statistic, rel=1e-12)
     assert score.reason is not None
-    assert score.reason.startswith(f"r={expected.statistic:.4f} p={expected.pvalue:.4g} n=35 (5 rows skipped:")
+    assert score.reason.startswith(f"r={num(expected.statistic)} p={num(expected.pvalue)} n=35 (5 rows skipped:")
     assert "x missing on 1" in score.reason
     assert "y missing on 3" in score.reason
     assert "y failed on 1: KeyError" in score.reason

@@ -235,15 +235,30 @@ def test_at_most_n_workers_rows_run_at_once(door: Door, is_async: bool) -> None:
         with lock:
             state["now"] -= 1
 
+    # The first rows wait until four are in at once (each worker starts with one row, so they
+    # meet whatever the machine's load; no timing), later rows do not wait; the count shows
+    # that no more than 4 ever run together.
+    cond = threading.Condition(lock)
+    met = {"done": False}
+
+    def meet() -> None:
+        with cond:
+            if state["now"] >= 4:
+                met["done"] = True
+                cond.notify_all()
+            cond.wait_for(lambda: met["done"], timeout=60)
+
     def sync_fn(x: int) -> int:
         enter()
-        time.sleep(0.005)
+        meet()
         leave()
         return x
 
     async def async_fn(x: int) -> int:
         enter()
-        await asyncio.sleep(0.005)
+        while not met["done"] and state["now"] < 4:
+            await asyncio.sleep(0.001)  # a poll, not a timing: it waits for the other workers
+        met["done"] = True
         leave()
         return x
 

@@ -110,7 +110,7 @@ def test_max_regression_against_a_baseline(cfg: Path) -> None:
     # 2 rows went wrong: a drop of 0.05 > 0.01, but p = 0.5: not evidence of a regression
     noise = run(cfg, "--baseline", "base", "--max-regression", "exact_match=0.01", "--markdown", wrong=2)
     assert noise.returncode == 0, noise.stderr
-    assert "\n### " in noise.stdout and "| exact_match | 1 | 0.95 | -0.05 |" in noise.stdout
+    assert "\n### " in noise.stdout and "| exact_match | 1.00 | 0.950 | -0.0500 |" in noise.stdout
 
 
 def test_max_error_rate(cfg: Path) -> None:
@@ -162,9 +162,9 @@ def test_bad_gates_exit_2_before_running(cfg: Path, args: list[str], message: st
 def test_unknown_score_names_exit_2(cfg: Path) -> None:
     proc = run(cfg, "--fail-under", "exact_mtach=0.5")
     assert proc.returncode == 2
-    assert (
-        proc.stderr.strip().splitlines()[-1]
-        == "error: gate on unknown score 'exact_mtach': 'gate' has 'exact_match', 'polite'"
+    assert proc.stderr.strip().splitlines()[-1] == (  # refused before any row ran (issue 21)
+        "error: gate on unknown score 'exact_mtach' (--fail-under): no scorer gives it "
+        "(did you mean 'exact_match'? the scores are: exact_match); nothing has run yet"
     )
     assert run(cfg, "--run-name", "base").returncode == 0
     unknown_baseline = run(cfg, "--baseline", "main-7")
@@ -309,4 +309,4 @@ def test_with_several_experiments_a_gate_applies_to_those_that_have_the_score(tm
     assert gate_lines(proc) == ["gate failed: exact_match mean 0.8 < 0.9 (gate)"]
     unknown = run(tmp_path, "--fail-under", "nothing=0.9")
     assert unknown.returncode == 2
-    assert "error: gate on unknown score 'nothing': none of the experiments that ran has it" in unknown.stderr
+    assert "error: gate on unknown score 'nothing' (--fail-under): no scorer gives it" in unknown.stderr

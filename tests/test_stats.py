@@ -62,10 +62,10 @@ def test_import_does_not_load_numpy_or_scipy() -> None:
 
 def test_format() -> None:
     s = ScoreSummary("em", 0.82, 0.1, 200, 0, 200, 0.7612, 0.8734, "wilson")
-    assert s.format() == "0.82 [0.761, 0.873] n=200/200"
+    assert s.format() == "0.820 [0.761, 0.873] n=200/200"
     s = ScoreSummary("em", 0.82, 0.1, 195, 5, 200, 0.76, 0.87, "bootstrap")
-    assert s.format() == "0.82 [0.76, 0.87] n=195/200 (5 errors)"
-    assert ScoreSummary("em", 1.0, 0.0, 1, 1, 2, 1.0, 1.0, "bootstrap").format() == "1 [1, 1] n=1/2 (1 error)"
+    assert s.format() == "0.820 [0.760, 0.870] n=195/200 (5 errors)"
+    assert ScoreSummary("em", 1.0, 0.0, 1, 1, 2, 1.0, 1.0, "bootstrap").format() == "1.00 [1.00, 1.00] n=1/2 (1 error)"
     assert ScoreSummary("em", None, None, 0, 3, 3, None, None, None).format() == "n/a n=0/3 (3 errors)"
     assert ScoreSummary("ms", 1234.56, 1.0, 9, 0, 9, 1200.1, 1300.9, "bootstrap").format() == (
         "1235 [1200, 1301] n=9/9"

@@ -22,6 +22,7 @@ from evals import exact_match, levenshtein
 from evals.dataset import pearson
 from runner import Experiment, Score, current_span, trace
 from runner.client_datasets import upload_dataset
+from runner.formatting import num
 from runner.store import Store
 from tests.servers import ServerHandle, start_server
 
@@ -200,7 +201,7 @@ def test_runs_page_lists_every_run_newest_first_with_intervals(site: Any, web: h
     cells = [text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S)]
     assert cells[3:7] == ["baseline", "completed", "24", "2"]
     for name, s in result.scores.items():
-        assert f"{name} {s.mean:.3g} [{s.ci_low:.3g}, {s.ci_high:.3g}]" in cells[7]
+        assert f"{name} {num(s.mean)} [{num(s.ci_low)}, {num(s.ci_high)}]" in cells[7]
     assert cells[9].startswith("$")  # the generate spans' cost, rolled up
 
 
@@ -239,7 +240,7 @@ def test_run_summary_is_the_one_show_prints(site: Any, web: httpx.Client) -> Non
     expected = rebuild_result(store.get_experiment(ids["baseline"]), store.experiment_rows(ids["baseline"]), "x")
     for name, s in expected.scores.items():
         card = text(page.text.split(f'data-score="{name}">', 1)[1].split("</div>", 1)[0])
-        assert f"{s.mean:.3g} [{s.ci_low:.3g}, {s.ci_high:.3g}]" in card
+        assert f"{num(s.mean)} [{num(s.ci_low)}, {num(s.ci_high)}]" in card
         assert f"n = {s.n} scored of {s.n_total}" in card
     assert "row-trials 24 errored 2" in body
     assert "latency p50" in body and "latency p95" in body
@@ -304,7 +305,7 @@ def test_rows_filters_combine(site: Any, web: httpx.Client) -> None:
     assert "rows 1–2 of 2 (filtered from 24)" in text(found)
 
     both = row_cells(web.get(f"/runs/{run}", params={"q": "settings", "score": "exact_match", "below": "1"}).text)
-    assert both and all("Settings" in c[2] and c[5] == "0" for c in both)
+    assert both and all("Settings" in c[2] and c[5] == "0.00" for c in both)
 
     # search is for text, not patterns: LIKE's wildcards and JSON's escapes match literally
     assert row_cells(web.get(f"/runs/{run}", params={"q": "50%"}).text)[0][2].startswith("Students get 50%")

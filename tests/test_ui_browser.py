@@ -178,7 +178,7 @@ def test_run_page_sorts_filters_and_pages_the_rows(watched: Watched, site: Any, 
     page.fill('input[name="q"]', "settings")
     page.press('input[name="q"]', "Enter")
     page.wait_for_url(re.compile(r"q=settings"))
-    assert cells(page, 5) and set(cells(page, 5)) == {"0"}
+    assert cells(page, 5) and set(cells(page, 5)) == {"0.00"}
     assert all("Settings" in t for t in cells(page, 2))
     page.goto(f"/runs/{site[1]['baseline']}")
     page.select_option('select[name="per"]', "10")

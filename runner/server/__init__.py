@@ -71,6 +71,7 @@ def serve(
         shown = f"[{host}]" if ":" in host else host
         keys = f"{len(set(api_keys))} API key(s)" if api_keys else "no API key (loopback only)"
         print(f"runner: serving {store.path} at http://{shown}:{port}/api/parea/v1 with {keys}", flush=True)
+        print(f"runner: web UI at http://{shown}:{port}/ (Ctrl-C stops the server)", flush=True)
         uvicorn.run(
             app, host=host, port=port, log_level=log_level, access_log=access_log,
             **uvicorn_options(header_timeout, max_connections),

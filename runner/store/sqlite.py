@@ -47,8 +47,11 @@ def now_iso() -> str:
 
 def validate_run_name(run_name: str) -> str:
     if not RUN_NAME_RE.match(run_name):
+        from runner.names import sanitise_run_name
+
         raise RunNameError(
-            f"invalid run name {run_name!r}: use 1-100 letters, digits, '-' or '_' (e.g. 'baseline-1')"
+            f"invalid run name {run_name!r}: use 1-100 letters, digits, '-' or '_', "
+            f"e.g. {sanitise_run_name(str(run_name))!r}"
         )
     return run_name
 

@@ -4,47 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from typing import Any
+
+from runner.formatting import money, num, pvalue, seconds, signed
 
 __all__ = ["FILTERS"]
 
 
-def num(x: Any, digits: int = 3) -> str:
-    """``0.823``, ``12,345``; ``-`` for nothing."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    if isinstance(x, bool):
-        return str(x).lower()
-    if isinstance(x, int):
-        return f"{x:,}"
-    x = float(x)
-    if x == 0:
-        return "0"
-    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.{digits}g}"
-
-
-def signed(x: float | None) -> str:
-    return "-" if x is None else f"{x:+.3g}"
-
-
-def seconds(x: float | None) -> str:
-    """``85 µs``, ``12 ms``, ``1.25 s``, ``3 min 5 s``."""
-    if x is None:
-        return "-"
-    if x < 1e-3:
-        return f"{x * 1e6:.0f} µs"
-    if x < 1:
-        return f"{x * 1000:.0f} ms"
-    if x < 120:
-        return f"{x:.2f} s"
-    return f"{int(x // 60)} min {x % 60:.0f} s"
-
-
-def money(x: float | None) -> str:
-    if not x:
-        return "-"
-    return f"${x:.2f}" if x >= 100 else f"${x:.4g}"
+# numbers are written by runner.formatting, the one place for the CLI, summaries and these pages
 
 
 def when(ts: str | None) -> str:
@@ -58,12 +25,6 @@ def when(ts: str | None) -> str:
     if t.tzinfo is not None:
         t = t.astimezone(dt.timezone.utc)
     return t.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def pvalue(p: float | None) -> str:
-    if p is None:
-        return "-"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def pretty(value: Any) -> str:
