@@ -39,7 +39,7 @@ _NOT_SCORES = {"Latency", "Input Tokens", "Output Tokens", "Total Tokens", "Cost
 LIST_CI_MAX_ROWS = 20_000
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 #: the interval a run appends to a dataset-level stat's stored reason (runner.run._with_ci)
-_CI_IN_REASON = re.compile(r"(?:; )?95% CI \[(?P<lo>[-+0-9.,e]+), (?P<hi>[-+0-9.,e]+)\] \(bootstrap over rows\)$")
+_CI_IN_REASON = re.compile(r"(?:; )?95% CI \[(?P<lo>[-+0-9.,e]+), (?P<hi>[-+0-9.,e]+)\] \((?P<how>[^()]*)\)$")
 #: ``EXPERIMENT`` or ``EXPERIMENT~N``: the newest run of an experiment, or the N-th before it
 _BY_EXPERIMENT = re.compile(r"^(?P<name>.+?)(?:~(?P<back>\d+))?$")
 

@@ -164,7 +164,7 @@ def test_unknown_score_names_exit_2(cfg: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (  # refused before any row ran (issue 21)
         "error: gate on unknown score 'exact_mtach' (--fail-under): no scorer gives it "
-        "(did you mean 'exact_match'? the scores are: exact_match); nothing has run yet"
+        "(did you mean 'exact_match'? the scores are: exact_match, polite); nothing has run yet"
     )
     assert run(cfg, "--run-name", "base").returncode == 0
     unknown_baseline = run(cfg, "--baseline", "main-7")

@@ -92,7 +92,11 @@ def test_every_row_finished_a_second_ago_is_already_stored(door: Door, is_async:
     assert late == []
 
 
-def test_the_progress_bar_moves_row_by_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_progress_bar_moves_row_by_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # the bar is drawn on terminals only
+
     def slow(i: int) -> int:
         time.sleep(0.25)
         return i

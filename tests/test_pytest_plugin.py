@@ -53,7 +53,7 @@ def test_experiments_and_runs_in_tests_fail_on_their_gates(pytester: pytest.Pyte
     # which gate failed, the score with its interval, the worst rows
     assert "experiment 'qa_bad' (run " in out
     assert "FAIL  exact_match mean >= 0.9: gate failed: exact_match mean 0.6 < 0.9" in out
-    assert "exact_match: 0.6 [" in out and "n=5/5" in out
+    assert "exact_match: 0.600 [" in out and "n=5/5" in out
     assert "worst rows:" in out and "row 2: exact_match=0 inputs={'q': 'c'}" in out
     assert "FAIL  error rate <= 0: gate failed: error rate 0.167 (1/6 row-trials) > 0" in out
     assert "row 5: error ValueError: boom" in out

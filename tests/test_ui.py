@@ -381,6 +381,7 @@ def test_trace_shows_spans_scores_usage_and_traceback(site: Any, web: httpx.Clie
 # -- compare --------------------------------------------------------------------------------------
 def test_compare_two_runs(site: Any, web: httpx.Client) -> None:
     from runner.compare import compare_rows
+    from runner.formatting import signed
 
     store = store_of(site)
     ids = uuids(site)
@@ -395,7 +396,7 @@ def test_compare_two_runs(site: Any, web: httpx.Client) -> None:
     assert text(page.text).startswith(f"{nav} Runs › compare candidate (B) vs baseline (A)")
     for s in expected.scores:
         row = text(page.text.split(f'<tr data-score="{s.name}">', 1)[1].split("</tr>", 1)[0])
-        assert f"{s.diff:+.3g} [{s.diff_ci_low:+.3g}, {s.diff_ci_high:+.3g}]" in row
+        assert f"{signed(s.diff)} [{signed(s.diff_ci_low)}, {signed(s.diff_ci_high)}]" in row  # one format
         p = "<0.001" if s.p_value < 0.001 else f"{s.p_value:.3f}"
         assert p in row and f"{s.wins} / {s.ties} / {s.losses}" in row
     assert page.text.count('<svg class="chart scatter"') == len(expected.scores)

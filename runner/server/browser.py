@@ -116,7 +116,13 @@ class BrowserGuard:
                 await _refuse(send, 415, f"{ctype or 'a body without a Content-Type'} is not accepted here:"
                               " send JSON (or OTLP protobuf) with its Content-Type")
                 return
-        elif origin is None and not same_origin(scope, _header(scope, b"referer")):
+        elif (
+            origin is None
+            # a JSON body cannot come from another site's page without a CORS preflight, which
+            # this server never grants: only the bodies a form can send need to prove their page
+            and (_header(scope, b"content-type") or "").split(";")[0].strip().lower() in _SIMPLE_TYPES
+            and not same_origin(scope, _header(scope, b"referer"))
+        ):
             await _refuse(send, 403, "a form of these pages must be sent from these pages (no Origin or Referer)")
             return
         await self.app(scope, receive, send)
