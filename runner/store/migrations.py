@@ -88,4 +88,8 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX feedback_trace ON feedback(trace_id);
     """,
+    # 2 (issue 20): the Logs page walks every owner's root traces newest first
+    """
+    CREATE INDEX traces_roots_start ON traces(owner, is_root, start_timestamp);
+    """,
 ]

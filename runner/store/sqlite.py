@@ -30,6 +30,7 @@ import orjson
 from runner.errors import BackendError, NotFoundError, RunNameError
 from runner.store.datasets import DatasetQueries
 from runner.store.migrations import MIGRATIONS
+from runner.store.logs import LogQueries
 from runner.store.pages import PageQueries
 from runner.store.traces import TraceQueries
 
@@ -82,7 +83,7 @@ def enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
         delay = min(delay * 2, 0.05)
 
 
-class Store(TraceQueries, DatasetQueries, PageQueries):
+class Store(TraceQueries, DatasetQueries, PageQueries, LogQueries):
     """A SQLite file holding everything the runner and the server record.
 
     >>> store = Store(":memory:")

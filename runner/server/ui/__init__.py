@@ -8,6 +8,9 @@
                                        ``per``)
 ``GET /traces/{trace_id}``             a row's span tree (``partial=1``: the tree alone)
 ``GET /compare?a=UUID&b=UUID``         run B against run A
+``GET /logs``                          every trace: ``project``, ``name``, ``status``, ``kind``,
+                                       ``since``/``until``, ``score`` + ``min``/``max``, ``tag``,
+                                       ``q``, ``sort``, ``page``, ``per``
 ``GET /datasets``, ``/datasets/{ref}`` named datasets and their rows (``page``)
 ``GET|POST /login``, ``GET /logout``   the key, with API keys configured
 ``GET /static/...``                    the stylesheet and the script
@@ -25,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 
 from runner.server.auth import KeyRing
 from runner.server.ui.auth import KeyInURL, LoginRequired
+from runner.server.ui import logs
 from runner.server.ui.routes import HERE, router, with_key_cookie
 from runner.server.ui.runs import LRU, RunCache
 
@@ -37,6 +41,7 @@ def mount(app: FastAPI, keys: KeyRing) -> None:
     app.state.ui_runs = RunCache()
     app.state.ui_pairs = LRU(8)
     app.include_router(router)
+    app.include_router(logs.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="ui-static")
 
     async def login_required(request: Request, exc: Exception) -> RedirectResponse:

@@ -241,6 +241,7 @@ def trace_page(request: Request, trace_id: str, store: StoreDep, owner: PageOwne
         "selected": trace_id,
         "exp": experiment,
         "timeline": timeline,
+        "feedback": store.feedback_for([s["trace_id"] for _, s in spans], owner),
     }
     if partial not in ("", "0"):
         return render(request, "trace_fragment.html", **context)

@@ -81,8 +81,20 @@ function setupDrawer() {
   }
 }
 
+function setupRowLinks() {
+  // rows of the logs table open their trace; the name cell is a real link without script
+  document.querySelectorAll("table[data-rows=link]").forEach((table) =>
+    table.addEventListener("click", (event) => {
+      const row = event.target.closest("tr[data-href]");
+      if (!row || event.target.closest("a") || event.metaKey || event.ctrlKey || event.shiftKey || event.button !== 0) return;
+      location.href = row.dataset.href;
+    }),
+  );
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   setupCompare();
+  setupRowLinks();
   setupFilters();
   setupDrawer();
 });
