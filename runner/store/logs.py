@@ -28,10 +28,13 @@ import orjson
 
 from runner.store.traces import merge_scores
 
-__all__ = ["COUNT_CAP", "LOG_SORTS", "LogFilter", "LogPage", "LogQueries"]
+__all__ = ["COUNT_CAP", "LOG_SORTS", "SCAN_WINDOW", "LogFilter", "LogPage", "LogQueries"]
 
 #: the count of matching logs stops here
 COUNT_CAP = 10_000
+#: filters no index answers, and orders other than by time, look at this many of the newest logs
+#: the indexed filters (project, status, time range) leave; a time range reaches older ones
+SCAN_WINDOW = 100_000
 #: sort key -> SQL ordering (each ends on rowid, so pages never overlap)
 LOG_SORTS = {
     "newest": "start_timestamp DESC, rowid DESC",
@@ -75,29 +78,31 @@ class LogFilter:
     page: int = 1
     per_page: int = 50
 
-    def where(self, owner: str) -> tuple[str, list[Any]]:
-        """The SQL condition on ``traces`` and its parameters."""
+    def where(self, owner: str) -> tuple[str, list[Any], str, list[Any]]:
+        """The SQL conditions on ``traces`` an index answers, and those checked row by row, each
+        with its parameters (the second pair empty when there are none)."""
         where, args = ["owner=?", "is_root=1"], [owner]
         if self.project_uuid is not None:
             where.append("project_uuid=?")
             args.append(self.project_uuid)
-        if self.status == "error":
-            where.append("(status='error' OR (status IS NULL AND json_extract(data,'$.error') IS NOT NULL))")
-        elif self.status == "success":
-            where.append("(status='success' OR (status IS NULL AND json_extract(data,'$.error') IS NULL))")
+        if self.status:
+            where.append("status=?")
+            args.append(self.status)
         if self.since:
             where.append("start_timestamp>=?")
             args.append(self.since)
         if self.until:
             where.append("start_timestamp<?")
             args.append(self.until)
+        scan: list[str] = []
+        scan_args: list[Any] = []
         if self.name:
-            where.append("trace_name LIKE ? ESCAPE '!'")
-            args.append("%" + self.name.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%")
+            scan.append("trace_name LIKE ? ESCAPE '!'")
+            scan_args.append("%" + self.name.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%")
         if self.kind == "experiment":
-            where.append("experiment_uuid IS NOT NULL")
+            scan.append("experiment_uuid IS NOT NULL")
         elif self.kind == "loose":
-            where.append("experiment_uuid IS NULL")
+            scan.append("experiment_uuid IS NULL")
         if self.score:
             bounds, values = ["json_extract(value,'$.name')=?"], [self.score]
             if self.score_min is not None:
@@ -106,21 +111,27 @@ class LogFilter:
             if self.score_max is not None:
                 bounds.append("json_extract(value,'$.score')<=?")
                 values.append(self.score_max)  # type: ignore[arg-type]
-            where.append(f"EXISTS (SELECT 1 FROM json_each(traces.scores) WHERE {' AND '.join(bounds)})")
-            args.extend(values)
+            scan.append(f"EXISTS (SELECT 1 FROM json_each(traces.scores) WHERE {' AND '.join(bounds)})")
+            scan_args.extend(values)
         for tag in self.tags:
-            where.append("EXISTS (SELECT 1 FROM json_each(traces.data,'$.tags') WHERE value=?)")
-            args.append(tag)
+            pattern = _like(tag)
+            scan.append("data LIKE ? ESCAPE '!' AND EXISTS (SELECT 1 FROM json_each(traces.data,'$.tags') WHERE value=?)")
+            scan_args.extend([pattern, tag])
         if self.text:
+            # the whole document first (cheap), then the four fields of the documents it matched
             pattern = _like(self.text)
-            where.append(
-                "(" + " OR ".join(
-                    f"CAST(json_extract(data,'$.{f}') AS TEXT) LIKE ? ESCAPE '!'"
-                    for f in ("inputs", "output", "target", "error")
-                ) + ")"
+            fields = " OR ".join(
+                f"CAST(json_extract(data,'$.{f}') AS TEXT) LIKE ? ESCAPE '!'" for f in ("inputs", "output", "target", "error")
             )
-            args.extend([pattern] * 4)
-        return " AND ".join(where), args
+            scan.append(f"data LIKE ? ESCAPE '!' AND ({fields})")
+            scan_args.extend([pattern] * 5)
+        return " AND ".join(where), args, " AND ".join(scan), scan_args
+
+    @property
+    def windowed(self) -> bool:
+        """Whether the page looks at the newest :data:`SCAN_WINDOW` candidates only: when a filter
+        must be checked row by row, or the order is not by time."""
+        return bool(self.name or self.kind or self.score or self.tags or self.text) or self.sort not in ("newest", "oldest")
 
 
 @dataclass
@@ -134,11 +145,8 @@ class LogPage:
     capped: bool
     page: int
     feedback: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-    @property
-    def pages(self) -> int | None:
-        """How many pages there are, or None when the count was capped."""
-        return None if self.capped else max(1, -(-self.total // max(1, len(self.rows) or 1)))
+    #: whether only the newest :data:`SCAN_WINDOW` candidates were looked at (there were more)
+    windowed: bool = False
 
 
 class LogQueries:
@@ -150,20 +158,28 @@ class LogQueries:
 
     def list_logs(self, f: LogFilter, owner: str = "") -> LogPage:
         """One page of the root logs matching ``f``, in ``f.sort`` order."""
-        where, args = f.where(owner)
+        where, args, scan, scan_args = f.where(owner)
         order = LOG_SORTS.get(f.sort, LOG_SORTS["newest"])
-        counted = int(
-            self._query(f"SELECT count(*) FROM (SELECT 1 FROM traces WHERE {where} LIMIT ?)", [*args, COUNT_CAP + 1])[
-                0
-            ][0]
-        )
+        if f.windowed:
+            source = (
+                f"traces WHERE rowid IN (SELECT rowid FROM traces WHERE {where}"
+                f" ORDER BY start_timestamp DESC LIMIT {SCAN_WINDOW})"
+            )
+            reached = int(
+                self._query(f"SELECT count(*) FROM (SELECT 1 FROM traces WHERE {where} LIMIT {SCAN_WINDOW + 1})", args)[0][0]
+            ) > SCAN_WINDOW
+            source += f" AND {scan}" if scan else ""
+            args = [*args, *scan_args]
+        else:
+            source, reached = f"traces WHERE {where}", False
+        counted = int(self._query(f"SELECT count(*) FROM (SELECT 1 FROM {source} LIMIT ?)", [*args, COUNT_CAP + 1])[0][0])
         capped = counted > COUNT_CAP
         total = min(counted, COUNT_CAP)
         page = max(1, f.page)
         if not capped:
             page = min(page, max(1, -(-total // f.per_page)))
         rows = self._query(
-            f"SELECT data, scores FROM traces WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+            f"SELECT data, scores FROM {source} ORDER BY {order} LIMIT ? OFFSET ?",
             [*args, f.per_page, (page - 1) * f.per_page],
         )
         logs = []
@@ -172,7 +188,8 @@ class LogQueries:
             d["scores"] = orjson.loads(r[1]) if r[1] else []
             logs.append(d)
         self._roll_up(logs, owner)
-        return LogPage(logs, total, capped, page, self.feedback_for([d["trace_id"] for d in logs], owner))
+        feedback = self.feedback_for([d["trace_id"] for d in logs], owner)
+        return LogPage(logs, total, capped, page, feedback, windowed=reached)
 
     def _roll_up(self, logs: list[dict[str, Any]], owner: str) -> None:
         """Add the children's scores, tokens and cost to each root in ``logs`` (as the API does)."""

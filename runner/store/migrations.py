@@ -90,6 +90,7 @@ MIGRATIONS: list[str] = [
     """,
     # 2 (issue 20): the Logs page walks every owner's root traces newest first
     """
-    CREATE INDEX traces_roots_start ON traces(owner, is_root, start_timestamp);
+    CREATE INDEX traces_roots_start ON traces(owner, start_timestamp) WHERE is_root=1;
+    CREATE INDEX traces_roots_status ON traces(owner, status, start_timestamp) WHERE is_root=1;
     """,
 ]

@@ -19,7 +19,7 @@ from runner.errors import NotFoundError
 from runner.server.deps import StoreDep
 from runner.server.ui.auth import PageOwner
 from runner.server.ui.routes import render
-from runner.store.logs import COUNT_CAP, LOG_SORTS, LogFilter
+from runner.store.logs import COUNT_CAP, LOG_SORTS, SCAN_WINDOW, LogFilter
 
 __all__ = ["LOGS_PER_PAGE", "router"]
 
@@ -146,6 +146,7 @@ def logs_page(request: Request, store: StoreDep, owner: PageOwner) -> HTMLRespon
         first=first,
         last=first + len(found.rows) - 1 if found.rows else 0,
         cap=COUNT_CAP,
+        window=SCAN_WINDOW,
         sorts=list(LOG_SORTS),
         filtered=any(v for k, v in params.items() if k not in ("sort", "per")),
     )
