@@ -104,15 +104,22 @@ class LogFilter:
         elif self.kind == "loose":
             scan.append("experiment_uuid IS NULL")
         if self.score:
-            bounds, values = ["json_extract(value,'$.name')=?"], [self.score]
+            # the root's own score, else the mean over its descendants (as reads roll it up)
+            value = (
+                "coalesce((SELECT json_extract(value,'$.score') FROM json_each(traces.scores)"
+                " WHERE json_extract(value,'$.name')=? LIMIT 1),"
+                " (SELECT avg(json_extract(j.value,'$.score')) FROM traces AS c, json_each(c.scores) AS j"
+                " WHERE c.root_trace_id=traces.trace_id AND c.is_root=0 AND c.scores IS NOT NULL"
+                " AND json_extract(j.value,'$.name')=?))"
+            )
+            checks: list[tuple[str, list[Any]]] = [(f"{value} IS NOT NULL", [])]
             if self.score_min is not None:
-                bounds.append("json_extract(value,'$.score')>=?")
-                values.append(self.score_min)  # type: ignore[arg-type]
+                checks.append((f"{value} >= ?", [self.score_min]))
             if self.score_max is not None:
-                bounds.append("json_extract(value,'$.score')<=?")
-                values.append(self.score_max)  # type: ignore[arg-type]
-            scan.append(f"EXISTS (SELECT 1 FROM json_each(traces.scores) WHERE {' AND '.join(bounds)})")
-            scan_args.extend(values)
+                checks.append((f"{value} <= ?", [self.score_max]))
+            for sql, bound in checks:
+                scan.append(sql)
+                scan_args.extend([self.score, self.score, *bound])
         for tag in self.tags:
             pattern = _like(tag)
             scan.append("data LIKE ? ESCAPE '!' AND EXISTS (SELECT 1 FROM json_each(traces.data,'$.tags') WHERE value=?)")
@@ -156,18 +163,19 @@ class LogQueries:
 
         def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
 
-    def list_logs(self, f: LogFilter, owner: str = "") -> LogPage:
-        """One page of the root logs matching ``f``, in ``f.sort`` order."""
+    def list_logs(self, f: LogFilter, owner: str = "", *, window: int = SCAN_WINDOW) -> LogPage:
+        """One page of the root logs matching ``f``, in ``f.sort`` order; filters checked row by
+        row (see :attr:`LogFilter.windowed`) look at the newest ``window`` candidates."""
         where, args, scan, scan_args = f.where(owner)
         order = LOG_SORTS.get(f.sort, LOG_SORTS["newest"])
         if f.windowed:
             source = (
                 f"traces WHERE rowid IN (SELECT rowid FROM traces WHERE {where}"
-                f" ORDER BY start_timestamp DESC LIMIT {SCAN_WINDOW})"
+                f" ORDER BY start_timestamp DESC LIMIT {int(window)})"
             )
             reached = int(
-                self._query(f"SELECT count(*) FROM (SELECT 1 FROM traces WHERE {where} LIMIT {SCAN_WINDOW + 1})", args)[0][0]
-            ) > SCAN_WINDOW
+                self._query(f"SELECT count(*) FROM (SELECT 1 FROM traces WHERE {where} LIMIT {int(window) + 1})", args)[0][0]
+            ) > window
             source += f" AND {scan}" if scan else ""
             args = [*args, *scan_args]
         else:
