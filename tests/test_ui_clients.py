@@ -8,6 +8,7 @@ browser must log no error.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -130,3 +131,28 @@ def test_two_sdk_runs_compare(watched: Watched, site: Any) -> None:
     exps = _experiments(site[1])
     response = watched.page.goto(f"/compare?a={exps['sdk-local']['uuid']}&b={exps['sdk-named']['uuid']}")
     assert response is not None and response.status == 200
+
+
+def test_the_logs_page_lists_every_client_s_traces(watched: Watched, site: Any) -> None:
+    """SDK experiment rows, LangChain chains outside any run, and bare REST minimal logs: each root
+    trace the API returns is a row of the Logs page, which opens it."""
+    api = site[1]
+    roots: list[dict[str, Any]] = []
+    for exp in _experiments(api).values():
+        roots.extend(api.post(f"/experiment/{exp['uuid']}/trace_logs", json={}).json())
+    loose = api.post("/get_trace_logs", json={"project_name": "lc-project", "page_size": 50}).json()["results"]
+    roots.extend(r for r in loose if not r["experiment_uuid"])
+    page = watched.page
+    response = page.goto("/logs?per=500")
+    assert response is not None and response.status == 200
+    listed = page.locator("#logs tbody tr").evaluate_all("rows => rows.map(r => r.dataset.trace)")
+    assert {r["trace_id"] for r in roots} <= set(listed)
+    assert "min-1" in listed and "min-2" in listed and "min-2-child" not in listed
+    minimal = page.locator('#logs tr[data-trace="min-2"]')
+    assert minimal.locator(".status").inner_text() == "error"
+    assert "ValueError: boom" in minimal.inner_text()
+    page.goto("/logs?kind=loose&project=lc-project")
+    assert page.locator("#logs tbody tr").count() == 3
+    page.locator("#logs tbody tr a.log-name").first.click()
+    page.wait_for_url(re.compile(r"/traces/"))
+    assert any("GenericFakeChatModel" in n for n in page.locator(".span-name").all_inner_texts())

@@ -237,3 +237,57 @@ def test_a_row_by_row_filter_looks_at_a_window_of_the_newest_logs(tmp_path: Path
     assert [d["trace_id"] for d in found.rows] == ["w0"] and not found.windowed
     assert [d["trace_id"] for d in store.list_logs(LogFilter(), window=3).rows] == [f"w{i}" for i in range(4, -1, -1)]
     store.close()
+
+
+# -- in the browser ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from tests.test_ui_browser import CHROMIUM, CHROMIUM_ARGS
+
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def watched(browser: Any, site: tuple[ServerHandle, str]) -> Iterator[Any]:
+    from tests.test_ui_browser import Watched
+
+    context = browser.new_context(base_url=site[0].url, viewport={"width": 1400, "height": 900})
+    w = Watched(context, site[0].url)
+    yield w
+    context.close()
+    w.check()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.test_ui_browser import SHOTS
+
+    folder = Path(SHOTS).resolve() if SHOTS else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_in_the_browser_filter_then_click_a_log_to_open_its_trace(watched: Any, shots: Path) -> None:
+    page = watched.page
+    page.goto("/")
+    page.click("header nav a:text-is('Logs')")
+    page.wait_for_url(re.compile(r"/logs$"))
+    assert page.locator("#logs tbody tr").count() == 11
+    assert page.locator("#logs-count").inner_text() == "logs 1–11 of 11"
+    page.screenshot(path=shots / "logs.png", full_page=True)
+    page.select_option('select[name="project"]', "assistant")
+    page.fill('input[name="tag"]', "prod")
+    page.click("#logs-filter button[type=submit]")
+    page.wait_for_url(re.compile(r"tag=prod"))
+    assert page.locator("#logs tbody tr td:nth-child(2)").all_inner_texts() == ["chat", "chat"]
+    # a click anywhere on the row (not only on the name) opens the trace
+    page.locator("#logs tbody tr", has_text="Eiffel").locator("td").nth(10).click()
+    page.wait_for_url(re.compile(r"/traces/rest-chat$"))
+    feedback = page.locator('section.feedback[data-feedback="rest-chat"]')
+    assert feedback.locator("table.span-feedback tbody tr").count() == 2
+    assert "spot on" in feedback.inner_text() and '"label": "good"' in feedback.locator("pre.annotations").inner_text()
+    page.screenshot(path=shots / "log-trace.png", full_page=True)

@@ -11,6 +11,7 @@
 ``GET /logs``                          every trace: ``project``, ``name``, ``status``, ``kind``,
                                        ``since``/``until``, ``score`` + ``min``/``max``, ``tag``,
                                        ``q``, ``sort``, ``page``, ``per``
+``GET /experiment?project=&name=``    one experiment's runs over time: scores, usage, stats
 ``GET /datasets``, ``/datasets/{ref}`` named datasets and their rows (``page``)
 ``GET|POST /login``, ``GET /logout``   the key, with API keys configured
 ``GET /static/...``                    the stylesheet and the script
@@ -28,7 +29,7 @@ from fastapi.staticfiles import StaticFiles
 
 from runner.server.auth import KeyRing
 from runner.server.ui.auth import KeyInURL, LoginRequired
-from runner.server.ui import logs
+from runner.server.ui import logs, metrics
 from runner.server.ui.routes import HERE, router, with_key_cookie
 from runner.server.ui.runs import LRU, RunCache
 
@@ -42,6 +43,7 @@ def mount(app: FastAPI, keys: KeyRing) -> None:
     app.state.ui_pairs = LRU(8)
     app.include_router(router)
     app.include_router(logs.router)
+    app.include_router(metrics.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="ui-static")
 
     async def login_required(request: Request, exc: Exception) -> RedirectResponse:
