@@ -42,7 +42,7 @@ def trend(points: Sequence[Point], *, name: str, width: int = 460, height: int =
     """Points left to right in the order given (oldest run first), joined by a line; an interval
     is drawn as a whisker (a vertical line with caps). The y axis is labelled at its ends."""
     known = [p for p in points if p.mean is not None and math.isfinite(p.mean)]
-    pad_l, pad_r, pad_t, pad_b = 44, 12, 12, 24
+    pad_l, pad_r, pad_t, pad_b = 58, 12, 12, 24
     if not known:
         return Markup(
             f'<svg class="chart trend" viewBox="0 0 {width} 40" width="{width}" height="40" role="img" '
