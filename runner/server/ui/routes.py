@@ -19,7 +19,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from runner.errors import NotFoundError
 from runner.server.deps import StoreDep
-from runner.server.ui import charts
+from runner.server.ui import charts, values
 from runner.server.ui.auth import COOKIE, PageOwner, safe_next
 from runner.server.ui.fmt import FILTERS
 from runner.server.ui.pairs import PairView, build_pair
@@ -53,6 +53,8 @@ env = Environment(
 )
 env.filters.update(FILTERS)
 env.globals.update(charts=charts, SORT_KEYS=SORT_KEYS)
+env.filters["foldable"] = values.foldable
+env.globals.update(conversation=values.conversation, llm_params=values.llm_params, is_llm=values.is_llm)
 
 
 def link(path: str, params: dict[str, Any], **changes: Any) -> str:
