@@ -156,3 +156,22 @@ def test_the_logs_page_lists_every_client_s_traces(watched: Watched, site: Any) 
     page.locator("#logs tbody tr a.log-name").first.click()
     page.wait_for_url(re.compile(r"/traces/"))
     assert any("GenericFakeChatModel" in n for n in page.locator(".span-name").all_inner_texts())
+
+
+def test_a_langchain_chat_model_span_reads_as_a_conversation(watched: Watched, site: Any) -> None:
+    """The official SDK's LangChain tracer, mapped by the server: the chat model's span shows the
+    prompt it was sent and the model's reply, with its model name and tokens."""
+    page = watched.page
+    page.goto("/logs?kind=loose&project=lc-project&q=capital+of+France")
+    assert page.locator("#logs tbody tr").count() == 1
+    page.locator("#logs tbody tr a.log-name").click()
+    page.wait_for_url(re.compile(r"/traces/"))
+    llm = page.locator(".llm").first
+    llm.locator("xpath=ancestor::details[1]").evaluate("d => d.open = true")
+    messages = llm.locator("ol.conversation > li.msg")
+    # the SDK's tracer hands the chat model's prompt over as one rendered text
+    assert messages.locator(".role").all_inner_texts() == ["USER", "ASSISTANT"]
+    assert messages.nth(0).inner_text().splitlines()[1:] == ["System: Answer in one word.", "Human: capital of France?"]
+    assert messages.nth(1).inner_text() == "ASSISTANT\nParis 0"
+    facts = page.locator("li.span", has=llm).locator("dl.facts").first.inner_text()
+    assert "fake-gpt" in facts and "11 · 2 · 13" in facts

@@ -90,11 +90,11 @@ def test_an_llm_span_reads_as_a_conversation(watched: Any, shots: Path) -> None:
     assert messages.nth(4).inner_text().endswith("It is 18 °C and clear in Paris.")
     params = dict(zip(llm.locator("dl.llm-facts dt").all_inner_texts(), llm.locator("dl.llm-facts dd").all_inner_texts(), strict=True))
     assert params == {
-        "model": "gpt-4o-mini", "provider": "openai", "temp": "0.2", "max_length": "256", "tools": "get_weather",
+        "provider": "openai", "temp": "0.2", "max_length": "256", "tools": "get_weather",
         "time to first token": "310 ms",
     }
     facts = page.locator("li.span").first.locator("dl.facts").first.inner_text()
-    assert "50 · 20 · 70" in facts and "$0.0012" in facts and "1.20 s" in facts
+    assert "gpt-4o-mini" in facts and "50 · 20 · 70" in facts and "$0.0012" in facts and "1.20 s" in facts
     page.screenshot(path=shots / "llm-trace.png", full_page=True)
 
 

@@ -162,9 +162,10 @@ def conversation(span: dict[str, Any]) -> Markup:
 
 
 def llm_params(span: dict[str, Any]) -> list[tuple[str, str]]:
-    """The model and its parameters as (name, value) pairs, those that were set."""
+    """The provider and the model's parameters as (name, value) pairs, those that were set (the
+    model itself is among the span's facts)."""
     config = span.get("configuration") or {}
-    out = [(k, str(config[k])) for k in ("model", "provider") if config.get(k)]
+    out = [(k, str(config[k])) for k in ("provider",) if config.get(k)]
     params = config.get("model_params") or {}
     out.extend((str(k), json.dumps(v, default=str)) for k, v in params.items() if v is not None)
     if config.get("functions"):
