@@ -52,7 +52,9 @@ def test_each_score_over_time_with_the_runs_page_s_figures(watched: Any, site: A
     ids = site[1]
     page.goto("/")
     runs_page = {
-        uid: page.locator(f'tr[data-run="{uid}"] td.scores').inner_text() for uid in (ids["baseline"], ids["candidate"])
+        (uid, name): page.locator(f'tr[data-run="{uid}"] td.score-cell[data-score="{name}"]').inner_text()
+        for uid in (ids["baseline"], ids["candidate"])
+        for name in ("exact_match", "levenshtein")
     }
     page.locator(f'tr[data-run="{ids["baseline"]}"] a.experiment-link').click()
     page.wait_for_url(re.compile(r"/experiment\?"))
@@ -70,7 +72,7 @@ def test_each_score_over_time_with_the_runs_page_s_figures(watched: Any, site: A
         assert card.locator("line.whisker").count() == 6  # a whisker and its two caps per run
         for i, uid in enumerate((ids["baseline"], ids["candidate"])):
             tip = points.nth(i).locator("title").text_content() or ""
-            mean, low, high = re.search(rf"{name} (\S+) \[(\S+), (\S+)\]", runs_page[uid]).groups()  # type: ignore[union-attr]
+            mean, low, high = re.fullmatch(r"(\S+) \[(\S+), (\S+)\]", runs_page[uid, name]).groups()  # type: ignore[union-attr]
             run_name = "baseline" if i == 0 else "candidate"
             assert tip.startswith(f"{run_name}: "), tip
             # the tooltip has three significant digits; the runs page's figures, rounded alike

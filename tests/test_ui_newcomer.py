@@ -74,3 +74,34 @@ def test_on_a_narrow_screen_the_compare_button_fits(browser: Any, site: Any) -> 
     finally:
         context.close()
     w.check()
+
+
+def test_few_scores_get_their_own_sortable_columns_in_the_runs_table(browser: Any, site: Any) -> None:  # noqa: F811
+    context, w = _watch(browser, site[0].url, viewport={"width": 1400, "height": 900})
+    try:
+        page = w.page
+        page.goto("/")
+        headers = page.locator("table.runs th.score-col").evaluate_all("hs => hs.map(h => h.dataset.sort)")
+        assert headers == ["score:exact_match", "score:levenshtein", "score:grounded"]
+
+        def column() -> list[str]:
+            return [t.split(" ")[0] for t in page.locator('table.runs td.score-cell[data-score="exact_match"]').all_inner_texts()]
+
+        page.click('th[data-sort="score:exact_match"] a')
+        page.wait_for_url(re.compile(r"sort=score%3Aexact_match$"))
+        assert page.locator('th[data-sort="score:exact_match"]').get_attribute("aria-sort") == "ascending"
+        ascending = column()
+        assert [float(v) for v in ascending] == sorted(float(v) for v in ascending) and len(ascending) == 3
+        page.click('th[data-sort="score:exact_match"] a')
+        page.wait_for_url(re.compile(r"desc=1"))
+        assert column() == ascending[::-1]
+        # a run without the score sorts last either way
+        page.click('th[data-sort="score:grounded"] a')
+        page.wait_for_url(re.compile(r"sort=score%3Agrounded$"))
+        assert page.locator("table.runs tbody tr").last.locator(".run-name").inner_text() == "sentiment-1"
+        page.click('th[data-sort="score:grounded"] a')
+        page.wait_for_url(re.compile(r"desc=1"))
+        assert page.locator("table.runs tbody tr").last.locator(".run-name").inner_text() == "sentiment-1"
+    finally:
+        context.close()
+    w.check()

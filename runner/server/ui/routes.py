@@ -30,6 +30,8 @@ __all__ = ["HEADERS", "RUNS_PER_PAGE", "router"]
 HERE = Path(__file__).resolve().parent
 #: runs listed per page of the runs page
 RUNS_PER_PAGE = 50
+#: the runs table gives each score its own (sortable) column when the page shows this many or fewer
+SCORE_COLUMNS = 4
 #: rows per page of the rows table: the default, and the most one may ask for
 ROWS_PER_PAGE, MAX_ROWS_PER_PAGE = 50, 500
 #: sent with every page: nothing but this server's own files may load or run
@@ -107,19 +109,39 @@ def runs_page(
         runs = [e for e in runs if needle in str(e["name"]).lower() or needle in str(e["run_name"]).lower()]
     pages = max(1, math.ceil(len(runs) / RUNS_PER_PAGE))
     number = min(max(whole(page), 1), pages)
-    shown = runs[(number - 1) * RUNS_PER_PAGE : number * RUNS_PER_PAGE]
-    views = [listing(_cache(request), store, e, owner) for e in shown]
+    sort = request.query_params.get("sort", "")
+    desc = request.query_params.get("desc") == "1"
+    if sort.startswith("score:"):  # by a score's mean over every run listed (runs without it last)
+        every = [listing(_cache(request), store, e, owner) for e in runs]
+        every.sort(key=lambda v: _mean_key(v, sort[len("score:") :], desc))
+        views = every[(number - 1) * RUNS_PER_PAGE : number * RUNS_PER_PAGE]
+    else:
+        shown = runs[(number - 1) * RUNS_PER_PAGE : number * RUNS_PER_PAGE]
+        views = [listing(_cache(request), store, e, owner) for e in shown]
+    names: list[str] = []
+    for v in views:
+        names.extend(n for n in v.scores if n not in names)
     return render(
         request,
         "runs.html",
         title="Runs",
         views=views,
         projects=projects,
-        params={"project": project, "q": q},
+        params={"project": project, "q": q, "sort": sort or None, "desc": "1" if desc else None},
+        score_columns=names if 0 < len(names) <= SCORE_COLUMNS else [],
+        sort=sort,
+        desc=desc,
         total=len(runs),
         page=number,
         pages=pages,
     )
+
+
+def _mean_key(view: Any, name: str, desc: bool) -> tuple[bool, float]:
+    mean = view.scores.get(name, (None,))[0]
+    if mean is None:
+        return (True, 0.0)
+    return (False, -mean if desc else mean)
 
 
 # -- one run ------------------------------------------------------------------------------------
