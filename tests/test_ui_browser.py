@@ -122,7 +122,7 @@ def test_runs_page_then_compare_two_runs(watched: Watched, site: Any, shots: Pat
     button.click()
     page.wait_for_url(re.compile(r"/compare\?a="))
     assert page.url.endswith(f"/compare?a={ids['baseline']}&b={ids['candidate']}")  # older run is A
-    assert page.locator("h1").inner_text().startswith("candidate (B) vs baseline (A)")
+    assert page.locator("h1").inner_text().startswith("Comparing candidate (B) against the baseline baseline (A)")
     row = page.locator('#compare-scores tr[data-score="exact_match"] td')
     assert [row.nth(i).inner_text() for i in (1, 2, 3)] == ["0.545", "0.955", "+0.409"]
     assert row.nth(8).inner_text() == "9 / 13 / 0"

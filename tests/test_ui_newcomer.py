@@ -105,3 +105,53 @@ def test_few_scores_get_their_own_sortable_columns_in_the_runs_table(browser: An
     finally:
         context.close()
     w.check()
+
+
+def test_a_histogram_s_interval_is_a_labelled_whisker(browser: Any, site: Any) -> None:  # noqa: F811
+    context, w = _watch(browser, site[0].url, viewport={"width": 1400, "height": 900})
+    try:
+        page = w.page
+        page.goto(f"/runs/{site[1]['baseline']}")
+        card = page.locator('.score-card[data-score="exact_match"]')
+        figures = re.fullmatch(r"0\.545 \[(\S+), (\S+)\]", card.locator(".big").inner_text())
+        assert figures is not None
+        hist = card.locator("svg.hist")
+        assert hist.locator("rect.band").count() == 0  # no shaded band that reads like a glitch
+        assert hist.locator("g.whisker line").count() == 3  # the line and its two end caps
+        low, high = (float(x) for x in figures.groups())
+        assert hist.locator("text.ci-label").text_content() == f"95% CI [{low:.3g}, {high:.3g}]"
+        assert hist.locator("circle.mean-dot").count() == 1
+    finally:
+        context.close()
+    w.check()
+
+
+def test_the_compare_page_reads_plainly(browser: Any, site: Any) -> None:  # noqa: F811
+    context, w = _watch(browser, site[0].url, viewport={"width": 1400, "height": 900})
+    ids = site[1]
+    try:
+        page = w.page
+        page.goto(f"/compare?a={ids['baseline']}&b={ids['candidate']}")
+        assert page.locator("h1").inner_text() == "Comparing candidate (B) against the baseline baseline (A)"
+        # the difference chart has an axis labelled at zero and at both ends
+        chart = page.locator('#compare-scores tr[data-score="exact_match"] svg.diff')
+        ticks = chart.locator("text.tick").all_text_contents()
+        assert len(ticks) == 3 and ticks[1] == "0" and ticks[0].startswith("-") and ticks[2].startswith("+")
+        assert chart.locator("line.axis").count() == 1
+        # inputs as columns (the dataset has id and question), outputs diff-highlighted
+        changed = page.locator("section.improvements table.changes")
+        assert changed.locator("th.input-col").all_inner_texts() == ["question", "id"] or changed.locator(
+            "th.input-col"
+        ).all_inner_texts() == ["id", "question"]
+        # the baseline dropped the final period on some answers: there B's period alone is marked
+        dropped = changed.locator("tbody tr", has=page.locator("td.out-b ins"))
+        assert dropped.count() >= 1
+        for i in range(dropped.count()):
+            a, b = dropped.nth(i).locator("td.out-a"), dropped.nth(i).locator("td.out-b")
+            assert a.locator("ins").count() == 0 and b.locator("del").count() == 0
+            if not a.locator("del").count():
+                assert b.locator("ins").all_inner_texts() == ["."]
+                assert b.inner_text() == a.inner_text() + "."
+    finally:
+        context.close()
+    w.check()

@@ -56,7 +56,9 @@ env = Environment(
 env.filters.update(FILTERS)
 env.globals.update(charts=charts, SORT_KEYS=SORT_KEYS)
 env.filters["foldable"] = values.foldable
-env.globals.update(conversation=values.conversation, llm_params=values.llm_params, is_llm=values.is_llm)
+env.globals.update(
+    conversation=values.conversation, llm_params=values.llm_params, is_llm=values.is_llm, diff_words=values.diff_words
+)
 
 
 def link(path: str, params: dict[str, Any], **changes: Any) -> str:

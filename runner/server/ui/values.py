@@ -177,3 +177,25 @@ def llm_params(span: dict[str, Any]) -> list[tuple[str, str]]:
 def is_llm(span: dict[str, Any]) -> bool:
     config = span.get("configuration") or {}
     return bool(config.get("messages") or config.get("history"))
+
+
+def diff_words(a: Any, b: Any) -> tuple[Markup, Markup]:
+    """Two outputs with what differs marked: words only in A in ``<del>``, only in B in ``<ins>``."""
+    import difflib
+    import re
+
+    ta, tb = ("" if a is None else str(a)), ("" if b is None else str(b))
+    wa, wb = re.findall(r"\s+|\w+|[^\w\s]", ta), re.findall(r"\s+|\w+|[^\w\s]", tb)
+    out_a: list[str] = []
+    out_b: list[str] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, wa, wb, autojunk=False).get_opcodes():
+        left, right = escape("".join(wa[i1:i2])), escape("".join(wb[j1:j2]))
+        if op == "equal":
+            out_a.append(left)
+            out_b.append(right)
+            continue
+        if left:
+            out_a.append(f"<del>{left}</del>")
+        if right:
+            out_b.append(f"<ins>{right}</ins>")
+    return Markup("".join(out_a)), Markup("".join(out_b))
