@@ -60,13 +60,22 @@ def fill(db: Path, n: int) -> None:
         t = start + timedelta(seconds=i * 30 * 86400 / n)
         tid = f"log-{i:08d}"
         log: dict[str, Any] = {
-            "trace_id": tid, "root_trace_id": tid, "parent_trace_id": tid, "project_uuid": projects[i % 3],
-            "trace_name": names[i % 4], "status": "error" if i % 100 == 7 else "success",
-            "start_timestamp": t.isoformat(), "end_timestamp": (t + timedelta(seconds=1)).isoformat(),
-            "latency": (i * 7919 % 1000) / 100, "input_tokens": 100 + i % 50, "output_tokens": 20 + i % 30,
-            "total_tokens": 120 + i % 50 + i % 30, "cost": (i % 13) / 10000,
+            "trace_id": tid,
+            "root_trace_id": tid,
+            "parent_trace_id": tid,
+            "project_uuid": projects[i % 3],
+            "trace_name": names[i % 4],
+            "status": "error" if i % 100 == 7 else "success",
+            "start_timestamp": t.isoformat(),
+            "end_timestamp": (t + timedelta(seconds=1)).isoformat(),
+            "latency": (i * 7919 % 1000) / 100,
+            "input_tokens": 100 + i % 50,
+            "output_tokens": 20 + i % 30,
+            "total_tokens": 120 + i % 50 + i % 30,
+            "cost": (i % 13) / 10000,
             "scores": [{"name": "quality", "score": (i * 2654435761 % 1000) / 1000}],
-            "inputs": {"question": f"question number {i} about topic {i % 37}"}, "output": f"answer {i}",
+            "inputs": {"question": f"question number {i} about topic {i % 37}"},
+            "output": f"answer {i}",
         }
         if i % 10 == 0:
             log["tags"] = ["prod"]
@@ -75,8 +84,18 @@ def fill(db: Path, n: int) -> None:
         batch.append(log)
         if i % 100 == 0:
             cid = f"{tid}-c"
-            batch.append({"trace_id": cid, "root_trace_id": tid, "parent_trace_id": tid, "project_uuid": projects[i % 3],
-                          "trace_name": "llm", "start_timestamp": t.isoformat(), "depth": 1, "total_tokens": 10})
+            batch.append(
+                {
+                    "trace_id": cid,
+                    "root_trace_id": tid,
+                    "parent_trace_id": tid,
+                    "project_uuid": projects[i % 3],
+                    "trace_name": "llm",
+                    "start_timestamp": t.isoformat(),
+                    "depth": 1,
+                    "total_tokens": 10,
+                }
+            )
         if len(batch) >= 5000:
             store.upsert_traces(batch, contended=False)
             batch = []
@@ -112,7 +131,9 @@ def main() -> None:
                     assert r.status_code == 200, (url, r.status_code, r.text[:300])
                 shown = r.text.count("data-href=")
                 results["queries"][label] = {
-                    "url": url, "cold_s": round(times[0], 4), "warm_median_s": round(statistics.median(times[1:]), 4),
+                    "url": url,
+                    "cold_s": round(times[0], 4),
+                    "warm_median_s": round(statistics.median(times[1:]), 4),
                     "rows_shown": shown,
                 }
     finally:
@@ -123,8 +144,10 @@ def main() -> None:
         return
     print(f"{args.logs:,} logs (filled in {fill_s:.0f} s)")
     for label, q in results["queries"].items():
-        print(f"  {label:24} cold {q['cold_s'] * 1000:8.1f} ms   warm {q['warm_median_s'] * 1000:8.1f} ms"
-              f"   ({q['rows_shown']} rows)  {q['url']}")
+        print(
+            f"  {label:24} cold {q['cold_s'] * 1000:8.1f} ms   warm {q['warm_median_s'] * 1000:8.1f} ms"
+            f"   ({q['rows_shown']} rows)  {q['url']}"
+        )
 
 
 if __name__ == "__main__":

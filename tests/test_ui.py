@@ -390,7 +390,9 @@ def test_compare_two_runs(site: Any, web: httpx.Client) -> None:
     assert picked.headers["location"] == f"/compare?a={ids['baseline']}&b={ids['candidate']}"
     page = web.get(picked.headers["location"])
     assert page.status_code == 200
-    assert text(page.text).startswith("runner Runs Logs Compare Datasets Runs › compare Comparing candidate (B) against the baseline baseline (A)")
+    assert text(page.text).startswith(
+        "runner Runs Logs Compare Datasets Runs › compare Comparing candidate (B) against the baseline baseline (A)"
+    )
     for s in expected.scores:
         row = text(page.text.split(f'<tr data-score="{s.name}">', 1)[1].split("</tr>", 1)[0])
         assert f"{s.diff:+.3g} [{s.diff_ci_low:+.3g}, {s.diff_ci_high:+.3g}]" in row

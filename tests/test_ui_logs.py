@@ -38,28 +38,57 @@ def add(q: str) -> str:
 LOOSE: dict[str, dict[str, Any]] = {
     "rest-minimal": {"trace_id": "rest-minimal", "start_timestamp": "2024-05-30 13:48:34"},
     "rest-chat": log(
-        "rest-chat", trace_name="chat", project_name="assistant", start_timestamp="2024-06-01T10:00:00+00:00",
-        end_timestamp="2024-06-01T10:00:02+00:00", inputs={"question": "Where is the Eiffel tower?"},
-        output="In Paris.", tags=["prod", "geo"], scores=[{"name": "helpful", "score": 0.8}],
-        annotations={"reviewer": "ana", "label": "good"}, total_tokens=42, cost=0.002,
+        "rest-chat",
+        trace_name="chat",
+        project_name="assistant",
+        start_timestamp="2024-06-01T10:00:00+00:00",
+        end_timestamp="2024-06-01T10:00:02+00:00",
+        inputs={"question": "Where is the Eiffel tower?"},
+        output="In Paris.",
+        tags=["prod", "geo"],
+        scores=[{"name": "helpful", "score": 0.8}],
+        annotations={"reviewer": "ana", "label": "good"},
+        total_tokens=42,
+        cost=0.002,
     ),
     "rest-chat-2": log(
-        "rest-chat-2", trace_name="chat", project_name="assistant", start_timestamp="2024-06-02T10:00:00+00:00",
-        end_timestamp="2024-06-02T10:00:05+00:00", inputs={"question": "And the Colosseum?"}, output="In Rome.",
-        tags=["prod"], scores=[{"name": "helpful", "score": 0.3}],
+        "rest-chat-2",
+        trace_name="chat",
+        project_name="assistant",
+        start_timestamp="2024-06-02T10:00:00+00:00",
+        end_timestamp="2024-06-02T10:00:05+00:00",
+        inputs={"question": "And the Colosseum?"},
+        output="In Rome.",
+        tags=["prod"],
+        scores=[{"name": "helpful", "score": 0.3}],
     ),
     "rest-error": log(
-        "rest-error", trace_name="summarize", project_name="assistant", start_timestamp="2024-06-03T10:00:00+00:00",
-        inputs={"text": "a long article"}, error="Traceback ...\nTimeoutError: the model took too long",
+        "rest-error",
+        trace_name="summarize",
+        project_name="assistant",
+        start_timestamp="2024-06-03T10:00:00+00:00",
+        inputs={"text": "a long article"},
+        error="Traceback ...\nTimeoutError: the model took too long",
     ),
     "rest-chain": log(
-        "rest-chain", trace_name="RunnableSequence", project_name="lc", start_timestamp="2024-06-04T10:00:00+00:00",
-        inputs={"topic": "bears"}, output="a joke about bears",
+        "rest-chain",
+        trace_name="RunnableSequence",
+        project_name="lc",
+        start_timestamp="2024-06-04T10:00:00+00:00",
+        inputs={"topic": "bears"},
+        output="a joke about bears",
     ),
 }
-CHILD = log("rest-chain-llm", parent="rest-chain", trace_name="ChatModel", project_name="lc",
-            start_timestamp="2024-06-04T10:00:00.5+00:00", total_tokens=30, cost=0.001,
-            scores=[{"name": "funny", "score": 1.0}])
+CHILD = log(
+    "rest-chain-llm",
+    parent="rest-chain",
+    trace_name="ChatModel",
+    project_name="lc",
+    start_timestamp="2024-06-04T10:00:00.5+00:00",
+    total_tokens=30,
+    cost=0.001,
+    scores=[{"name": "funny", "score": 1.0}],
+)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +102,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHandl
             for body in [*LOOSE.values(), CHILD]:
                 assert api.post("/trace_log", json=body).status_code == 200
             for score, comment in ((0.9, "spot on"), (0.4, None)):
-                assert api.post("/feedback", json={"trace_id": "rest-chat", "score": score, "comment": comment}).status_code == 200
+                assert (
+                    api.post(
+                        "/feedback", json={"trace_id": "rest-chat", "score": score, "comment": comment}
+                    ).status_code
+                    == 200
+                )
         yield server, result.experiment_uuid
 
 
@@ -153,9 +187,12 @@ def test_each_filter_shows_exactly_the_matching_logs(
 ) -> None:
     if "ERRORED-ROW" in expected:
         with _store(site) as store:
-            errored = [r[0] for r in store._query(
-                "SELECT trace_id FROM traces WHERE is_root=1 AND experiment_uuid=? AND status='error'", (site[1],)
-            )]
+            errored = [
+                r[0]
+                for r in store._query(
+                    "SELECT trace_id FROM traces WHERE is_root=1 AND experiment_uuid=? AND status='error'", (site[1],)
+                )
+            ]
         assert len(errored) == 1
         expected = (expected - {"ERRORED-ROW"}) | set(errored)
     html = get(web, "/logs?" + query)
@@ -191,6 +228,7 @@ def test_sorts(web: httpx.Client) -> None:
     assert names[:4] == ["RunnableSequence", "chat", "chat", "summarize"]
     assert [r[5] for r in cells(get(web, "/logs?kind=loose&sort=tokens"))][:2] == ["42", "30"]
 
+
 def test_pages_on_the_server(web: httpx.Client) -> None:
     first = shown(get(web, "/logs?per=4"))
     second_html = get(web, "/logs?per=4&page=2")
@@ -209,9 +247,8 @@ def test_feedback_and_annotations_in_the_table_and_on_the_trace(web: httpx.Clien
     assert "✎ 2" in row[8] and row[9] == "prod geo"
     trace = get(web, "/traces/rest-chat")
     section = trace.split('data-feedback="rest-chat"', 1)[1].split("</section>", 1)[0]
-    assert [text(r) for r in re.findall(r"<tr>(.*?)</tr>", section.split("<tbody>", 1)[1], flags=re.S)][0].startswith(
-        "0.9 spot on"
-    )
+    rows = [text(r) for r in re.findall(r"<tr>(.*?)</tr>", section.split("<tbody>", 1)[1], flags=re.S)]
+    assert len(rows) == 2 and rows[0].startswith("0.9 spot on") and rows[1].startswith("0.4")
     assert "&#34;reviewer&#34;: &#34;ana&#34;" in section
 
 
@@ -228,8 +265,15 @@ def test_bad_filters_are_named_and_ignored(web: httpx.Client) -> None:
 def test_a_row_by_row_filter_looks_at_a_window_of_the_newest_logs(tmp_path: Path) -> None:
     store = Store(tmp_path / "w.db")
     store.upsert_traces(
-        [log(f"w{i}", start_timestamp=f"2024-01-0{i + 1}T00:00:00", inputs={"n": "needle" if i == 0 else "hay"},
-             project_uuid=store.project_uuid("p")) for i in range(5)]
+        [
+            log(
+                f"w{i}",
+                start_timestamp=f"2024-01-0{i + 1}T00:00:00",
+                inputs={"n": "needle" if i == 0 else "hay"},
+                project_uuid=store.project_uuid("p"),
+            )
+            for i in range(5)
+        ]
     )
     found = store.list_logs(LogFilter(text="needle"), window=3)
     assert found.rows == [] and found.windowed

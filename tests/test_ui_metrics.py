@@ -44,7 +44,10 @@ def watched(browser: Any, site: tuple[ServerHandle, dict[str, str]]) -> Iterator
 def test_unknown_experiment_is_a_404(site: tuple[ServerHandle, dict[str, str]]) -> None:
     with httpx.Client(base_url=site[0].url) as web:
         response = web.get("/experiment?project=helpdesk&name=nope")
-    assert response.status_code == 404 and "There is no experiment &#39;nope&#39; in project &#39;helpdesk&#39;" in response.text
+    assert (
+        response.status_code == 404
+        and "There is no experiment &#39;nope&#39; in project &#39;helpdesk&#39;" in response.text
+    )
 
 
 def test_each_score_over_time_with_the_runs_page_s_figures(watched: Any, site: Any, shots: Path) -> None:  # noqa: F811
@@ -62,7 +65,12 @@ def test_each_score_over_time_with_the_runs_page_s_figures(watched: Any, site: A
     cards = page.locator(".trend-card")
     metrics = cards.evaluate_all("cs => cs.map(c => c.dataset.metric)")
     assert metrics == [
-        "exact_match", "levenshtein", "grounded", "latency per row (s)", "tokens per row", "cost per row ($)",
+        "exact_match",
+        "levenshtein",
+        "grounded",
+        "latency per row (s)",
+        "tokens per row",
+        "cost per row ($)",
         "lev_vs_exact",
     ]
     for name in ("exact_match", "levenshtein"):

@@ -41,7 +41,9 @@ def test_the_empty_datasets_page_s_command_works_as_shown(browser: Any, tmp_path
             command = w.page.locator("#no-datasets code.command").inner_text()
             assert command == "python -m runner datasets upload FILE --name NAME"
             (tmp_path / "faq.csv").write_text("question,target\nhi?,hello\nbye?,goodbye\n")
-            argv = [{"python": sys.executable, "FILE": "faq.csv", "NAME": "faq"}.get(a, a) for a in shlex.split(command)]
+            argv = [
+                {"python": sys.executable, "FILE": "faq.csv", "NAME": "faq"}.get(a, a) for a in shlex.split(command)
+            ]
             env = {k: v for k, v in os.environ.items() if not k.startswith(("PAREA_", "RUNNER_"))}
             proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
             assert proc.returncode == 0, proc.stderr
@@ -85,7 +87,10 @@ def test_few_scores_get_their_own_sortable_columns_in_the_runs_table(browser: An
         assert headers == ["score:exact_match", "score:levenshtein", "score:grounded"]
 
         def column() -> list[str]:
-            return [t.split(" ")[0] for t in page.locator('table.runs td.score-cell[data-score="exact_match"]').all_inner_texts()]
+            return [
+                t.split(" ")[0]
+                for t in page.locator('table.runs td.score-cell[data-score="exact_match"]').all_inner_texts()
+            ]
 
         page.click('th[data-sort="score:exact_match"] a')
         page.wait_for_url(re.compile(r"sort=score%3Aexact_match$"))

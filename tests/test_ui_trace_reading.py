@@ -26,17 +26,33 @@ pytest.importorskip("playwright.sync_api")
 LONG = "The quick brown fox jumps over the lazy dog. " * 40
 
 CALL = log(
-    "llm-call", trace_name="openai.chat.completions", start_timestamp="2024-06-01T10:00:00+00:00",
-    end_timestamp="2024-06-01T10:00:01.2+00:00", time_to_first_token=0.31,
-    input_tokens=50, output_tokens=20, total_tokens=70, cost=0.0012,
+    "llm-call",
+    trace_name="openai.chat.completions",
+    start_timestamp="2024-06-01T10:00:00+00:00",
+    end_timestamp="2024-06-01T10:00:01.2+00:00",
+    time_to_first_token=0.31,
+    input_tokens=50,
+    output_tokens=20,
+    total_tokens=70,
+    cost=0.0012,
     configuration={
-        "model": "gpt-4o-mini", "provider": "openai", "model_params": {"temp": 0.2, "max_length": 256},
+        "model": "gpt-4o-mini",
+        "provider": "openai",
+        "model_params": {"temp": 0.2, "max_length": 256},
         "messages": [
             {"role": "system", "content": "You are a weather bot."},
             {"role": "user", "content": "Weather in Paris?"},
-            {"role": "assistant", "content": "", "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
-            ]},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c": 18, "sky": "clear"}'},
         ],
         "functions": [{"name": "get_weather", "parameters": {"type": "object"}}],
@@ -44,12 +60,18 @@ CALL = log(
     output="It is 18 °C and clear in Paris.",
 )
 TOOLS_OUT = log(
-    "llm-tools", trace_name="openai.chat.completions", start_timestamp="2024-06-01T10:01:00+00:00",
+    "llm-tools",
+    trace_name="openai.chat.completions",
+    start_timestamp="2024-06-01T10:01:00+00:00",
     configuration={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Weather in Rome?"}]},
-    output=json.dumps([{"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}}]),
+    output=json.dumps(
+        [{"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}}]
+    ),
 )
 PLAIN = log(
-    "plain", trace_name="prepare", start_timestamp="2024-06-01T10:02:00+00:00",
+    "plain",
+    trace_name="prepare",
+    start_timestamp="2024-06-01T10:02:00+00:00",
     inputs={"document": LONG, "options": {"depth": 3, "flags": [True, None, "x"], "deep": {"deeper": {"deepest": 1}}}},
     output=json.dumps({"chunks": [1, 2, 3], "summary": "ok"}),
 )
@@ -88,9 +110,18 @@ def test_an_llm_span_reads_as_a_conversation(watched: Any, shots: Path) -> None:
     assert "result of call_1" in messages.nth(3).locator(".msg-head").inner_text()
     assert '"temp_c": 18' in messages.nth(3).inner_text()
     assert messages.nth(4).inner_text().endswith("It is 18 °C and clear in Paris.")
-    params = dict(zip(llm.locator("dl.llm-facts dt").all_inner_texts(), llm.locator("dl.llm-facts dd").all_inner_texts(), strict=True))
+    params = dict(
+        zip(
+            llm.locator("dl.llm-facts dt").all_inner_texts(),
+            llm.locator("dl.llm-facts dd").all_inner_texts(),
+            strict=True,
+        )
+    )
     assert params == {
-        "provider": "openai", "temp": "0.2", "max_length": "256", "tools": "get_weather",
+        "provider": "openai",
+        "temp": "0.2",
+        "max_length": "256",
+        "tools": "get_weather",
         "time to first token": "310 ms",
     }
     facts = page.locator("li.span").first.locator("dl.facts").first.inner_text()
@@ -120,7 +151,7 @@ def test_long_text_folds_and_json_is_a_collapsible_tree(watched: Any) -> None:
     # the JSON output (sent as a string) is a tree, each object and array foldable
     tree = span.locator("div.value.json.output")
     assert tree.locator(".j-key").all_inner_texts() == ['"chunks"', '"summary"']
-    flags = span.locator("li", has=page.locator('> .j-key:text-is(\'"flags"\')')).locator("> details.j")
+    flags = span.locator("li", has=page.locator("> .j-key:text-is('\"flags\"')")).locator("> details.j")
     assert flags.get_attribute("open") is None  # folded below the second level
     assert "3 item(s)" in flags.locator("summary").inner_text()
     assert not flags.locator("span.j-bool").is_visible()

@@ -122,13 +122,16 @@ class LogFilter:
                 scan_args.extend([self.score, self.score, *bound])
         for tag in self.tags:
             pattern = _like(tag)
-            scan.append("data LIKE ? ESCAPE '!' AND EXISTS (SELECT 1 FROM json_each(traces.data,'$.tags') WHERE value=?)")
+            scan.append(
+                "data LIKE ? ESCAPE '!' AND EXISTS (SELECT 1 FROM json_each(traces.data,'$.tags') WHERE value=?)"
+            )
             scan_args.extend([pattern, tag])
         if self.text:
             # the whole document first (cheap), then the four fields of the documents it matched
             pattern = _like(self.text)
             fields = " OR ".join(
-                f"CAST(json_extract(data,'$.{f}') AS TEXT) LIKE ? ESCAPE '!'" for f in ("inputs", "output", "target", "error")
+                f"CAST(json_extract(data,'$.{f}') AS TEXT) LIKE ? ESCAPE '!'"
+                for f in ("inputs", "output", "target", "error")
             )
             scan.append(f"data LIKE ? ESCAPE '!' AND ({fields})")
             scan_args.extend([pattern] * 5)
@@ -138,7 +141,10 @@ class LogFilter:
     def windowed(self) -> bool:
         """Whether the page looks at the newest :data:`SCAN_WINDOW` candidates only: when a filter
         must be checked row by row, or the order is not by time."""
-        return bool(self.name or self.kind or self.score or self.tags or self.text) or self.sort not in ("newest", "oldest")
+        return bool(self.name or self.kind or self.score or self.tags or self.text) or self.sort not in (
+            "newest",
+            "oldest",
+        )
 
 
 @dataclass
@@ -173,14 +179,21 @@ class LogQueries:
                 f"traces WHERE rowid IN (SELECT rowid FROM traces WHERE {where}"
                 f" ORDER BY start_timestamp DESC LIMIT {int(window)})"
             )
-            reached = int(
-                self._query(f"SELECT count(*) FROM (SELECT 1 FROM traces WHERE {where} LIMIT {int(window) + 1})", args)[0][0]
-            ) > window
+            reached = (
+                int(
+                    self._query(
+                        f"SELECT count(*) FROM (SELECT 1 FROM traces WHERE {where} LIMIT {int(window) + 1})", args
+                    )[0][0]
+                )
+                > window
+            )
             source += f" AND {scan}" if scan else ""
             args = [*args, *scan_args]
         else:
             source, reached = f"traces WHERE {where}", False
-        counted = int(self._query(f"SELECT count(*) FROM (SELECT 1 FROM {source} LIMIT ?)", [*args, COUNT_CAP + 1])[0][0])
+        counted = int(
+            self._query(f"SELECT count(*) FROM (SELECT 1 FROM {source} LIMIT ?)", [*args, COUNT_CAP + 1])[0][0]
+        )
         capped = counted > COUNT_CAP
         total = min(counted, COUNT_CAP)
         page = max(1, f.page)
@@ -233,8 +246,8 @@ class LogQueries:
             chunk = list(trace_ids[i : i + 500])
             marks = ",".join("?" * len(chunk))
             for r in self._query(
-                f"SELECT trace_id, score, comment, target, created_at FROM feedback WHERE owner=? AND trace_id IN ({marks})"
-                " ORDER BY id",
+                "SELECT trace_id, score, comment, target, created_at FROM feedback"
+                f" WHERE owner=? AND trace_id IN ({marks}) ORDER BY id",
                 (owner, *chunk),
             ):
                 out[r[0]].append({"score": r[1], "comment": r[2], "target": r[3], "created_at": r[4]})

@@ -29,8 +29,8 @@ import orjson
 
 from runner.errors import BackendError, NotFoundError, RunNameError
 from runner.store.datasets import DatasetQueries
-from runner.store.migrations import MIGRATIONS
 from runner.store.logs import LogQueries
+from runner.store.migrations import MIGRATIONS
 from runner.store.pages import PageQueries
 from runner.store.traces import TraceQueries
 

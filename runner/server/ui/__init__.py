@@ -28,8 +28,8 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from runner.server.auth import KeyRing
-from runner.server.ui.auth import KeyInURL, LoginRequired
 from runner.server.ui import logs, metrics
+from runner.server.ui.auth import KeyInURL, LoginRequired
 from runner.server.ui.routes import HERE, router, with_key_cookie
 from runner.server.ui.runs import LRU, RunCache
 

@@ -113,10 +113,13 @@ def histogram(
         )
         anchor, lx = ("end", x0 - 5) if x1 > width - 70 else ("start", x1 + 5)
         body.append(
-            f'<text class="ci-label" x="{_n(lx)}" y="{wy + 3}" text-anchor="{anchor}">95% CI [{_v(lo_ci)}, {_v(hi_ci)}]</text>'
+            f'<text class="ci-label" x="{_n(lx)}" y="{wy + 3}" text-anchor="{anchor}">'
+            f"95% CI [{_v(lo_ci)}, {_v(hi_ci)}]</text>"
         )
     if mean is not None:
-        body.append(f'<circle class="mean-dot" cx="{_n(x_of(mean))}" cy="{wy}" r="3"><title>mean {_v(mean)}</title></circle>')
+        body.append(
+            f'<circle class="mean-dot" cx="{_n(x_of(mean))}" cy="{wy}" r="3"><title>mean {_v(mean)}</title></circle>'
+        )
     base = pad_t + plot_h
     body.append(f'<line class="axis" x1="{pad_l}" x2="{width - pad_r}" y1="{base}" y2="{base}"/>')
     if binary:

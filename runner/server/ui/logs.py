@@ -73,7 +73,10 @@ def log_filter(request: Request, project_uuid: str | None) -> tuple[LogFilter, l
     if kind not in ("", "experiment", "loose"):
         kind = ""
     score = p.get("score", "").strip()
-    lo, hi = _number(p.get("min", ""), "the score's minimum", problems), _number(p.get("max", ""), "the score's maximum", problems)
+    lo, hi = (
+        _number(p.get("min", ""), "the score's minimum", problems),
+        _number(p.get("max", ""), "the score's maximum", problems),
+    )
     if (lo is not None or hi is not None) and not score:
         problems.append("a score range needs the score's name: ignored")
 

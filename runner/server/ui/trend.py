@@ -70,7 +70,9 @@ def trend(points: Sequence[Point], *, name: str, width: int = 460, height: int =
         f'<text class="axis-label" x="{pad_l}" y="{height - 6}">oldest run</text>',
         f'<text class="axis-label" x="{width - pad_r}" y="{height - 6}" text-anchor="end">newest run</text>',
     ]
-    line = [f"{_n(px(i))},{_n(py(p.mean))}" for i, p in enumerate(points) if p.mean is not None and math.isfinite(p.mean)]
+    line = [
+        f"{_n(px(i))},{_n(py(p.mean))}" for i, p in enumerate(points) if p.mean is not None and math.isfinite(p.mean)
+    ]
     if len(line) > 1:
         body.append(f'<polyline class="trend-line" points="{" ".join(line)}"/>')
     for i, p in enumerate(points):

@@ -51,7 +51,8 @@ def json_tree(value: Any, depth: int = 0) -> str:
         items = list(value.items())
         opening, closing, label = "{", "}", f"{len(items)} key(s)"
         body = "".join(
-            f'<li><span class="j-key">{escape(json.dumps(str(k), ensure_ascii=False))}</span>: {json_tree(v, depth + 1)}</li>'
+            f'<li><span class="j-key">{escape(json.dumps(str(k), ensure_ascii=False))}</span>: '
+            f"{json_tree(v, depth + 1)}</li>"
             for k, v in items[:MAX_ITEMS]
         )
     elif isinstance(value, list):
@@ -75,7 +76,7 @@ def _fold_text(text: str, cls: str) -> str:
     head = text[:200].rstrip()
     return (
         f'<details class="fold"><summary><span class="fold-head">{escape(head)}…</span> '
-        f'<small>({len(text):,} characters: show all)</small></summary>'
+        f"<small>({len(text):,} characters: show all)</small></summary>"
         f'<pre class="value {cls}">{escape(text)}</pre></details>'
     )
 
@@ -102,7 +103,11 @@ def _content(content: Any) -> str:
             if p.get("type") == "text":
                 parts.append(str(foldable(p.get("text", ""), "msg-text")))
             elif p.get("type") == "image_url":
-                url = (p.get("image_url") or {}).get("url", "") if isinstance(p.get("image_url"), dict) else p.get("image_url")
+                url = (
+                    (p.get("image_url") or {}).get("url", "")
+                    if isinstance(p.get("image_url"), dict)
+                    else p.get("image_url")
+                )
                 parts.append(f'<p class="msg-part">image: <code>{escape(str(url)[:120])}</code></p>')
             else:
                 parts.append(str(foldable(p, "msg-json")))
@@ -115,12 +120,12 @@ def _tool_calls(calls: Any) -> str:
     for call in calls if isinstance(calls, list) else []:
         if not isinstance(call, dict):
             continue
-        fn = call.get("function") if isinstance(call.get("function"), dict) else call
+        fn: dict[str, Any] = call["function"] if isinstance(call.get("function"), dict) else call
         name = fn.get("name") or call.get("name") or "?"
         args: Any = fn.get("arguments", fn.get("input", ""))
         out.append(
             f'<div class="tool-call"><span class="tool-name">→ {escape(str(name))}</span>'
-            f'{" <code>" + escape(str(call["id"])) + "</code>" if call.get("id") else ""}'
+            f"{' <code>' + escape(str(call['id'])) + '</code>' if call.get('id') else ''}"
             f"{foldable(args, 'tool-args') if args not in ('', None) else ''}</div>"
         )
     return "".join(out)
@@ -143,7 +148,11 @@ def _message(m: dict[str, Any], extra_cls: str = "") -> str:
 def _output_message(output: Any) -> str:
     """The reply: text, or tool calls when the output is a JSON list of them."""
     parsed = _as_json(output)
-    if isinstance(parsed, list) and parsed and all(isinstance(c, dict) and ("function" in c or "name" in c) for c in parsed):
+    if (
+        isinstance(parsed, list)
+        and parsed
+        and all(isinstance(c, dict) and ("function" in c or "name" in c) for c in parsed)
+    ):
         return _message({"role": "assistant", "tool_calls": parsed}, " reply")
     if isinstance(parsed, dict) and ("tool_calls" in parsed or "role" in parsed):
         return _message({"role": "assistant", **parsed}, " reply")
@@ -169,7 +178,11 @@ def llm_params(span: dict[str, Any]) -> list[tuple[str, str]]:
     params = config.get("model_params") or {}
     out.extend((str(k), json.dumps(v, default=str)) for k, v in params.items() if v is not None)
     if config.get("functions"):
-        names = [str(f.get("name") or (f.get("function") or {}).get("name")) for f in config["functions"] if isinstance(f, dict)]
+        names = [
+            str(f.get("name") or (f.get("function") or {}).get("name"))
+            for f in config["functions"]
+            if isinstance(f, dict)
+        ]
         out.append(("tools", ", ".join(names)))
     return out
 
