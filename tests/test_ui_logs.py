@@ -335,3 +335,21 @@ def test_in_the_browser_filter_then_click_a_log_to_open_its_trace(watched: Any, 
     assert feedback.locator("table.span-feedback tbody tr").count() == 2
     assert "spot on" in feedback.inner_text() and '"label": "good"' in feedback.locator("pre.annotations").inner_text()
     page.screenshot(path=shots / "log-trace.png", full_page=True)
+
+
+def test_with_keys_each_key_sees_only_its_own_logs_and_feedback(tmp_path: Path) -> None:
+    with start_server(tmp_path / "keys.db", api_keys=["key-a", "key-b"]) as server:
+        for key, tid in (("key-a", "mine"), ("key-b", "theirs")):
+            with httpx.Client(base_url=server.base_url + "/", headers={"x-api-key": key}, timeout=30) as api:
+                body = log(tid, trace_name=f"call-{tid}", start_timestamp="2024-06-01T10:00:00+00:00")
+                assert api.post("/trace_log", json=body).status_code == 200
+                assert api.post("/feedback", json={"trace_id": tid, "score": 1.0, "comment": f"by {key}"}).status_code == 200
+        with httpx.Client(base_url=server.url, timeout=30) as web:
+            anonymous = web.get("/logs")
+            assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/login")
+            web.post("/login", data={"key": "key-a", "next": "/logs"})
+            html = get(web, "/logs")
+            assert shown(html) == ["mine"]
+            assert "by key-a" in html and "by key-b" not in html
+            assert get(web, "/logs?q=theirs").count("data-href=") == 0
+            assert web.get("/traces/theirs").status_code == 404
