@@ -343,7 +343,10 @@ def test_with_keys_each_key_sees_only_its_own_logs_and_feedback(tmp_path: Path) 
             with httpx.Client(base_url=server.base_url + "/", headers={"x-api-key": key}, timeout=30) as api:
                 body = log(tid, trace_name=f"call-{tid}", start_timestamp="2024-06-01T10:00:00+00:00")
                 assert api.post("/trace_log", json=body).status_code == 200
-                assert api.post("/feedback", json={"trace_id": tid, "score": 1.0, "comment": f"by {key}"}).status_code == 200
+                assert (
+                    api.post("/feedback", json={"trace_id": tid, "score": 1.0, "comment": f"by {key}"}).status_code
+                    == 200
+                )
         with httpx.Client(base_url=server.url, timeout=30) as web:
             anonymous = web.get("/logs")
             assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/login")
