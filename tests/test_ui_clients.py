@@ -175,3 +175,18 @@ def test_a_langchain_chat_model_span_reads_as_a_conversation(watched: Watched, s
     assert messages.nth(1).inner_text() == "ASSISTANT\nParis 0"
     facts = page.locator("li.span", has=llm).locator("dl.facts").first.inner_text()
     assert "fake-gpt" in facts and "11 · 2 · 13" in facts
+
+
+@pytest.mark.parametrize("name", ["sdk-local", "sdk-named", "lc-experiment", "minimal"])
+def test_each_client_s_experiment_page_charts_its_runs(watched: Watched, site: Any, name: str) -> None:
+    exp = _experiments(site[1])[name]
+    same = [e for e in site[1].post("/experiments", json={}).json() if e["name"] == name]
+    watched.page.goto("/")
+    with watched.page.expect_navigation() as nav:
+        watched.page.locator(f'tr[data-run="{exp["uuid"]}"] a.experiment-link').click()
+    response = nav.value
+    assert response is not None and response.status == 200, response and response.text()[:500]
+    assert watched.page.locator("table.experiment-runs tbody tr").count() == len(same)
+    for card in watched.page.locator(".trend-card.score").all():
+        assert card.locator("a.run-point").count() <= len(same)
+        assert card.locator("a.run-point title").count() == card.locator("a.run-point").count()
