@@ -109,7 +109,8 @@ def test_runs_page_then_compare_two_runs(watched: Watched, site: Any, shots: Pat
     baseline = page.locator(f'tr[data-run="{ids["baseline"]}"]')
     assert baseline.locator("td").nth(5).inner_text() == "24"
     assert baseline.locator("td").nth(6).inner_text() == "2"
-    assert re.search(r"exact_match 0\.545 \[0\.3\d+, 0\.7\d+\]", baseline.locator("td.scores").inner_text())
+    cell = baseline.locator('td.score-cell[data-score="exact_match"]')
+    assert re.fullmatch(r"0\.545 \[0\.3\d+, 0\.7\d+\]", cell.inner_text())
     page.screenshot(path=shots / "runs.png", full_page=True)
 
     button = page.locator("#compare-button")
@@ -121,7 +122,7 @@ def test_runs_page_then_compare_two_runs(watched: Watched, site: Any, shots: Pat
     button.click()
     page.wait_for_url(re.compile(r"/compare\?a="))
     assert page.url.endswith(f"/compare?a={ids['baseline']}&b={ids['candidate']}")  # older run is A
-    assert page.locator("h1").inner_text().startswith("candidate (B) vs baseline (A)")
+    assert page.locator("h1").inner_text().startswith("Comparing candidate (B) against the baseline baseline (A)")
     row = page.locator('#compare-scores tr[data-score="exact_match"] td')
     assert [row.nth(i).inner_text() for i in (1, 2, 3)] == ["0.545", "0.955", "+0.409"]
     assert row.nth(8).inner_text() == "9 / 13 / 0"
@@ -212,7 +213,7 @@ def test_clicking_a_row_opens_its_trace(watched: Watched, site: Any, shots: Path
     drawer.locator(".trace").wait_for()
     assert drawer.locator(".span-name").all_inner_texts() == ["answer_v1", "retrieve", "generate"]
     generate = drawer.locator("li.span", has_text="generate").last
-    generate.locator("summary").click()  # children start folded
+    generate.locator("summary").first.click()  # children start folded
     assert "$0.0004" in generate.inner_text()
     assert re.search(r"grounded\s+1", generate.locator("table.span-scores").inner_text())
     assert drawer.locator("li.span svg.waterfall").count() == 3

@@ -8,6 +8,7 @@ browser must log no error.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -130,3 +131,62 @@ def test_two_sdk_runs_compare(watched: Watched, site: Any) -> None:
     exps = _experiments(site[1])
     response = watched.page.goto(f"/compare?a={exps['sdk-local']['uuid']}&b={exps['sdk-named']['uuid']}")
     assert response is not None and response.status == 200
+
+
+def test_the_logs_page_lists_every_client_s_traces(watched: Watched, site: Any) -> None:
+    """SDK experiment rows, LangChain chains outside any run, and bare REST minimal logs: each root
+    trace the API returns is a row of the Logs page, which opens it."""
+    api = site[1]
+    roots: list[dict[str, Any]] = []
+    for exp in _experiments(api).values():
+        roots.extend(api.post(f"/experiment/{exp['uuid']}/trace_logs", json={}).json())
+    loose = api.post("/get_trace_logs", json={"project_name": "lc-project", "page_size": 50}).json()["results"]
+    roots.extend(r for r in loose if not r["experiment_uuid"])
+    page = watched.page
+    response = page.goto("/logs?per=500")
+    assert response is not None and response.status == 200
+    listed = page.locator("#logs tbody tr").evaluate_all("rows => rows.map(r => r.dataset.trace)")
+    assert {r["trace_id"] for r in roots} <= set(listed)
+    assert "min-1" in listed and "min-2" in listed and "min-2-child" not in listed
+    minimal = page.locator('#logs tr[data-trace="min-2"]')
+    assert minimal.locator(".status").inner_text() == "error"
+    assert "ValueError: boom" in minimal.inner_text()
+    page.goto("/logs?kind=loose&project=lc-project")
+    assert page.locator("#logs tbody tr").count() == 3
+    page.locator("#logs tbody tr a.log-name").first.click()
+    page.wait_for_url(re.compile(r"/traces/"))
+    assert any("GenericFakeChatModel" in n for n in page.locator(".span-name").all_inner_texts())
+
+
+def test_a_langchain_chat_model_span_reads_as_a_conversation(watched: Watched, site: Any) -> None:
+    """The official SDK's LangChain tracer, mapped by the server: the chat model's span shows the
+    prompt it was sent and the model's reply, with its model name and tokens."""
+    page = watched.page
+    page.goto("/logs?kind=loose&project=lc-project&q=capital+of+France")
+    assert page.locator("#logs tbody tr").count() == 1
+    page.locator("#logs tbody tr a.log-name").click()
+    page.wait_for_url(re.compile(r"/traces/"))
+    llm = page.locator(".llm").first
+    llm.locator("xpath=ancestor::details[1]").evaluate("d => d.open = true")
+    messages = llm.locator("ol.conversation > li.msg")
+    # the SDK's tracer hands the chat model's prompt over as one rendered text
+    assert messages.locator(".role").all_inner_texts() == ["USER", "ASSISTANT"]
+    assert messages.nth(0).inner_text().splitlines()[1:] == ["System: Answer in one word.", "Human: capital of France?"]
+    assert messages.nth(1).inner_text() == "ASSISTANT\nParis 0"
+    facts = page.locator("li.span", has=llm).locator("dl.facts").first.inner_text()
+    assert "fake-gpt" in facts and "11 · 2 · 13" in facts
+
+
+@pytest.mark.parametrize("name", ["sdk-local", "sdk-named", "lc-experiment", "minimal"])
+def test_each_client_s_experiment_page_charts_its_runs(watched: Watched, site: Any, name: str) -> None:
+    exp = _experiments(site[1])[name]
+    same = [e for e in site[1].post("/experiments", json={}).json() if e["name"] == name]
+    watched.page.goto("/")
+    with watched.page.expect_navigation() as nav:
+        watched.page.locator(f'tr[data-run="{exp["uuid"]}"] a.experiment-link').click()
+    response = nav.value
+    assert response is not None and response.status == 200, response and response.text()[:500]
+    assert watched.page.locator("table.experiment-runs tbody tr").count() == len(same)
+    for card in watched.page.locator(".trend-card.score").all():
+        assert card.locator("a.run-point").count() <= len(same)
+        assert card.locator("a.run-point title").count() == card.locator("a.run-point").count()

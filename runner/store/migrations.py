@@ -185,4 +185,9 @@ MIGRATIONS: list[str] = [
                 WHERE r.trace_id=OLD.root_trace_id AND r.owner=OLD.owner));
     END;
     """,
+    # 2 (issue 20): the Logs page walks every owner's root traces newest first
+    """
+    CREATE INDEX traces_roots_start ON traces(owner, start_timestamp) WHERE is_root=1;
+    CREATE INDEX traces_roots_status ON traces(owner, status, start_timestamp) WHERE is_root=1;
+    """,
 ]

@@ -29,6 +29,7 @@ import orjson
 
 from runner.errors import BackendError, ConflictError, NotFoundError, RunNameError
 from runner.store.datasets import DatasetQueries
+from runner.store.logs import LogQueries
 from runner.store.migrations import MIGRATIONS
 from runner.store.pages import PageQueries
 from runner.store.pinning import PinQueries
@@ -101,7 +102,7 @@ def _statements(script: str) -> Iterator[str]:
         yield pending
 
 
-class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries, PinQueries):
+class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries, PinQueries, LogQueries):
     """A SQLite file holding everything the runner and the server record.
 
     >>> store = Store(":memory:")

@@ -8,6 +8,10 @@
                                        ``per``)
 ``GET /traces/{trace_id}``             a row's span tree (``partial=1``: the tree alone)
 ``GET /compare?a=UUID&b=UUID``         run B against run A
+``GET /logs``                          every trace: ``project``, ``name``, ``status``, ``kind``,
+                                       ``since``/``until``, ``score`` + ``min``/``max``, ``tag``,
+                                       ``q``, ``sort``, ``page``, ``per``
+``GET /experiment?project=&name=``    one experiment's runs over time: scores, usage, stats
 ``GET /datasets``, ``/datasets/{ref}`` named datasets and their rows (``page``)
 ``GET /prompts``, ``/prompts/{name}``  versioned prompts: versions side by side with a diff,
                                        deployments; POST forms to deploy and roll back
@@ -27,7 +31,7 @@ from fastapi.staticfiles import StaticFiles
 
 from runner.server.auth import KeyRing
 from runner.server.browser import LoginThrottle, Sessions
-from runner.server.ui import prompts
+from runner.server.ui import logs, metrics, prompts
 from runner.server.ui.auth import LoginRequired
 from runner.server.ui.routes import HERE, router
 from runner.server.ui.runs import LRU, RunCache
@@ -45,6 +49,8 @@ def mount(app: FastAPI, keys: KeyRing, sessions: Sessions) -> None:
     app.state.ui_pairs = LRU(8)
     app.include_router(router)
     app.include_router(prompts.router)
+    app.include_router(logs.router)
+    app.include_router(metrics.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="ui-static")
 
     async def login_required(request: Request, exc: Exception) -> RedirectResponse:

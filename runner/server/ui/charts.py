@@ -46,18 +46,19 @@ def histogram(
     mean: float | None = None,
     ci: tuple[float | None, float | None] = (None, None),
     width: int = 300,
-    height: int = 110,
+    height: int = 124,
     bins: int = 20,
 ) -> Markup:
     """A histogram of one score's values, with its mean and interval marked.
 
     0/1 scores get two bars (0 and 1); other scores up to ``bins`` equal-width bins between
-    their minimum and maximum."""
+    their minimum and maximum. The interval is a labelled whisker above the bars (a line with
+    end caps and the mean as a dot on it), so it reads as an interval and not as a shading."""
     import numpy as np
 
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
-    pad_l, pad_r, pad_t, pad_b = 8, 8, 14, 22
+    pad_l, pad_r, pad_t, pad_b = 8, 8, 28, 22
     plot_w, plot_h = width - pad_l - pad_r, height - pad_t - pad_b
     body: list[str] = []
     if len(v) == 0:
@@ -94,17 +95,30 @@ def histogram(
             f'height="{_n(h)}"><title>{escape(label)}</title></rect>'
         )
     lo_ci, hi_ci = ci
-    if lo_ci is not None and hi_ci is not None:
-        x0, x1 = x_of(lo_ci), x_of(hi_ci)
-        body.append(
-            f'<rect class="band" x="{_n(x0)}" y="{pad_t}" width="{_n(max(x1 - x0, 1))}" height="{plot_h}">'
-            f"<title>95% interval of the mean: [{_v(lo_ci)}, {_v(hi_ci)}]</title></rect>"
-        )
+    wy = pad_t - 9  # the whisker's height: above the bars, below the legend
     if mean is not None:
         xm = x_of(mean)
         body.append(
-            f'<line class="mean" x1="{_n(xm)}" x2="{_n(xm)}" y1="{pad_t - 4}" y2="{pad_t + plot_h}">'
+            f'<line class="mean" x1="{_n(xm)}" x2="{_n(xm)}" y1="{wy}" y2="{pad_t + plot_h}">'
             f"<title>mean {_v(mean)}</title></line>"
+        )
+    if lo_ci is not None and hi_ci is not None:
+        x0, x1 = x_of(lo_ci), x_of(hi_ci)
+        tip = f"<title>95% interval of the mean: [{_v(lo_ci)}, {_v(hi_ci)}]</title>"
+        body.append(
+            f'<g class="whisker">{tip}'
+            f'<line x1="{_n(x0)}" x2="{_n(x1)}" y1="{wy}" y2="{wy}"/>'
+            f'<line x1="{_n(x0)}" x2="{_n(x0)}" y1="{wy - 4}" y2="{wy + 4}"/>'
+            f'<line x1="{_n(x1)}" x2="{_n(x1)}" y1="{wy - 4}" y2="{wy + 4}"/></g>'
+        )
+        anchor, lx = ("end", x0 - 5) if x1 > width - 70 else ("start", x1 + 5)
+        body.append(
+            f'<text class="ci-label" x="{_n(lx)}" y="{wy + 3}" text-anchor="{anchor}">'
+            f"95% CI [{_v(lo_ci)}, {_v(hi_ci)}]</text>"
+        )
+    if mean is not None:
+        body.append(
+            f'<circle class="mean-dot" cx="{_n(x_of(mean))}" cy="{wy}" r="3"><title>mean {_v(mean)}</title></circle>'
         )
     base = pad_t + plot_h
     body.append(f'<line class="axis" x1="{pad_l}" x2="{width - pad_r}" y1="{base}" y2="{base}"/>')
@@ -198,9 +212,10 @@ def scatter(
 
 
 def diff_interval(
-    diff: float | None, low: float | None, high: float | None, *, width: int = 160, height: int = 22
+    diff: float | None, low: float | None, high: float | None, *, width: int = 160, height: int = 34
 ) -> Markup:
-    """B − A as a dot with its interval as a line, on an axis centred on zero."""
+    """B − A as a dot with its interval as a line, on an axis centred on zero and labelled at
+    zero and at both ends."""
     if diff is None:
         return Markup("")
     ends = [abs(v) for v in (diff, low, high) if v is not None]
@@ -210,12 +225,17 @@ def diff_interval(
         return width / 2 + v / reach * (width / 2 - 6)
 
     cls = "up" if (low is not None and low > 0) else ("down" if (high is not None and high < 0) else "flat")
-    body = [f'<line class="zero" x1="{width / 2}" x2="{width / 2}" y1="2" y2="{height - 2}"/>']
+    mid = (height - 12) / 2
+    body = [
+        f'<line class="axis" x1="6" x2="{width - 6}" y1="{mid}" y2="{mid}"/>',
+        f'<line class="zero" x1="{width / 2}" x2="{width / 2}" y1="2" y2="{mid + 4}"/>',
+    ]
+    for v, anchor in ((-reach, "start"), (0.0, "middle"), (reach, "end")):
+        text = "0" if v == 0 else f"{v:+.2g}"
+        body.append(f'<text class="tick" x="{_n(px(v))}" y="{height - 1}" text-anchor="{anchor}">{text}</text>')
     if low is not None and high is not None:
-        body.append(
-            f'<line class="ci {cls}" x1="{_n(px(low))}" x2="{_n(px(high))}" y1="{height / 2}" y2="{height / 2}"/>'
-        )
-    body.append(f'<circle class="dot {cls}" cx="{_n(px(diff))}" cy="{height / 2}" r="4"/>')
+        body.append(f'<line class="ci {cls}" x1="{_n(px(low))}" x2="{_n(px(high))}" y1="{mid}" y2="{mid}"/>')
+    body.append(f'<circle class="dot {cls}" cx="{_n(px(diff))}" cy="{mid}" r="4"/>')
     label = f"B − A = {_v(diff)}" + (
         f", 95% interval [{_v(low)}, {_v(high)}]" if low is not None and high is not None else ""
     )

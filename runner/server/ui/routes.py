@@ -20,7 +20,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from runner.errors import NotFoundError
 from runner.server.browser import LoginThrottle, Sessions
 from runner.server.deps import StoreDep
-from runner.server.ui import charts
+from runner.server.ui import charts, values
 from runner.server.ui.auth import COOKIE, PageOwner, safe_next
 from runner.server.ui.fmt import FILTERS
 from runner.server.ui.pairs import PairView, build_pair
@@ -34,6 +34,8 @@ HERE = Path(__file__).resolve().parent
 RUNS_PER_PAGE = 50
 #: spans of a trace shown at first (``?spans=`` shows more, up to MAX_SPANS_LIMIT)
 TRACE_SPANS = 2_000
+#: the runs table gives each score its own (sortable) column when the page shows this many or fewer
+SCORE_COLUMNS = 4
 #: rows per page of the rows table: the default, and the most one may ask for
 ROWS_PER_PAGE, MAX_ROWS_PER_PAGE = 50, 500
 #: sent with every page: nothing but this server's own files may load or run
@@ -57,6 +59,10 @@ env = Environment(
 )
 env.filters.update(FILTERS)
 env.globals.update(charts=charts, SORT_KEYS=SORT_KEYS)
+env.filters["foldable"] = values.foldable
+env.globals.update(
+    conversation=values.conversation, llm_params=values.llm_params, is_llm=values.is_llm, diff_words=values.diff_words
+)
 
 
 def link(path: str, params: dict[str, Any], **changes: Any) -> str:
@@ -109,19 +115,39 @@ def runs_page(
         runs = [e for e in runs if needle in str(e["name"]).lower() or needle in str(e["run_name"]).lower()]
     pages = max(1, math.ceil(len(runs) / RUNS_PER_PAGE))
     number = min(max(whole(page), 1), pages)
-    shown = runs[(number - 1) * RUNS_PER_PAGE : number * RUNS_PER_PAGE]
-    views = [listing(_cache(request), store, e, owner) for e in shown]
+    sort = request.query_params.get("sort", "")
+    desc = request.query_params.get("desc") == "1"
+    if sort.startswith("score:"):  # by a score's mean over every run listed (runs without it last)
+        every = [listing(_cache(request), store, e, owner) for e in runs]
+        every.sort(key=lambda v: _mean_key(v, sort[len("score:") :], desc))
+        views = every[(number - 1) * RUNS_PER_PAGE : number * RUNS_PER_PAGE]
+    else:
+        shown = runs[(number - 1) * RUNS_PER_PAGE : number * RUNS_PER_PAGE]
+        views = [listing(_cache(request), store, e, owner) for e in shown]
+    names: list[str] = []
+    for v in views:
+        names.extend(n for n in v.scores if n not in names)
     return render(
         request,
         "runs.html",
         title="Runs",
         views=views,
         projects=projects,
-        params={"project": project, "q": q},
+        params={"project": project, "q": q, "sort": sort or None, "desc": "1" if desc else None},
+        score_columns=names if 0 < len(names) <= SCORE_COLUMNS else [],
+        sort=sort,
+        desc=desc,
         total=len(runs),
         page=number,
         pages=pages,
     )
+
+
+def _mean_key(view: Any, name: str, desc: bool) -> tuple[bool, float]:
+    mean = view.scores.get(name, (None,))[0]
+    if mean is None:
+        return (True, 0.0)
+    return (False, -mean if desc else mean)
 
 
 # -- one run ------------------------------------------------------------------------------------
@@ -258,6 +284,7 @@ def trace_page(request: Request, trace_id: str, store: StoreDep, owner: PageOwne
         "selected": trace_id,
         "exp": experiment,
         "timeline": timeline,
+        "feedback": store.feedback_for([s["trace_id"] for _, s in spans], owner),
     }
     if partial not in ("", "0"):
         return render(request, "trace_fragment.html", **context)

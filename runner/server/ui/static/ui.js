@@ -14,6 +14,26 @@ function setupCompare() {
   };
   boxes.forEach((b) => b.addEventListener("change", update));
   update();
+  // on an experiment's page: with "pick points" ticked, a point of a chart selects its run
+  const pick = document.getElementById("pick-points");
+  const points = Array.from(document.querySelectorAll("a.run-point"));
+  const mark = () =>
+    points.forEach((p) => {
+      const box = boxes.find((b) => b.value === p.dataset.run);
+      p.classList.toggle("picked", Boolean(box && box.checked));
+    });
+  boxes.forEach((b) => b.addEventListener("change", mark));
+  points.forEach((p) =>
+    p.addEventListener("click", (event) => {
+      if (!pick || !pick.checked) return;
+      event.preventDefault();
+      const box = boxes.find((b) => b.value === p.dataset.run);
+      if (!box) return;
+      box.checked = !box.checked;
+      box.dispatchEvent(new Event("change"));
+    }),
+  );
+  mark();
 }
 
 function setupFilters() {
@@ -81,8 +101,20 @@ function setupDrawer() {
   }
 }
 
+function setupRowLinks() {
+  // rows of the logs table open their trace; the name cell is a real link without script
+  document.querySelectorAll("table[data-rows=link]").forEach((table) =>
+    table.addEventListener("click", (event) => {
+      const row = event.target.closest("tr[data-href]");
+      if (!row || event.target.closest("a") || event.metaKey || event.ctrlKey || event.shiftKey || event.button !== 0) return;
+      location.href = row.dataset.href;
+    }),
+  );
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   setupCompare();
+  setupRowLinks();
   setupFilters();
   setupDrawer();
 });

@@ -1,0 +1,116 @@
+"""An experiment's page: its runs over time, against runs made by the runner through a server
+(``tests.test_ui.populate``: a baseline and a candidate of ``support-bot``), in headless Chromium.
+
+The figures must be the runs page's own: the test reads each run's mean and interval from the
+runs page and finds the same digits in the chart's tooltips and in the table under it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.servers import ServerHandle, start_server
+from tests.test_ui import populate
+from tests.test_ui_logs import browser, shots  # noqa: F401  (fixtures)
+
+pytest.importorskip("playwright.sync_api")
+
+URL = "/experiment?project=helpdesk&name=support-bot"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHandle, dict[str, str]]]:
+    with start_server(tmp_path_factory.mktemp("ui-metrics") / "runner.db") as server:
+        yield server, populate(server.base_url)
+
+
+@pytest.fixture
+def watched(browser: Any, site: tuple[ServerHandle, dict[str, str]]) -> Iterator[Any]:  # noqa: F811
+    from tests.test_ui_browser import Watched
+
+    context = browser.new_context(base_url=site[0].url, viewport={"width": 1400, "height": 900})
+    w = Watched(context, site[0].url)
+    yield w
+    context.close()
+    w.check()
+
+
+def test_unknown_experiment_is_a_404(site: tuple[ServerHandle, dict[str, str]]) -> None:
+    with httpx.Client(base_url=site[0].url) as web:
+        response = web.get("/experiment?project=helpdesk&name=nope")
+    assert (
+        response.status_code == 404
+        and "There is no experiment &#39;nope&#39; in project &#39;helpdesk&#39;" in response.text
+    )
+
+
+def test_each_score_over_time_with_the_runs_page_s_figures(watched: Any, site: Any, shots: Path) -> None:  # noqa: F811
+    page = watched.page
+    ids = site[1]
+    page.goto("/")
+    runs_page = {
+        (uid, name): page.locator(f'tr[data-run="{uid}"] td.score-cell[data-score="{name}"]').inner_text()
+        for uid in (ids["baseline"], ids["candidate"])
+        for name in ("exact_match", "levenshtein")
+    }
+    page.locator(f'tr[data-run="{ids["baseline"]}"] a.experiment-link').click()
+    page.wait_for_url(re.compile(r"/experiment\?"))
+    assert page.locator("h1").inner_text().startswith("support-bot")
+    cards = page.locator(".trend-card")
+    metrics = cards.evaluate_all("cs => cs.map(c => c.dataset.metric)")
+    assert metrics == [
+        "exact_match",
+        "levenshtein",
+        "grounded",
+        "latency per row (s)",
+        "tokens per row",
+        "cost per row ($)",
+        "lev_vs_exact",
+    ]
+    for name in ("exact_match", "levenshtein"):
+        card = page.locator(f'.trend-card[data-metric="{name}"]')
+        points = card.locator("a.run-point")
+        assert points.count() == 2
+        assert card.locator("line.whisker").count() == 6  # a whisker and its two caps per run
+        for i, uid in enumerate((ids["baseline"], ids["candidate"])):
+            tip = points.nth(i).locator("title").text_content() or ""
+            mean, low, high = re.fullmatch(r"(\S+) \[(\S+), (\S+)\]", runs_page[uid, name]).groups()  # type: ignore[union-attr]
+            run_name = "baseline" if i == 0 else "candidate"
+            assert tip.startswith(f"{run_name}: "), tip
+            # the tooltip has three significant digits; the runs page's figures, rounded alike
+            assert tip.split(": ")[1].split(" ")[0] == f"{float(mean):.3g}"
+            assert f"[95% CI {float(low):.3g}, {float(high):.3g}]" in tip
+            row = page.locator(f'table.experiment-runs tr[data-run="{uid}"]')
+            assert f"{mean} [{low}, {high}]" in row.inner_text()
+    page.screenshot(path=shots / "experiment.png", full_page=True)
+
+    # a click on a point opens its run
+    page.locator('.trend-card[data-metric="exact_match"] a.run-point').nth(1).click()
+    page.wait_for_url(re.compile(rf"/runs/{ids['candidate']}$"))
+    page.go_back()
+    # with "pick points", two clicks pick two runs, and Compare opens them (older as A)
+    page.check("#pick-points")
+    button = page.locator("#compare-button")
+    assert button.is_disabled()
+    page.locator('.trend-card[data-metric="levenshtein"] a.run-point').nth(1).click()
+    page.locator('.trend-card[data-metric="grounded"] a.run-point').nth(0).click()
+    assert page.url.endswith(URL) or "/experiment?" in page.url  # picking does not navigate
+    assert page.locator("a.run-point.picked").count() == 2 * 7
+    assert button.is_enabled()
+    button.click()
+    page.wait_for_url(re.compile(r"/compare\?a="))
+    assert page.url.endswith(f"/compare?a={ids['baseline']}&b={ids['candidate']}")
+
+
+def test_the_run_page_links_its_experiment(watched: Any, site: Any) -> None:
+    page = watched.page
+    page.goto(f"/runs/{site[1]['candidate']}")
+    page.locator(".crumbs a", has_text="support-bot").click()
+    page.wait_for_url(re.compile(r"/experiment\?"))
+    assert page.locator("table.experiment-runs tbody tr").count() == 2
