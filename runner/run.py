@@ -78,6 +78,9 @@ class Run:
     async def execute(self) -> Result:
         exp, opts = self.exp, self.opts
         func_name = getattr(exp.func, "__name__", type(exp.func).__name__)
+        from runner.executors import resolve_executor
+
+        self.executor = resolve_executor(opts.executor)  # a bad executor fails before anything is created
         source = RowSource(await self._records(), limit=opts.limit)
         first = source.peek()
         if first is None:
@@ -123,7 +126,9 @@ class Run:
         status = "completed"
         failure: BaseException | None = None
         try:
-            await self.engine.run(items)
+            await self.executor.run(
+                self.engine, items, resources=exp.resources, route=_backend_route(self.backend, exp, self.settings)
+            )
         except asyncio.CancelledError:
             status = "failed"
             failure = KeyboardInterrupt()

@@ -1,0 +1,453 @@
+"""Where rows run: this process (the default) or a Dask cluster.
+
+An executor is a value, like the door results leave by: :func:`resolve_executor` turns what the
+user gave (``None``, ``"dask"``, ``"dask://HOST:8786"``, a ``distributed.Client``, or an object
+with this module's :class:`Executor` shape) into one, and the run hands it the engine and the
+lazy stream of ``(row, trial)`` items. The run never asks which executor it holds.
+
+The Dask executor sends each row-trial to the cluster as one task: the function, its nested
+spans, ``completion()`` calls and the per-row scorers all run on a worker (the engine's own row
+code, so timeouts and retries behave as on one machine), and the finished row comes back to the
+driver, which tallies and logs it through the engine's collector exactly as in-process rows
+are. At most ``n_workers`` tasks are in flight and the next row is read only when one finishes,
+so a file of any size streams. A worker that dies mid-row has its task re-run by Dask elsewhere;
+only the driver logs, and once per row, so each row is stored exactly once.
+
+>>> exp.run(executor="dask")                      # doctest: +SKIP  (a LocalCluster here)
+>>> exp.run(executor="dask://scheduler:8786")     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import hashlib
+import importlib.machinery
+import os
+import sys
+import threading
+import time
+import uuid as uuidlib
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from runner.dataset import Row
+from runner.engine import Engine, RowOutcome
+from runner.errors import ConfigError, FunctionError, RunnerError
+from runner.tracing import current_backend
+
+__all__ = ["DaskExecutor", "Executor", "InProcessExecutor", "resolve_executor"]
+
+
+class Executor(Protocol):
+    """Runs the engine's rows somewhere and hands every finished row to the engine's collector."""
+
+    name: str
+
+    async def run(
+        self,
+        engine: Engine,
+        items: Iterator[tuple[Row, int]],
+        *,
+        resources: Mapping[str, float] | None,
+        route: dict[str, str | None] | None,
+    ) -> None: ...
+
+
+class InProcessExecutor:
+    """Today's behaviour: rows run on this machine, in threads (sync) or on the loop (async)."""
+
+    name = "in-process"
+
+    async def run(
+        self,
+        engine: Engine,
+        items: Iterator[tuple[Row, int]],
+        *,
+        resources: Mapping[str, float] | None,
+        route: dict[str, str | None] | None,
+    ) -> None:
+        await engine.run(items)
+
+
+def resolve_executor(value: Any) -> Executor:
+    """The executor named by ``value``; the one place that decides where rows run.
+
+    ``None``/``"local"``: this process. ``"dask"``: a LocalCluster of worker processes on this
+    machine, started for the run. ``"dask://HOST:PORT"`` (or ``tcp://``/``tls://``): an existing
+    Dask scheduler. A ``distributed.Client``: the cluster it is connected to."""
+    if value is None or value in ("local", "in-process"):
+        return InProcessExecutor()
+    if isinstance(value, str):
+        if value == "dask":
+            return DaskExecutor()
+        for scheme in ("dask://", "tcp://", "tls://"):
+            if value.startswith(scheme):
+                rest = value[len(scheme):]
+                if not rest:
+                    break
+                return DaskExecutor(address=("tcp://" if scheme == "dask://" else scheme) + rest)
+        raise ConfigError(
+            f"executor={value!r}: unknown executor; use 'dask' (a cluster on this machine), "
+            "'dask://HOST:8786' (a Dask scheduler) or a distributed.Client"
+        )
+    if type(value).__module__.startswith("distributed") and hasattr(value, "scheduler"):
+        return DaskExecutor(client=value)
+    if callable(getattr(value, "run", None)) and isinstance(getattr(value, "name", None), str):
+        executor: Executor = value
+        return executor
+    raise ConfigError(
+        f"executor={value!r} is not an executor; use 'dask', 'dask://HOST:8786' or a distributed.Client"
+    )
+
+
+def _distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ConfigError(
+            "the Dask executor needs dask and distributed: pip install 'runner[dask]'"
+        ) from exc
+    return distributed
+
+
+# -- what travels to the workers ------------------------------------------------------------------
+@dataclass
+class RowSpec:
+    """Everything a worker needs to run a row-trial as the driver's engine would."""
+
+    func: Callable[..., Any]
+    func_name: str
+    make_kwargs: Callable[[dict[str, Any]], dict[str, Any]]
+    scorers: list[Callable[..., Any]]
+    experiment_uuid: str
+    project_name: str
+    project_uuid: str | None
+    timeout: float | None
+    retries: int
+    retry_backoff: float
+    route: dict[str, str | None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def spec_of(engine: Engine, route: dict[str, str | None] | None) -> RowSpec:
+    return RowSpec(
+        func=engine.func,
+        func_name=engine.func_name,
+        make_kwargs=engine.make_kwargs,
+        scorers=[s for s, _ in engine.sync_scorers] + list(engine.async_scorers),
+        experiment_uuid=engine.experiment_uuid,
+        project_name=engine.project_name,
+        project_uuid=engine.project_uuid,
+        timeout=engine.timeout,
+        retries=engine.retries,
+        retry_backoff=engine.retry_backoff,
+        route=route,
+    )
+
+
+def _by_value_modules(objs: list[Any]) -> list[Any]:
+    """Modules of ``objs`` a worker could not import by name (a config file loaded from a path):
+    their functions travel by value instead."""
+    found = []
+    for obj in objs:
+        name = getattr(obj, "__module__", None) or getattr(type(obj), "__module__", None)
+        module = sys.modules.get(name or "")
+        if module is None or name == "__main__":
+            continue
+        top = name.split(".")[0] if name else ""
+        if importlib.machinery.PathFinder.find_spec(top, sys.path) is None and top not in sys.builtin_module_names:
+            found.append(module)
+    return found
+
+
+def _module_attr(module: str, name: str) -> Any:
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def _reduce_context_var(var: contextvars.ContextVar[Any]) -> tuple[Any, tuple[str, str]]:
+    """A module-level ContextVar of runner (the current span, the backend route) travels by name:
+    ``@trace`` wrappers sent by value refer to them, and a ContextVar itself cannot be pickled."""
+    for mod_name, module in list(sys.modules.items()):
+        if mod_name.split(".")[0] not in ("runner", "evals"):
+            continue
+        for attr, value in list(vars(module).items()):
+            if value is var:
+                return _module_attr, (mod_name, attr)
+    raise TypeError(f"cannot pickle the context variable {var.name!r}")
+
+
+def pickle_spec(spec: RowSpec) -> bytes:
+    """``spec`` as cloudpickle bytes, or a :class:`FunctionError` naming what cannot be sent."""
+    import copyreg
+
+    import cloudpickle
+
+    copyreg.pickle(contextvars.ContextVar, _reduce_context_var)
+
+    parts: list[tuple[str, Any]] = [(f"function {spec.func_name!r}", spec.func)]
+    parts += [(f"scorer {getattr(s, '__name__', repr(s))!r}", s) for s in spec.scorers]
+    parts.append(("the row's argument mapping (make_kwargs)", spec.make_kwargs))
+    modules = _by_value_modules([p for _, p in parts])
+    registered = []
+    for m in modules:
+        with contextlib.suppress(ValueError):  # already registered
+            cloudpickle.register_pickle_by_value(m)
+            registered.append(m)
+    try:
+        try:
+            return bytes(cloudpickle.dumps(spec))
+        except Exception as whole:
+            for what, obj in parts:
+                try:
+                    cloudpickle.dumps(obj)
+                except Exception as exc:
+                    raise FunctionError(
+                        f"cannot send the {what} to the Dask workers: {type(exc).__name__}: {exc}. "
+                        "Everything a row uses travels with cloudpickle: define it at module level and keep "
+                        "open files, locks, sockets and clients out of its closure (create them inside it)"
+                    ) from exc
+            raise FunctionError(
+                f"cannot send the experiment to the Dask workers: {type(whole).__name__}: {whole}"
+            ) from whole
+    finally:
+        for m in registered:
+            cloudpickle.unregister_pickle_by_value(m)
+
+
+# -- the worker side ------------------------------------------------------------------------------
+class SpecLoadError(RunnerError):
+    """A worker could not load the experiment's function (raised on the worker, seen on the driver)."""
+
+
+class _NoCollector:
+    """Workers never collect: finished rows go back to the driver as task results."""
+
+    async def add(self, outcome: RowOutcome) -> None:  # pragma: no cover - never called
+        raise AssertionError("a worker does not collect rows")
+
+    def add_threadsafe(self, outcomes: list[RowOutcome], loop: asyncio.AbstractEventLoop) -> None:  # pragma: no cover
+        raise AssertionError("a worker does not collect rows")
+
+    async def drain(self) -> None:  # pragma: no cover
+        return None
+
+
+_engines: dict[str, tuple[Engine, RowSpec]] = {}
+_engines_lock = threading.Lock()
+_side: dict[str, asyncio.AbstractEventLoop] = {}
+
+
+def _engine_for(blob: bytes) -> tuple[Engine, RowSpec]:
+    """The worker process's engine for this experiment (unpickled once per process)."""
+    key = hashlib.blake2b(blob, digest_size=16).hexdigest()
+    with _engines_lock:
+        got = _engines.get(key)
+        if got is not None:
+            return got
+        import cloudpickle
+
+        try:
+            spec: RowSpec = cloudpickle.loads(blob)
+        except Exception as exc:
+            raise SpecLoadError(
+                f"a Dask worker (pid {os.getpid()}) could not load the experiment: {type(exc).__name__}: {exc}. "
+                "The workers need the same packages installed as the driver"
+            ) from exc
+        engine = Engine(
+            func=spec.func,
+            func_name=spec.func_name,
+            make_kwargs=spec.make_kwargs,
+            scorers=spec.scorers,
+            n_workers=1,
+            experiment_uuid=spec.experiment_uuid,
+            project_name=spec.project_name,
+            project_uuid=spec.project_uuid,
+            collector=_NoCollector(),
+            timeout=spec.timeout,
+            retries=spec.retries,
+            retry_backoff=spec.retry_backoff,
+        )
+        if engine.sync_scorers:
+            engine._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="runner-score")
+        if len(_engines) >= 8:  # a long-lived worker serving many experiments
+            _engines.pop(next(iter(_engines)))
+        _engines[key] = (engine, spec)
+        return engine, spec
+
+
+def _side_loop() -> asyncio.AbstractEventLoop:
+    """A loop on its own thread in this worker process, for async scorers of sync functions."""
+    with _engines_lock:
+        loop = _side.get("loop")
+        if loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="runner-side-loop", daemon=True).start()
+            _side["loop"] = loop
+        return loop
+
+
+def row_task(blob: bytes, row: Row, trial: int) -> RowOutcome:
+    """A Dask task: one row-trial of a sync function, its scorers included, on a worker thread."""
+    engine, spec = _engine_for(blob)
+    context = contextvars.copy_context()
+    context.run(current_backend.set, spec.route)
+    return context.run(engine.run_row_sync, row, trial, _side_loop(), context)
+
+
+async def row_task_async(blob: bytes, row: Row, trial: int) -> RowOutcome:
+    """A Dask task: one row-trial of an async function, on the worker's event loop."""
+    engine, spec = _engine_for(blob)
+
+    async def one() -> RowOutcome:
+        current_backend.set(spec.route)
+        parts = await engine._run_row_parts(row, trial)
+        return engine._outcome(*parts)
+
+    # its own task, so its context (the current span) is its own
+    return await asyncio.get_running_loop().create_task(one(), context=contextvars.copy_context())
+
+
+# -- the driver side ------------------------------------------------------------------------------
+class DaskExecutor:
+    """Rows as tasks on a Dask cluster: a LocalCluster (``address=None``), a scheduler address,
+    or the cluster an existing ``distributed.Client`` is connected to."""
+
+    name = "dask"
+
+    def __init__(self, address: str | None = None, client: Any = None, n_processes: int | None = None) -> None:
+        self.address = address
+        self.client = client
+        self.n_processes = n_processes
+
+    def __repr__(self) -> str:
+        where = self.address or (self.client and "a distributed.Client") or "a LocalCluster"
+        return f"DaskExecutor({where})"
+
+    @contextlib.asynccontextmanager
+    async def _connect(self, n_workers: int) -> AsyncIterator[Any]:
+        distributed = _distributed()
+        if self.client is not None and getattr(self.client, "asynchronous", False):
+            yield self.client
+            return
+        address = self.address
+        if self.client is not None:
+            address = self.client.scheduler.address
+        if address is not None:
+            try:
+                client = await distributed.Client(address, asynchronous=True, timeout="30s")
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot reach the Dask scheduler at {address}: {exc}; start one with `dask scheduler` "
+                    "and workers with `dask worker ADDRESS`"
+                ) from exc
+            try:
+                yield client
+            finally:
+                await client.close()
+            return
+        procs = self.n_processes or max(1, min(os.cpu_count() or 1, n_workers))
+        threads = max(1, -(-n_workers // procs))
+        cluster = await distributed.LocalCluster(
+            n_workers=procs,
+            threads_per_worker=threads,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            asynchronous=True,
+            silence_logs=40,
+        )
+        try:
+            client = await distributed.Client(cluster, asynchronous=True)
+            try:
+                yield client
+            finally:
+                await client.close()
+        finally:
+            await cluster.close()
+
+    async def run(
+        self,
+        engine: Engine,
+        items: Iterator[tuple[Row, int]],
+        *,
+        resources: Mapping[str, float] | None,
+        route: dict[str, str | None] | None,
+    ) -> None:
+        distributed = _distributed()
+        blob = pickle_spec(spec_of(engine, route))  # before any row runs: an unsendable function fails here
+        task = row_task_async if engine.is_async else row_task
+        collector = engine.collector
+        tag = uuidlib.uuid4().hex[:8]
+        async with self._connect(engine.n_workers) as client:
+            pending: dict[str, tuple[Row, int]] = {}
+            done = distributed.as_completed(loop=client.loop)
+
+            def submit_next() -> bool:
+                if engine.stopping:
+                    return False
+                item = next(items, None)
+                if item is None:
+                    return False
+                row, trial = item
+                future = client.submit(
+                    task, blob, row, trial,
+                    key=f"runner-row-{tag}-{len(pending)}-{row.id[:60]}-{trial}-{uuidlib.uuid4().hex[:6]}",
+                    pure=False,
+                    resources=dict(resources) if resources else None,
+                )
+                pending[future.key] = item
+                engine.running[(row.id, trial)] = time.monotonic()
+                done.add(future)
+                return True
+
+            try:
+                for _ in range(engine.n_workers):
+                    if not submit_next():
+                        break
+                while pending:
+                    future = await _next_done(done)
+                    row, trial = pending.pop(future.key)
+                    engine.running.pop((row.id, trial), None)
+                    outcome = await _outcome_of(engine, future, row, trial)
+                    future.release()
+                    engine.last_finished = time.monotonic()
+                    await collector.add(outcome)
+                    submit_next()
+            except BaseException:
+                # cancelled (second Ctrl-C) or failed: nothing queued keeps running for this run
+                engine.stop()
+                futures = list(done.futures)
+                if futures:
+                    with contextlib.suppress(Exception):
+                        await client.cancel(futures)
+                raise
+
+
+async def _next_done(done: Any) -> Any:
+    return await done.__anext__()
+
+
+async def _outcome_of(engine: Engine, future: Any, row: Row, trial: int) -> RowOutcome:
+    """The finished row a task returned; a row whose worker kept dying becomes that row's error."""
+    distributed = _distributed()
+    if future.status == "finished":
+        outcome: RowOutcome = await future
+        return outcome
+    exc = await future.exception()
+    if isinstance(exc, SpecLoadError):
+        raise exc
+    if isinstance(exc, distributed.KilledWorker):
+        message = f"the Dask workers running this row died each time it was tried ({exc})"
+    else:
+        message = f"the Dask task running this row failed: {type(exc).__name__}: {exc}"
+    root = engine._root(row, trial)
+    root.status = "error"
+    root.error = message
+    root.finish()
+    return engine._outcome(row, trial, root, [], [])
