@@ -1,0 +1,247 @@
+"""Rows on a real Dask cluster: a scheduler and two worker processes on 127.0.0.1, no mocks.
+
+Every assertion is about what was stored (read back from the real SQLite file, through either
+door) compared with the same experiment run in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from runner import Experiment, trace  # noqa: E402
+from runner.errors import ConfigError, FunctionError  # noqa: E402
+from runner.executors import DaskExecutor, InProcessExecutor, resolve_executor  # noqa: E402
+from runner.store import Store  # noqa: E402
+from tests.doors import Door  # noqa: E402
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=None,
+        silence_logs=40,
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+def address(cluster: Any) -> str:
+    return "dask://" + cluster.scheduler_address.removeprefix("tcp://")
+
+
+# -- the experiment: module-level, so workers import it by name ------------------------------------
+@trace
+def double(x: int) -> int:
+    return x * 2
+
+
+@trace(name="outer")
+def outer(x: int) -> int:
+    return double(x) + 1
+
+
+def sync_fn(x: int) -> dict[str, Any]:
+    if x == 3:
+        raise ValueError("row three is bad")
+    return {"value": outer(x), "pid": os.getpid()}
+
+
+@trace
+async def adouble(x: int) -> int:
+    await asyncio.sleep(0.001)
+    return x * 2
+
+
+async def async_fn(x: int) -> dict[str, Any]:
+    if x == 3:
+        raise ValueError("row three is bad")
+    return {"value": await adouble(x) + 1, "pid": os.getpid()}
+
+
+def odd(log: Any) -> float:
+    return float(log.output["value"] % 4 == 1)
+
+
+async def big(log: Any) -> float:
+    return float(log.output["value"] > 10)
+
+
+DATA = [{"x": i, "target": 2 * i + 1} for i in range(12)]
+
+
+def _stored(store: Store, uuid: str) -> dict[tuple[str, int], dict[str, Any]]:
+    rows = store.experiment_rows(uuid)
+    keys = [(str(r["metadata"]["row_id"]), int(r["metadata"]["trial"])) for r in rows]
+    assert len(keys) == len(set(keys)), "a row-trial stored twice"
+    return dict(zip(keys, rows, strict=True))
+
+
+def _spans(store: Store, uuid: str) -> list[tuple[str, str, int]]:
+    """(root trace id, span name, depth) of every stored child span."""
+    out = []
+    for (data,) in store._query("SELECT data FROM traces WHERE experiment_uuid=? AND is_root=0", (uuid,)):
+        import orjson
+
+        d = orjson.loads(data)
+        out.append((d["root_trace_id"], d["trace_name"], int(d.get("depth") or 0)))
+    return sorted(out)
+
+
+def _view(store: Store, uuid: str) -> dict[tuple[str, int], tuple[Any, ...]]:
+    """What must not depend on where rows ran (the worker's pid is dropped)."""
+    import json
+
+    out = {}
+    for key, r in _stored(store, uuid).items():
+        output = r.get("output")
+        if r["status"] == "success":
+            output = json.loads(output) if isinstance(output, str) else output
+            output = output["value"] if isinstance(output, dict) else output
+        scores = sorted((s["name"], s["score"]) for s in r.get("scores") or [])
+        out[key] = (r["trace_id"] is not None, r["status"], output, scores, (r.get("error") or "").splitlines()[-1:])
+    return out
+
+
+@pytest.mark.parametrize("fn", [sync_fn, async_fn], ids=["sync", "async"])
+def test_rows_run_on_the_workers_and_are_stored_as_in_process(door: Door, address: str, fn: Any) -> None:
+    kwargs = dict(data=DATA, func=fn, evals=[odd, big], n_trials=2, n_workers=4, **door.kwargs())
+    local = Experiment(name="here", **kwargs).run(quiet=True)
+    remote = Experiment(name="there", **kwargs).run(quiet=True, executor=address)
+    assert remote.status == "completed"
+    assert (remote.n_total, remote.n_errors) == (local.n_total, local.n_errors) == (24, 2)
+    assert remote.scores == local.scores  # means, intervals, counts: value for value
+    assert _view(door.store, remote.experiment_uuid) == _view(door.store, local.experiment_uuid)
+    # the nested spans were opened on the workers and came back with their rows
+    here, there = _spans(door.store, local.experiment_uuid), _spans(door.store, remote.experiment_uuid)
+    assert len(there) == len(here) == 2 * 11 * (2 if fn is sync_fn else 1)  # trials x good rows x spans
+    assert sorted((n, d) for _, n, d in there) == sorted((n, d) for _, n, d in here)
+    roots = {r["trace_id"] for r in _stored(door.store, remote.experiment_uuid).values()}
+    assert {root for root, _, _ in there} <= roots
+    pids = {r.get("output") for r in _stored(door.store, remote.experiment_uuid).values() if r["status"] == "success"}
+    assert os.getpid() not in {__import__("json").loads(p)["pid"] for p in pids}, "rows ran on the driver"
+
+
+def test_a_distributed_client_is_an_executor(cluster: Any, tmp_path: Path) -> None:
+    with distributed.Client(cluster) as client:
+        assert isinstance(resolve_executor(client), DaskExecutor)
+        r = Experiment(name="c", data=DATA, func=sync_fn, db=tmp_path / "c.db").run(quiet=True, executor=client)
+    assert (r.n_total, r.n_errors) == (12, 1)
+
+
+def test_executor_values_resolve_in_one_place() -> None:
+    assert isinstance(resolve_executor(None), InProcessExecutor)
+    assert isinstance(resolve_executor("dask"), DaskExecutor)
+    assert resolve_executor("dask://10.0.0.1:8786").address == "tcp://10.0.0.1:8786"  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="unknown executor"):
+        resolve_executor("spark://x")
+    with pytest.raises(ConfigError, match="not an executor"):
+        resolve_executor(42)
+
+
+def test_a_function_that_cannot_travel_fails_before_any_row_runs(address: str, tmp_path: Path) -> None:
+    lock = threading.Lock()
+
+    def holds_a_lock(x: int) -> int:
+        with lock:
+            return x
+
+    db = tmp_path / "p.db"
+    with pytest.raises(FunctionError, match=r"cannot send the function 'holds_a_lock'.*lock"):
+        Experiment(name="p", data=DATA, func=holds_a_lock, db=db).run(quiet=True, executor=address)
+    store = Store(db)
+    try:
+        assert store._query("SELECT COUNT(*) FROM traces", ())[0][0] == 0
+    finally:
+        store.close()
+
+
+def flaky(x: int, d: str) -> int:
+    """Fails on even rows until a marker file exists in ``d`` (the 'fixed' code of a resumed run)."""
+    if x % 2 == 0 and not (Path(d) / "fixed").exists():
+        raise RuntimeError(f"not yet {x}")
+    return x
+
+
+def test_resume_and_retries_through_dask(address: str, tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    data = [{"x": i, "d": str(tmp_path)} for i in range(12)]
+    exp = Experiment(name="r", data=data, func=flaky, db=db, retries=1, retry_backoff=0.01)
+    first = exp.run("r-1", quiet=True, executor=address)
+    assert (first.n_total, first.n_errors) == (12, 6)
+    store = Store(db)
+    try:
+        rows = _stored(store, first.experiment_uuid)
+        assert all(r["metadata"].get("attempts") == 2 for r in rows.values() if r["status"] == "error")
+        (tmp_path / "fixed").write_text("")
+        again = exp.run("r-1", quiet=True, executor=address, resume=True)
+        assert again.experiment_uuid == first.experiment_uuid
+        assert (again.n_total, again.n_errors, again.resumed_rows) == (12, 0, 6)
+        rows = _stored(store, first.experiment_uuid)
+        assert len(rows) == 12 and all(r["status"] == "success" for r in rows.values())
+    finally:
+        store.close()
+
+
+def killed_once(x: int, d: str) -> int:
+    """Row 7's first attempt announces its pid (in ``d``) and waits to be killed; later attempts run."""
+    if x == 7:
+        marker = Path(d) / "started-7"
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pass  # a re-run after the kill
+        else:
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            threading.Event().wait(200)  # until SIGKILL ends this process
+    return x * 3
+
+
+def thrice(log: Any) -> float:
+    return float(log.output == 3 * log.inputs["x"])
+
+
+def test_a_worker_killed_mid_row_has_its_row_rerun_and_each_row_stored_once(
+    door: Door, address: str, tmp_path: Path
+) -> None:
+    data = [{"x": i, "d": str(tmp_path)} for i in range(40)]
+    kwargs = dict(data=data, func=killed_once, evals=[thrice], n_workers=4, **door.kwargs())
+    box: dict[str, Any] = {}
+
+    def go() -> None:
+        try:
+            box["result"] = Experiment(name="k", **kwargs).run(quiet=True, executor=address)
+        except BaseException as exc:  # pragma: no cover - reported below
+            box["error"] = exc
+
+    t = threading.Thread(target=go)
+    t.start()
+    marker = tmp_path / "started-7"
+    waited = threading.Event()
+    while not (marker.exists() and marker.read_text()) and t.is_alive():
+        waited.wait(0.05)
+    os.kill(int(marker.read_text()), signal.SIGKILL)
+    t.join(200)
+    assert "error" not in box, box.get("error")
+    killed = box["result"]
+    (tmp_path / "started-7").unlink()
+    (tmp_path / "started-7").write_text("0")  # the uninterrupted run goes straight through row 7
+    whole = Experiment(name="whole", **kwargs).run(quiet=True)
+    assert (killed.status, killed.n_total, killed.n_errors) == ("completed", 40, 0)
+    assert (killed.n_total, killed.n_errors) == (whole.n_total, whole.n_errors)
+    assert killed.scores == whole.scores
+    rows = _stored(door.store, killed.experiment_uuid)  # asserts no row-trial twice
+    assert sorted(int(r["metadata"]["row_index"]) for r in rows.values()) == list(range(40))
+    assert _view(door.store, killed.experiment_uuid) == _view(door.store, whole.experiment_uuid)
