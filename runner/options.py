@@ -35,6 +35,8 @@ class RunOptions:
     executor: Any = None
     #: run only the rows whose stable id falls in shard ``(index, count)``; never finish the run
     shard: tuple[int, int] | None = None
+    #: ``finish`` of a sharded run: run no rows, check all are stored, finish from the stored rows
+    finish_only: bool = False
 
 
 RUN_OPTIONS = frozenset(

@@ -89,7 +89,11 @@ class Run:
 
         project_name = exp.project_name or self.settings.project_name
         done: set[tuple[str, int]] = set()
-        if opts.resume:
+        if opts.shard is not None or opts.finish_only:
+            from runner.shards import open_shared_run
+
+            info, done = await open_shared_run(self, project_name, opts)
+        elif opts.resume:
             assert opts.run_name is not None
             info, done = await self._resume(project_name, opts.run_name)
         else:
@@ -116,6 +120,10 @@ class Run:
             retry_backoff=opts.retry_backoff,
         )
         items = ((row, t) for row in source for t in range(opts.n_trials) if (row.id, t) not in done)
+        if opts.shard is not None or opts.finish_only:
+            from runner.shards import shard_items
+
+            items = iter(()) if opts.finish_only else shard_items(items, opts.shard)
         self.progress = _progress(exp.name, opts, run_name, exp.data)
         loop = asyncio.get_running_loop()
         self.task = asyncio.current_task()
@@ -151,14 +159,17 @@ class Run:
         dls, details, dl_errors, dl_ci = self._dataset_level()
         stats_ok = True
         try:
-            await self.backend.finish_experiment(
-                uuid,
-                status=status,
-                dataset_level_stats=[
-                    {"name": s.name, "score": s.score, "reason": _with_ci(s.reason, dl_ci.get(s.name))}
-                    for s in details.values()
-                ],
-            )
+            if opts.shard is not None:  # a shard never finishes the run: `finish` does, once
+                await self.backend.flush()
+            else:
+                await self.backend.finish_experiment(
+                    uuid,
+                    status=status,
+                    dataset_level_stats=[
+                        {"name": s.name, "score": s.score, "reason": _with_ci(s.reason, dl_ci.get(s.name))}
+                        for s in details.values()
+                    ],
+                )
         except RunnerError:
             stats_ok = False
             if failure is None:
@@ -208,7 +219,9 @@ class Run:
         self.stalls.append(message)
         print(f"\nwarning: {message}", file=sys.stderr, flush=True)
 
-    async def _resume(self, project_name: str, run_name: str) -> tuple[dict[str, Any], set[tuple[str, int]]]:
+    async def _resume(
+        self, project_name: str, run_name: str, only: Callable[[str], bool] | None = None
+    ) -> tuple[dict[str, Any], set[tuple[str, int]]]:
         """Reopen run ``run_name``: which row-trials are done, and their results in the tally.
 
         Rows stored as successful are kept (errored ones too with ``keep_errors``); the rest are
@@ -223,6 +236,8 @@ class Run:
         if info["name"] != exp.name:
             raise ConfigError(f"run {run_name!r} belongs to experiment {info['name']!r}, not {exp.name!r}")
         stored = await self.backend.experiment_rows(info["uuid"])
+        if only is not None:  # a shard: its own rows only
+            stored = [r for r in stored if only(str((r.get("metadata") or {}).get("row_id")))]
         current = await self._scan()
         changed = sorted(
             {

@@ -245,3 +245,45 @@ def test_a_worker_killed_mid_row_has_its_row_rerun_and_each_row_stored_once(
     rows = _stored(door.store, killed.experiment_uuid)  # asserts no row-trial twice
     assert sorted(int(r["metadata"]["row_index"]) for r in rows.values()) == list(range(40))
     assert _view(door.store, killed.experiment_uuid) == _view(door.store, whole.experiment_uuid)
+
+
+def two_calls(question: str) -> str:
+    from runner import completion
+
+    first = completion(f"first {question}", model="gpt-4o-mini")
+    return completion(f"second {first.content}", model="gpt-4o-mini", name="second").content
+
+
+def test_completion_calls_run_on_the_workers_with_the_runs_cache(
+    door: Door, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    import runner.llm
+    from tests.proxy_fakes import FakeProvider
+
+    with FakeProvider.running("openai") as fake:
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        # workers started now inherit the provider's address, as a real cluster's would be configured
+        with distributed.LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=None,
+            silence_logs=40,
+        ) as c, distributed.Client(c) as client:
+            data = [{"question": f"q{i}"} for i in range(4)]
+            exp = Experiment(name="llm", data=data, func=two_calls, **door.kwargs())
+            first = exp.run(quiet=True, executor=client)
+            assert first.n_errors == 0 and fake.calls == 8
+            again = exp.run(quiet=True, executor=client)
+            assert again.n_errors == 0 and fake.calls == 8  # the second run was served from the cache
+        runner.llm.close()
+    for r in (first, again):
+        stats = door.store.experiment_stats(r.experiment_uuid)
+        assert len(stats) == 4 and all(s["total_tokens"] > 0 for s in stats)
+        for s in stats:
+            tree = door.store.get_trace_tree(s["trace_id"])
+            names = [c["trace_name"] for c in tree["children_logs"]]
+            assert names == ["llm-openai", "second"]
+    assert first.stats["cost"] > 0
+    with sqlite3.connect(door.db) as conn:
+        assert conn.execute("SELECT count(*) FROM completion_cache").fetchone()[0] == 8
