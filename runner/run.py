@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from runner.backend import Backend, EmbeddedBackend
-from runner.dataset import RowSource, check_columns, collection_records, is_dataset_file, iter_records
+from runner.dataset import Row, RowSource, check_columns, collection_records, is_dataset_file, iter_records
 from runner.engine import Engine, RowOutcome, is_async_callable
 from runner.errors import ConfigError, DatasetError, FunctionError, RunnerError
 from runner.options import RunOptions
@@ -119,7 +119,9 @@ class Run:
             retries=opts.retries,
             retry_backoff=opts.retry_backoff,
         )
-        items = ((row, t) for row in source for t in range(opts.n_trials) if (row.id, t) not in done)
+        items: Iterator[tuple[Row, int]] = (
+            (row, t) for row in source for t in range(opts.n_trials) if (row.id, t) not in done
+        )
         if opts.shard is not None or opts.finish_only:
             from runner.shards import shard_items
 

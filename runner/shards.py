@@ -56,7 +56,8 @@ def parse_shard(text: str, environ: Mapping[str, str] | None = None) -> tuple[in
         found = next(((v, env[v]) for v in INDEX_VARIABLES if env.get(v, "").strip()), None)
         if found is None:
             raise ConfigError(
-                f"--shard auto/{count}: neither {' nor '.join(INDEX_VARIABLES)} is set; give the index, e.g. --shard 0/{count}"
+                f"--shard auto/{count}: neither {' nor '.join(INDEX_VARIABLES)} is set; "
+                f"give the index, e.g. --shard 0/{count}"
             )
         variable, index_text = found
     else:
@@ -105,7 +106,8 @@ async def open_shared_run(run: Run, project_name: str, opts: RunOptions) -> tupl
             if info is None:
                 raise
     shard = opts.shard
-    _, done = await run._resume(project_name, run_name, only=None if shard is None else lambda rid: in_shard(rid, shard))
+    only = None if shard is None else lambda rid: in_shard(rid, shard)
+    _, done = await run._resume(project_name, run_name, only=only)
     if opts.finish_only:
         missing = []
         source = RowSource(await run._records(), limit=opts.limit)
