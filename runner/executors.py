@@ -313,6 +313,16 @@ async def row_task_async(blob: bytes, row: Row, trial: int) -> RowOutcome:
     return await asyncio.get_running_loop().create_task(one(), context=contextvars.copy_context())
 
 
+def rows_task(blob: bytes, batch: list[tuple[Row, int]]) -> list[RowOutcome]:
+    """A Dask task: a few row-trials of a sync function, one after the other."""
+    return [row_task(blob, row, trial) for row, trial in batch]
+
+
+async def rows_task_async(blob: bytes, batch: list[tuple[Row, int]]) -> list[RowOutcome]:
+    """A Dask task: a few row-trials of an async function, concurrently on the worker's loop."""
+    return list(await asyncio.gather(*(row_task_async(blob, row, trial) for row, trial in batch)))
+
+
 # -- the driver side ------------------------------------------------------------------------------
 class DaskExecutor:
     """Rows as tasks on a Dask cluster: a LocalCluster (``address=None``), a scheduler address,
@@ -358,7 +368,7 @@ class DaskExecutor:
             threads_per_worker=threads,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address=":0",
             asynchronous=True,
             silence_logs=40,
         )
@@ -381,44 +391,58 @@ class DaskExecutor:
     ) -> None:
         distributed = _distributed()
         blob = pickle_spec(spec_of(engine, route))  # before any row runs: an unsendable function fails here
-        task = row_task_async if engine.is_async else row_task
+        task = rows_task_async if engine.is_async else rows_task
         collector = engine.collector
         tag = uuidlib.uuid4().hex[:8]
         async with self._connect(engine.n_workers) as client:
-            pending: dict[str, tuple[Row, int]] = {}
+            sizer = _BatchSizer(engine.n_workers, engine.is_async, client.scheduler_info().get("workers", {}))
+            pending: dict[str, list[tuple[Row, int]]] = {}
             done = distributed.as_completed(loop=client.loop)
+            in_flight = 0
+            serial = 0
 
-            def submit_next() -> bool:
-                if engine.stopping:
-                    return False
-                item = next(items, None)
-                if item is None:
-                    return False
-                row, trial = item
-                future = client.submit(
-                    task, blob, row, trial,
-                    key=f"runner-row-{tag}-{len(pending)}-{row.id[:60]}-{trial}-{uuidlib.uuid4().hex[:6]}",
-                    pure=False,
-                    resources=dict(resources) if resources else None,
-                )
-                pending[future.key] = item
-                engine.running[(row.id, trial)] = time.monotonic()
-                done.add(future)
-                return True
+            def submit_more() -> None:
+                nonlocal in_flight, serial
+                while not engine.stopping and in_flight < engine.n_workers:
+                    size = min(sizer.size(), engine.n_workers - in_flight)
+                    if in_flight and size < sizer.size():
+                        return  # wait for a whole batch's room: fewer, fuller tasks
+                    batch = []
+                    for item in items:
+                        batch.append(item)
+                        if len(batch) >= size:
+                            break
+                    if not batch:
+                        return
+                    serial += 1
+                    row = batch[0][0]
+                    future = client.submit(
+                        task, blob, batch,
+                        key=f"runner-rows-{tag}-{serial}-{row.id[:40]}-{len(batch)}",
+                        pure=False,
+                        resources=dict(resources) if resources else None,
+                    )
+                    pending[future.key] = batch
+                    in_flight += len(batch)
+                    now = time.monotonic()
+                    for r, t in batch:
+                        engine.running[(r.id, t)] = now
+                    done.add(future)
 
             try:
-                for _ in range(engine.n_workers):
-                    if not submit_next():
-                        break
+                submit_more()
                 while pending:
                     future = await _next_done(done)
-                    row, trial = pending.pop(future.key)
-                    engine.running.pop((row.id, trial), None)
-                    outcome = await _outcome_of(engine, future, row, trial)
+                    batch = pending.pop(future.key)
+                    outcomes = await _outcomes_of(engine, future, batch)
                     future.release()
+                    in_flight -= len(batch)
+                    submit_more()  # the next rows start before this batch is tallied and logged
                     engine.last_finished = time.monotonic()
-                    await collector.add(outcome)
-                    submit_next()
+                    for outcome in outcomes:
+                        engine.running.pop((outcome.row.id, outcome.trial), None)
+                        sizer.observe(outcome.log.latency)
+                        await collector.add(outcome)
             except BaseException:
                 # cancelled (second Ctrl-C) or failed: nothing queued keeps running for this run
                 engine.stop()
@@ -429,16 +453,48 @@ class DaskExecutor:
                 raise
 
 
+class _BatchSizer:
+    """How many rows one Dask task carries.
+
+    A Dask task costs milliseconds of scheduling, more than a short row: rows that take
+    little time travel several to a task (sync ones run one after the other on a worker
+    thread, async ones concurrently on the worker's loop), sized so a task lasts about
+    ``TARGET`` seconds, yet never so few tasks that a worker thread sits idle."""
+
+    TARGET = 0.2
+
+    def __init__(self, n_workers: int, is_async: bool, workers: Mapping[str, Any]) -> None:
+        slots = sum(int(w.get("nthreads", 1)) for w in workers.values()) or 1
+        procs = len(workers) or 1
+        self.is_async = is_async
+        # sync: at least one task per worker thread; async: about two tasks per worker process
+        self.cap = max(1, n_workers // (2 * procs) if is_async else n_workers // slots)
+        self.seen = 0
+        self.total = 0.0
+
+    def observe(self, latency: float) -> None:
+        self.seen += 1
+        self.total += max(latency, 0.0)
+
+    def size(self) -> int:
+        if self.is_async:
+            return self.cap  # concurrent within a task: its length is one row's, not the sum
+        if self.seen < 4:
+            return 1
+        mean = self.total / self.seen
+        return max(1, min(self.cap, int(self.TARGET / mean) if mean > 0 else self.cap))
+
+
 async def _next_done(done: Any) -> Any:
     return await done.__anext__()
 
 
-async def _outcome_of(engine: Engine, future: Any, row: Row, trial: int) -> RowOutcome:
-    """The finished row a task returned; a row whose worker kept dying becomes that row's error."""
+async def _outcomes_of(engine: Engine, future: Any, batch: list[tuple[Row, int]]) -> list[RowOutcome]:
+    """The finished rows a task returned; rows whose worker kept dying become those rows' errors."""
     distributed = _distributed()
     if future.status == "finished":
-        outcome: RowOutcome = await future
-        return outcome
+        outcomes: list[RowOutcome] = await future
+        return outcomes
     exc = await future.exception()
     if isinstance(exc, SpecLoadError):
         raise exc
@@ -446,8 +502,11 @@ async def _outcome_of(engine: Engine, future: Any, row: Row, trial: int) -> RowO
         message = f"the Dask workers running this row died each time it was tried ({exc})"
     else:
         message = f"the Dask task running this row failed: {type(exc).__name__}: {exc}"
-    root = engine._root(row, trial)
-    root.status = "error"
-    root.error = message
-    root.finish()
-    return engine._outcome(row, trial, root, [], [])
+    out = []
+    for row, trial in batch:
+        root = engine._root(row, trial)
+        root.status = "error"
+        root.error = message
+        root.finish()
+        out.append(engine._outcome(row, trial, root, [], []))
+    return out

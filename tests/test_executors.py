@@ -30,7 +30,7 @@ pytestmark = pytest.mark.timeout(240)
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=None,
+        n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=":0",
         silence_logs=40,
     ) as c:
         yield c
@@ -267,7 +267,7 @@ def test_completion_calls_run_on_the_workers_with_the_runs_cache(
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
         # workers started now inherit the provider's address, as a real cluster's would be configured
         with distributed.LocalCluster(
-            n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=None,
+            n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=":0",
             silence_logs=40,
         ) as c, distributed.Client(c) as client:
             data = [{"question": f"q{i}"} for i in range(4)]
