@@ -257,7 +257,7 @@ def _engine_for(blob: bytes) -> tuple[Engine, RowSpec]:
         except Exception as exc:
             raise SpecLoadError(
                 f"a Dask worker (pid {os.getpid()}) could not load the experiment: {type(exc).__name__}: {exc}. "
-                "The workers need the same packages installed as the driver"
+                "The workers need the same packages installed as the driver, and the code it imports on their PYTHONPATH"
             ) from exc
         engine = Engine(
             func=spec.func,
@@ -361,17 +361,27 @@ class DaskExecutor:
             finally:
                 await client.close()
             return
+        # one process per core (CPU-heavy rows are what a local cluster is for); two threads each,
+        # so one row computes while another's result is sent back. Rows beyond that wait in
+        # batches (see _BatchSizer), not in threads fighting over one GIL.
         procs = self.n_processes or max(1, min(os.cpu_count() or 1, n_workers))
-        threads = max(1, -(-n_workers // procs))
-        cluster = await distributed.LocalCluster(
-            n_workers=procs,
-            threads_per_worker=threads,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=":0",
-            asynchronous=True,
-            silence_logs=40,
-        )
+        import dask
+
+        # the scheduler lives in this process: no dashboard, and short histories of finished
+        # tasks, so a million rows do not leave a million records behind in the driver
+        with dask.config.set(
+            {"distributed.scheduler.dashboard.tasks.task-stream-length": 1000, "distributed.admin.log-length": 1000}
+        ):
+            cluster = await distributed.LocalCluster(
+                n_workers=procs,
+                threads_per_worker=2,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=":0",
+                scheduler_kwargs={"dashboard": False},
+                asynchronous=True,
+                silence_logs=40,
+            )
         try:
             client = await distributed.Client(cluster, asynchronous=True)
             try:

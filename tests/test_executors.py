@@ -287,3 +287,76 @@ def test_completion_calls_run_on_the_workers_with_the_runs_cache(
     assert first.stats["cost"] > 0
     with sqlite3.connect(door.db) as conn:
         assert conn.execute("SELECT count(*) FROM completion_cache").fetchone()[0] == 8
+
+
+def where(x: int) -> int:
+    return os.getpid()
+
+
+def test_resources_send_rows_only_to_workers_that_have_them(tmp_path: Path) -> None:
+    # a scheduler with one plain worker process, and one more worker process that has a GPU
+    import subprocess
+    import sys
+
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=":0",
+        silence_logs=40,
+    ) as c, distributed.Client(c) as client:
+        gpu = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", c.scheduler_address, "--nthreads", "2",
+             "--resources", "GPU=1", "--host", "127.0.0.1", "--no-dashboard", "--name", "gpu"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        )
+        try:
+            client.wait_for_workers(2, timeout=120)
+            pids = client.run(os.getpid)
+            info = client.scheduler_info()["workers"]
+            gpu_pid = {pids[a] for a, w in info.items() if w.get("resources", {}).get("GPU")}
+            assert len(gpu_pid) == 1 and len(pids) == 2
+            data = [{"x": i} for i in range(24)]
+            exp = Experiment(name="gpu", data=data, func=where, resources={"GPU": 1}, n_workers=4, db=tmp_path / "g.db")
+            r = exp.run(quiet=True, executor=client)
+            plain = Experiment(name="any", data=data, func=where, n_workers=4, db=tmp_path / "g.db")
+            r_any = plain.run(quiet=True, executor=client)
+        finally:
+            gpu.terminate()
+            gpu.wait(60)
+    store = Store(tmp_path / "g.db")
+    try:
+        ran_on = {int(row["output"]) for row in store.experiment_rows(r.experiment_uuid)}
+        anywhere = {int(row["output"]) for row in store.experiment_rows(r_any.experiment_uuid)}
+    finally:
+        store.close()
+    assert r.n_total == 24 and r.n_errors == 0
+    assert ran_on == gpu_pid
+    assert anywhere <= set(pids.values()) and os.getpid() not in anywhere
+
+
+def test_bad_resources_are_refused() -> None:
+    with pytest.raises(ConfigError, match="resources must be a dict"):
+        Experiment(name="x", data=DATA, func=sync_fn, resources={"GPU": "one"})  # type: ignore[dict-item]
+
+
+def test_cli_executor_flag_runs_rows_on_the_cluster(address: str, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "cfg.py").write_text(
+        "import os\nfrom runner import Experiment\n\nDRIVER = os.getpid()\n\n"
+        "def f(x):\n    return os.getpid() == DRIVER  # the function travels by value, DRIVER with it\n\n"
+        "exp = Experiment(name='cli', data=[{'x': i} for i in range(10)], func=f)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", "cfg.py", "--executor", address, "--db", "c.db", "--json"],
+        capture_output=True, text=True, timeout=200, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (summary,) = json.loads(proc.stdout)["experiments"]
+    store = Store(tmp_path / "c.db")
+    try:
+        on_driver = {r["output"] for r in store.experiment_rows(summary["experiment_uuid"])}
+    finally:
+        store.close()
+    assert summary["n_total"] == 10 and summary["n_errors"] == 0
+    assert on_driver == {"false"} or on_driver == {False}, on_driver
