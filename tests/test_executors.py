@@ -360,3 +360,67 @@ def test_cli_executor_flag_runs_rows_on_the_cluster(address: str, tmp_path: Path
         store.close()
     assert summary["n_total"] == 10 and summary["n_errors"] == 0
     assert on_driver == {"false"} or on_driver == {False}, on_driver
+
+
+def hangs_on_three(x: int) -> int:
+    if x == 3:
+        threading.Event().wait(60)
+    return x
+
+
+def test_timeouts_work_on_the_workers(address: str, tmp_path: Path) -> None:
+    exp = Experiment(name="t", data=[{"x": i} for i in range(8)], func=hangs_on_three, timeout=1, db=tmp_path / "t.db")
+    r = exp.run(quiet=True, executor=address)
+    assert (r.n_total, r.n_errors) == (8, 1)
+    store = Store(tmp_path / "t.db")
+    try:
+        (bad,) = [row for row in store.experiment_rows(r.experiment_uuid) if row["status"] == "error"]
+    finally:
+        store.close()
+    assert bad["error"] == "timeout after 1 s" and bad["inputs"] == {"x": 3}
+
+
+CTRL_C_CONFIG = """
+import threading
+from pathlib import Path
+from runner import Experiment
+
+def f(x, d):
+    Path(d, f"started-{x}").write_text("")
+    while not Path(d, "release").exists():
+        threading.Event().wait(0.05)
+    return x
+
+exp = Experiment(name="c", data=[{"x": i, "d": DIR} for i in range(40)], func=f, n_workers=4)
+"""
+
+
+def test_ctrl_c_starts_no_more_rows_and_lets_running_ones_finish(address: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "cfg.py").write_text(CTRL_C_CONFIG.replace("DIR", repr(str(tmp_path))))
+    err = (tmp_path / "err.txt").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "cfg.py", "--executor", address, "--db", "c.db", "--run-name", "c-1"],
+        stdout=subprocess.DEVNULL, stderr=err, cwd=tmp_path, text=True,
+    )
+    wait = threading.Event()
+    started = lambda: sorted(tmp_path.glob("started-*"))  # noqa: E731
+    while len(started()) < 4 and proc.poll() is None:
+        wait.wait(0.05)
+    proc.send_signal(signal.SIGINT)
+    while "Interrupted" not in (tmp_path / "err.txt").read_text() and proc.poll() is None:
+        wait.wait(0.05)
+    (tmp_path / "release").write_text("")
+    assert proc.wait(200) == 1
+    err.close()
+    store = Store(tmp_path / "c.db")
+    try:
+        (e,) = store.list_experiments()
+        rows = store.experiment_rows(e["uuid"])
+    finally:
+        store.close()
+    # the rows running at Ctrl-C finished and were stored; none started after it
+    assert len(rows) == len(started()) == 4 and all(r["status"] == "success" for r in rows)
+    assert e["status"] == "failed"
