@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runner import Experiment  # noqa: E402
+from runner import Experiment
 
 SPIN = 0  # loop count for ~10 ms, calibrated in main() and passed to workers in the row
 

@@ -257,7 +257,8 @@ def _engine_for(blob: bytes) -> tuple[Engine, RowSpec]:
         except Exception as exc:
             raise SpecLoadError(
                 f"a Dask worker (pid {os.getpid()}) could not load the experiment: {type(exc).__name__}: {exc}. "
-                "The workers need the same packages installed as the driver, and the code it imports on their PYTHONPATH"
+                "The workers need the same packages installed as the driver, "
+                "and the code it imports on their PYTHONPATH"
             ) from exc
         engine = Engine(
             func=spec.func,

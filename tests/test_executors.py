@@ -305,7 +305,8 @@ def test_resources_send_rows_only_to_workers_that_have_them(tmp_path: Path) -> N
         gpu = subprocess.Popen(
             [sys.executable, "-m", "distributed.cli.dask_worker", c.scheduler_address, "--nthreads", "2",
              "--resources", "GPU=1", "--host", "127.0.0.1", "--no-dashboard", "--name", "gpu"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
         )
         try:
             client.wait_for_workers(2, timeout=120)
