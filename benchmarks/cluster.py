@@ -13,12 +13,14 @@
 Usage::
 
     python benchmarks/cluster.py [--rows 2000] [--only cpu,io,memory] [--memory-rows 20000,100000]
+                                 [--memory-scheduler driver|external]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,17 +121,17 @@ def io(rows: int, db: Path) -> dict[str, Any]:
     }
 
 
-def memory_child(path: str, db: str) -> None:
+def memory_child(path: str, db: str, executor: str) -> None:
     exp = Experiment(name="mem", data=path, func=noop, n_workers=64, db=db)
     t = time.perf_counter()
-    r = exp.run(quiet=True, executor="dask")
+    r = exp.run(quiet=True, executor=executor)
     took = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("MEM " + json.dumps({"rows": r.n_total, "errors": r.n_errors, "seconds": round(took, 1),
                                "driver_peak_rss_mb": round(peak, 1)}), flush=True)
 
 
-def memory(sizes: list[int], tmp: Path) -> list[dict[str, Any]]:
+def memory(sizes: list[int], tmp: Path, executor: str) -> list[dict[str, Any]]:
     out = []
     for size in sizes:
         path = tmp / f"rows-{size}.jsonl"
@@ -136,14 +139,42 @@ def memory(sizes: list[int], tmp: Path) -> list[dict[str, Any]]:
             for i in range(size):
                 f.write(json.dumps({"x": i, "text": f"row {i} " + "y" * 80}) + "\n")
         proc = subprocess.run(
-            [sys.executable, __file__, "--memory-child", str(path), str(tmp / f"mem-{size}.db")],
+            [sys.executable, __file__, "--memory-child", str(path), str(tmp / f"mem-{size}.db"), executor],
             capture_output=True, text=True, timeout=3600, cwd=tmp,
         )
         line = next((x for x in proc.stdout.splitlines() if x.startswith("MEM ")), None)
         if line is None:
             raise RuntimeError(proc.stderr[-3000:])
-        out.append(json.loads(line[4:]))
+        out.append({**json.loads(line[4:]), "scheduler": "in the driver" if executor == "dask" else "its own process"})
     return out
+
+
+@contextlib.contextmanager
+def external_cluster(tmp: Path) -> Iterator[str]:
+    """A scheduler and two worker processes (2 threads each), each its own process."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent)}
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                               "--port", str(port), "--no-dashboard"], stderr=subprocess.DEVNULL, env=env, cwd=tmp)]
+    try:
+        for i in range(2):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "2", "--host",
+                 "127.0.0.1", "--no-dashboard", "--name", f"w{i}"], stderr=subprocess.DEVNULL, env=env, cwd=tmp))
+        import distributed
+
+        with distributed.Client(address, timeout="60s") as client:
+            client.wait_for_workers(2, timeout=120)
+        yield "dask://" + address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            p.wait(60)
 
 
 def main() -> None:
@@ -151,7 +182,12 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=2000)
     p.add_argument("--only", default="cpu,io,memory")
     p.add_argument("--memory-rows", default="20000,100000")
-    p.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--memory-scheduler", choices=["driver", "external"], default="driver",
+        help="driver: executor='dask' (the LocalCluster's scheduler runs in the driver); external: a "
+        "`dask scheduler` and 2 `dask worker` processes, and executor='dask://...'",
+    )
+    p.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_child:
         memory_child(*args.memory_child)
@@ -167,7 +203,13 @@ def main() -> None:
         if "io" in parts:
             print("io    ", json.dumps(io(args.rows, tmp / "io.db")), flush=True)
         if "memory" in parts:
-            for m in memory([int(s) for s in args.memory_rows.split(",")], tmp):
+            sizes = [int(s) for s in args.memory_rows.split(",")]
+            if args.memory_scheduler == "driver":
+                results = memory(sizes, tmp, "dask")
+            else:
+                with external_cluster(tmp) as address:
+                    results = memory(sizes, tmp, address)
+            for m in results:
                 print("memory", json.dumps(m), flush=True)
     load = os.getloadavg()
     print(f"load average after: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
