@@ -145,7 +145,7 @@ def memory(sizes: list[int], tmp: Path, executor: str) -> list[dict[str, Any]]:
         line = next((x for x in proc.stdout.splitlines() if x.startswith("MEM ")), None)
         if line is None:
             raise RuntimeError(proc.stderr[-3000:])
-        out.append({**json.loads(line[4:]), "scheduler": "in the driver" if executor == "dask" else "its own process"})
+        out.append({**json.loads(line[4:]), "executor": executor.split(":")[0]})
     return out
 
 
@@ -183,7 +183,7 @@ def main() -> None:
     p.add_argument("--only", default="cpu,io,memory")
     p.add_argument("--memory-rows", default="20000,100000")
     p.add_argument(
-        "--memory-scheduler", choices=["driver", "external"], default="driver",
+        "--memory-scheduler", choices=["driver", "external", "in-process"], default="driver",
         help="driver: executor='dask' (the LocalCluster's scheduler runs in the driver); external: a "
         "`dask scheduler` and 2 `dask worker` processes, and executor='dask://...'",
     )
@@ -206,6 +206,8 @@ def main() -> None:
             sizes = [int(s) for s in args.memory_rows.split(",")]
             if args.memory_scheduler == "driver":
                 results = memory(sizes, tmp, "dask")
+            elif args.memory_scheduler == "in-process":  # the reference: no Dask at all
+                results = memory(sizes, tmp, "local")
             else:
                 with external_cluster(tmp) as address:
                     results = memory(sizes, tmp, address)
