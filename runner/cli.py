@@ -28,7 +28,7 @@ from runner.errors import RunnerError
 __all__ = ["build_parser", "main"]
 
 PROG = "python -m runner"
-COMMANDS = ("run", "list", "show", "compare", "datasets", "prompts", "sync", "serve")
+COMMANDS = ("run", "finish", "list", "show", "compare", "datasets", "prompts", "sync", "serve")
 _TOP_HELP = "how many rows that regressed and improved most to list (default: 5)"
 
 TOP_EPILOG = f"""\
@@ -225,6 +225,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--keep-errors", action="store_true", help="with --resume: keep errored rows instead of re-running them"
     )
+    x = run.add_argument_group("where rows run")
+    x.add_argument(
+        "--executor",
+        metavar="WHERE",
+        help="'dask' (worker processes on this machine) or dask://HOST:8786 (a Dask cluster); default: this process",
+    )
+    x.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run only the rows of shard I of N (from 0; auto/N reads $JOB_COMPLETION_INDEX or "
+        "$SLURM_ARRAY_TASK_ID) into the run named by --run-name; `finish` ends the run",
+    )
+    x.add_argument(
+        "--finish-when-complete",
+        action="store_true",
+        help="with --shard: finish the run when this shard finds every row of the dataset stored",
+    )
     _add_store_options(run)
     c = run.add_argument_group("comparing and gating")
     c.add_argument(
@@ -338,6 +355,28 @@ def build_parser() -> argparse.ArgumentParser:
     fmts.add_argument("--json", action="store_true", help="print the comparison as JSON")
     co.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     cmp.set_defaults(handler=_lazy("runner.cli_compare", "compare_command"))
+
+    fin = sub.add_parser(
+        "finish",
+        prog=f"{PROG} finish",
+        help="finish a run that shards filled: check every row is stored, compute the stats, /finished",
+        formatter_class=fmt,
+        description="Finish the run that `--shard I/N` processes filled: check that every row of the dataset "
+        "is stored (naming the missing ones otherwise), compute the dataset-level stats from all stored rows "
+        "and mark the run finished.",
+        epilog=f"examples:\n  {PROG} CONFIG.py --run-name nightly-42 --shard 3/8   (one per shard)\n"
+        f"  {PROG} finish CONFIG.py --run-name nightly-42",
+    )
+    fin.add_argument("config", metavar="CONFIG.py", help="the file the shards ran")
+    fin.add_argument("--only", metavar="NAME", action="append", help="finish only the experiment called NAME")
+    fin_names = fin.add_mutually_exclusive_group(required=True)
+    fin_names.add_argument("--run-name", metavar="NAME", help="the run the shards filled")
+    fin_names.add_argument("--run-prefix", metavar="P", help="the runs P-EXPERIMENT the shards filled")
+    fin.add_argument("--limit", metavar="N", type=_positive_int, help="the --limit the shards were given")
+    fin.add_argument("--trials", metavar="N", type=_positive_int, help="the --trials the shards were given")
+    _add_store_options(fin)
+    _add_common(fin, "print the summaries as JSON")
+    fin.set_defaults(handler=_lazy("runner.cli_shards", "finish_command"))
 
     ds = sub.add_parser(
         "datasets",

@@ -164,6 +164,7 @@ def with_flags(exp: Experiment, args: argparse.Namespace, path: Path) -> Experim
         ("timeout", args.timeout, "--timeout"),
         ("retries", args.retries, "--retries"),
         ("otlp_endpoint", getattr(args, "otlp_endpoint", None), "--otlp-endpoint"),
+        ("executor", getattr(args, "executor", None), "--executor"),
     )
     data = resolve_data_path(exp, path)
     if data is not exp.data:
@@ -293,6 +294,9 @@ def run_command(args: argparse.Namespace) -> int:
     experiments = select(collect_experiments(module, path), args.only, path)
     names = run_names(experiments, args)
     options = _resume_options(args, names)
+    from runner.cli_shards import shard_options
+
+    options.update(shard_options(args, names))
     prepared = [with_flags(e, args, path) for e in experiments]
     check_gate_names(gates, prepared)
     baselines = _baselines(args.baseline, prepared, settings)
@@ -344,6 +348,10 @@ def run_command(args: argparse.Namespace) -> int:
         if args.json:
             summary = _json_summary(results, comparisons, stopped, failed_gates)
             print(json.dumps(summary, indent=2, default=str))
+    if args.finish_when_complete and not stopped and len(results) == len(prepared):
+        from runner.cli_shards import finish_when_complete
+
+        finish_when_complete(prepared, names, quiet)
     if len(prepared) > 1 and not args.json and not stopped:
         states = ", ".join(f"{r.name} {r.status}" for r in results)
         print(f"{len(results)} experiments: {states}")

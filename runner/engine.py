@@ -86,6 +86,7 @@ class Engine:
         self.func_name = func_name
         self.make_kwargs = make_kwargs
         self.is_async = is_async_callable(func)
+        self.scorers = list(scorers)  # in the order given: it decides which repeated name gets _2
         named = list(zip(scorers, unique_scorer_names(scorers), strict=True))
         self.sync_scorers = [(s, name) for s, name in named if not is_async_callable(s)]
         self.async_scorers = [(s, name) for s, name in named if is_async_callable(s)]

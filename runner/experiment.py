@@ -83,6 +83,10 @@ class Experiment:
     #: a stored prompt version, ``NAME@VERSION`` or ``NAME`` (the version its deployment serves):
     #: ``completion(llm_inputs=...)`` in a row calls it, and the run's metadata records it
     prompt: str | None = None
+    #: where rows run (see :func:`runner.executors.resolve_executor`): None is this process
+    executor: Any = None
+    #: Dask worker resources each row needs, e.g. ``{"GPU": 1}`` (Dask executor only)
+    resources: Mapping[str, float] | None = None
     _evals: list[Callable[..., Any]] = field(init=False, repr=False)
     _dataset_evals: list[Callable[..., Any]] = field(init=False, repr=False)
 
@@ -125,6 +129,11 @@ class Experiment:
                     f"Experiment {self.name!r}: prompt must be 'NAME@VERSION' or 'NAME', got {self.prompt!r}"
                 )
             parse_ref(self.prompt)
+        if self.resources is not None and (
+            not isinstance(self.resources, Mapping)
+            or not all(isinstance(k, str) and isinstance(v, (int, float)) for k, v in self.resources.items())
+        ):
+            raise ConfigError(f"resources must be a dict of name -> amount, e.g. {{'GPU': 1}}, got {self.resources!r}")
 
     # -- entry points -------------------------------------------------------------------------
     def run(self, run_name: str | None = None, **options: Any) -> Result:
@@ -136,7 +145,8 @@ class Experiment:
         Options (each overrides the Experiment's own setting for this run): ``limit`` (first N
         rows), ``n_workers``, ``n_trials``, ``quiet``, ``timeout``, ``retries``,
         ``retry_backoff``, ``stall_after``, the gates ``fail_under``, ``max_error_rate`` and
-        ``strict``; ``resume=True`` continues the run called
+        ``strict``, ``executor`` (``"dask"``, ``"dask://HOST:8786"`` or a
+        ``distributed.Client``: rows run on a Dask cluster); ``resume=True`` continues the run called
         ``run_name`` (rows already stored as successful are not run again; errored ones are,
         unless ``keep_errors=True``).
         """
@@ -215,6 +225,8 @@ class Experiment:
             stall_after=check_seconds("stall_after", options.get("stall_after", self.stall_after)),
             resume=resume,
             keep_errors=bool(options.get("keep_errors", False)),
+            executor=options.get("executor", self.executor),
+            shard=options.get("shard"),
         )
 
     def _backend(self, settings: Settings) -> Backend:

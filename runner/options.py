@@ -31,11 +31,17 @@ class RunOptions:
     stall_after: float = 300.0
     resume: bool = False
     keep_errors: bool = False
+    #: where rows run: None (this process), "dask", "dask://HOST:PORT", a distributed.Client
+    executor: Any = None
+    #: run only the rows whose stable id falls in shard ``(index, count)``; never finish the run
+    shard: tuple[int, int] | None = None
+    #: ``finish`` of a sharded run: run no rows, check all are stored, finish from the stored rows
+    finish_only: bool = False
 
 
 RUN_OPTIONS = frozenset(
     ("limit", "n_workers", "n_trials", "quiet", "timeout", "retries", "retry_backoff", "stall_after", "resume",
-     "keep_errors")
+     "keep_errors", "executor", "shard")
 )
 
 

@@ -25,6 +25,7 @@ from runner.backend import Backend, EmbeddedBackend
 from runner.checks import warn_missing_target
 from runner.client_prompts import current_prompt, load_run_prompt
 from runner.dataset import (
+    Row,
     RowSource,
     check_columns,
     check_unique_ids,
@@ -100,6 +101,9 @@ class Run:
     async def execute(self) -> Result:
         exp, opts = self.exp, self.opts
         func_name = getattr(exp.func, "__name__", type(exp.func).__name__)
+        from runner.executors import resolve_executor
+
+        self.executor = resolve_executor(opts.executor)  # a bad executor fails before anything is created
         records = await self._records()
         length = operator.length_hint(records, -1)  # a stored dataset's rows come as a list
         source = RowSource(records, limit=opts.limit)
@@ -121,7 +125,11 @@ class Run:
         if prompt is not None:
             metadata.update(mapping_str(prompt.metadata))
         done: set[tuple[str, int]] = set()
-        if opts.resume:
+        if opts.shard is not None or opts.finish_only:
+            from runner.shards import open_shared_run
+
+            info, done = await open_shared_run(self, project_name, opts)
+        elif opts.resume:
             assert opts.run_name is not None
             info, done = await self._resume(project_name, opts.run_name)
         else:
@@ -147,7 +155,13 @@ class Run:
             retries=opts.retries,
             retry_backoff=opts.retry_backoff,
         )
-        items = ((row, t) for row in source for t in range(opts.n_trials) if (row.id, t) not in done)
+        items: Iterator[tuple[Row, int]] = (
+            (row, t) for row in source for t in range(opts.n_trials) if (row.id, t) not in done
+        )
+        if opts.shard is not None or opts.finish_only:
+            from runner.shards import shard_items
+
+            items = iter(()) if opts.finish_only else shard_items(items, opts.shard)
         self.progress = _progress(exp.name, opts, run_name, exp.data, length)
         loop = asyncio.get_running_loop()
         self.task = asyncio.current_task()
@@ -158,7 +172,9 @@ class Run:
         status = "completed"
         failure: BaseException | None = None
         try:
-            await self.engine.run(items)
+            await self.executor.run(
+                self.engine, items, resources=exp.resources, route=_backend_route(self.backend, exp, self.settings)
+            )
         except asyncio.CancelledError:
             status = "failed"
             failure = KeyboardInterrupt()
@@ -182,18 +198,21 @@ class Run:
         dls, details, dl_errors, dl_ci = self._dataset_level()
         stats_ok = True
         try:
-            await self.backend.finish_experiment(
-                uuid,
-                status=status,
-                dataset_level_stats=[
-                    {
-                        "name": s.name,
-                        "score": s.score,
-                        "reason": _with_ci(s.reason, dl_ci.get(s.name), self.ci_methods.get(s.name)),
-                    }
-                    for s in details.values()
-                ],
-            )
+            if opts.shard is not None:  # a shard never finishes the run: `finish` does, once
+                await self.backend.flush()
+            else:
+                await self.backend.finish_experiment(
+                    uuid,
+                    status=status,
+                    dataset_level_stats=[
+                        {
+                            "name": s.name,
+                            "score": s.score,
+                            "reason": _with_ci(s.reason, dl_ci.get(s.name), self.ci_methods.get(s.name)),
+                        }
+                        for s in details.values()
+                    ],
+                )
         except RunnerError as exc:
             stats_ok = False
             # the run cannot finish as it is (results that could not be stored, a full disk):
@@ -252,7 +271,9 @@ class Run:
         self.stalls.append(message)
         print(f"\nwarning: {message}", file=sys.stderr, flush=True)
 
-    async def _resume(self, project_name: str, run_name: str) -> tuple[dict[str, Any], set[tuple[str, int]]]:
+    async def _resume(
+        self, project_name: str, run_name: str, only: Callable[[str], bool] | None = None
+    ) -> tuple[dict[str, Any], set[tuple[str, int]]]:
         """Reopen run ``run_name``: which row-trials are done, and their results in the tally.
 
         Rows stored as successful are kept (errored ones too with ``keep_errors``); the rest are
@@ -267,6 +288,8 @@ class Run:
         if info["name"] != exp.name:
             raise ConfigError(f"run {run_name!r} belongs to experiment {info['name']!r}, not {exp.name!r}")
         stored = await self.backend.experiment_rows(info["uuid"])
+        if only is not None:  # a shard: its own rows only
+            stored = [r for r in stored if only(str((r.get("metadata") or {}).get("row_id")))]
         current = await self._scan()
         changed = sorted(
             {

@@ -393,7 +393,8 @@ def test_compare_two_runs(site: Any, web: httpx.Client) -> None:
     page = web.get(picked.headers["location"])
     assert page.status_code == 200
     assert text(page.text).startswith(
-        "runner Runs Logs Compare Datasets Prompts Runs › compare Comparing candidate (B) against the baseline baseline (A)"
+        "runner Runs Logs Compare Datasets Prompts Runs › compare"
+        " Comparing candidate (B) against the baseline baseline (A)"
     )
     for s in expected.scores:
         row = text(page.text.split(f'<tr data-score="{s.name}">', 1)[1].split("</tr>", 1)[0])

@@ -1,0 +1,221 @@
+"""Rows on a Dask cluster against rows in this process, in one invocation.
+
+* ``cpu``: a CPU-bound row (about 10 ms of pure-Python arithmetic, no I/O), ``--rows`` rows:
+  in-process threads against ``executor="dask"`` (a LocalCluster of 2 worker processes), as
+  a ratio of wall times. The GIL lets threads use one core; two processes can use two. Timed
+  twice for Dask: with the cluster started beforehand (as a standing cluster is) and with
+  ``executor="dask"`` starting and stopping its LocalCluster inside ``run()``.
+* ``io``: an I/O-bound async row (``asyncio.sleep(0.05)``), ``--rows`` rows, 200 in flight:
+  efficiency against the ideal ``rows / 200 * 0.05`` s, in-process and through Dask.
+* ``memory``: the driver's peak RSS running a JSONL file of ``--memory-rows`` rows through
+  the Dask executor (each size in its own driver process, so peaks do not mix).
+
+Usage::
+
+    python benchmarks/cluster.py [--rows 2000] [--only cpu,io,memory] [--memory-rows 20000,100000]
+                                 [--memory-scheduler driver|external]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from runner import Experiment
+
+SPIN = 0  # loop count for ~10 ms, calibrated in main() and passed to workers in the row
+
+
+def spin(x: int, n: int) -> int:
+    acc = 0
+    for i in range(n):
+        acc = (acc + i * x) % 1_000_003
+    return acc
+
+
+async def nap(x: int) -> int:
+    await asyncio.sleep(0.05)
+    return x
+
+
+def noop(x: int, text: str) -> int:
+    return x
+
+
+def calibrate(target_s: float = 0.010) -> int:
+    """Loop count for ``target_s`` of CPU time (process time: other processes' load does not count)."""
+    n = 20_000
+    while True:
+        t = time.process_time()
+        spin(3, n)
+        took = time.process_time() - t
+        if took > 0.1:
+            return max(1, int(n * target_s / took))
+        n *= 2
+
+
+def timed(exp: Experiment, **options: Any) -> tuple[float, Any]:
+    t = time.perf_counter()
+    result = exp.run(quiet=True, **options)
+    return time.perf_counter() - t, result
+
+
+def cpu(rows: int, db: Path) -> dict[str, Any]:
+    import distributed
+
+    n = calibrate()
+    data = [{"x": i, "n": n} for i in range(rows)]
+    exp = Experiment(name="cpu", data=data, func=spin, n_workers=64, db=db)
+    t_threads, r1 = timed(exp)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=":0", silence_logs=40
+    ) as cluster, distributed.Client(cluster) as client:
+        t_dask, r2 = timed(exp, executor=client)
+    t_dask_cold, r3 = timed(exp, executor="dask")
+    assert r1.n_total == r2.n_total == r3.n_total == rows and r1.n_errors == r2.n_errors == r3.n_errors == 0
+    return {
+        "rows": rows,
+        "row_cpu_ms": 10,
+        "loops": n,
+        "threads_s": round(t_threads, 2),
+        "dask_standing_cluster_s": round(t_dask, 2),
+        "dask_cluster_started_in_run_s": round(t_dask_cold, 2),
+        "speedup_standing": round(t_threads / t_dask, 2),
+        "speedup_started_in_run": round(t_threads / t_dask_cold, 2),
+    }
+
+
+def io(rows: int, db: Path) -> dict[str, Any]:
+    import distributed
+
+    data = [{"x": i} for i in range(rows)]
+    exp = Experiment(name="io", data=data, func=nap, n_workers=200, db=db)
+    ideal = rows / 200 * 0.05
+    t_local, r1 = timed(exp)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=100, processes=True, host="127.0.0.1", dashboard_address=":0",
+        silence_logs=40,
+    ) as cluster, distributed.Client(cluster) as client:
+        t_dask, r2 = timed(exp, executor=client)
+    assert r1.n_total == r2.n_total == rows and r1.n_errors == r2.n_errors == 0
+    return {
+        "rows": rows,
+        "ideal_s": ideal,
+        "in_process_s": round(t_local, 2),
+        "dask_s": round(t_dask, 2),
+        "in_process_efficiency": round(ideal / t_local, 3),
+        "dask_efficiency": round(ideal / t_dask, 3),
+    }
+
+
+def memory_child(path: str, db: str, executor: str) -> None:
+    exp = Experiment(name="mem", data=path, func=noop, n_workers=64, db=db)
+    t = time.perf_counter()
+    r = exp.run(quiet=True, executor=executor)
+    took = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("MEM " + json.dumps({"rows": r.n_total, "errors": r.n_errors, "seconds": round(took, 1),
+                               "driver_peak_rss_mb": round(peak, 1)}), flush=True)
+
+
+def memory(sizes: list[int], tmp: Path, executor: str) -> list[dict[str, Any]]:
+    out = []
+    for size in sizes:
+        path = tmp / f"rows-{size}.jsonl"
+        with path.open("w") as f:
+            for i in range(size):
+                f.write(json.dumps({"x": i, "text": f"row {i} " + "y" * 80}) + "\n")
+        proc = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(path), str(tmp / f"mem-{size}.db"), executor],
+            capture_output=True, text=True, timeout=3600, cwd=tmp,
+        )
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("MEM ")), None)
+        if line is None:
+            raise RuntimeError(proc.stderr[-3000:])
+        out.append({**json.loads(line[4:]), "executor": executor.split(":")[0]})
+    return out
+
+
+@contextlib.contextmanager
+def external_cluster(tmp: Path) -> Iterator[str]:
+    """A scheduler and two worker processes (2 threads each), each its own process."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent)}
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                               "--port", str(port), "--no-dashboard"], stderr=subprocess.DEVNULL, env=env, cwd=tmp)]
+    try:
+        for i in range(2):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "2", "--host",
+                 "127.0.0.1", "--no-dashboard", "--name", f"w{i}"], stderr=subprocess.DEVNULL, env=env, cwd=tmp))
+        import distributed
+
+        with distributed.Client(address, timeout="60s") as client:
+            client.wait_for_workers(2, timeout=120)
+        yield "dask://" + address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            p.wait(60)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=2000)
+    p.add_argument("--only", default="cpu,io,memory")
+    p.add_argument("--memory-rows", default="20000,100000")
+    p.add_argument(
+        "--memory-scheduler", choices=["driver", "external", "in-process"], default="driver",
+        help="driver: executor='dask' (the LocalCluster's scheduler runs in the driver); external: a "
+        "`dask scheduler` and 2 `dask worker` processes, and executor='dask://...'",
+    )
+    p.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.memory_child:
+        memory_child(*args.memory_child)
+        return
+    load = os.getloadavg()
+    print(f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        os.chdir(tmp)
+        parts = set(args.only.split(","))
+        if "cpu" in parts:
+            print("cpu   ", json.dumps(cpu(args.rows, tmp / "cpu.db")), flush=True)
+        if "io" in parts:
+            print("io    ", json.dumps(io(args.rows, tmp / "io.db")), flush=True)
+        if "memory" in parts:
+            sizes = [int(s) for s in args.memory_rows.split(",")]
+            if args.memory_scheduler == "driver":
+                results = memory(sizes, tmp, "dask")
+            elif args.memory_scheduler == "in-process":  # the reference: no Dask at all
+                results = memory(sizes, tmp, "local")
+            else:
+                with external_cluster(tmp) as address:
+                    results = memory(sizes, tmp, address)
+            for m in results:
+                print("memory", json.dumps(m), flush=True)
+    load = os.getloadavg()
+    print(f"load average after: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
