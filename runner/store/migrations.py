@@ -185,4 +185,7 @@ MIGRATIONS: list[str] = [
                 WHERE r.trace_id=OLD.root_trace_id AND r.owner=OLD.owner));
     END;
     """,
+    # issue 15 (finish-15): failures of a run stored with it, an extension of the finish call:
+    # {"dataset_level": {eval: message}, "scorers": {scorer: example message}}; NULL when none were sent
+    "ALTER TABLE experiments ADD COLUMN run_errors TEXT;",
 ]
