@@ -56,9 +56,7 @@ def experiment(**where: Any) -> Experiment:
 
 def cli(door: Door, *args: str) -> subprocess.CompletedProcess[str]:
     where = ["--base-url", door.base_url] if door.base_url is not None else ["--db", str(door.db)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "runner", *args, *where], capture_output=True, text=True, timeout=120
-    )
+    proc = subprocess.run([sys.executable, "-m", "runner", *args, *where], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
@@ -192,3 +190,24 @@ def test_the_ui_gives_a_resumed_run_the_duration_show_gives(door: Door, tmp_path
     found = re.search(r"duration ([^·<]+?)\s*·", page_text(html))
     assert found is not None, page_text(html)[:500]
     assert found.group(1) == seconds(shown["duration"])
+
+
+def test_a_spooled_finish_keeps_the_failures_for_sync(tmp_path: Path) -> None:
+    """A finish call recorded while the server is away (for ``python -m runner sync``) carries
+    the failures, and replaying it stores them."""
+    from runner.spool import Spool
+    from tests.servers import experiment as new_experiment
+
+    failures = {"dataset_level_errors": {"macro_f1": "ZeroDivisionError: x"}, "scorer_errors": {"judge": "E: y"}}
+    with start_server(tmp_path / "r.db") as server, httpx.Client(base_url=server.base_url, timeout=60) as api:
+        uuid = new_experiment(api)["uuid"]
+        spool = Spool.for_experiment(tmp_path / "spool", uuid, server.base_url)
+        spool.record_finish("completed", [], failures)
+        body = spool.state().finish
+        assert body is not None and body["dataset_level_errors"] == failures["dataset_level_errors"]
+        assert api.post(f"/experiment/{uuid}/finished", json=body).status_code == 200
+        exp = listed(api, uuid)
+        assert (exp["dataset_level_errors"], exp["scorer_errors"]) == (
+            failures["dataset_level_errors"],
+            failures["scorer_errors"],
+        )
