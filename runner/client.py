@@ -419,11 +419,13 @@ class HttpBackend:
         await self.flush()
         stats_in = [dict(s) for s in dataset_level_stats]
         body: dict[str, Any] = {"status": status, "dataset_level_stats": stats_in}
-        # the run's failures: an extension our server stores with the run (other servers ignore it)
-        if dataset_level_errors is not None:
-            body["dataset_level_errors"] = dict(dataset_level_errors)
-        if scorer_errors is not None:
-            body["scorer_errors"] = dict(scorer_errors)
+        # the run's failures: an extension our server stores with the run, sent unless the
+        # server is known not to offer it (a Parea server would ignore the fields anyway)
+        if self.extensions is None or "run_errors" in self.extensions:
+            if dataset_level_errors is not None:
+                body["dataset_level_errors"] = dict(dataset_level_errors)
+            if scorer_errors is not None:
+                body["scorer_errors"] = dict(scorer_errors)
         spooled, _ = self.spooled_for(experiment_uuid)
         if not spooled:
             try:
