@@ -52,10 +52,20 @@ class Backend(Protocol):
         ...
 
     async def finish_experiment(
-        self, experiment_uuid: str, *, status: str, dataset_level_stats: Sequence[Mapping[str, Any]]
+        self,
+        experiment_uuid: str,
+        *,
+        status: str,
+        dataset_level_stats: Sequence[Mapping[str, Any]],
+        dataset_level_errors: Mapping[str, str] | None = None,
+        scorer_errors: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """Finish the run; returns ``TraceStatsSchema`` dicts of its root traces (the embedded
-        backend returns ``[]``: it streams them into the stored stats and keeps no copy)."""
+        backend returns ``[]``: it streams them into the stored stats and keeps no copy).
+
+        ``dataset_level_errors`` (eval → message) and ``scorer_errors`` (scorer → an example
+        message) are the run's failures, stored with it (over HTTP an extension of the finish
+        body that other Parea servers ignore)."""
         ...
 
     async def experiment_rows(self, experiment_uuid: str) -> list[dict[str, Any]]:
@@ -183,7 +193,13 @@ class EmbeddedBackend:
             raise BackendError(f"writing results to {self.location} failed: {err}") from err
 
     async def finish_experiment(
-        self, experiment_uuid: str, *, status: str, dataset_level_stats: Sequence[Mapping[str, Any]]
+        self,
+        experiment_uuid: str,
+        *,
+        status: str,
+        dataset_level_stats: Sequence[Mapping[str, Any]],
+        dataset_level_errors: Mapping[str, str] | None = None,
+        scorer_errors: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         await self.flush()
         # the runner needs only what is stored: the per-root stats are streamed, not returned.
@@ -194,6 +210,8 @@ class EmbeddedBackend:
             dataset_level_stats=dataset_level_stats,
             owner=self.owner,
             return_stats=False,
+            dataset_level_errors=dataset_level_errors,
+            scorer_errors=scorer_errors,
         )
 
     async def experiment_rows(self, experiment_uuid: str) -> list[dict[str, Any]]:

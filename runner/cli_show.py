@@ -333,7 +333,10 @@ def rebuild_result(exp: dict[str, Any], rows: Sequence[dict[str, Any]], location
         location=location,
         duration=run_seconds(rows, exp),
         dataset_level_details=details,
-        scorer_errors=dict(tally.scorer_failure_examples),
+        # the failures the run stored with it (a Parea server without the extension has none);
+        # the rows' own scorer errors first, as the run computed them
+        dataset_level_errors=dict(exp.get("dataset_level_errors") or {}),
+        scorer_errors={**(exp.get("scorer_errors") or {}), **tally.scorer_failure_examples},
         scorer_scores={k: sorted(v) for k, v in tally.produces.items() if k in tally.scorer_failure_examples},
         dataset_level_ci=cis,
     )

@@ -405,14 +405,27 @@ class HttpBackend:
             raise BackendError(f"{logs} trace log(s) were not stored on {self.location}: {first}{more}") from first
 
     async def finish_experiment(
-        self, experiment_uuid: str, *, status: str, dataset_level_stats: Sequence[Mapping[str, Any]]
+        self,
+        experiment_uuid: str,
+        *,
+        status: str,
+        dataset_level_stats: Sequence[Mapping[str, Any]],
+        dataset_level_errors: Mapping[str, str] | None = None,
+        scorer_errors: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """Flush, then ``POST /experiment/{uuid}/finished``. While logs of the experiment are still
         spooled (the server is away), or if that call cannot get through, it is recorded in the
         spool for ``python -m runner sync`` and ``[]`` is returned."""
         await self.flush()
         stats_in = [dict(s) for s in dataset_level_stats]
-        body = {"status": status, "dataset_level_stats": stats_in}
+        body: dict[str, Any] = {"status": status, "dataset_level_stats": stats_in}
+        # the run's failures: an extension our server stores with the run, sent unless the
+        # server is known not to offer it (a Parea server would ignore the fields anyway)
+        if self.extensions is None or "run_errors" in self.extensions:
+            if dataset_level_errors is not None:
+                body["dataset_level_errors"] = dict(dataset_level_errors)
+            if scorer_errors is not None:
+                body["scorer_errors"] = dict(scorer_errors)
         spooled, _ = self.spooled_for(experiment_uuid)
         if not spooled:
             try:
@@ -423,7 +436,8 @@ class HttpBackend:
                 await self.outbox.forget(experiment_uuid)
                 stats: list[dict[str, Any]] = response.json().get("parent_trace_stats") or []
                 return stats
-        await self.outbox.record_finish(experiment_uuid, status, stats_in)
+        extra = {k: v for k, v in body.items() if k not in ("status", "dataset_level_stats")}
+        await self.outbox.record_finish(experiment_uuid, status, stats_in, extra)
         return []
 
     @staticmethod

@@ -145,11 +145,16 @@ class Outbox:
             await asyncio.wait({replayer}, timeout=timeout)
 
     async def record_finish(
-        self, experiment_uuid: str, status: str, dataset_level_stats: Sequence[Mapping[str, Any]]
+        self,
+        experiment_uuid: str,
+        status: str,
+        dataset_level_stats: Sequence[Mapping[str, Any]],
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
-        """Keep the finish call in the experiment's spool file, for ``python -m runner sync``."""
+        """Keep the finish call in the experiment's spool file, for ``python -m runner sync``
+        (``extra``: the body's extension fields, e.g. the run's failures)."""
         spool = self.spool_for(experiment_uuid)
-        await asyncio.to_thread(spool.record_finish, status, dataset_level_stats)
+        await asyncio.to_thread(spool.record_finish, status, dataset_level_stats, extra)
         self._finish_recorded.add(experiment_uuid)
 
     async def forget(self, experiment_uuid: str) -> None:

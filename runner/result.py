@@ -332,6 +332,7 @@ class Result:
             "dataset_level_stats": dict(self.dataset_level_stats),
             "dataset_level_ci": {k: list(v) for k, v in self.dataset_level_ci.items()},
             "dataset_level_errors": dict(self.dataset_level_errors),
+            "scorer_errors": dict(self.scorer_errors),
             "stats": self.stats,
             "location": self.location,
             "spooled": self.spooled,

@@ -212,6 +212,8 @@ class Run:
                         }
                         for s in details.values()
                     ],
+                    dataset_level_errors=dl_errors,
+                    scorer_errors=dict(self.tally.scorer_failure_examples),
                 )
         except RunnerError as exc:
             stats_ok = False

@@ -135,9 +135,15 @@ class Spool:
         with self._lock:
             self._write(orjson.dumps(record) + b"\n", what="a delivery mark")
 
-    def record_finish(self, status: str, dataset_level_stats: Sequence[Mapping[str, Any]]) -> None:
-        """Record the finish call (``POST /experiment/{uuid}/finished``) still to make."""
-        body = {"status": status, "dataset_level_stats": [dict(s) for s in dataset_level_stats]}
+    def record_finish(
+        self,
+        status: str,
+        dataset_level_stats: Sequence[Mapping[str, Any]],
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record the finish call (``POST /experiment/{uuid}/finished``) still to make
+        (``extra``: extension fields of its body, sent as they are)."""
+        body = {**(extra or {}), "status": status, "dataset_level_stats": [dict(s) for s in dataset_level_stats]}
         line = orjson.dumps({"finish": body}, default=str, option=_JSON_OPTIONS) + b"\n"
         with self._lock:
             self._write(line, what="the finish call")

@@ -70,8 +70,10 @@ VERSION = "0.1.0"
 #: ``collections`` — ``GET /collections`` lists datasets;
 #: ``experiment_uuid`` — ``POST /experiment`` takes a client-chosen ``uuid``, making retries safe;
 #: ``delete_traces`` — ``POST /experiment/{uuid}/delete_traces`` removes root traces (resumed runs);
-#: ``prompts`` — versioned prompts and deployments under ``/prompts`` and ``/deployments`` (routes_prompts).
-EXTENSIONS = ("trace_logs_batch", "collections", "experiment_uuid", "delete_traces", "prompts")
+#: ``prompts`` — versioned prompts and deployments under ``/prompts`` and ``/deployments`` (routes_prompts);
+#: ``run_errors`` — ``POST /experiment/{uuid}/finished`` takes ``dataset_level_errors`` and
+#: ``scorer_errors`` (name → message), stored with the run and listed by ``POST /experiments``.
+EXTENSIONS = ("trace_logs_batch", "collections", "experiment_uuid", "delete_traces", "prompts", "run_errors")
 
 #: The largest request body read (bytes); the runner's client splits its batches at 8 MB.
 MAX_BODY_BYTES = 16 * 1024 * 1024

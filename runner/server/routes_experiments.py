@@ -10,7 +10,7 @@ import uuid as _uuid
 from typing import Any
 
 from fastapi import APIRouter, Body, Response
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from runner.schema import (
     CreateExperimentRequestSchema,
@@ -46,6 +46,23 @@ class CreateExperimentBody(CreateExperimentRequestSchema):
         return None if v is None else str(_uuid.UUID(v))
 
 
+class FinishExperimentBody(FinishExperimentRequestSchema):
+    """``FinishExperimentRequestSchema`` plus the run's failures (an extension other Parea
+    servers ignore): dataset-level evals that failed and scorers that failed on some rows, each
+    name → message. Stored with the experiment and listed with it; a later finish that sends
+    them replaces them, re-pins keep them."""
+
+    dataset_level_errors: dict[str, str] | None = None
+    scorer_errors: dict[str, str] | None = None
+
+
+class ExperimentWithErrorsSchema(ExperimentWithStatsSchema):
+    """``ExperimentWithStatsSchema`` plus the run's stored failures (extension fields)."""
+
+    dataset_level_errors: dict[str, str] = Field(default_factory=dict)
+    scorer_errors: dict[str, str] = Field(default_factory=dict)
+
+
 @router.post("/project", response_model=CreateGetProjectResponseSchema)
 def create_or_get_project(body: CreateGetProjectRequestSchema, store: StoreDep, owner: OwnerDep) -> dict[str, Any]:
     project, created = store.get_or_create_project(body.name, owner)
@@ -77,21 +94,24 @@ def finish_experiment(
     experiment_uuid: str,
     store: StoreDep,
     owner: OwnerDep,
-    body: FinishExperimentRequestSchema | None = Body(default=None),
+    body: FinishExperimentBody | None = Body(default=None),
 ) -> Response:
-    """Store the status and dataset-level stats, pin the means of every score, latency, tokens
-    and cost over the root traces, and return the per-root stats."""
-    body = body or FinishExperimentRequestSchema()
+    """Store the status and dataset-level stats (and the run's failures, an extension), pin the
+    means of every score, latency, tokens and cost over the root traces, and return the
+    per-root stats."""
+    body = body or FinishExperimentBody()
     stats = store.finish_experiment(
         experiment_uuid,
         status=body.status.value,
         dataset_level_stats=[s.model_dump() for s in body.dataset_level_stats or []],
         owner=owner,
+        dataset_level_errors=body.dataset_level_errors,
+        scorer_errors=body.scorer_errors,
     )
     return json_response(stats_out(stats))
 
 
-@router.post("/experiments", response_model=list[ExperimentWithStatsSchema])
+@router.post("/experiments", response_model=list[ExperimentWithErrorsSchema])
 def list_experiments(body: ListExperimentsRequestSchema, store: StoreDep, owner: OwnerDep) -> list[dict[str, Any]]:
     return store.list_experiments(
         owner,

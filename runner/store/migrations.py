@@ -190,4 +190,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX traces_roots_start ON traces(owner, start_timestamp) WHERE is_root=1;
     CREATE INDEX traces_roots_status ON traces(owner, status, start_timestamp) WHERE is_root=1;
     """,
+    # issue 15 (finish-15): failures of a run stored with it, an extension of the finish call:
+    # {"dataset_level": {eval: message}, "scorers": {scorer: example message}}; NULL when none were sent
+    "ALTER TABLE experiments ADD COLUMN run_errors TEXT;",
 ]

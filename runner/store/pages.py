@@ -53,6 +53,10 @@ class RootColumns:
     #: score name -> scorer name, for scores a scorer returned under another name
     #: (``metadata.score_sources``), on the rows that have any
     score_sources: list[dict[str, str]] = field(default_factory=list)
+    #: when each row-trial started and ended (what a run's duration is made of, see
+    #: :func:`runner.cli_show.run_seconds`)
+    start_timestamp: list[str | None] = field(default_factory=list)
+    end_timestamp: list[str | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.rowid)
@@ -124,14 +128,14 @@ class PageQueries:
         rows = self._query(
             "SELECT rowid, trace_id, json_extract(data, '$.metadata.row_id'), status, latency, input_tokens,"
             " output_tokens, cost, scores, json_extract(data, '$.metadata.scorer_errors'),"
-            " json_extract(data, '$.metadata.score_sources') FROM traces"
+            " json_extract(data, '$.metadata.score_sources'), start_timestamp, end_timestamp FROM traces"
             " WHERE experiment_uuid=? AND is_root=1 AND owner=? ORDER BY rowid",
             (experiment_uuid, owner),
         )
         if not rows:
             return RootColumns([], [], [], [], [], [], [], [], [], [])
         # column by column (zip and comprehensions run in C): a row at a time costs twice as much
-        rowid, trace_id, row_id, status, latency, tin, tout, cost, scores, errors, sources = map(
+        rowid, trace_id, row_id, status, latency, tin, tout, cost, scores, errors, sources, starts, ends = map(
             list, zip(*rows, strict=True)
         )
         loads = orjson.loads
@@ -147,6 +151,8 @@ class PageQueries:
             scores=[loads(x) if x else [] for x in scores],
             scorer_errors=[list(loads(x)) if x else [] for x in errors],
             score_sources=[loads(x) for x in sources if x],
+            start_timestamp=starts,
+            end_timestamp=ends,
         )
         sums, child_scores = self._rollup(*self._run_children(experiment_uuid, owner))
         if sums or child_scores:

@@ -317,6 +317,9 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries, PinQueries
         d["dataset_level_stats"] = loads(d["dataset_level_stats"]) or []
         d["pinned_stats"] = loads(d["pinned_stats"]) or []
         d["is_public"] = bool(d["is_public"])
+        errors = loads(d.pop("run_errors", None)) or {}  # the finish call's extension (issue 15)
+        d["dataset_level_errors"] = dict(errors.get("dataset_level") or {})
+        d["scorer_errors"] = dict(errors.get("scorers") or {})
         return d
 
     def get_experiment(self, experiment_uuid: str, owner: str = "") -> dict[str, Any]:
@@ -403,8 +406,15 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries, PinQueries
         dataset_level_stats: Iterable[Mapping[str, Any]] | None = None,
         owner: str = "",
         return_stats: bool = True,
+        dataset_level_errors: Mapping[str, str] | None = None,
+        scorer_errors: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """Mark the experiment finished, store its pinned and dataset-level stats; return root stats.
+
+        ``dataset_level_errors`` (dataset-level evals that failed, name → message) and
+        ``scorer_errors`` (scorers that failed on some rows, name → an example message) are
+        stored with the run when either is given, replacing what an earlier finish stored (a
+        resumed run's finish); when neither is given they are kept. Re-pins never touch them.
 
         With ``return_stats=False`` the per-root stats are streamed into the pinned stats and not
         kept (``[]`` is returned): the embedded runner needs only what is stored.
@@ -434,6 +444,15 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries, PinQueries
             self._conn.execute(
                 "UPDATE experiments SET finished_at=? WHERE uuid=? AND owner=?", (now_iso(), experiment_uuid, owner)
             )
+            if dataset_level_errors is not None or scorer_errors is not None:
+                errors = {
+                    "dataset_level": {str(k): str(v) for k, v in (dataset_level_errors or {}).items()},
+                    "scorers": {str(k): str(v) for k, v in (scorer_errors or {}).items()},
+                }
+                self._conn.execute(
+                    "UPDATE experiments SET run_errors=? WHERE uuid=? AND owner=?",
+                    (dumps(errors) if any(errors.values()) else None, experiment_uuid, owner),
+                )
         return stats or []
 
     def set_experiment_status(self, experiment_uuid: str, status: str, owner: str = "") -> None:

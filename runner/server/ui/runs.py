@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from markupsafe import Markup
 
+from runner.cli_show import run_seconds
 from runner.server.ui.charts import histogram
 from runner.stats import ScoreSummary, latency_summary, summarize_score
 from runner.store.pages import TEXT_FIELDS
@@ -124,6 +125,8 @@ class RunView:
     input_tokens: int
     output_tokens: int
     cost: float
+    #: how long the run ran its rows, as the summary and ``show`` say (:func:`runner.cli_show.run_seconds`)
+    run_seconds: float | None = None
     built_at: float = field(default_factory=time.monotonic)
     _histograms: dict[str, Markup] | None = field(default=None, repr=False)
     _orders: dict[str, npt.NDArray[np.intp]] = field(default_factory=dict, repr=False)
@@ -160,7 +163,7 @@ class RunView:
 
     @property
     def duration(self) -> float | None:
-        return seconds_between(self.experiment.get("created_at"), self.experiment.get("finished_at"))
+        return self.run_seconds
 
     @classmethod
     def build(cls, store: Store, experiment: dict[str, Any], version: tuple[Any, ...], owner: str) -> RunView:
@@ -233,6 +236,13 @@ class RunView:
             input_tokens=sum(cols.input_tokens),
             output_tokens=sum(cols.output_tokens),
             cost=float(sum(cols.cost)),
+            run_seconds=run_seconds(
+                [
+                    {"start_timestamp": a, "end_timestamp": b}
+                    for a, b in zip(cols.start_timestamp, cols.end_timestamp, strict=True)
+                ],
+                experiment,
+            ),
         )
 
     def histograms(self) -> dict[str, Markup]:
