@@ -15,6 +15,12 @@ Workloads (``benchmarks/README.md`` says what each one measures and how to read 
     W4  W3 with 100 workers (ideal 0.2 s)                                  >= 90 % of ideal
     W5  1,000,000-row JSONL file, no-op function, no scorer, embedded      completes, peak RSS <= 500 MB
     W6  python -c "import runner"                                          <= 0.25 s
+    W10 10,000 rows, async sleep 1.0 s, 1,000 workers (issue 22's "W8")   >= 98.5 % of ideal (10 s)
+    W11 1,000 concurrent acompletion() via serve, 100 ms provider ("W9")   added p50 <= 5 ms, p99 <= 25 ms
+
+Peers (``benchmarks/peers.py``): Braintrust ``Eval(no_send_logs=True)`` and LangSmith
+``evaluate(upload_results=False)`` run W1, W4 and W10 in virtualenvs of their own under
+``benchmarks/.peers/`` (made on first use, pinned), offline; ``--no-peers`` skips them and the SDK.
 
 Each workload runs in a fresh child process (``--child NAME``), which prints one JSON line; the
 SDK runs W2 and W3 once each against a fresh ``serve`` of ours, never the internet. This script
@@ -48,6 +54,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from peers import PEERS, ensure_venv, render_issue22, run_peer  # noqa: E402
 from report import render  # noqa: E402
 from workloads import RESULT_PREFIX, count_stored, main_child  # noqa: E402
 
@@ -82,6 +89,9 @@ WORKLOADS = {
         Workload("W3-sdk", 200, 200, over_http=True, sdk=True),
     )
 }
+# issue 22's big runs (benchmarks/scale.py); its "W8" and "W9", renamed: W8 is the hanging-rows workload
+WORKLOADS.update({w.name: w for w in (Workload("W10", 10_000, 2_000), Workload("W11", 1_000, 1_000))})
+ISSUE22 = ("W10", "W11")
 
 
 # -- the machine ----------------------------------------------------------------------------------
@@ -295,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only these workloads (W1..W6; W2-sdk, W3-sdk for the SDK alone)",
     )
     parser.add_argument("--no-sdk", action="store_true", help="skip the parea-ai SDK runs")
+    parser.add_argument(
+        "--no-peers", action="store_true", help="skip every peer: Braintrust, LangSmith and the parea-ai SDK"
+    )
+    parser.add_argument(
+        "--peer-timeout", type=float, default=600, help="seconds per peer child (default: %(default)s)"
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also save every number here")
     parser.add_argument(
         "--from-json",
@@ -322,10 +338,12 @@ def selected(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[
     names = (
         [n.strip() for n in args.only.split(",") if n.strip()] if args.only else ["W1", "W2", "W3", "W4", "W5", "W6"]
     )
+    if not args.only:
+        names += list(ISSUE22)
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
-    if not args.no_sdk:
+    if not (args.no_sdk or args.no_peers):
         names += [f"{n}-sdk" for n in names if f"{n}-sdk" in WORKLOADS and f"{n}-sdk" not in names]
     else:
         names = [n for n in names if not n.endswith("-sdk")]
@@ -349,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json is not None:
         saved = json.loads(args.from_json.read_text())
         print(render(saved["machine"], saved["results"], quick=saved["mode"] == "quick", runs=saved["runs"])[0])
+        print(render_issue22(saved["machine"], saved["results"], saved.get("peers", {}),
+                             saved.get("peer_versions", {}))[0])
         return 0
     runs = args.runs or (1 if args.quick else 3)
     if runs < 1 or args.w5_runs < 1:
@@ -375,16 +395,40 @@ def main(argv: list[str] | None = None) -> int:
             r = results[w.name]
             shown = f"median {statistics.median(r['times']):.3f} s" if r.get("times") else r["status"]
             print(f"[{w.name}] {shown} (child {r['child_wall_s']:.1f} s)", file=sys.stderr, flush=True)
+    peer_results, versions = {} if args.no_peers else run_peers(args, results, runs)
     if hasattr(os, "getloadavg"):
         info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    saved = {"machine": info, "mode": "quick" if args.quick else "full", "runs": runs, "results": results}
+    saved = {"machine": info, "mode": "quick" if args.quick else "full", "runs": runs, "results": results,
+             "peers": peer_results, "peer_versions": versions}
     if args.json is not None:  # first, so that nothing measured is lost
         args.json.write_text(json.dumps(saved, indent=2))
     text, saved["targets"] = render(info, results, quick=args.quick, runs=runs)
-    print(text)
+    more, saved["goals_issue22"] = render_issue22(info, results, peer_results, versions)
+    print(text + "\n" + more)
     if args.json is not None:
         args.json.write_text(json.dumps(saved, indent=2))
     return 0
+
+
+def run_peers(
+    args: argparse.Namespace, results: dict[str, dict[str, Any]], runs: int
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Each peer on each of its workloads that ours ran, at our row count, in a fresh process."""
+    out: dict[str, dict[str, Any]] = {}
+    versions: dict[str, str] = {}
+    for peer in PEERS.values():
+        todo = [w for w in peer.workloads if w in results]
+        if not todo:
+            continue
+        python, versions[peer.name] = ensure_venv(peer)
+        print(f"[peers] {peer.name} {versions[peer.name]} ({python})", file=sys.stderr, flush=True)
+        for w in todo:
+            rows = results[w]["rows"]
+            print(f"[{w}-{peer.name}] {rows:,} rows x {runs} run(s) ...", file=sys.stderr, flush=True)
+            r = out[f"{w}-{peer.name}"] = run_peer(peer, python, w, rows, runs, args.peer_timeout)
+            shown = f"median {statistics.median(r['times']):.3f} s" if r.get("times") else r["status"]
+            print(f"[{w}-{peer.name}] {shown} (child {r['child_wall_s']:.1f} s)", file=sys.stderr, flush=True)
+    return out, versions
 
 
 if __name__ == "__main__":
