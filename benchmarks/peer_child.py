@@ -79,7 +79,7 @@ def plan(workload: str, full: int) -> tuple[int, float, int]:
 def braintrust_run(workload: str, data: list[dict[str, str]], workers: int, sleep_s: float) -> dict[str, Any]:
     from braintrust import Eval
 
-    def score(input: Any, output: Any, expected: Any) -> float:  # noqa: A002 - Braintrust's names
+    def score(input: Any, output: Any, expected: Any) -> float:
         return exact(output, expected)
 
     cases = [{"input": r.get("question", r.get("x")), "expected": r["target"]} for r in data]

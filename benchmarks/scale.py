@@ -66,9 +66,9 @@ async def bare_gather(rows: int, workers: int, sleep_s: float) -> float:
 
 
 def run_big_async(rows: int, runs: int) -> dict[str, Any]:
-    from runner import Experiment
-
     from workloads import count_stored, peak_rss_mb, x_rows
+
+    from runner import Experiment
 
     with tempfile.TemporaryDirectory(prefix="bench-W10-") as tmp_name:
         tmp = Path(tmp_name)
@@ -152,7 +152,6 @@ def _latency_summary(lat: list[float], wall: float) -> dict[str, float]:
 
 def run_completion_load(calls: int, runs: int) -> dict[str, Any]:
     import httpx
-
     from workloads import peak_rss_mb
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PAREA_", "RUNNER_", "OPENAI_"))}
