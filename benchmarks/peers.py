@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PEERS", "PEER_DIR", "Peer", "ensure_venv", "render_issue22", "run_peer"]
+__all__ = ["PEERS", "PEER_DIR", "Peer", "ensure_venv", "peer_python", "render_issue22", "run_peer"]
 
 HERE = Path(__file__).resolve().parent
 PEER_DIR = HERE / ".peers"
@@ -60,6 +60,11 @@ PEERS = {
 
 def _python(d: Path) -> Path:
     return d / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def peer_python(peer: Peer) -> Path:
+    """Where the peer's Python is (made by :func:`ensure_venv`)."""
+    return _python(PEER_DIR / peer.name)
 
 
 def ensure_venv(peer: Peer, log: Any = sys.stderr) -> tuple[Path, str]:

@@ -54,7 +54,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from peers import PEERS, ensure_venv, render_issue22, run_peer  # noqa: E402
+from peers import PEERS, ensure_venv, peer_python, render_issue22, run_peer  # noqa: E402
 from report import render  # noqa: E402
 from workloads import RESULT_PREFIX, count_stored, main_child  # noqa: E402
 
@@ -376,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine()
     results: dict[str, dict[str, Any]] = {}
+    peer_results: dict[str, dict[str, Any]] = {}
+    versions: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="runner-bench-") as tmp_name:
         for w in selected(args, parser):
             rows = w.quick_rows if args.quick else w.rows
@@ -395,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
             r = results[w.name]
             shown = f"median {statistics.median(r['times']):.3f} s" if r.get("times") else r["status"]
             print(f"[{w.name}] {shown} (child {r['child_wall_s']:.1f} s)", file=sys.stderr, flush=True)
-    peer_results, versions = {} if args.no_peers else run_peers(args, results, runs)
+            if not args.no_peers:  # right after ours, so that the machine's drift hits both alike
+                run_peers(args, w.name, results[w.name], runs, peer_results, versions)
     if hasattr(os, "getloadavg"):
         info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     saved = {"machine": info, "mode": "quick" if args.quick else "full", "runs": runs, "results": results,
@@ -411,24 +414,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_peers(
-    args: argparse.Namespace, results: dict[str, dict[str, Any]], runs: int
-) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Each peer on each of its workloads that ours ran, at our row count, in a fresh process."""
-    out: dict[str, dict[str, Any]] = {}
-    versions: dict[str, str] = {}
+    args: argparse.Namespace,
+    workload: str,
+    ours: dict[str, Any],
+    runs: int,
+    out: dict[str, dict[str, Any]],
+    versions: dict[str, str],
+) -> None:
+    """Each peer that runs ``workload``, at our row count, in a fresh process; into ``out``."""
     for peer in PEERS.values():
-        todo = [w for w in peer.workloads if w in results]
-        if not todo:
+        if workload not in peer.workloads:
             continue
-        python, versions[peer.name] = ensure_venv(peer)
-        print(f"[peers] {peer.name} {versions[peer.name]} ({python})", file=sys.stderr, flush=True)
-        for w in todo:
-            rows = results[w]["rows"]
-            print(f"[{w}-{peer.name}] {rows:,} rows x {runs} run(s) ...", file=sys.stderr, flush=True)
-            r = out[f"{w}-{peer.name}"] = run_peer(peer, python, w, rows, runs, args.peer_timeout)
-            shown = f"median {statistics.median(r['times']):.3f} s" if r.get("times") else r["status"]
-            print(f"[{w}-{peer.name}] {shown} (child {r['child_wall_s']:.1f} s)", file=sys.stderr, flush=True)
-    return out, versions
+        if peer.name not in versions:
+            python, versions[peer.name] = ensure_venv(peer)
+            print(f"[peers] {peer.name} {versions[peer.name]} ({python})", file=sys.stderr, flush=True)
+        python = peer_python(peer)
+        rows = ours["rows"]
+        name = f"{workload}-{peer.name}"
+        print(f"[{name}] {rows:,} rows x {runs} run(s) ...", file=sys.stderr, flush=True)
+        r = out[name] = run_peer(peer, python, workload, rows, runs, args.peer_timeout)
+        shown = f"median {statistics.median(r['times']):.3f} s" if r.get("times") else r["status"]
+        print(f"[{name}] {shown} (child {r['child_wall_s']:.1f} s)", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
