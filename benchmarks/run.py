@@ -12,7 +12,7 @@ Workloads (``benchmarks/README.md`` says what each one measures and how to read 
     W1  10,000 rows, no-op sync function, exact_match, embedded store      <= 1.0 s
     W2  W1 over HTTP to `python -m runner serve`                           <= 2.0 s, every score stored
     W3  200 rows, async sleep 0.1 s, 20 workers (ideal 1.0 s), embedded    >= 97 % of ideal
-    W4  W3 with 100 workers (ideal 0.2 s)                                  >= 90 % of ideal
+    W4  W3 with 100 workers (ideal 0.2 s) and exact_match                   >= 90 % of ideal
     W5  1,000,000-row JSONL file, no-op function, no scorer, embedded      completes, peak RSS <= 500 MB
     W6  python -c "import runner"                                          <= 0.25 s
     W10 10,000 rows, async sleep 1.0 s, 1,000 workers (issue 22's "W8")   >= 98.5 % of ideal (10 s)
