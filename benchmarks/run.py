@@ -12,11 +12,17 @@ Workloads (``benchmarks/README.md`` says what each one measures and how to read 
     W1  10,000 rows, no-op sync function, exact_match, embedded store      <= 1.0 s
     W2  W1 over HTTP to `python -m runner serve`                           <= 2.0 s, every score stored
     W3  200 rows, async sleep 0.1 s, 20 workers (ideal 1.0 s), embedded    >= 97 % of ideal
-    W4  W3 with 100 workers (ideal 0.2 s)                                  >= 90 % of ideal
+    W4  W3 with 100 workers (ideal 0.2 s) and exact_match                   >= 90 % of ideal
     W5  1,000,000-row JSONL file, no-op function, no scorer, embedded      completes, peak RSS <= 500 MB
     W6  python -c "import runner"                                          <= 0.25 s
     W7  1,000 sync rows, runs of 40 instant then 40 x 50 ms, 10 workers    >= 95 % of ideal (2.5 s)
     W8  200 sync rows, 7 of them hang, timeout=1, 10 workers               >= 90 % of ideal (1.0 s)
+    W10 10,000 rows, async sleep 1.0 s, 1,000 workers (issue 22's "W8")   >= 98.5 % of ideal (10 s)
+    W11 1,000 concurrent acompletion() via serve, 100 ms provider ("W9")   added p50 <= 5 ms, p99 <= 25 ms
+
+Peers (``benchmarks/peers.py``): Braintrust ``Eval(no_send_logs=True)`` and LangSmith
+``evaluate(upload_results=False)`` run W1, W4 and W10 in virtualenvs of their own under
+``benchmarks/.peers/`` (made on first use, pinned), offline; ``--no-peers`` skips them and the SDK.
 
 Each workload runs in a fresh child process (``--child NAME``), which prints one JSON line; the
 SDK runs W2 and W3 once each against a fresh ``serve`` of ours, never the internet. This script
@@ -50,6 +56,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from peers import PEERS, ensure_venv, peer_python, render_issue22, run_peer  # noqa: E402
 from report import render  # noqa: E402
 from workloads import RESULT_PREFIX, count_stored, main_child  # noqa: E402
 
@@ -86,6 +93,9 @@ WORKLOADS = {
         Workload("W3-sdk", 200, 200, over_http=True, sdk=True),
     )
 }
+# issue 22's big runs (benchmarks/scale.py); its "W8" and "W9", renamed: W8 is the hanging-rows workload
+WORKLOADS.update({w.name: w for w in (Workload("W10", 10_000, 2_000), Workload("W11", 1_000, 1_000))})
+ISSUE22 = ("W10", "W11")
 
 
 # -- the machine ----------------------------------------------------------------------------------
@@ -296,9 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         default=None,
         metavar="W1,W3",
-        help="run only these workloads (W1..W8; W2-sdk, W3-sdk for the SDK alone)",
+        help="run only these workloads (W1..W8, W10, W11; W2-sdk, W3-sdk for the SDK alone)",
     )
     parser.add_argument("--no-sdk", action="store_true", help="skip the parea-ai SDK runs")
+    parser.add_argument(
+        "--no-peers", action="store_true", help="skip every peer: Braintrust, LangSmith and the parea-ai SDK"
+    )
+    parser.add_argument(
+        "--peer-timeout", type=float, default=600, help="seconds per peer child (default: %(default)s)"
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also save every number here")
     parser.add_argument(
         "--from-json",
@@ -328,10 +344,12 @@ def selected(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[
         if args.only
         else ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"]
     )
+    if not args.only:
+        names += list(ISSUE22)
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
-    if not args.no_sdk:
+    if not (args.no_sdk or args.no_peers):
         names += [f"{n}-sdk" for n in names if f"{n}-sdk" in WORKLOADS and f"{n}-sdk" not in names]
     else:
         names = [n for n in names if not n.endswith("-sdk")]
@@ -355,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json is not None:
         saved = json.loads(args.from_json.read_text())
         print(render(saved["machine"], saved["results"], quick=saved["mode"] == "quick", runs=saved["runs"])[0])
+        print(render_issue22(saved["machine"], saved["results"], saved.get("peers", {}),
+                             saved.get("peer_versions", {}))[0])
         return 0
     runs = args.runs or (1 if args.quick else 3)
     if runs < 1 or args.w5_runs < 1:
@@ -362,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine()
     results: dict[str, dict[str, Any]] = {}
+    peer_results: dict[str, dict[str, Any]] = {}
+    versions: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="runner-bench-") as tmp_name:
         for w in selected(args, parser):
             rows = w.quick_rows if args.quick else w.rows
@@ -381,16 +403,44 @@ def main(argv: list[str] | None = None) -> int:
             r = results[w.name]
             shown = f"median {statistics.median(r['times']):.3f} s" if r.get("times") else r["status"]
             print(f"[{w.name}] {shown} (child {r['child_wall_s']:.1f} s)", file=sys.stderr, flush=True)
+            if not args.no_peers:  # right after ours, so that the machine's drift hits both alike
+                run_peers(args, w.name, results[w.name], runs, peer_results, versions)
     if hasattr(os, "getloadavg"):
         info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    saved = {"machine": info, "mode": "quick" if args.quick else "full", "runs": runs, "results": results}
+    saved = {"machine": info, "mode": "quick" if args.quick else "full", "runs": runs, "results": results,
+             "peers": peer_results, "peer_versions": versions}
     if args.json is not None:  # first, so that nothing measured is lost
         args.json.write_text(json.dumps(saved, indent=2))
     text, saved["targets"] = render(info, results, quick=args.quick, runs=runs)
-    print(text)
+    more, saved["goals_issue22"] = render_issue22(info, results, peer_results, versions)
+    print(text + "\n" + more)
     if args.json is not None:
         args.json.write_text(json.dumps(saved, indent=2))
     return 0
+
+
+def run_peers(
+    args: argparse.Namespace,
+    workload: str,
+    ours: dict[str, Any],
+    runs: int,
+    out: dict[str, dict[str, Any]],
+    versions: dict[str, str],
+) -> None:
+    """Each peer that runs ``workload``, at our row count, in a fresh process; into ``out``."""
+    for peer in PEERS.values():
+        if workload not in peer.workloads:
+            continue
+        if peer.name not in versions:
+            python, versions[peer.name] = ensure_venv(peer)
+            print(f"[peers] {peer.name} {versions[peer.name]} ({python})", file=sys.stderr, flush=True)
+        python = peer_python(peer)
+        rows = ours["rows"]
+        name = f"{workload}-{peer.name}"
+        print(f"[{name}] {rows:,} rows x {runs} run(s) ...", file=sys.stderr, flush=True)
+        r = out[name] = run_peer(peer, python, workload, rows, runs, args.peer_timeout)
+        shown = f"median {statistics.median(r['times']):.3f} s" if r.get("times") else r["status"]
+        print(f"[{name}] {shown} (child {r['child_wall_s']:.1f} s)", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,10 @@ def x_rows(n: int) -> list[dict[str, str]]:
     return [{"x": str(i)} for i in range(n)]
 
 
+def xt_rows(n: int) -> list[dict[str, str]]:
+    return [{"x": str(i), "target": str(i)} for i in range(n)]
+
+
 def write_jsonl(path: Path, n: int) -> Path:
     """``n`` rows of ``{"question": ..., "target": ...}``, written as a stream."""
     with path.open("w") as f:
@@ -129,14 +133,23 @@ def _plan(workload: str, rows: int, tmp: Path) -> dict[str, Any]:
             "n_workers": 10,
             "score": SCORE_NAME,
         }
-    if workload in ("W3", "W4"):
+    if workload == "W3":
         return {
             "data": x_rows(rows),
             "warm": x_rows(min(rows, 20)),
             "func": sleepy,
             "evals": [],
-            "n_workers": 20 if workload == "W3" else 100,
+            "n_workers": 20,
             "score": None,
+        }
+    if workload == "W4":  # issue 22: with a scorer; the warm-up is the whole workload (a fresh process's first run)
+        return {
+            "data": xt_rows(rows),
+            "warm": xt_rows(rows),
+            "func": sleepy,
+            "evals": [exact_match],
+            "n_workers": 100,
+            "score": SCORE_NAME,
         }
     if workload == "W5":
         return {
@@ -358,6 +371,10 @@ def run_sdk(workload: str, rows: int, runs: int, flush_timeout: float) -> dict[s
 def main_child(workload: str, rows: int, runs: int, base_url: str | None, flush_timeout: float) -> None:
     if workload == "W6":
         out = run_import(runs)
+    elif workload in ("W10", "W11"):  # issue 22's big runs: benchmarks/scale.py
+        from scale import run_big_async, run_completion_load
+
+        out = run_big_async(rows, runs) if workload == "W10" else run_completion_load(rows, runs)
     elif workload.endswith("-sdk"):
         out = run_sdk(workload.removesuffix("-sdk"), rows, runs, flush_timeout)
     else:
