@@ -195,7 +195,8 @@ class Run:
             status = "failed"
         still_running = list(self.engine.running)
 
-        dls, details, dl_errors, dl_ci = self._dataset_level()
+        # a shard holds some rows only: dataset-level stats come once, from every row, at `finish`
+        dls, details, dl_errors, dl_ci = ({}, {}, {}, {}) if opts.shard is not None else self._dataset_level()
         stats_ok = True
         try:
             if opts.shard is not None:  # a shard never finishes the run: `finish` does, once

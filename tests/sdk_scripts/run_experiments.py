@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 from parea import Parea, trace
@@ -83,8 +84,19 @@ for key, exp in (("local", local), ("named", named)):
 
 # the SDK's readers, against the same server
 stats = p.get_experiment_stats(local.experiment_uuid)
-root_id = stats.parent_trace_stats[0].trace_id
+# a row that did not fail on purpose (roots are listed in the order they were stored, and the
+# SDK stores a row when it ends, so which row comes first depends on timing)
+root_id = next(
+    st.trace_id for st in stats.parent_trace_stats if p.get_trace_log(st.trace_id).inputs.get("question") != "boom"
+)
+# the SDK posts each span from a background thread when the span ends, and its experiment run does
+# not wait for the last ones: read the tree once every span of the row has landed (a root with
+# both children, each with its score), up to a generous bound
+deadline = time.monotonic() + 120
 tree = p.get_trace_log(root_id)
+while time.monotonic() < deadline and len({s.name for s in tree.scores}) < 3:
+    time.sleep(0.2)
+    tree = p.get_trace_log(root_id)
 listed = p.list_experiments(ListExperimentUUIDsFilters(project_name="sdk-project"))
 collection = p.get_collection("sdk-dataset")
 page = p.get_trace_logs(QueryParams(project_name="sdk-project", page_size=5))
