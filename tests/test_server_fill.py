@@ -58,6 +58,19 @@ def test_status_defaults_to_success_unless_there_is_an_error(api: httpx.Client) 
     assert [r["trace_id"] for r in page["results"]] == ["ok"]
 
 
+def test_defaults_never_overwrite_what_a_stored_log_holds(api: httpx.Client) -> None:
+    # a post is merged into the stored log: a default filled into a later post of that log must
+    # not undo a PUT made meanwhile (a status, a project name)
+    api.post("/trace_log", json={"trace_id": "t", "start_timestamp": "2024-05-30 13:48:34"})
+    fields = {"status": "cancelled", "project_name": "renamed"}
+    assert api.put("/trace_log", json={"trace_id": "t", "field_name_to_value_map": fields}).status_code == 200
+    api.post("/trace_log", json={"trace_id": "t", "start_timestamp": "2024-05-30 13:48:34", "annotations": {"k": 1}})
+    got = api.get("/trace_log/t").json()
+    assert (got["status"], got["project_name"], got["annotations"]) == ("cancelled", "renamed", {"k": 1})
+    api.post("/trace_log", json={"trace_id": "t", "start_timestamp": "x", "error": "boom"})  # an error says so
+    assert api.get("/trace_log/t").json()["status"] == "error"
+
+
 def test_project_name_is_filled_from_the_project_or_the_experiment(api: httpx.Client) -> None:
     exp = experiment(api, project="named")
     api.post("/trace_log", json={"trace_id": "p", "start_timestamp": "x", "project_uuid": exp["project_uuid"]})

@@ -74,17 +74,29 @@ class ProjectNames:
 
 
 def fill_logs(store: Store, owner: str, logs: Iterable[dict[str, Any]], names: ProjectNames) -> None:
-    """Fill ``latency``, ``total_tokens``, ``status`` and ``project_name`` of each log where absent, in place."""
+    """Fill ``latency``, ``total_tokens``, ``status`` and ``project_name`` of each log where absent, in place.
+
+    ``status`` and ``project_name`` are defaults of a new log only: a post is merged into what is
+    stored under its id, so a default filled into a later post of a stored log would overwrite
+    a value set meanwhile (by ``PUT /trace_log``, say)."""
+    logs = list(logs)
+    unsure = [
+        str(log["trace_id"])
+        for log in logs
+        if (log.get("status") is None and not log.get("error")) or log.get("project_name") is None
+    ]
+    stored = store.stored_trace_ids(unsure, owner) if unsure else set()
     for log in logs:
+        new = log.get("trace_id") not in stored
         if log.get("latency") is None and log.get("end_timestamp") is not None:
             latency = latency_between(log.get("start_timestamp"), log["end_timestamp"])
             if latency is not None:
                 log["latency"] = latency
         if log.get("total_tokens") is None and (log.get("input_tokens") or log.get("output_tokens")):
             log["total_tokens"] = (log.get("input_tokens") or 0) + (log.get("output_tokens") or 0)
-        if log.get("status") is None:
+        if log.get("status") is None and (new or log.get("error")):
             log["status"] = "error" if log.get("error") else "success"
-        if log.get("project_name") is None:
+        if log.get("project_name") is None and new:
             project = log.get("project_uuid")
             if project is None and log.get("experiment_uuid") is not None:
                 project = store.experiment_project_uuid(log["experiment_uuid"])

@@ -239,6 +239,18 @@ class TraceQueries:
             self._write_prepared(self._prepare_logs([data], owner), owner, delete_first=trace_id)
 
     # -- reads ------------------------------------------------------------------------------
+    def stored_trace_ids(self, trace_ids: Sequence[str], owner: str = "") -> set[str]:
+        """Which of ``trace_ids`` this owner already holds."""
+        found: set[str] = set()
+        for i in range(0, len(trace_ids), 500):
+            chunk = trace_ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                r[0] for r in self._query(f"SELECT trace_id FROM traces WHERE owner=? AND trace_id IN ({marks})",
+                                          (owner, *chunk))
+            )
+        return found
+
     def count_roots(self, experiment_uuid: str, owner: str = "") -> int:
         return int(
             self._query(
