@@ -79,7 +79,7 @@ def proxy_for(app: Any) -> Proxy:
     proxy: Proxy | None = getattr(app.state, "completion_proxy", None)
     if proxy is None:
         store: Store = app.state.store
-        cache: CompletionCache = MemoryCompletionCache() if store.path == ":memory:" else SQLiteCompletionCache(
+        cache: CompletionCache = MemoryCompletionCache() if store.path == ":memory:" or "://" in store.path else SQLiteCompletionCache(
             store.path
         )
         proxy = Proxy(cache, settings=ProxySettings.from_env())

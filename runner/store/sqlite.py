@@ -89,6 +89,14 @@ class Store(TraceQueries, DatasetQueries, PageQueries):
     >>> project, created = store.get_or_create_project("default")
     """
 
+    def __new__(cls, path: str | Path, **kwargs: Any) -> Store:
+        # a postgresql:// location is the same store in PostgreSQL (issue 17)
+        if cls is Store and _is_postgres(path):
+            from runner.store.pgstore import PgStore
+
+            return super().__new__(PgStore)
+        return super().__new__(cls)
+
     def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
         self.path = str(path)
         if self.path != ":memory:":
@@ -127,6 +135,14 @@ class Store(TraceQueries, DatasetQueries, PageQueries):
         schema and checkpointing it on close each time. The few most recently used stay open
         (until exit); if the file was deleted or replaced meanwhile (a notebook user starting
         afresh, say), a new store is opened."""
+        if _is_postgres(path):  # one pool per database, kept open until exit
+            from runner.store.postgres import normalise_url
+
+            url = normalise_url(path)
+            with _shared_lock:
+                if url not in _shared_pg:
+                    _shared_pg[url] = cls(url)
+                return _shared_pg[url]
         key = os.path.abspath(str(path))
         try:
             inode: int | None = os.stat(key).st_ino
@@ -151,6 +167,8 @@ class Store(TraceQueries, DatasetQueries, PageQueries):
     @staticmethod
     def release(store: Store) -> None:
         """Give back a store from :meth:`shared` (closed now if it was replaced meanwhile)."""
+        if store in _shared_pg.values():
+            return
         with _shared_lock:
             entry = _shared.get(os.path.abspath(store.path))
             if entry is not None and entry.store is store:
@@ -445,6 +463,7 @@ class _Shared:
 #: idle shared stores kept open
 _KEEP_OPEN = 4
 _shared: dict[str, _Shared] = {}
+_shared_pg: dict[str, Store] = {}
 _shared_lock = threading.Lock()
 
 
@@ -455,6 +474,14 @@ def _close_shared() -> None:
             with contextlib.suppress(Exception):
                 entry.store.close()
         _shared.clear()
+        for store in _shared_pg.values():
+            with contextlib.suppress(Exception):
+                store.close()
+        _shared_pg.clear()
+
+
+def _is_postgres(location: object) -> bool:
+    return str(location).lower().startswith(("postgresql:/", "postgres:/", "postgresql+psycopg:/"))
 
 
 def pinned_stats(stats: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], int]:
