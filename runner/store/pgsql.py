@@ -44,12 +44,38 @@ _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+_SUBQUERY = re.compile(r"\bFROM\s*\(\s*SELECT\b", re.IGNORECASE)
+_ALIAS = re.compile(r"\s*(AS\b|(?!(WHERE|GROUP|ORDER|LIMIT|UNION|JOIN|ON|LEFT|INNER|OFFSET|HAVING)\b)[A-Za-z_])",
+                    re.IGNORECASE)
+
+
+def _alias_subqueries(sql: str) -> str:
+    """``FROM (SELECT ...)`` with an alias, which PostgreSQL before 16 requires and SQLite not."""
+    out, pos, n = [], 0, 0
+    for m in _SUBQUERY.finditer(sql):
+        if m.start() < pos:
+            continue
+        depth, i = 0, sql.index("(", m.start())
+        for i in range(i, len(sql)):  # noqa: B007 - the index is read below
+            depth += {"(": 1, ")": -1}.get(sql[i], 0)
+            if depth == 0:
+                break
+        out.append(sql[pos : m.end()] + _alias_subqueries(sql[m.end() : i]) + ")")
+        pos = i + 1
+        if not _ALIAS.match(sql, pos):
+            n += 1
+            out.append(f" AS _sub{n}")
+    out.append(sql[pos:])
+    return "".join(out)
+
+
 @functools.lru_cache(maxsize=1024)
 def _translate_text(sql: str) -> tuple[str, tuple[int, ...]]:
     """The PostgreSQL text of ``sql`` and, for each of its placeholders in order, the index of
     the SQLite parameter it takes."""
     for pattern, replacement in _REWRITES:
         sql = pattern.sub(replacement, sql)
+    sql = _alias_subqueries(sql)
     sql = sql.replace("%", "%%")
     order: list[int] = []
     last = 0
