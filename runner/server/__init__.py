@@ -45,19 +45,42 @@ def serve(
     api_keys: Sequence[str] = (),
     log_level: str = "info",
     access_log: bool = False,
+    workers: int = 1,
+    migrate: bool = True,
 ) -> None:
-    """Serve the store at ``db`` until interrupted. Raises :class:`ConfigError` for a bad setup."""
+    """Serve the store at ``db`` until interrupted. Raises :class:`ConfigError` for a bad setup.
+
+    ``workers`` > 1 runs that many server processes (PostgreSQL only); ``migrate=False`` refuses
+    a PostgreSQL database whose schema is not current instead of upgrading it."""
+    import os
+
     import uvicorn
 
+    from runner.server.workers import check_workers, worker_env
     from runner.store import Store
 
     check_bind(host, api_keys)
-    store = Store(db)
+    check_workers(db, workers)
+    from runner.store.postgres import is_postgres_url
+
+    store = Store(db, migrate=migrate) if is_postgres_url(db) else Store(db)  # type: ignore[call-arg]
+    shown_db = getattr(store, "shown", store.path)
+    shown = f"[{host}]" if ":" in host else host
+    keys = f"{len(set(api_keys))} API key(s)" if api_keys else "no API key (loopback only)"
+    where = f"at http://{shown}:{port}/api/parea/v1 with {keys}"
+    if workers > 1:
+        url = store.path
+        store.close()  # each worker opens its own
+        os.environ.update(worker_env(url, list(api_keys)))
+        print(f"runner: serving {shown_db} {where}, {workers} workers", flush=True)
+        uvicorn.run(
+            "runner.server.workers:make_app", factory=True, workers=workers, host=host, port=port,
+            log_level=log_level, access_log=access_log,
+        )
+        return
     try:
         app = create_app(store, api_keys=api_keys)
-        shown = f"[{host}]" if ":" in host else host
-        keys = f"{len(set(api_keys))} API key(s)" if api_keys else "no API key (loopback only)"
-        print(f"runner: serving {store.path} at http://{shown}:{port}/api/parea/v1 with {keys}", flush=True)
+        print(f"runner: serving {shown_db} {where}", flush=True)
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
     finally:
         store.close()

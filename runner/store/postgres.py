@@ -199,12 +199,14 @@ class PgPool:
         loader = _numeric_loader()
 
         def configure(conn: Any) -> None:
+            conn.autocommit = True  # a read is one statement; writes take conn.transaction()
             conn.adapters.register_loader("numeric", loader)
 
         self._pool = psycopg_pool.ConnectionPool(
             url,
             min_size=1,
             max_size=max_size,
+            num_workers=1,
             timeout=timeout,
             configure=configure,
             kwargs={"connect_timeout": max(1, int(min(timeout, 10)))},

@@ -135,14 +135,16 @@ class Store(TraceQueries, DatasetQueries, PageQueries):
         schema and checkpointing it on close each time. The few most recently used stay open
         (until exit); if the file was deleted or replaced meanwhile (a notebook user starting
         afresh, say), a new store is opened."""
-        if _is_postgres(path):  # one pool per database, kept open until exit
+        if _is_postgres(path):  # one pool per database while in use
             from runner.store.postgres import normalise_url
 
             url = normalise_url(path)
             with _shared_lock:
-                if url not in _shared_pg:
-                    _shared_pg[url] = cls(url)
-                return _shared_pg[url]
+                pg = _shared_pg.get(url)
+                if pg is None:
+                    pg = _shared_pg[url] = _Shared(cls(url), 0)
+                pg.refs += 1
+                return pg.store
         key = os.path.abspath(str(path))
         try:
             inode: int | None = os.stat(key).st_ino
@@ -167,9 +169,14 @@ class Store(TraceQueries, DatasetQueries, PageQueries):
     @staticmethod
     def release(store: Store) -> None:
         """Give back a store from :meth:`shared` (closed now if it was replaced meanwhile)."""
-        if store in _shared_pg.values():
-            return
         with _shared_lock:
+            pg = _shared_pg.get(store.path)
+            if pg is not None and pg.store is store:
+                pg.refs -= 1
+                if pg.refs <= 0:
+                    del _shared_pg[store.path]
+                    store.close()
+                return
             entry = _shared.get(os.path.abspath(store.path))
             if entry is not None and entry.store is store:
                 entry.refs = max(0, entry.refs - 1)
@@ -463,7 +470,7 @@ class _Shared:
 #: idle shared stores kept open
 _KEEP_OPEN = 4
 _shared: dict[str, _Shared] = {}
-_shared_pg: dict[str, Store] = {}
+_shared_pg: dict[str, _Shared] = {}
 _shared_lock = threading.Lock()
 
 
@@ -474,9 +481,9 @@ def _close_shared() -> None:
             with contextlib.suppress(Exception):
                 entry.store.close()
         _shared.clear()
-        for store in _shared_pg.values():
+        for pg in _shared_pg.values():
             with contextlib.suppress(Exception):
-                store.close()
+                pg.store.close()
         _shared_pg.clear()
 
 
