@@ -196,6 +196,7 @@ class PgPool:
             ) from None
         self.url = url
         self.shown = redact(url)
+        self.timeout = timeout
         loader = _numeric_loader()
 
         def configure(conn: Any) -> None:
@@ -218,8 +219,21 @@ class PgPool:
 
     @contextmanager
     def connection(self) -> Iterator[Any]:
-        with pg_errors(self.shown), self._pool.connection() as conn:
-            yield conn
+        """A connection of the pool. When none comes within a second, a direct connection tells
+        a busy pool (wait on, up to ``timeout``) from a database that is gone (fail now)."""
+        import psycopg
+        import psycopg_pool
+
+        with pg_errors(self.shown):
+            try:
+                conn = self._pool.getconn(timeout=min(1.0, self.timeout))
+            except psycopg_pool.PoolTimeout:
+                psycopg.connect(self.url, connect_timeout=2).close()  # raises if the database is gone
+                conn = self._pool.getconn(timeout=self.timeout)
+            try:
+                yield conn
+            finally:
+                self._pool.putconn(conn)
 
     def close(self) -> None:
         self._pool.close()
