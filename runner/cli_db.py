@@ -78,7 +78,7 @@ def _copy_keyed(src: Any, dst: Any, table: str, page: int = 2000) -> int:
     sample = src._query(f"SELECT * FROM {table} LIMIT 1")
     if not sample:
         return 0
-    columns = [c for c in sample[0].keys() if c != "rowid"]
+    columns = [c for c in sample[0].keys() if c != "rowid"]  # noqa: SIM118 - a row, not a dict
     names = ", ".join(columns)
     insert = f"INSERT INTO {table}({names}) VALUES ({', '.join('?' * len(columns))}) ON CONFLICT DO NOTHING"
     copied, last = 0, 0
@@ -104,7 +104,8 @@ def _copy_datasets(src: Any, dst: Any) -> tuple[int, int]:
                 (ds["owner"], ds["name"], ds["column_names"], ds["created_at"], ds["last_updated_at"]),
             )
             new_id = int(cur.lastrowid or 0)
-            for tc in src._query("SELECT inputs, target, tags FROM testcases WHERE dataset_id=? ORDER BY id", (ds["id"],)):
+            cases = src._query("SELECT inputs, target, tags FROM testcases WHERE dataset_id=? ORDER BY id", (ds["id"],))
+            for tc in cases:
                 c.execute("INSERT INTO testcases(dataset_id, inputs, target, tags) VALUES (?,?,?,?)", (new_id, *tc))
                 n_cases += 1
         n_sets += 1

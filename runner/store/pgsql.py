@@ -56,10 +56,11 @@ def _alias_subqueries(sql: str) -> str:
         if m.start() < pos:
             continue
         depth, i = 0, sql.index("(", m.start())
-        for i in range(i, len(sql)):  # noqa: B007 - the index is read below
+        while i < len(sql):
             depth += {"(": 1, ")": -1}.get(sql[i], 0)
             if depth == 0:
                 break
+            i += 1
         out.append(sql[pos : m.end()] + _alias_subqueries(sql[m.end() : i]) + ")")
         pos = i + 1
         if not _ALIAS.match(sql, pos):

@@ -27,7 +27,7 @@ from runner.errors import BackendError
 from runner.store.migrations import MIGRATIONS
 from runner.store.pgsql import COMPAT_FUNCTIONS, serial_tables, translate, translate_ddl
 
-__all__ = ["PG_AFTER", "MIGRATION_LOCK", "PgConnection", "is_postgres_url", "normalise_url", "redact"]
+__all__ = ["MIGRATION_LOCK", "PG_AFTER", "PgConnection", "is_postgres_url", "normalise_url", "redact"]
 
 _URL = re.compile(r"^(postgres|postgresql)(\+psycopg)?:/+", re.IGNORECASE)
 
@@ -84,7 +84,8 @@ def _row_factory(cursor: Any) -> Any:
     cls = type("Row", (Row,), {"_names": names, "__slots__": ()})
 
     def make(values: Sequence[Any]) -> Row:
-        return cls(values)
+        row: Row = cls(values)
+        return row
 
     return make
 
