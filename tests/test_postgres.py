@@ -99,9 +99,13 @@ def _upper(question: str) -> str:
 def test_a_postgresql_url_works_as_db_and_runner_db(pg: PgCluster) -> None:
     url = pg.url()
     result = Experiment(name="qa", data=[{"question": "a"}, {"question": "b"}], func=_upper, db=url).run(quiet=True)
-    assert sorted(r["output"] for r in Store(url).experiment_rows(result.experiment_uuid)) == ["A", "B"]
+    store = Store(url)
+    assert sorted(r["output"] for r in store.experiment_rows(result.experiment_uuid)) == ["A", "B"]
+    store.close()
     # through Path() (which folds '//'), RUNNER_DB, and --db of another command
-    assert Store(Path(url)).count_traces() == 2
+    store = Store(Path(url))
+    assert store.count_traces() == 2
+    store.close()
     listing = _runner("list", "--json", env={"RUNNER_DB": url})
     assert listing.returncode == 0, listing.stderr
     assert result.run_name in listing.stdout
@@ -180,7 +184,9 @@ def test_serve_with_two_workers_on_postgresql(pg: PgCluster) -> None:
                 codes = list(pool.map(lambda t: api.post("/trace_log", json=log(t)).status_code, ids))
             assert set(codes) == {200}
             assert all(api.get(f"/trace_log/{t}").status_code == 200 for t in ids[::37])
-    assert Store(url).count_traces() == 200
+    store = Store(url)
+    assert store.count_traces() == 200
+    store.close()
 
 
 # -- the migration chain -------------------------------------------------------------------------
