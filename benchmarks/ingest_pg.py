@@ -51,12 +51,15 @@ def _logs(n: int) -> list[dict[str, Any]]:
     return out[:n]
 
 
-def writer(base: str, mode: str, start_at: float, seconds: float, batch: int) -> None:
-    """One writer process: post until ``start_at + seconds``; print its count and latencies."""
+def writer(base: str, mode: str, seconds: float, batch: int) -> None:
+    """One writer process: say it is ready, read the start time, post until ``start + seconds``;
+    print its count and latencies."""
     latencies: list[float] = []
     sent = 0
     with httpx.Client(base_url=base, timeout=60) as api:
         api.get("/")  # connect before the start
+        print("ready", flush=True)
+        start_at = float(sys.stdin.readline())
         time.sleep(max(0.0, start_at - time.time()))
         end = start_at + seconds
         while time.time() < end:
@@ -103,14 +106,20 @@ class Server:
 
 
 def cell(base: str, mode: str, n_writers: int, seconds: float, batch: int) -> dict[str, float]:
-    start_at = time.time() + 1.0 + 0.15 * n_writers
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "--writer", base, mode, str(start_at), str(seconds), str(batch)],
-            stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            [sys.executable, __file__, "--writer", base, mode, str(seconds), str(batch)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
         )
         for _ in range(n_writers)
     ]
+    for p in procs:  # every writer started and connected before the clock starts
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    start_at = time.time() + 0.2
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write(f"{start_at}\n")
+        p.stdin.flush()
     results = []
     for p in procs:
         out, _ = p.communicate(timeout=seconds + 120)
@@ -168,7 +177,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--writer"]:
-        base, mode, start_at, seconds, batch = sys.argv[2:7]
-        writer(base, mode, float(start_at), float(seconds), int(batch))
+        base, mode, seconds, batch = sys.argv[2:6]
+        writer(base, mode, float(seconds), int(batch))
     else:
         main()

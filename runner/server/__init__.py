@@ -56,7 +56,7 @@ def serve(
 
     import uvicorn
 
-    from runner.server.workers import check_workers, worker_env
+    from runner.server.workers import check_workers, run_workers, worker_env
     from runner.store import Store
 
     check_bind(host, api_keys)
@@ -73,9 +73,11 @@ def serve(
         store.close()  # each worker opens its own
         os.environ.update(worker_env(url, list(api_keys)))
         print(f"runner: serving {shown_db} {where}, {workers} workers", flush=True)
-        uvicorn.run(
-            "runner.server.workers:make_app", factory=True, workers=workers, host=host, port=port,
-            log_level=log_level, access_log=access_log,
+        run_workers(
+            uvicorn.Config(
+                "runner.server.workers:make_app", factory=True, workers=workers, host=host, port=port,
+                log_level=log_level, access_log=access_log,
+            )
         )
         return
     try:

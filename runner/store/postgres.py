@@ -124,7 +124,7 @@ class PgConnection:
         text, args = translate(sql + (" RETURNING id" if returning else ""), _params(params))
         with pg_errors():
             cur = self._conn.cursor(row_factory=_row_factory)
-            cur.execute(text, args, prepare=False)
+            cur.execute(text, args)
             if returning:
                 row = cur.fetchone()
                 return PgCursor(cur, int(row[0]) if row else None)
@@ -212,7 +212,6 @@ class PgPool:
             timeout=timeout,
             configure=configure,
             kwargs={"connect_timeout": max(1, int(min(timeout, 10)))},
-            check=psycopg_pool.ConnectionPool.check_connection,
             open=False,
         )
         with pg_errors(self.shown):
