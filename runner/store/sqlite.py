@@ -31,6 +31,7 @@ from runner.errors import BackendError, NotFoundError, RunNameError
 from runner.store.datasets import DatasetQueries
 from runner.store.migrations import MIGRATIONS
 from runner.store.pages import PageQueries
+from runner.store.postgres import is_postgres_url
 from runner.store.traces import TraceQueries
 
 __all__ = ["RUN_NAME_RE", "Store", "now_iso", "validate_run_name"]
@@ -91,7 +92,7 @@ class Store(TraceQueries, DatasetQueries, PageQueries):
 
     def __new__(cls, path: str | Path, **kwargs: Any) -> Store:
         # a postgresql:// location is the same store in PostgreSQL (issue 17)
-        if cls is Store and _is_postgres(path):
+        if cls is Store and is_postgres_url(path):
             from runner.store.pgstore import PgStore
 
             return super().__new__(PgStore)
@@ -135,7 +136,7 @@ class Store(TraceQueries, DatasetQueries, PageQueries):
         schema and checkpointing it on close each time. The few most recently used stay open
         (until exit); if the file was deleted or replaced meanwhile (a notebook user starting
         afresh, say), a new store is opened."""
-        if _is_postgres(path):  # one pool per database while in use
+        if is_postgres_url(path):  # one pool per database while in use
             from runner.store.postgres import normalise_url
 
             url = normalise_url(path)
@@ -486,9 +487,6 @@ def _close_shared() -> None:
                 pg.store.close()
         _shared_pg.clear()
 
-
-def _is_postgres(location: object) -> bool:
-    return str(location).lower().startswith(("postgresql:/", "postgres:/", "postgresql+psycopg:/"))
 
 
 def pinned_stats(stats: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], int]:
