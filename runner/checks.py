@@ -44,7 +44,9 @@ def preflight(exp: Experiment, settings: Settings) -> None:
     stored_name = stored_name or (isinstance(data, str) and not is_dataset_file(data))
     if stored_name:
         path = Path(exp.db or settings.db_path)
-        if not (exp.base_url or settings.base_url) and not path.exists():
+        from runner.store.postgres import is_postgres_url
+
+        if not (exp.base_url or settings.base_url) and not path.exists() and not is_postgres_url(path):
             raise DatasetError(
                 f"Experiment {exp.name!r}: data={data!r} names a stored dataset, but there is no store at {path} "
                 f"yet; store it first (python -m runner datasets upload FILE --name {data}), or give a file path "

@@ -28,7 +28,7 @@ from runner.errors import RunnerError
 __all__ = ["build_parser", "main"]
 
 PROG = "python -m runner"
-COMMANDS = ("run", "finish", "list", "show", "compare", "datasets", "prompts", "sync", "serve")
+COMMANDS = ("run", "finish", "list", "show", "compare", "datasets", "prompts", "sync", "serve", "db")
 _TOP_HELP = "how many rows that regressed and improved most to list (default: 5)"
 
 TOP_EPILOG = f"""\
@@ -47,6 +47,7 @@ examples:
   {PROG} prompts push greeter.yaml --name greeter   a new version of a prompt
   {PROG} serve                               the results over the Parea API
   {PROG} sync                                deliver logs spooled while the server was away
+  {PROG} db copy --from .runner/runner.db --to postgresql://...   into a team database
 
 exit codes: 0 all experiments completed (and all gates passed); 1 one failed, was
 interrupted or failed a gate; 2 usage or config error (unknown flag, missing file, no
@@ -181,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         formatter_class=fmt,
         epilog=TOP_EPILOG,
-        usage=f"{PROG} CONFIG.py [options]\n       {PROG} {{run,list,show,compare,datasets,prompts,sync,serve}} ...",
+        usage=f"{PROG} CONFIG.py [options]\n       {PROG} {{run,list,show,compare,datasets,prompts,sync,serve,db}} ...",
         description="Run LLM experiments and look at their results. Results go to a local SQLite\n"
         "store (.runner/runner.db) unless a Parea-compatible server is given.",
     )
@@ -446,6 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the stored results over the Parea API (see `serve --help`)",
         add_help=False,
     )
+    sub.add_parser(
+        "db",
+        prog=f"{PROG} db",
+        help="the store's schema (upgrade, status) and copying between stores (see `db --help`)",
+        add_help=False,
+    )
     return parser
 
 
@@ -510,6 +517,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = with_default_command(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["serve"]:
         return _serve([a for a in args_list[1:] if a != "--debug"])
+    if args_list[:1] == ["db"]:
+        from runner.cli_db import db_main
+
+        return db_main([a for a in args_list[1:] if a != "--debug"])
     parser = build_parser()
     if not args_list:
         parser.print_usage(sys.stderr)

@@ -111,7 +111,9 @@ class Baseline:
         base_url = exp.base_url or settings.base_url
         api_key = exp.api_key or settings.api_key
         path = Path(exp.db or settings.db_path)
-        if not base_url and not path.exists():
+        from runner.store.postgres import is_postgres_url
+
+        if not base_url and not path.exists() and not is_postgres_url(path):
             raise ConfigError(f"--baseline {ref}: there is no store at {path} yet, so no run to compare with")
 
         def open_source() -> Source:

@@ -59,6 +59,13 @@ def _help_texts() -> list[tuple[str, str]]:
         pass
     else:
         texts.append((f"{PROG} serve", serve_parser(f"{PROG} serve").format_help()))
+    from runner.cli_db import build_parser as db_parser
+
+    db = db_parser(f"{PROG} db")
+    texts.append((f"{PROG} db", db.format_help()))
+    db_sub = next(a for a in db._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("upgrade", "status", "copy"):
+        texts.append((f"{PROG} db {name}", db_sub.choices[name].format_help()))
     return [(title, text.replace("optional arguments:", "options:").rstrip() + "\n") for title, text in texts]
 
 

@@ -161,7 +161,9 @@ def open_source(args: argparse.Namespace) -> Source | None:
     if base_url:
         return HttpSource(base_url, args.api_key or settings.api_key)
     path = Path(args.db) if args.db else settings.db_path
-    if not path.exists():
+    from runner.store.postgres import is_postgres_url
+
+    if not path.exists() and not is_postgres_url(path):
         return None
     return StoreSource(path)
 

@@ -429,13 +429,16 @@ class _Worker:
         return apply_deployment(request, DeployedPrompt(d["deployment_id"], d["name"], d["version"], d["spec"]))
 
     def _embedded_for(self, db_path: str) -> _Embedded:
-        key = db_path if db_path == ":memory:" else str(Path(db_path).resolve())
+        from runner.store.postgres import is_postgres_url
+
+        remote = db_path == ":memory:" or is_postgres_url(db_path)  # a PostgreSQL store: cache in memory
+        key = db_path if remote else str(Path(db_path).resolve())
         state = self._embedded.get(key)
         if state is None:
             from runner.proxy import MemoryCompletionCache, Proxy, ProxySettings, SQLiteCompletionCache
 
             settings = ProxySettings.from_env()
-            cache: CompletionCache = MemoryCompletionCache() if key == ":memory:" else SQLiteCompletionCache(key)
+            cache: CompletionCache = MemoryCompletionCache() if remote else SQLiteCompletionCache(key)
             state = self._embedded[key] = _Embedded(Proxy(cache, settings=settings), cache)
         return state
 

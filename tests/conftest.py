@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 # the `door` fixture: behavioural tests run through the embedded store and through HTTP
-pytest_plugins = ["tests.doors", "pytester"]
+pytest_plugins = ["tests.doors", "tests.pg", "pytester"]
 
 
 @pytest.fixture(autouse=True)

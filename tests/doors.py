@@ -19,7 +19,7 @@ from runner.store import Store
 @dataclass
 class Door:
     kind: str
-    db: Path
+    db: Path | str
     base_url: str | None
     store: Store
 
@@ -30,13 +30,15 @@ class Door:
         return {"db": self.db}
 
 
-@pytest.fixture(params=["embedded", "http"])
+@pytest.fixture(params=["embedded", "http", "postgresql"])
 def door(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Door]:
-    db = tmp_path / "door.db"
-    if request.param == "embedded":
+    db: Path | str = tmp_path / "door.db"
+    if request.param == "postgresql":  # the embedded door into PostgreSQL (tests/pg.py)
+        db = request.getfixturevalue("pg").url()
+    if request.param in ("embedded", "postgresql"):
         store = Store(db)
         try:
-            yield Door("embedded", db, None, store)
+            yield Door(request.param, db, None, store)
         finally:
             store.close()
     else:

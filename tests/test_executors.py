@@ -285,8 +285,9 @@ def test_completion_calls_run_on_the_workers_with_the_runs_cache(
             names = [c["trace_name"] for c in tree["children_logs"]]
             assert names == ["llm-openai", "second"]
     assert first.stats["cost"] > 0
-    with sqlite3.connect(door.db) as conn:
-        assert conn.execute("SELECT count(*) FROM completion_cache").fetchone()[0] == 8
+    if door.kind != "postgresql":  # a PostgreSQL store keeps the completion cache in memory
+        with sqlite3.connect(door.db) as conn:
+            assert conn.execute("SELECT count(*) FROM completion_cache").fetchone()[0] == 8
 
 
 def where(x: int) -> int:

@@ -220,8 +220,9 @@ def test_tokens_and_cost_add_up_to_the_root_and_the_result(door: Door, fake: Fak
     assert door.store.count_traces() == 9  # 3 roots and 6 calls: the server's log and the row's are one
     # the calls went where the experiment's results go: its file (embedded) or its server, whose
     # store holds the completion cache; not to the default store
-    with sqlite3.connect(door.db) as conn:
-        assert conn.execute("SELECT count(*) FROM completion_cache").fetchone()[0] == 6
+    if door.kind != "postgresql":  # a PostgreSQL store keeps the completion cache in memory
+        with sqlite3.connect(door.db) as conn:
+            assert conn.execute("SELECT count(*) FROM completion_cache").fetchone()[0] == 6
     assert not Path(".runner").exists()
 
 

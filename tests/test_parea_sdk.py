@@ -28,9 +28,11 @@ pytest.importorskip("parea")
 
 
 @pytest.fixture(scope="module")
-def sdk_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Any], httpx.Client]]:
+def sdk_run(
+    db_module: str | Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[dict[str, Any], httpx.Client]]:
     tmp = tmp_path_factory.mktemp("sdk")
-    with start_server(tmp / "runner.db", api_keys=[KEY]) as server:
+    with start_server(db_module, api_keys=[KEY]) as server:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PAREA_", "_PAREA", "RUNNER_"))}
         env.update(PAREA_BASE_URL=server.base_url, PAREA_API_KEY=KEY)
         proc = subprocess.run(

@@ -96,8 +96,8 @@ def test_a_deployment_fills_what_the_request_leaves_unset() -> None:
                          deployed)
 
 
-def test_store_versions_deployments_history_and_owners(tmp_path: Path) -> None:
-    store = Store(tmp_path / "runner.db")
+def test_store_versions_deployments_history_and_owners(db: str | Path) -> None:
+    store = Store(db)
     try:
         first = store.save_prompt_version("greeter", SPEC, message="first", author="ada")
         assert store.save_prompt_version("greeter", dict(reversed(list(SPEC.items()))))["created"] is False
@@ -119,7 +119,7 @@ def test_store_versions_deployments_history_and_owners(tmp_path: Path) -> None:
             store.get_deployment(d["deployment_id"], "someone-else")
     finally:
         store.close()
-    reopened = Store(tmp_path / "runner.db")  # versions are kept in the file
+    reopened = Store(db)  # versions are kept in the store
     try:
         assert [v["message"] for v in reopened.list_prompt_versions("greeter")] == ["first", "bigger"]
     finally:

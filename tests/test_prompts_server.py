@@ -41,8 +41,8 @@ V2 = {
 
 
 @pytest.fixture
-def server(tmp_path: Path, fake: FakeProvider) -> Iterator[ServerHandle]:  # noqa: F811 - the fixture
-    with start_server(tmp_path / "runner.db", api_keys=[KEY, OTHER]) as handle:
+def server(db: str | Path, fake: FakeProvider) -> Iterator[ServerHandle]:  # noqa: F811 - the fixture
+    with start_server(db, api_keys=[KEY, OTHER]) as handle:
         yield handle
 
 

@@ -13,8 +13,8 @@ from tests.servers import experiment, log, serving
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[httpx.Client]:
-    with serving(tmp_path / "runner.db") as client:
+def api(db: str | Path) -> Iterator[httpx.Client]:
+    with serving(db) as client:
         yield client
 
 

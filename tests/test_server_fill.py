@@ -15,8 +15,8 @@ from tests.servers import experiment, serving
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Any:
-    with serving(tmp_path / "r.db") as client:
+def api(db: str | Path) -> Any:
+    with serving(db) as client:
         yield client
 
 

@@ -15,8 +15,8 @@ JSON = {"content-type": "application/json"}
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[httpx.Client]:
-    with serving(tmp_path / "runner.db") as client:
+def api(db: str | Path) -> Iterator[httpx.Client]:
+    with serving(db) as client:
         yield client
 
 

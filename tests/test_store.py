@@ -16,8 +16,8 @@ from runner.store import Store
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "s.db")
+def store(db: str | Path) -> Store:
+    s = Store(db)
     yield s
     s.close()
 

@@ -139,9 +139,8 @@ def populate(base_url: str, api_key: str | None = None, *, prefix: str = "") -> 
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHandle, dict[str, str]]]:
-    db = tmp_path_factory.mktemp("ui") / "runner.db"
-    with start_server(db) as server:
+def site(db_module: str | Path) -> Iterator[tuple[ServerHandle, dict[str, str]]]:
+    with start_server(db_module) as server:
         yield server, populate(server.base_url)
 
 
@@ -479,9 +478,8 @@ def test_unknown_things_are_404_pages(site: Any, web: httpx.Client) -> None:
 
 # -- keys -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHandle, dict[str, str], dict[str, str]]]:
-    db = tmp_path_factory.mktemp("ui-keys") / "runner.db"
-    with start_server(db, api_keys=["key-a", "key-b"]) as server:
+def tenants(db_module: str | Path) -> Iterator[tuple[ServerHandle, dict[str, str], dict[str, str]]]:
+    with start_server(db_module, api_keys=["key-a", "key-b"]) as server:
         a = populate(server.base_url, "key-a", prefix="alpha-")
         b = populate(server.base_url, "key-b", prefix="beta-")
         yield server, a, b

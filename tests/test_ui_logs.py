@@ -92,9 +92,8 @@ CHILD = log(
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHandle, str]]:
-    db = tmp_path_factory.mktemp("ui-logs") / "runner.db"
-    with start_server(db) as server:
+def site(db_module: str | Path) -> Iterator[tuple[ServerHandle, str]]:
+    with start_server(db_module) as server:
         result = Experiment(
             name="adder", data=ROWS, func=add, evals=[exact_match], project_name="maths", base_url=server.base_url
         ).run(run_name="adder-1", quiet=True)

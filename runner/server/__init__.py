@@ -50,27 +50,51 @@ def serve(
     header_timeout: float = HEADER_TIMEOUT,
     body_timeout: float = BODY_TIMEOUT,
     max_connections: int = MAX_CONNECTIONS,
+    workers: int = 1,
+    migrate: bool = True,
 ) -> None:
     """Serve the store at ``db`` until interrupted. Raises :class:`ConfigError` for a bad setup.
 
     Requests are answered for a loopback ``Host``, the bound address and ``allowed_hosts``;
     headers must arrive within ``header_timeout`` s, a body within ``body_timeout`` s of silence
-    (and at 1 KB/s on average past that); at most ``max_connections`` are open at once."""
+    (and at 1 KB/s on average past that); at most ``max_connections`` are open at once.
+    ``workers`` > 1 runs that many server processes (PostgreSQL only); ``migrate=False`` refuses
+    a PostgreSQL database whose schema is not current instead of upgrading it."""
+    import os
+
     import uvicorn
 
     from runner.server.slow_clients import uvicorn_options
+    from runner.server.workers import check_workers, run_workers, worker_env
     from runner.store import Store
 
     check_bind(host, api_keys)
-    store = Store(db)
-    try:
-        bound = [] if host in ("0.0.0.0", "::", "") else [host]
-        app = create_app(
-            store, api_keys=api_keys, allowed_hosts=[*bound, *allowed_hosts], body_timeout=body_timeout
+    check_workers(db, workers)
+    from runner.store.postgres import is_postgres_url
+
+    store = Store(db, migrate=migrate) if is_postgres_url(db) else Store(db)  # type: ignore[call-arg]
+    shown_db = getattr(store, "shown", store.path)
+    shown = f"[{host}]" if ":" in host else host
+    keys = f"{len(set(api_keys))} API key(s)" if api_keys else "no API key (loopback only)"
+    where = f"at http://{shown}:{port}/api/parea/v1 with {keys}"
+    bound = [] if host in ("0.0.0.0", "::", "") else [host]
+    hosts = [*bound, *allowed_hosts]
+    if workers > 1:
+        url = store.path
+        store.close()  # each worker opens its own
+        os.environ.update(worker_env(url, list(api_keys), hosts, body_timeout))
+        print(f"runner: serving {shown_db} {where}, {workers} workers", flush=True)
+        run_workers(
+            uvicorn.Config(
+                "runner.server.workers:make_app", factory=True, workers=workers, host=host, port=port,
+                log_level=log_level, access_log=access_log, timeout_keep_alive=5,
+                limit_concurrency=max_connections,
+            )
         )
-        shown = f"[{host}]" if ":" in host else host
-        keys = f"{len(set(api_keys))} API key(s)" if api_keys else "no API key (loopback only)"
-        print(f"runner: serving {store.path} at http://{shown}:{port}/api/parea/v1 with {keys}", flush=True)
+        return
+    try:
+        app = create_app(store, api_keys=api_keys, allowed_hosts=hosts, body_timeout=body_timeout)
+        print(f"runner: serving {shown_db} {where}", flush=True)
         print(f"runner: web UI at http://{shown}:{port}/ (Ctrl-C stops the server)", flush=True)
         uvicorn.run(
             app, host=host, port=port, log_level=log_level, access_log=access_log,

@@ -22,7 +22,10 @@ def build_parser(prog: str = "python -m runner serve") -> argparse.ArgumentParse
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8765, help="port to bind (default: %(default)s)")
     parser.add_argument(
-        "--db", default=None, help="SQLite store to serve (default: $RUNNER_DB, else .runner/runner.db)"
+        "--db",
+        default=None,
+        help="store to serve: a SQLite file or postgresql://USER:PASS@HOST:5432/DB (default: $RUNNER_DB, "
+        "else .runner/runner.db)",
     )
     parser.add_argument(
         "--api-key",
@@ -60,6 +63,19 @@ def build_parser(prog: str = "python -m runner serve") -> argparse.ArgumentParse
         "--max-connections", type=int, default=512, metavar="N",
         help="close new connections beyond N open ones (default: %(default)s)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes on the port (default: %(default)s; more than one needs a PostgreSQL --db)",
+    )
+    parser.add_argument(
+        "--no-migrate",
+        dest="migrate",
+        action="store_false",
+        help="do not upgrade a PostgreSQL database's schema on start (refuse an outdated one): run "
+        "`python -m runner db upgrade` yourself",
+    )
     return parser
 
 
@@ -91,6 +107,8 @@ def serve_main(argv: list[str], *, prog: str = "python -m runner serve") -> int:
             api_keys=keys,
             log_level=args.log_level,
             access_log=args.access_log,
+            workers=args.workers,
+            migrate=args.migrate,
         )
     except RunnerError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)

@@ -82,9 +82,8 @@ def proxy_for(app: Any) -> Proxy:
     proxy: Proxy | None = getattr(app.state, "completion_proxy", None)
     if proxy is None:
         store: Store = app.state.store
-        cache: CompletionCache = MemoryCompletionCache() if store.path == ":memory:" else SQLiteCompletionCache(
-            store.path
-        )
+        in_memory = store.path == ":memory:" or "://" in store.path  # a PostgreSQL store: no cache file
+        cache: CompletionCache = MemoryCompletionCache() if in_memory else SQLiteCompletionCache(store.path)
         proxy = Proxy(cache, settings=ProxySettings.from_env())
         app.state.completion_proxy = proxy
     return proxy

@@ -33,6 +33,7 @@ from runner.store.logs import LogQueries
 from runner.store.migrations import MIGRATIONS
 from runner.store.pages import PageQueries
 from runner.store.pinning import PinQueries
+from runner.store.postgres import is_postgres_url
 from runner.store.prompts import PromptQueries
 from runner.store.traces import TraceQueries
 
@@ -109,6 +110,14 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries, PinQueries
     >>> project, created = store.get_or_create_project("default")
     """
 
+    def __new__(cls, path: str | Path, **kwargs: Any) -> Store:
+        # a postgresql:// location is the same store in PostgreSQL (issue 17)
+        if cls is Store and is_postgres_url(path):
+            from runner.store.pgstore import PgStore
+
+            return super().__new__(PgStore)
+        return super().__new__(cls)
+
     def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
         self.path = str(path)
         if self.path != ":memory:":
@@ -147,6 +156,16 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries, PinQueries
         schema and checkpointing it on close each time. The few most recently used stay open
         (until exit); if the file was deleted or replaced meanwhile (a notebook user starting
         afresh, say), a new store is opened."""
+        if is_postgres_url(path):  # one pool per database while in use
+            from runner.store.postgres import normalise_url
+
+            url = normalise_url(path)
+            with _shared_lock:
+                pg = _shared_pg.get(url)
+                if pg is None:
+                    pg = _shared_pg[url] = _Shared(cls(url), 0)
+                pg.refs += 1
+                return pg.store
         key = os.path.abspath(str(path))
         try:
             inode: int | None = os.stat(key).st_ino
@@ -172,6 +191,13 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries, PinQueries
     def release(store: Store) -> None:
         """Give back a store from :meth:`shared` (closed now if it was replaced meanwhile)."""
         with _shared_lock:
+            pg = _shared_pg.get(store.path)
+            if pg is not None and pg.store is store:
+                pg.refs -= 1
+                if pg.refs <= 0:
+                    del _shared_pg[store.path]
+                    store.close()
+                return
             entry = _shared.get(os.path.abspath(store.path))
             if entry is not None and entry.store is store:
                 entry.refs = max(0, entry.refs - 1)
@@ -428,7 +454,7 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries, PinQueries
             {"name": s["name"], "score": float(s["score"]), "reason": s.get("reason")}
             for s in (dataset_level_stats or [])
         ]
-        with self.transaction():
+        with self.transaction() as c:
             current = self._query(
                 "SELECT status, finished_at FROM experiments WHERE uuid=? AND owner=?", (experiment_uuid, owner)
             )
@@ -441,7 +467,7 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries, PinQueries
                 )
             stats: list[dict[str, Any]] | None = [] if return_stats else None
             self._repin(experiment_uuid, owner, dls, status, stats)
-            self._conn.execute(
+            c.execute(
                 "UPDATE experiments SET finished_at=? WHERE uuid=? AND owner=?", (now_iso(), experiment_uuid, owner)
             )
             if dataset_level_errors is not None or scorer_errors is not None:
@@ -449,7 +475,7 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries, PinQueries
                     "dataset_level": {str(k): str(v) for k, v in (dataset_level_errors or {}).items()},
                     "scorers": {str(k): str(v) for k, v in (scorer_errors or {}).items()},
                 }
-                self._conn.execute(
+                c.execute(
                     "UPDATE experiments SET run_errors=? WHERE uuid=? AND owner=?",
                     (dumps(errors) if any(errors.values()) else None, experiment_uuid, owner),
                 )
@@ -496,6 +522,7 @@ class _Shared:
 #: idle shared stores kept open
 _KEEP_OPEN = 4
 _shared: dict[str, _Shared] = {}
+_shared_pg: dict[str, _Shared] = {}
 _shared_lock = threading.Lock()
 
 
@@ -506,6 +533,11 @@ def _close_shared() -> None:
             with contextlib.suppress(Exception):
                 entry.store.close()
         _shared.clear()
+        for pg in _shared_pg.values():
+            with contextlib.suppress(Exception):
+                pg.store.close()
+        _shared_pg.clear()
+
 
 
 def pinned_stats(stats: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], int]:

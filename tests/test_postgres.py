@@ -1,0 +1,361 @@
+"""The team server on PostgreSQL: URLs wherever a store goes, 503 when the database is gone, 64-bit
+ids, ``serve --workers``, ``db upgrade``/``status``/``copy``, and concurrent writers.
+
+Every test runs against a real PostgreSQL (``tests/pg.py``); the store and server suites run on
+both stores through the ``db`` and ``door`` fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from runner import Experiment
+from runner.store import Store
+from runner.store.migrations import MIGRATIONS
+from tests.pg import PgCluster, start_cluster
+from tests.servers import log, serving
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _runner(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})}, cwd=os.getcwd(),
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def _serve(db: str | Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``python -m runner serve`` in a subprocess; its API root once it answers."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "serve", "--db", str(db), "--port", str(port), "--log-level", "warning",
+         *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=os.getcwd(), start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}/api/parea/v1"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            try:
+                if httpx.get(base + "/", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+        yield base, proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a stuck server
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _workers(parent: int) -> list[int]:
+    """The pids of the server's worker processes (children running multiprocessing's spawn)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"spawn_main" in cmdline:
+            out.append(int(entry))
+    return out
+
+
+def _upper(question: str) -> str:
+    return question.upper()
+
+
+# -- a store location wherever one is accepted --------------------------------------------------
+def test_a_postgresql_url_works_as_db_and_runner_db(pg: PgCluster) -> None:
+    url = pg.url()
+    result = Experiment(name="qa", data=[{"question": "a"}, {"question": "b"}], func=_upper, db=url).run(quiet=True)
+    store = Store(url)
+    assert sorted(r["output"] for r in store.experiment_rows(result.experiment_uuid)) == ["A", "B"]
+    store.close()
+    # through Path() (which folds '//'), RUNNER_DB, and --db of another command
+    store = Store(Path(url))
+    assert store.count_traces() == 2
+    store.close()
+    listing = _runner("list", "--json", env={"RUNNER_DB": url})
+    assert listing.returncode == 0, listing.stderr
+    assert result.run_name in listing.stdout
+    listing = _runner("list", "--json", "--db", url)
+    assert listing.returncode == 0 and result.run_name in listing.stdout, listing.stderr
+
+
+def test_every_integer_column_is_64_bit(pg: PgCluster) -> None:
+    url = pg.url()
+    store = Store(url)
+    try:
+        schema = url.rsplit("%3D", 1)[1]
+        types = {
+            (r[0], r[1]): r[2]
+            for r in store._query(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema=?",
+                (schema,),
+            )
+        }
+        ints = {k: v for k, v in types.items() if v in ("integer", "smallint", "bigint")}
+        assert ints and set(ints.values()) == {"bigint"}, ints
+        assert types[("datasets", "id")] == types[("testcases", "id")] == types[("traces", "rowid")] == "bigint"
+        big = 2**40
+        project = store.project_uuid("p")
+        store.upsert_traces([{"trace_id": "t", "project_uuid": project, "input_tokens": big, "total_tokens": big}])
+        assert store.trace_trees(["t"])[0]["input_tokens"] == big
+    finally:
+        store.close()
+
+
+# -- the database going away -------------------------------------------------------------------
+@pytest.fixture
+def own_cluster(pg: PgCluster) -> Iterator[PgCluster]:
+    """A cluster of the test's own, to stop and start (durable: an immediate stop keeps commits)."""
+    cluster = start_cluster(durable=True)
+    assert not isinstance(cluster, str), cluster
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_a_database_that_goes_away_answers_503_then_recovers(own_cluster: PgCluster) -> None:
+    url = own_cluster.url()
+    with serving(url) as api:
+        assert api.post("/trace_log", json=log("t1")).status_code == 200
+        own_cluster._run("pg_ctl", "-D", str(own_cluster.data), "-m", "immediate", "-w", "stop")
+        down = api.post("/trace_log", json=log("t2"))
+        assert down.status_code == 503, down.text
+        assert "PostgreSQL database" in down.json()["detail"] and "unavailable" in down.json()["detail"]
+        assert down.headers["retry-after"] == "1"
+        own_cluster._run("pg_ctl", "-D", str(own_cluster.data), "-l", str(own_cluster.root / "log"), "-w",
+                         "-o", f"-c listen_addresses=127.0.0.1 -c port={own_cluster.port} "
+                         f"-c unix_socket_directories={own_cluster.root}", "start")  # the same settings as before
+        deadline = time.monotonic() + 60
+        while (again := api.post("/trace_log", json=log("t2"))).status_code != 200:
+            assert again.status_code == 503 and time.monotonic() < deadline, again.text
+            time.sleep(0.2)
+        assert api.get("/trace_log/t1").status_code == api.get("/trace_log/t2").status_code == 200
+
+
+# -- serve --workers -----------------------------------------------------------------------------
+def test_serve_refuses_several_workers_on_sqlite(tmp_path: Path) -> None:
+    proc = _runner("serve", "--db", str(tmp_path / "r.db"), "--workers", "2")
+    assert proc.returncode == 2
+    assert "--workers 2 needs a PostgreSQL store" in proc.stderr and "one worker" in proc.stderr
+
+
+def test_serve_with_two_workers_on_postgresql(pg: PgCluster) -> None:
+    url = pg.url()
+    with _serve(url, "--workers", "2") as (base, proc):
+        assert len(_workers(proc.pid)) == 2
+        with httpx.Client(base_url=base, timeout=30) as api:
+            ids = [f"w-{i}" for i in range(200)]
+            with ThreadPoolExecutor(8) as pool:
+                codes = list(pool.map(lambda t: api.post("/trace_log", json=log(t)).status_code, ids))
+            assert set(codes) == {200}
+            assert all(api.get(f"/trace_log/{t}").status_code == 200 for t in ids[::37])
+    store = Store(url)
+    assert store.count_traces() == 200
+    store.close()
+
+
+# -- the migration chain -------------------------------------------------------------------------
+def test_db_status_upgrade_and_no_migrate(pg: PgCluster, tmp_path: Path) -> None:
+    url = pg.database()
+    status = _runner("db", "status", "--db", url)
+    assert status.returncode == 1 and f"schema 0 of {len(MIGRATIONS)} (behind" in status.stdout, status.stderr
+    refused = _runner("serve", "--db", url, "--no-migrate", "--port", str(_free_port()))
+    assert refused.returncode == 1 and "db upgrade" in refused.stderr, refused.stderr
+    upgrade = _runner("db", "upgrade", "--db", url)
+    assert upgrade.returncode == 0 and f"schema {len(MIGRATIONS)} of {len(MIGRATIONS)} (current)" in upgrade.stdout
+    assert _runner("db", "status", "--db", url).returncode == 0
+    # and SQLite
+    sqlite_db = tmp_path / "r.db"
+    assert _runner("db", "status", "--db", str(sqlite_db)).returncode == 1
+    assert _runner("db", "upgrade", "--db", str(sqlite_db)).returncode == 0
+    assert _runner("db", "status", "--db", str(sqlite_db)).returncode == 0
+
+
+def test_processes_migrating_an_empty_database_at_once_do_not_race(pg: PgCluster) -> None:
+    url = pg.database()
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "runner", "db", "upgrade", "--db", url],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], outs
+    store = Store(url)
+    try:
+        assert store._query("SELECT version FROM runner_schema")[0][0] == len(MIGRATIONS)
+        assert int(store._query("SELECT count(*) FROM runner_schema")[0][0]) == 1
+    finally:
+        store.close()
+
+
+# -- db copy -------------------------------------------------------------------------------------
+def test_db_copy_moves_everything_and_twice_duplicates_nothing(pg: PgCluster, tmp_path: Path) -> None:
+    local = tmp_path / "local.db"
+    rows = [{"question": q} for q in "abc"]
+    result = Experiment(name="qa", data=rows, func=_upper, db=local).run(quiet=True)
+    src = Store(local)
+    src.create_dataset("ds", ["question"], [{"inputs": {"question": "x"}, "target": "X"}])
+    root = src.experiment_rows(result.experiment_uuid)[0]["trace_id"]
+    src.record_feedback(root, 0.5, "fine", None)
+    src.finish_experiment(result.experiment_uuid, scorer_errors={"judge": "timed out"})
+    src.save_prompt_version("greeter", {"messages": [{"role": "user", "content": "hi {{name}}"}]}, message="one")
+    src.save_prompt_version("greeter", {"messages": [{"role": "user", "content": "hello {{name}}"}]}, message="two")
+    src.deploy_prompt("greeter", 1, deployment_id="p-greet")
+    src.deploy_prompt("greeter", 2, deployment_id="p-greet")
+    src.close()
+    url = pg.url()
+    first = _runner("db", "copy", "--from", str(local), "--to", url)
+    assert first.returncode == 0, first.stderr
+    assert "3 traces" in first.stdout and "1 datasets" in first.stdout and "1 feedback" in first.stdout
+    assert "1 prompts, 2 prompt_versions, 1 prompt_deployments, 2 prompt_deployment_events" in first.stdout
+    second = _runner("db", "copy", "--from", str(local), "--to", url)
+    assert second.returncode == 0, second.stderr
+    assert "0 projects, 0 experiments, 0 traces, 0 datasets, 0 testcases, 0 feedback" in second.stdout
+    assert "0 prompts, 0 prompt_versions, 0 prompt_deployments, 0 prompt_deployment_events" in second.stdout
+    dst = Store(url)
+    try:
+        assert dst.count_traces() == 3
+        assert sorted(r["output"] for r in dst.experiment_rows(result.experiment_uuid)) == ["A", "B", "C"]
+        assert dst.find_experiment(result.run_name)["uuid"] == result.experiment_uuid
+        assert [tc["target"] for tc in dst.get_dataset("ds")["test_cases"].values()] == ["X"]
+        assert len(dst._query("SELECT * FROM feedback")) == 1
+        assert dst.get_experiment(result.experiment_uuid)["scorer_errors"] == {"judge": "timed out"}
+        assert [v["message"] for v in dst.list_prompt_versions("greeter")] == ["one", "two"]
+        assert dst.get_deployment("p-greet")["version"] == 2
+        assert dst.rollback_deployment("p-greet")["version"] == 1  # the copied history knows where to go back
+    finally:
+        dst.close()
+
+
+def test_rows_written_after_finish_mark_the_experiment_stale_on_postgresql(pg: PgCluster) -> None:
+    """Issue 13's SQLite triggers, as PostgreSQL's trigger function: a log written, changed or
+    deleted after the finish marks the experiment stale, and the next read re-pins its stats."""
+    url = pg.url()
+    store = Store(url)
+    try:
+        result = Experiment(name="late", data=[{"question": "a"}], func=_upper, db=url).run(quiet=True)
+        uuid = result.experiment_uuid
+        stale = "SELECT stale FROM experiments WHERE uuid=?"
+        assert store._query(stale, (uuid,))[0][0] == 0
+        assert store.get_experiment(uuid)["num_samples"] == 1
+        ts = "2026-01-01T00:00:00+00:00"
+        store.upsert_traces([{"trace_id": "late-1", "root_trace_id": "late-1", "experiment_uuid": uuid,
+                              "start_timestamp": ts}])
+        assert store._query(stale, (uuid,))[0][0] == 1
+        assert store.get_experiment(uuid)["num_samples"] == 2
+        assert store._query(stale, (uuid,))[0][0] == 0
+        store.upsert_traces([{"trace_id": "late-1-child", "root_trace_id": "late-1", "parent_trace_id": "late-1",
+                              "start_timestamp": ts}])  # no experiment_uuid: found through its root
+        assert store._query(stale, (uuid,))[0][0] == 1
+        store.get_experiment(uuid)
+        store.delete_trace_trees(["late-1"])
+        assert store._query(stale, (uuid,))[0][0] == 1
+        assert store.get_experiment(uuid)["num_samples"] == 1
+        rowids = [r[0] for r in store._query("SELECT rowid FROM traces ORDER BY rowid")]
+        assert len(set(rowids)) == len(rowids) == store.count_traces()
+    finally:
+        store.close()
+
+
+# -- concurrency ---------------------------------------------------------------------------------
+_WRITER = """
+import sys, httpx
+base, prefix, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with httpx.Client(base_url=base, timeout=60) as api:
+    for i in range(0, n, 20):
+        # every id twice: a retried batch, and the same ids from the other writers
+        batch = [{"trace_id": f"shared-{j}", "parent_trace_id": f"shared-{j}", "root_trace_id": f"shared-{j}",
+                  "start_timestamp": "2026-01-01T00:00:00+00:00", "output": prefix} for j in range(i, i + 20)]
+        batch += [{"trace_id": f"{prefix}-{j}", "parent_trace_id": f"{prefix}-{j}", "root_trace_id": f"{prefix}-{j}",
+                  "start_timestamp": "2026-01-01T00:00:00+00:00"} for j in range(i, i + 20)]
+        for _ in range(2):
+            r = api.post("/trace_logs/batch", json={"logs": batch})
+            assert r.status_code == 200, r.text
+"""
+
+
+def test_writer_processes_and_server_workers_keep_each_row_exactly_once(pg: PgCluster, tmp_path: Path) -> None:
+    url = pg.url()
+    script = tmp_path / "writer.py"
+    script.write_text(_WRITER)
+    with _serve(url, "--workers", "2") as (base, _):
+        writers = [
+            subprocess.Popen([sys.executable, str(script), base, f"p{k}", "200"], stderr=subprocess.PIPE, text=True)
+            for k in range(4)
+        ]
+        errors = [w.communicate(timeout=240)[1] for w in writers]
+        assert [w.returncode for w in writers] == [0, 0, 0, 0], errors
+    store = Store(url)
+    try:
+        assert store.count_traces() == 200 + 4 * 200
+        dupes = store._query("SELECT trace_id FROM traces GROUP BY trace_id HAVING count(*) > 1")
+        assert dupes == []
+    finally:
+        store.close()
+
+
+def test_kill_9_of_a_server_worker_under_load_loses_no_acknowledged_trace(pg: PgCluster) -> None:
+    url = pg.url()
+    acknowledged: list[str] = []
+    with _serve(url, "--workers", "2") as (base, proc):
+        victims = _workers(proc.pid)
+        assert len(victims) == 2
+
+        def write(k: int) -> None:
+            with httpx.Client(base_url=base, timeout=30) as api:
+                for i in range(150):
+                    trace_id = f"k{k}-{i}-{uuid.uuid4().hex[:6]}"
+                    try:
+                        r = api.post("/trace_log", json=log(trace_id))
+                    except httpx.HTTPError:
+                        continue  # the worker died mid-request: not acknowledged
+                    if r.status_code == 200:
+                        acknowledged.append(trace_id)
+                    if k == 0 and i == 40:
+                        os.kill(victims[0], signal.SIGKILL)
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(write, range(4)))
+        assert victims[0] not in _workers(proc.pid)
+    assert len(acknowledged) > 300
+    store = Store(url)
+    try:
+        stored = {r[0] for r in store._query("SELECT trace_id FROM traces")}
+    finally:
+        store.close()
+    assert set(acknowledged) <= stored
