@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from evals.dataset import accuracy, balanced_accuracy, pearson
-from runner import stats
+from runner.results import stats
+from runner.results.stats import paired_compare, summarize_score
 from runner.scoring import Log, Score
-from runner.stats import paired_compare, summarize_score
 
 Interval = tuple[float | None, float | None]
 

@@ -36,8 +36,8 @@ from typing import Any
 
 import httpx
 
-from runner.backend import Backend, EmbeddedBackend
-from runner.client import HttpBackend
+from runner.backends.embedded import Backend, EmbeddedBackend
+from runner.backends.http.backend import HttpBackend
 from runner.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent

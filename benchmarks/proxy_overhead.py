@@ -119,8 +119,8 @@ def _request_body(text: str, *, cache: bool = True) -> bytes:
 
 async def run_end_to_end(base_url: str, server_url: str, db: Path, n: int, warmup: int) -> dict[str, list[float]]:
     """The server's ``/completion`` and ``runner.acompletion()`` against ``direct``."""
-    import runner.llm
-    from runner.tracing import Span, TraceRun, set_current
+    import runner.integrations.llm
+    from runner.pipeline.tracing import Span, TraceRun, set_current
 
     api = f"{server_url}/api/parea/v1"
     body = {"model": "gpt-4o-mini", "temperature": 0.0, "max_completion_tokens": 64,
@@ -142,7 +142,7 @@ async def run_end_to_end(base_url: str, server_url: str, db: Path, n: int, warmu
             else:
                 os.environ.pop("PAREA_BASE_URL", None)
             run.llm_route = None  # resolved again from the environment just changed
-            await runner.llm.acompletion(messages, model="gpt-4o-mini", model_params=params, cache=cache)
+            await runner.integrations.llm.acompletion(messages, model="gpt-4o-mini", model_params=params, cache=cache)
             run.children.clear()
 
         return call
@@ -188,7 +188,7 @@ async def run_end_to_end(base_url: str, server_url: str, db: Path, n: int, warmu
                 await call()
                 if i >= warmup:
                     times[name].append(time.perf_counter() - t0)
-    runner.llm.close()
+    runner.integrations.llm.close()
     return times
 
 

@@ -179,20 +179,20 @@ def run_completion_load(calls: int, runs: int) -> dict[str, Any]:
                 if proc is not None:
                     proc.terminate()
                     proc.wait(15)
-    import runner.llm
+    import runner.integrations.llm
 
-    runner.llm.close()
+    runner.integrations.llm.close()
     return {"workload": "W11", "rows": calls, "runs": runs, "n_workers": calls, "times": out.pop("times"),
             "peak_rss_mb": peak_rss_mb(), "expected_scores": 0, "detail": out.pop("detail"), **out}
 
 
 async def _completion_rounds(httpx: Any, provider: str, calls: int, runs: int) -> dict[str, Any]:
-    import runner.llm
+    import runner.integrations.llm
 
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
 
     async def warm() -> None:
-        await runner.llm.acompletion("warm-up", model="gpt-4o-mini", cache=False)
+        await runner.integrations.llm.acompletion("warm-up", model="gpt-4o-mini", cache=False)
 
     await warm()
     detail: list[dict[str, Any]] = []
@@ -206,7 +206,7 @@ async def _completion_rounds(httpx: Any, provider: str, calls: int, runs: int) -
             prompts = [f"run {k} question {i}" for i in range(calls)]
 
             def call(prompt: str) -> Any:
-                return lambda: runner.llm.acompletion(prompt, model="gpt-4o-mini")
+                return lambda: runner.integrations.llm.acompletion(prompt, model="gpt-4o-mini")
 
             lat, wall = await _timed_calls([direct] * calls)
             floor = _latency_summary(lat, wall)

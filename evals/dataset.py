@@ -8,7 +8,7 @@ Each eval also has ``compute(logs) -> float``, the bare value, which a bootstrap
 resampled logs to put a confidence interval on it, and ``resampler(logs)``, which reads every log
 once and returns a vectorised function of a resample's log indices, so that a bootstrap of 1,000
 resamples costs milliseconds instead of 1,000 passes over the logs
-(:func:`runner.stats.bootstrap_dataset_stat` uses it when given ``eval`` or ``eval.compute``).
+(:func:`runner.results.stats.bootstrap_dataset_stat` uses it when given ``eval`` or ``eval.compute``).
 Bad data (too few rows, constant input) raises ``ValueError``; the runner records that as this
 eval's error. numpy and scipy are imported when an eval runs, not when this module is imported.
 
@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import FunctionError
-from runner.formatting import num
+from runner.results.format import num
 from runner.scoring import Log, Score, scorer_factory
 
 if TYPE_CHECKING:
@@ -188,7 +188,7 @@ class _Correlation(DatasetEval):
     ) -> tuple[float, float] | None:
         """Fisher's z interval of r (Fieller's variance for Spearman), on the number of distinct
         rows with both values (trials of one row are not independent pairs); ``None`` below 4."""
-        from runner.stats_intervals import fisher_z_interval
+        from runner.results.intervals import fisher_z_interval
 
         r = self.compute(logs)
         fx, fy = _Extractor(self.x), _Extractor(self.y)
@@ -333,8 +333,8 @@ class _Accuracy(DatasetEval):
         self, logs: Sequence[Log], clusters: Sequence[Any], confidence: float = 0.95
     ) -> tuple[float, float] | None:
         """Wilson's interval of the proportion correct; with several trials per row, on the
-        design-effect-adjusted sample size (see :mod:`runner.stats_intervals`)."""
-        from runner.stats_intervals import clustered_proportion_interval, row_means
+        design-effect-adjusted sample size (see :mod:`runner.results.intervals`)."""
+        from runner.results.intervals import clustered_proportion_interval, row_means
 
         hits = []
         rows = []
@@ -431,9 +431,9 @@ class _BalancedAccuracy(DatasetEval):
         self, logs: Sequence[Log], clusters: Sequence[Any], confidence: float = 0.95
     ) -> tuple[float, float] | None:
         """A proportion interval of the mean of per-class recalls (see
-        :func:`runner.stats_intervals.balanced_accuracy_interval`); ``None`` (a bootstrap
+        :func:`runner.results.intervals.balanced_accuracy_interval`); ``None`` (a bootstrap
         instead) when a ``score_name`` score is not 0/1."""
-        from runner.stats_intervals import balanced_accuracy_interval, row_means
+        from runner.results.intervals import balanced_accuracy_interval, row_means
 
         per_class: dict[str, tuple[list[float], list[Any]]] = {}
         for log, c in zip(logs, clusters, strict=True):

@@ -64,7 +64,7 @@ def llm_judge(
     params = dict(model_params) if model_params is not None else {"temp": 0.0}
 
     def judge(log: Log) -> Score:
-        from runner.llm import completion
+        from runner.integrations.llm import completion
 
         response = completion(
             [

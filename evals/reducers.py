@@ -124,7 +124,7 @@ class _Reduced(DatasetEval):
         self, logs: Sequence[Log], clusters: Sequence[Any], confidence: float = 0.95
     ) -> tuple[float, float] | None:
         """Wilson's interval on the number of rows when every reduced value is in [0, 1]."""
-        from runner.stats_intervals import wilson_interval
+        from runner.results.intervals import wilson_interval
 
         values, _ = self.per_row(logs)
         if not values or any(not 0.0 <= v <= 1.0 for v in values):

@@ -25,19 +25,19 @@ from runner.errors import (
     RunnerError,
 )
 from runner.experiment import Experiment
+from runner.pipeline.tracing import Span, current_span, span, trace
 from runner.scoring import EvaluationResult, Log, Score
-from runner.tracing import Span, current_span, span, trace
 
 if TYPE_CHECKING:
     from runner.integrations.anthropic import wrap_anthropic
+    from runner.integrations.llm import acompletion, completion
     from runner.integrations.openai import wrap_openai
-    from runner.llm import acompletion, completion
-    from runner.result import Result
+    from runner.results.result import Result
 
 _LAZY = {
-    "Result": "runner.result",
-    "acompletion": "runner.llm",
-    "completion": "runner.llm",
+    "Result": "runner.results.result",
+    "acompletion": "runner.integrations.llm",
+    "completion": "runner.integrations.llm",
     "wrap_anthropic": "runner.integrations.anthropic",
     "wrap_openai": "runner.integrations.openai",
 }

@@ -1,4 +1,4 @@
-"""``python -m runner``: see :mod:`runner.cli`."""
+"""``python -m runner``: see :mod:`runner.cli.main`."""
 
 import sys
 
@@ -16,7 +16,7 @@ if getattr(runner, "__file__", None) is None:
     )
     sys.exit(2)
 
-from runner.cli import main
+from runner.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

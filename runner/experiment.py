@@ -23,8 +23,8 @@ from runner.settings import Settings
 
 # The engine, the store and asyncio load when an experiment runs, not when runner is imported.
 if TYPE_CHECKING:
-    from runner.backend import Backend
-    from runner.result import Result
+    from runner.backends.embedded import Backend
+    from runner.results.result import Result
 
 __all__ = ["Experiment"]
 
@@ -71,10 +71,10 @@ class Experiment:
     retry_backoff: float = 1.0
     stall_after: float = 300.0
     #: also export the run's spans to this OTLP/HTTP traces endpoint (or ``RUNNER_OTLP_ENDPOINT``);
-    #: see :mod:`runner.otlp_export`
+    #: see :mod:`runner.integrations.otlp_export`
     otlp_endpoint: str | None = None
     #: gates checked after the run, as on the command line; ``result.gates`` says which passed
-    #: (see :mod:`runner.gate_report`): score name -> minimum mean, ...
+    #: (see :mod:`runner.results.gate_report`): score name -> minimum mean, ...
     fail_under: Mapping[str, float] | None = None
     #: ... the largest tolerated fraction of errored row-trials, ...
     max_error_rate: float | None = None
@@ -83,7 +83,7 @@ class Experiment:
     #: a stored prompt version, ``NAME@VERSION`` or ``NAME`` (the version its deployment serves):
     #: ``completion(llm_inputs=...)`` in a row calls it, and the run's metadata records it
     prompt: str | None = None
-    #: where rows run (see :func:`runner.executors.resolve_executor`): None is this process
+    #: where rows run (see :func:`runner.pipeline.executors.resolve_executor`): None is this process
     executor: Any = None
     #: Dask worker resources each row needs, e.g. ``{"GPU": 1}`` (Dask executor only)
     resources: Mapping[str, float] | None = None
@@ -117,7 +117,7 @@ class Experiment:
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise ConfigError(f"retries must be a whole number >= 0, got {self.retries!r}")
         check_seconds("retry_backoff", self.retry_backoff)
-        from runner.gate_report import gates_of
+        from runner.results.gate_report import gates_of
 
         gates_of(self.fail_under, self.max_error_rate, self.strict)  # bad gates fail here, not after the run
         check_seconds("stall_after", self.stall_after)
@@ -160,10 +160,10 @@ class Experiment:
 
     async def arun(self, run_name: str | None = None, **options: Any) -> Result:
         """Run the experiment from async code; same result as :meth:`run`."""
-        from runner.checks import preflight
-        from runner.gate_report import check_gates, gates_of, notify
-        from runner.otlp_export import export_run, resolve_endpoint
-        from runner.run import Run
+        from runner.integrations.otlp_export import export_run, resolve_endpoint
+        from runner.pipeline.checks import preflight
+        from runner.pipeline.run import Run
+        from runner.results.gate_report import check_gates, gates_of, notify
         from runner.scoring import scorer_name
 
         options = dict(options)
@@ -232,10 +232,10 @@ class Experiment:
     def _backend(self, settings: Settings) -> Backend:
         base_url = self.base_url or settings.base_url
         if base_url:
-            from runner.client import HttpBackend
+            from runner.backends.http.backend import HttpBackend
 
             return HttpBackend(base_url, self.api_key or settings.api_key)
-        from runner.backend import EmbeddedBackend
+        from runner.backends.embedded import EmbeddedBackend
         from runner.store import Store
 
         return EmbeddedBackend(Store.shared(self.db or settings.db_path), release_store=True)
@@ -247,7 +247,7 @@ def _run_in_thread(exp: Experiment, run_name: str | None, options: Mapping[str, 
     import contextvars
     import threading
 
-    from runner.run import Run
+    from runner.pipeline.run import Run
 
     box: dict[str, Any] = {}
     ready = threading.Event()

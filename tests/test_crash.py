@@ -24,11 +24,11 @@ import httpx
 import pytest
 
 from runner import Experiment, span
-from runner.backend import Backend
-from runner.client import HttpBackend
-from runner.client_spool import Outbox
+from runner.backends.embedded import Backend
+from runner.backends.http.backend import HttpBackend
+from runner.backends.http.outbox import Outbox
+from runner.backends.http.spool import default_spool_dir, spool_files
 from runner.settings import Settings
-from runner.spool import default_spool_dir, spool_files
 from runner.store import Store
 from tests.servers import log, start_server
 

@@ -14,7 +14,7 @@ import evals.dataset
 from evals import exact_match
 from evals.dataset import DatasetEval, accuracy, balanced_accuracy, pearson, spearman
 from runner.errors import FunctionError
-from runner.formatting import num
+from runner.results.format import num
 from runner.scoring import Log, Score
 
 

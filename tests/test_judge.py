@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-import runner.llm
+import runner.integrations.llm
 from evals import exact_match, llm_judge
 from evals.judge import parse_judgement
 from runner import ConfigError, Experiment, Log
@@ -54,7 +54,7 @@ def canned(judge_server: tuple[CannedJudge, str], monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("OPENAI_BASE_URL", url + "/v1")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-judge")
     yield judge
-    runner.llm.close()
+    runner.integrations.llm.close()
 
 
 def test_the_judge_scores_with_a_reason_and_sees_what_it_grades(canned: CannedJudge) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-import runner.llm
+import runner.integrations.llm
 from runner import ConfigError, Experiment, completion
 from tests.doors import Door
 from tests.proxy_fakes import FakeProvider
@@ -34,7 +34,7 @@ def fake(openai_server: FakeProvider, monkeypatch: pytest.MonkeyPatch) -> Iterat
     monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     yield openai_server
-    runner.llm.close()
+    runner.integrations.llm.close()
 
 
 @pytest.fixture

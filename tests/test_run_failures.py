@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from runner import Experiment, Score
-from runner.formatting import seconds
+from runner.results.format import seconds
 from runner.scoring import Log
 from tests.doors import Door
 from tests.servers import API_PREFIX, start_server
@@ -195,7 +195,7 @@ def test_the_ui_gives_a_resumed_run_the_duration_show_gives(door: Door, tmp_path
 def test_a_spooled_finish_keeps_the_failures_for_sync(tmp_path: Path) -> None:
     """A finish call recorded while the server is away (for ``python -m runner sync``) carries
     the failures, and replaying it stores them."""
-    from runner.spool import Spool
+    from runner.backends.http.spool import Spool
     from tests.servers import experiment as new_experiment
 
     failures = {"dataset_level_errors": {"macro_f1": "ZeroDivisionError: x"}, "scorer_errors": {"judge": "E: y"}}

@@ -22,7 +22,7 @@ from evals import llm_judge, regex_match
 from evals.dataset import accuracy, balanced_accuracy, pearson, spearman
 from runner import Experiment, Score, trace
 from runner.errors import FunctionError
-from runner.result import Result
+from runner.results.result import Result
 from tests.servers import start_server
 
 CONFIG = '''

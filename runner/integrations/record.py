@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
-from runner.tracing import Span, TraceRun, current_span
+from runner.pipeline.tracing import Span, TraceRun, current_span
 
 __all__ = [
     "LLMCallRecord", "StreamAccumulator", "TracedAsyncStream", "TracedStream", "configuration", "count_attempts",

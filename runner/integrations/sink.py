@@ -25,7 +25,7 @@ def write_outside_row(log: dict[str, Any]) -> None:
 
     A failure to log is reported through the ``runner`` logger, never raised into the caller's
     LLM call."""
-    from runner.llm import _route
+    from runner.integrations.llm import _route
 
     route = _route(None)
     try:
@@ -54,7 +54,7 @@ def _store_for(db_path: str) -> Any:
 def _post(base_url: str, api_key: str | None, log: dict[str, Any]) -> None:
     import httpx
 
-    from runner.client_core import error_for, headers_for
+    from runner.backends.http.transport import error_for, headers_for
 
     with _sink_lock:
         client = _clients.get((base_url, api_key))

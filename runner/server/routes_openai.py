@@ -45,6 +45,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from runner.pipeline.tracing import new_id
 from runner.proxy import (
     CACHE_SEED_KEY,
     PROVIDERS,
@@ -57,7 +58,6 @@ from runner.server.auth import KeyRing
 from runner.server.deps import OwnerDep, StoreDep
 from runner.server.routes_completion import proxy_for
 from runner.store import Store
-from runner.tracing import new_id
 
 __all__ = ["PREFIX", "BearerAuthMiddleware", "router", "to_completion_request"]
 
@@ -237,7 +237,7 @@ def _project() -> str:
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(request: Request, store: StoreDep, owner: OwnerDep) -> Response:
     """OpenAI's chat completion endpoint, served by the proxy (``stream: true`` included)."""
-    from runner.ratelimit import limiter_for
+    from runner.backends.http.ratelimit import limiter_for
 
     try:
         try:

@@ -6,12 +6,12 @@ import datetime as dt
 import json
 from typing import Any
 
-from runner.formatting import money, num, pvalue, seconds, signed
+from runner.results.format import money, num, pvalue, seconds, signed
 
 __all__ = ["FILTERS"]
 
 
-# numbers are written by runner.formatting, the one place for the CLI, summaries and these pages
+# numbers are written by runner.results.format, the one place for the CLI, summaries and these pages
 
 
 def when(ts: str | None) -> str:

@@ -1,4 +1,4 @@
-"""Two runs side by side: :func:`runner.compare.compare_rows` plus what the page draws from it.
+"""Two runs side by side: :func:`runner.results.compare.compare_rows` plus what the page draws from it.
 
 The comparison reads both runs in full (it pairs rows by their row id and needs their inputs
 and outputs for the rows that changed most), so it is kept per pair of run versions: the second
@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from runner.compare import Comparison, compare_rows, row_key
+from runner.results.compare import Comparison, compare_rows, row_key
 
 if TYPE_CHECKING:
     from runner.server.ui.runs import RunView

@@ -3,7 +3,7 @@
 A :class:`RunView` is built from one read of the run's compact columns
 (:meth:`~runner.store.Store.root_columns`): scores, status, latency, tokens and cost of every
 row, without inputs or outputs. It summarises the run exactly as ``python -m runner show`` does
-(:func:`~runner.stats.summarize_score` over each score with the row ids as clusters, in the same
+(:func:`~runner.results.stats.summarize_score` over each score with the row ids as clusters, in the same
 order, so the intervals are the same digits), and orders and filters rows with numpy, so that a
 page of a 100,000-row run sorted by a score costs a few milliseconds. Only the rows of the page
 shown are then read in full. Sorting by a text column and searching text happen in SQLite, once
@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from markupsafe import Markup
 
-from runner.cli_show import run_seconds
+from runner.cli.show import run_seconds
+from runner.results.stats import ScoreSummary, latency_summary, summarize_score
 from runner.server.ui.charts import histogram
-from runner.stats import ScoreSummary, latency_summary, summarize_score
 from runner.store.pages import TEXT_FIELDS
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ class RunView:
     input_tokens: int
     output_tokens: int
     cost: float
-    #: how long the run ran its rows, as the summary and ``show`` say (:func:`runner.cli_show.run_seconds`)
+    #: how long the run ran its rows, as the summary and ``show`` say (:func:`runner.cli.show.run_seconds`)
     run_seconds: float | None = None
     built_at: float = field(default_factory=time.monotonic)
     _histograms: dict[str, Markup] | None = field(default=None, repr=False)

@@ -1,0 +1,239 @@
+"""What a Dask worker runs: the experiment's spec, sent once as cloudpickle bytes, and the tasks.
+
+The driver (:mod:`runner.pipeline.executors`) pickles a :class:`RowSpec` before any row runs — a
+function that cannot travel is refused there, naming it — and sends the bytes with every task;
+each worker process unpickles them once and keeps an :class:`runner.pipeline.engine.Engine` for them,
+so a row runs on the worker exactly as it would in-process (timeouts, retries, scorers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import hashlib
+import importlib.machinery
+import os
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from runner.errors import FunctionError, RunnerError
+from runner.pipeline.dataset import Row
+from runner.pipeline.engine import Engine, RowOutcome
+from runner.pipeline.tracing import current_backend
+
+__all__ = ["RowSpec", "SpecLoadError", "pickle_spec", "rows_task", "rows_task_async", "spec_of"]
+
+
+# -- what travels to the workers ------------------------------------------------------------------
+@dataclass
+class RowSpec:
+    """Everything a worker needs to run a row-trial as the driver's engine would."""
+
+    func: Callable[..., Any]
+    func_name: str
+    make_kwargs: Callable[[dict[str, Any]], dict[str, Any]]
+    scorers: list[Callable[..., Any]]
+    experiment_uuid: str
+    project_name: str
+    project_uuid: str | None
+    timeout: float | None
+    retries: int
+    retry_backoff: float
+    route: dict[str, str | None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def spec_of(engine: Engine, route: dict[str, str | None] | None) -> RowSpec:
+    return RowSpec(
+        func=engine.func,
+        func_name=engine.func_name,
+        make_kwargs=engine.make_kwargs,
+        scorers=engine.scorers,
+        experiment_uuid=engine.experiment_uuid,
+        project_name=engine.project_name,
+        project_uuid=engine.project_uuid,
+        timeout=engine.timeout,
+        retries=engine.retries,
+        retry_backoff=engine.retry_backoff,
+        route=route,
+    )
+
+
+def _by_value_modules(objs: list[Any]) -> list[Any]:
+    """Modules of ``objs`` a worker could not import by name (a config file loaded from a path):
+    their functions travel by value instead."""
+    found = []
+    for obj in objs:
+        name = getattr(obj, "__module__", None) or getattr(type(obj), "__module__", None)
+        module = sys.modules.get(name or "")
+        if module is None or name == "__main__":
+            continue
+        top = name.split(".")[0] if name else ""
+        if importlib.machinery.PathFinder.find_spec(top, sys.path) is None and top not in sys.builtin_module_names:
+            found.append(module)
+    return found
+
+
+def _module_attr(module: str, name: str) -> Any:
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def _reduce_context_var(var: contextvars.ContextVar[Any]) -> tuple[Any, tuple[str, str]]:
+    """A module-level ContextVar of runner (the current span, the backend route) travels by name:
+    ``@trace`` wrappers sent by value refer to them, and a ContextVar itself cannot be pickled."""
+    for mod_name, module in list(sys.modules.items()):
+        if mod_name.split(".")[0] not in ("runner", "evals"):
+            continue
+        for attr, value in list(vars(module).items()):
+            if value is var:
+                return _module_attr, (mod_name, attr)
+    raise TypeError(f"cannot pickle the context variable {var.name!r}")
+
+
+def pickle_spec(spec: RowSpec) -> bytes:
+    """``spec`` as cloudpickle bytes, or a :class:`FunctionError` naming what cannot be sent."""
+    import copyreg
+
+    import cloudpickle
+
+    copyreg.pickle(contextvars.ContextVar, _reduce_context_var)
+
+    parts: list[tuple[str, Any]] = [(f"function {spec.func_name!r}", spec.func)]
+    parts += [(f"scorer {getattr(s, '__name__', repr(s))!r}", s) for s in spec.scorers]
+    parts.append(("the row's argument mapping (make_kwargs)", spec.make_kwargs))
+    modules = _by_value_modules([p for _, p in parts])
+    registered = []
+    for m in modules:
+        with contextlib.suppress(ValueError):  # already registered
+            cloudpickle.register_pickle_by_value(m)
+            registered.append(m)
+    try:
+        try:
+            return bytes(cloudpickle.dumps(spec))
+        except Exception as whole:
+            for what, obj in parts:
+                try:
+                    cloudpickle.dumps(obj)
+                except Exception as exc:
+                    raise FunctionError(
+                        f"cannot send the {what} to the Dask workers: {type(exc).__name__}: {exc}. "
+                        "Everything a row uses travels with cloudpickle: define it at module level and keep "
+                        "open files, locks, sockets and clients out of its closure (create them inside it)"
+                    ) from exc
+            raise FunctionError(
+                f"cannot send the experiment to the Dask workers: {type(whole).__name__}: {whole}"
+            ) from whole
+    finally:
+        for m in registered:
+            cloudpickle.unregister_pickle_by_value(m)
+
+
+# -- the worker side ------------------------------------------------------------------------------
+class SpecLoadError(RunnerError):
+    """A worker could not load the experiment's function (raised on the worker, seen on the driver)."""
+
+
+class _NoCollector:
+    """Workers never collect: finished rows go back to the driver as task results."""
+
+    async def add(self, outcome: RowOutcome) -> None:  # pragma: no cover - never called
+        raise AssertionError("a worker does not collect rows")
+
+    def add_threadsafe(self, outcomes: list[RowOutcome], loop: asyncio.AbstractEventLoop) -> None:  # pragma: no cover
+        raise AssertionError("a worker does not collect rows")
+
+    async def drain(self) -> None:  # pragma: no cover
+        return None
+
+
+_engines: dict[str, tuple[Engine, RowSpec]] = {}
+_engines_lock = threading.Lock()
+_side: dict[str, asyncio.AbstractEventLoop] = {}
+
+
+def _engine_for(blob: bytes) -> tuple[Engine, RowSpec]:
+    """The worker process's engine for this experiment (unpickled once per process)."""
+    key = hashlib.blake2b(blob, digest_size=16).hexdigest()
+    with _engines_lock:
+        got = _engines.get(key)
+        if got is not None:
+            return got
+        import cloudpickle
+
+        try:
+            spec: RowSpec = cloudpickle.loads(blob)
+        except Exception as exc:
+            raise SpecLoadError(
+                f"a Dask worker (pid {os.getpid()}) could not load the experiment: {type(exc).__name__}: {exc}. "
+                "The workers need the same packages installed as the driver, "
+                "and the code it imports on their PYTHONPATH"
+            ) from exc
+        engine = Engine(
+            func=spec.func,
+            func_name=spec.func_name,
+            make_kwargs=spec.make_kwargs,
+            scorers=spec.scorers,
+            n_workers=1,
+            experiment_uuid=spec.experiment_uuid,
+            project_name=spec.project_name,
+            project_uuid=spec.project_uuid,
+            collector=_NoCollector(),
+            timeout=spec.timeout,
+            retries=spec.retries,
+            retry_backoff=spec.retry_backoff,
+        )
+        if engine.sync_scorers:
+            engine._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="runner-score")
+        if len(_engines) >= 8:  # a long-lived worker serving many experiments
+            _engines.pop(next(iter(_engines)))
+        _engines[key] = (engine, spec)
+        return engine, spec
+
+
+def _side_loop() -> asyncio.AbstractEventLoop:
+    """A loop on its own thread in this worker process, for async scorers of sync functions."""
+    with _engines_lock:
+        loop = _side.get("loop")
+        if loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="runner-side-loop", daemon=True).start()
+            _side["loop"] = loop
+        return loop
+
+
+def row_task(blob: bytes, row: Row, trial: int) -> RowOutcome:
+    """A Dask task: one row-trial of a sync function, its scorers included, on a worker thread."""
+    engine, spec = _engine_for(blob)
+    context = contextvars.copy_context()
+    context.run(current_backend.set, spec.route)
+    return context.run(engine.run_row_sync, row, trial, _side_loop(), context)
+
+
+async def row_task_async(blob: bytes, row: Row, trial: int) -> RowOutcome:
+    """A Dask task: one row-trial of an async function, on the worker's event loop."""
+    engine, spec = _engine_for(blob)
+
+    async def one() -> RowOutcome:
+        current_backend.set(spec.route)
+        parts = await engine._run_row_parts(row, trial)
+        return engine._outcome(*parts)
+
+    # its own task, so its context (the current span) is its own
+    return await asyncio.get_running_loop().create_task(one(), context=contextvars.copy_context())
+
+
+def rows_task(blob: bytes, batch: list[tuple[Row, int]]) -> list[RowOutcome]:
+    """A Dask task: a few row-trials of a sync function, one after the other."""
+    return [row_task(blob, row, trial) for row, trial in batch]
+
+
+async def rows_task_async(blob: bytes, batch: list[tuple[Row, int]]) -> list[RowOutcome]:
+    """A Dask task: a few row-trials of an async function, concurrently on the worker's loop."""
+    return list(await asyncio.gather(*(row_task_async(blob, row, trial) for row, trial in batch)))

@@ -1,0 +1,476 @@
+"""Run B against run A: per-score differences with intervals and paired tests, and the rows
+that changed most.
+
+>>> cmp = compare_rows(rows_a, rows_b, label_a="baseline", label_b="candidate")  # doctest: +SKIP
+>>> print(cmp.to_markdown())                                                      # doctest: +SKIP
+
+Rows are paired by their row id (the dataset's ``id`` column or the row's content hash; for logs
+without one, e.g. from another Parea client, a hash of the inputs and target), and a row's trials
+are averaged before pairing, since trials of one row are not independent samples. Rows present in
+only one run are counted and reported, never silently dropped; when few rows are shared, or shared
+rows changed content, the comparison carries a warning (the runs are probably of different
+datasets).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from runner.results.format import money, num, pvalue, signed
+from runner.results.stats import ScoreComparison, compare_scores
+
+__all__ = ["Comparison", "RowChange", "compare_rows"]
+
+
+@dataclass(frozen=True)
+class RowChange:
+    """One row whose scores moved between the runs.
+
+    Scores of different scales (a 0/1 match, a length in characters) and of unknown direction
+    cannot be added up, so a row is ranked by its largest single change: each score's B − A is
+    divided by the range of that score over the shared rows, and ``worst`` / ``best`` are the
+    most negative / positive of these. A score the row had in one run only (the function or the
+    scorer failed in the other) counts as a full change (−1 when lost, +1 when gained). A row
+    can be in both lists when one score rose and another fell.
+    """
+
+    row_id: str
+    inputs: dict[str, Any]
+    output_a: Any
+    output_b: Any
+    #: score name -> (value in A, value in B); None where the run has no value for the row
+    scores: dict[str, tuple[float | None, float | None]]
+    #: most negative scaled change of one score (0 when none fell)
+    worst: float
+    #: most positive scaled change of one score (0 when none rose)
+    best: float
+    #: "success" or "error", per run
+    status_a: str = "success"
+    status_b: str = "success"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "row_id": self.row_id,
+            "inputs": self.inputs,
+            "output_a": self.output_a,
+            "output_b": self.output_b,
+            "status_a": self.status_a,
+            "status_b": self.status_b,
+            "scores": {k: list(v) for k, v in self.scores.items()},
+            "worst": self.worst,
+            "best": self.best,
+        }
+
+    def describe_scores(self) -> str:
+        """``exact_match 1→0, length 3→5``; ``-`` for a missing value."""
+        return ", ".join(f"{k} {_f(a)}→{_f(b)}" for k, (a, b) in self.scores.items())
+
+    def output(self, which: str) -> str:
+        """Run ``which``'s output, or its error's last line."""
+        status, value = (self.status_a, self.output_a) if which == "a" else (self.status_b, self.output_b)
+        return f"error: {value}" if status == "error" else _short(value)
+
+
+@dataclass
+class Comparison:
+    """The comparison of two runs (B against A)."""
+
+    label_a: str
+    label_b: str
+    scores: list[ScoreComparison]
+    n_rows_a: int
+    n_rows_b: int
+    n_shared_rows: int
+    regressions: list[RowChange] = field(default_factory=list)
+    improvements: list[RowChange] = field(default_factory=list)
+    #: metric -> (mean in A, mean in B) for latency, total tokens and cost per row-trial
+    usage: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: (errored, total) row-trials in A and in B
+    errors_a: tuple[int, int] = (0, 0)
+    errors_b: tuple[int, int] = (0, 0)
+    #: reasons to doubt that the runs are comparable (few shared rows, changed rows, ...)
+    warnings: list[str] = field(default_factory=list)
+    #: score name -> row id -> the row's mean over trials, in A and in B (for gates)
+    per_row_a: Mapping[str, Mapping[str, float]] = field(default_factory=dict, repr=False)
+    per_row_b: Mapping[str, Mapping[str, float]] = field(default_factory=dict, repr=False)
+    #: row ids that ran in B (scored or not)
+    rows_b: frozenset[str] = field(default_factory=frozenset, repr=False)
+    #: the seed of the paired tests (gates re-run them on these rows)
+    seed: int = 0
+
+    @property
+    def only_a(self) -> int:
+        return self.n_rows_a - self.n_shared_rows
+
+    @property
+    def only_b(self) -> int:
+        return self.n_rows_b - self.n_shared_rows
+
+    @property
+    def n_tested(self) -> int:
+        return sum(1 for s in self.scores if s.p_value is not None)
+
+    def get(self, name: str) -> ScoreComparison | None:
+        return next((s for s in self.scores if s.name == name), None)
+
+    # -- rendering ----------------------------------------------------------------------------
+    def _rows(self) -> list[list[str]]:
+        out = []
+        for s in self.scores:
+            out.append(
+                [
+                    s.name,
+                    _f(s.mean_a),
+                    _f(s.mean_b),
+                    _signed(s.diff),
+                    f"[{_signed(s.diff_ci_low)}, {_signed(s.diff_ci_high)}]" if s.diff_ci_low is not None else "-",
+                    _p(s.p_value),
+                    _p(s.p_adjusted),
+                    f"{s.wins}/{s.ties}/{s.losses}",
+                    str(s.n_shared),
+                    (s.test or "-"),
+                ]
+            )
+        return out
+
+    _HEADER: ClassVar[list[str]] = [
+        "score",
+        "A",
+        "B",
+        "B − A",
+        "95% CI of B − A",
+        "p",
+        "p (Holm)",
+        "win/tie/loss",
+        "n",
+        "test",
+    ]
+
+    def notes(self) -> list[str]:
+        """The lines under the table: warnings, the Holm note, row counts, errors, usage."""
+        lines = [f"warning: {w}" for w in self.warnings]
+        if self.n_tested > 1:
+            lines.append(f"p-values are Holm-adjusted across the {self.n_tested} scores compared.")
+        methods = sorted({s.diff_ci_method for s in self.scores if s.diff_ci_method in ("t", "bootstrap")})
+        if methods:
+            how = {"t": "Student's t (fewer than 50 shared rows)", "bootstrap": "BCa bootstrap over shared rows"}
+            lines.append("Intervals of B − A: " + "; ".join(how[m] for m in methods if m) + ".")
+        lines.append(
+            f"Rows: {self.n_shared_rows} in both runs, {self.only_a} only in {self.label_a}, "
+            f"{self.only_b} only in {self.label_b} (trials of a row are averaged before pairing)."
+        )
+        for s in self.scores:
+            if s.n_shared and (s.only_a, s.only_b) != (self.only_a, self.only_b):
+                lines.append(
+                    f"{s.name}: {s.only_a} row(s) scored only in {self.label_a}, {s.only_b} only in "
+                    f"{self.label_b} (errors or missing scores); the test uses the {s.n_shared} scored in both."
+                )
+        if self.errors_a[0] or self.errors_b[0]:
+            lines.append(
+                f"Errored row-trials: {self.errors_a[0]}/{self.errors_a[1]} in {self.label_a}, "
+                f"{self.errors_b[0]}/{self.errors_b[1]} in {self.label_b}."
+            )
+        usage = [_usage_text(name, a, b) for name, (a, b) in self.usage.items() if a or b]
+        if usage:
+            lines.append("Per row-trial: " + "; ".join(usage) + ".")
+        return lines
+
+    def to_text(self) -> str:
+        rows = [self._HEADER, *self._rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self._HEADER))]
+        lines = [f"{self.label_b} (B) vs {self.label_a} (A)"]
+        for i, r in enumerate(rows):
+            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+            if i == 0:
+                lines.append("  " + "  ".join("-" * w for w in widths))
+        lines.extend("  " + n for n in self.notes())
+        for title, changes in (("Regressed most", self.regressions), ("Improved most", self.improvements)):
+            if changes:
+                lines.append(f"  {title}:")
+                for c in changes:
+                    lines.append(
+                        f"    row {c.row_id}: {_inputs(c)} | A: {c.output('a')} | B: {c.output('b')} | "
+                        + c.describe_scores()
+                    )
+        if self.n_shared_rows and not self.regressions:
+            lines.append("  No row regressed.")
+        return "\n".join(lines)
+
+    def to_markdown(self) -> str:
+        """A Markdown report fit for a pull-request comment."""
+        md = [f"### {_md(self.label_b)} (B) vs {_md(self.label_a)} (A)", ""]
+        md.append("| " + " | ".join(self._HEADER) + " |")
+        md.append("|" + "|".join("---" for _ in self._HEADER) + "|")
+        for r in self._rows():
+            md.append("| " + " | ".join(_md(c) for c in r) + " |")
+        md.append("")
+        md.extend(f"- {_md(n)}" for n in self.notes())
+        for title, changes in (("Regressed most", self.regressions), ("Improved most", self.improvements)):
+            if changes:
+                md += ["", f"**{title}**", "", "| row | inputs | A | B | scores |", "|---|---|---|---|---|"]
+                for c in changes:
+                    md.append(
+                        f"| {_md(c.row_id)} | {_md(_inputs(c, 80))} | {_md(c.output('a'))} | "
+                        f"{_md(c.output('b'))} | {_md(c.describe_scores())} |"
+                    )
+        if self.n_shared_rows and not self.regressions:
+            md += ["", "No row regressed."]
+        return "\n".join(md)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "a": self.label_a,
+            "b": self.label_b,
+            "scores": [s.to_dict() for s in self.scores],
+            "holm_adjusted": self.n_tested > 1,
+            "n_rows_a": self.n_rows_a,
+            "n_rows_b": self.n_rows_b,
+            "n_shared_rows": self.n_shared_rows,
+            "only_a": self.only_a,
+            "only_b": self.only_b,
+            "usage": {k: list(v) for k, v in self.usage.items()},
+            "errors_a": self.errors_a[0],
+            "errors_b": self.errors_b[0],
+            "warnings": list(self.warnings),
+            "regressions": [c.to_dict() for c in self.regressions],
+            "improvements": [c.to_dict() for c in self.improvements],
+        }
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def _repr_html_(self) -> str:
+        import html
+
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self._HEADER)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in self._rows())
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes())
+        return (
+            f"<p><b>{html.escape(self.label_b)}</b> (B) vs <b>{html.escape(self.label_a)}</b> (A)</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table><ul>{notes}</ul>"
+        )
+
+
+def row_key(r: Mapping[str, Any]) -> str:
+    """The id that pairs a stored root log with its row in another run.
+
+    The runner's own ``metadata.row_id``; for a log without one (written by another client), a
+    hash of its inputs and target, so that the same question pairs up across runs.
+    """
+    meta = r.get("metadata") or {}
+    rid = meta.get("row_id")
+    if rid is not None:
+        return str(rid)
+    blob = json.dumps([r.get("inputs"), r.get("target")], sort_keys=True, default=str)
+    return "h-" + hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
+
+
+def _per_row(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[str, dict[str, float]], dict[str, Mapping[str, Any]]]:
+    """score name -> row id -> mean over trials; and row id -> its first stored log."""
+    sums: dict[str, dict[str, list[float]]] = {}
+    first: dict[str, Mapping[str, Any]] = {}
+    for r in rows:
+        meta = r.get("metadata") or {}
+        rid = row_key(r)
+        if rid not in first or meta.get("trial", 0) < (first[rid].get("metadata") or {}).get("trial", 0):
+            first[rid] = r
+        for s in r.get("scores") or []:
+            sums.setdefault(s["name"], {}).setdefault(rid, []).append(float(s["score"]))
+    # sorted by row id: rows are stored in finishing order, and the seeded bootstrap and
+    # permutation draws must depend on the data only
+    means = {name: {rid: sum(per[rid]) / len(per[rid]) for rid in sorted(per)} for name, per in sums.items()}
+    return means, first
+
+
+def _usage(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    n = max(len(rows), 1)
+    return {
+        "latency (s)": sum(float(r.get("latency") or 0) for r in rows) / n,
+        "total tokens": sum(float(r.get("total_tokens") or 0) for r in rows) / n,
+        "cost ($)": sum(float(r.get("cost") or 0) for r in rows) / n,
+    }
+
+
+def compare_rows(
+    rows_a: Sequence[Mapping[str, Any]],
+    rows_b: Sequence[Mapping[str, Any]],
+    *,
+    label_a: str = "A",
+    label_b: str = "B",
+    top: int = 5,
+    seed: int = 0,
+) -> Comparison:
+    """Compare two runs given their stored root logs (``Result.rows()`` or the store's).
+
+    Run A is the baseline, B the candidate: differences are B − A. The ``top`` rows that regressed
+    and improved most are kept (ranked by their largest scaled change of one score, see
+    :class:`RowChange`).
+
+    >>> rows_a = [{"metadata": {"row_id": "r1"}, "scores": [{"name": "em", "score": 0.0}]}]
+    >>> rows_b = [{"metadata": {"row_id": "r1"}, "scores": [{"name": "em", "score": 1.0}]}]
+    >>> compare_rows(rows_a, rows_b).get("em").diff
+    1.0
+    """
+    if top < 0:
+        raise ValueError(f"compare_rows: top must be >= 0, got {top}")
+    scores_a, first_a = _per_row(rows_a)
+    scores_b, first_b = _per_row(rows_b)
+    comparisons = compare_scores(scores_a, scores_b, seed=seed)
+    shared = [rid for rid in first_a if rid in first_b]
+    changes = _row_changes(scores_a, scores_b, first_a, first_b, shared)
+    ua, ub = _usage(rows_a), _usage(rows_b)
+    warnings = _warnings(first_a, first_b, shared, label_a, label_b)
+    return Comparison(
+        label_a=label_a,
+        label_b=label_b,
+        scores=comparisons,
+        n_rows_a=len(first_a),
+        n_rows_b=len(first_b),
+        n_shared_rows=len(shared),
+        regressions=sorted((c for c in changes if c.worst < 0), key=lambda c: c.worst)[:top],
+        improvements=sorted((c for c in changes if c.best > 0), key=lambda c: -c.best)[:top],
+        usage={k: (ua[k], ub[k]) for k in ua},
+        errors_a=(_n_errors(rows_a), len(rows_a)),
+        errors_b=(_n_errors(rows_b), len(rows_b)),
+        warnings=warnings,
+        per_row_a=scores_a,
+        per_row_b=scores_b,
+        rows_b=frozenset(first_b),
+        seed=seed,
+    )
+
+
+def _row_changes(
+    scores_a: Mapping[str, Mapping[str, float]],
+    scores_b: Mapping[str, Mapping[str, float]],
+    first_a: Mapping[str, Mapping[str, Any]],
+    first_b: Mapping[str, Mapping[str, Any]],
+    shared: Sequence[str],
+) -> list[RowChange]:
+    """The shared rows where some score changed, with their largest scaled drop and rise."""
+    names = list(scores_a) + [n for n in scores_b if n not in scores_a]
+    scale = {}
+    for name in names:
+        values = [
+            v
+            for per in (scores_a.get(name, {}), scores_b.get(name, {}))
+            for rid in shared
+            if (v := per.get(rid)) is not None
+        ]
+        scale[name] = (max(values) - min(values)) if values else 0.0
+    changes = []
+    for rid in shared:
+        per: dict[str, tuple[float | None, float | None]] = {}
+        moves = []
+        for name in names:
+            a, b = scores_a.get(name, {}).get(rid), scores_b.get(name, {}).get(rid)
+            if a is None and b is None:
+                continue
+            per[name] = (a, b)
+            if a is None or b is None:
+                moves.append(1.0 if a is None else -1.0)
+            elif a != b and scale[name] > 0:
+                moves.append((b - a) / scale[name])
+        if not any(moves):
+            continue
+        ra, rb = first_a[rid], first_b[rid]
+        changes.append(
+            RowChange(
+                row_id=rid,
+                inputs=dict(ra.get("inputs") or {}),
+                output_a=_output(ra),
+                output_b=_output(rb),
+                scores=per,
+                worst=min(0.0, *moves),
+                best=max(0.0, *moves),
+                status_a=str(ra.get("status") or "success"),
+                status_b=str(rb.get("status") or "success"),
+            )
+        )
+    return changes
+
+
+def _output(r: Mapping[str, Any]) -> Any:
+    """A stored log's output, or the last line of its error."""
+    if r.get("status") == "error":
+        lines = [ln.strip() for ln in str(r.get("error") or "").splitlines() if ln.strip()]
+        return lines[-1] if lines else "error"
+    return r.get("output")
+
+
+def _n_errors(rows: Sequence[Mapping[str, Any]]) -> int:
+    return sum(1 for r in rows if r.get("status") == "error")
+
+
+def _warnings(
+    first_a: Mapping[str, Mapping[str, Any]],
+    first_b: Mapping[str, Mapping[str, Any]],
+    shared: Sequence[str],
+    label_a: str,
+    label_b: str,
+) -> list[str]:
+    """Signs that the two runs are not of the same dataset."""
+    out = []
+    larger = max(len(first_a), len(first_b))
+    if larger and len(shared) < larger / 2:
+        out.append(
+            f"only {len(shared)} of the {len(first_a)} rows of {label_a} and {len(first_b)} rows of {label_b} "
+            "are in both runs: are they runs of the same dataset?"
+        )
+    changed = [
+        rid
+        for rid in shared
+        if (h_a := (first_a[rid].get("metadata") or {}).get("row_hash")) is not None
+        and (h_b := (first_b[rid].get("metadata") or {}).get("row_hash")) is not None
+        and h_a != h_b
+    ]
+    if changed:
+        out.append(
+            f"{len(changed)} row(s) in both runs have different content (e.g. row {changed[0]}): "
+            "the dataset changed between the runs"
+        )
+    return out
+
+
+# one number format across summaries, show, compare and the web UI (runner.results.format)
+_f, _signed, _p = num, signed, pvalue
+
+
+def _inputs(change: RowChange, n: int = 60) -> str:
+    """A row's inputs as ``key: value; ...`` (without an ``id`` column that is the row id)."""
+    items = [
+        f"{k}: {v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False)}"
+        for k, v in change.inputs.items()
+        if not (k == "id" and str(v) == change.row_id)
+    ]
+    return _short("; ".join(items), n)
+
+
+def _usage_text(name: str, a: float, b: float) -> str:
+    if name.startswith("latency"):
+        return f"latency {_seconds(a)} → {_seconds(b)} ({'+' if b >= a else '−'}{_seconds(abs(b - a))})"
+    if name.startswith("cost"):
+        return f"cost {money(a)} → {money(b)} ({'+' if b >= a else '-'}{money(abs(b - a))})"
+    if float(a).is_integer() and float(b).is_integer():  # token counts
+        a, b = int(a), int(b)
+    return f"{name} {_f(a)} → {_f(b)} ({_signed(b - a)})"
+
+
+def _seconds(x: float) -> str:
+    if x < 1e-3:
+        return f"{x * 1e6:.0f} µs"
+    return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s"
+
+
+def _short(value: Any, n: int = 60) -> str:
+    text = value if isinstance(value, str) else str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
