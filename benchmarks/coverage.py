@@ -30,7 +30,8 @@ import numpy as np
 
 from evals.dataset import accuracy, balanced_accuracy, pearson
 from runner.results import stats
-from runner.results.stats import paired_compare, summarize_score
+from runner.results.paired import paired_compare
+from runner.results.stats import summarize_score
 from runner.scoring import Log, Score
 
 Interval = tuple[float | None, float | None]

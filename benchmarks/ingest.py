@@ -36,7 +36,8 @@ from typing import Any
 
 import httpx
 
-from runner.backends.embedded import Backend, EmbeddedBackend
+from runner.backends.base import Backend
+from runner.backends.embedded import EmbeddedBackend
 from runner.backends.http.backend import HttpBackend
 from runner.store import Store
 

@@ -28,7 +28,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "MAX_REPR", "UNSTORABLE", "dumps_value", "error_log", "json_default", "safe_log", "sanitize"]
+__all__ = [
+    "MAX_DEPTH", "MAX_REPR", "UNSTORABLE", "dumps_value", "error_log", "finite", "json_default", "safe_log", "sanitize",
+]
 
 #: ``repr()`` of an object with no JSON rendering is cut past this many characters
 MAX_REPR = 10_000
@@ -211,3 +213,14 @@ def error_log(log: Mapping[str, Any], reason: str) -> dict[str, Any]:
             k: sanitize(meta[k], 1) for k in ("row_id", "row_index", "row_hash", "trial") if k in meta
         }
     return out
+
+
+def finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as ``None``, so that the JSON is valid everywhere."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value

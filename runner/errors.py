@@ -1,4 +1,4 @@
-"""Every error the runner raises on purpose.
+"""Every error the runner raises on purpose, and :func:`warn_once` for what only deserves a warning.
 
 The hierarchy::
 
@@ -20,6 +20,7 @@ exits with ``err.exit_code``; only ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "RateLimitError",
     "RunNameError",
     "RunnerError",
+    "warn_once",
 ]
 
 
@@ -117,3 +119,14 @@ def disk_full_message(path: str, exc: BaseException) -> str:
         f"free space on the disk holding {path} (or move it: --db / RUNNER_DB) and resume the run with "
         "--resume to finish the rows that are missing"
     )
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def warn_once(key: tuple[str, str], message: str) -> None:
+    """Print ``warning: message`` on stderr, once per ``key`` in this process."""
+    if key in _warned:
+        return
+    _warned.add(key)
+    print(f"warning: {message}", file=sys.stderr, flush=True)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +24,12 @@ from runner.settings import Settings
 
 # The engine, the store and asyncio load when an experiment runs, not when runner is imported.
 if TYPE_CHECKING:
-    from runner.backends.embedded import Backend
+    from runner.backends.base import Backend
+    from runner.backends.target import Target
+    from runner.pipeline.plan import RunPlan
     from runner.results.result import Result
 
-__all__ = ["Experiment"]
+__all__ = ["Experiment", "afinish", "finish"]
 
 
 @dataclass
@@ -160,26 +163,30 @@ class Experiment:
 
     async def arun(self, run_name: str | None = None, **options: Any) -> Result:
         """Run the experiment from async code; same result as :meth:`run`."""
+        return await self._arun(run_name, options)
+
+    async def _arun(self, run_name: str | None, options: Mapping[str, Any], finish_only: bool = False) -> Result:
         from runner.integrations.otlp_export import export_run, resolve_endpoint
-        from runner.pipeline.checks import preflight
+        from runner.pipeline.checks import declared_scores, preflight
         from runner.pipeline.run import Run
         from runner.results.gate_report import check_gates, gates_of, notify
-        from runner.scoring import scorer_name
 
         options = dict(options)
         gates = gates_of(options.pop("fail_under", self.fail_under), options.pop("max_error_rate", self.max_error_rate),
                          options.pop("strict", self.strict))
         settings = Settings.from_env()
         opts = self._options(run_name, settings, options)
+        if finish_only:
+            opts = dataclasses.replace(opts, finish_only=True)
         otlp_endpoint = resolve_endpoint(self.otlp_endpoint)
-        preflight(self, settings)  # before the backend exists: a refused run creates nothing
-        backend = self._backend(settings)
+        target = self.target(settings)
+        preflight(self.name, self.data, self.func, target)  # before the backend exists: a refused run creates nothing
+        plan = await self.plan(opts, target, settings)
+        backend = self._backend(target)
         try:
-            result = await Run(self, opts, backend, settings).execute()
+            result = await Run(plan, backend).execute()
             if gates:
-                known = {scorer_name(ev) for ev in self._evals}
-                known.update(getattr(ev, "name", None) or scorer_name(ev) for ev in self._dataset_evals)
-                result.gates = check_gates(gates, result, known=known)
+                result.gates = check_gates(gates, result, known=declared_scores(self))
             if otlp_endpoint is not None:
                 await export_run(backend, result.experiment_uuid, otlp_endpoint, experiment_name=self.name,
                                  run_name=result.run_name)
@@ -229,16 +236,66 @@ class Experiment:
             shard=options.get("shard"),
         )
 
-    def _backend(self, settings: Settings) -> Backend:
-        base_url = self.base_url or settings.base_url
-        if base_url:
-            from runner.backends.http.backend import HttpBackend
+    def target(self, settings: Settings | None = None) -> Target:
+        """Where this experiment's results go: its own ``base_url``/``db`` (a config file's
+        value, or the flag filled in), else the environment, else the embedded default."""
+        from runner.backends.target import resolve_target
 
-            return HttpBackend(base_url, self.api_key or settings.api_key)
-        from runner.backends.embedded import EmbeddedBackend
-        from runner.store import Store
+        return resolve_target(base_url=self.base_url, api_key=self.api_key, db=self.db, settings=settings)
 
-        return EmbeddedBackend(Store.shared(self.db or settings.db_path), release_store=True)
+    def _backend(self, target: Target) -> Backend:
+        """The backend of ``target`` (a seam for tests that need test-sized batches and waits)."""
+        from runner.backends import open_backend
+
+        return open_backend(target)
+
+    async def plan(self, opts: RunOptions, target: Target, settings: Settings) -> RunPlan:
+        """The run :class:`runner.pipeline.run.Run` executes: this experiment, resolved.
+
+        Loads the prompt version ``prompt`` names (once: the whole run uses it) from ``target``."""
+        import asyncio
+
+        from runner.pipeline.plan import RunPlan
+        from runner.results.result import mapping_str
+
+        metadata = mapping_str(self.metadata or {})
+        prompt = None
+        if self.prompt is not None:
+            from runner.backends.prompts import load_run_prompt
+
+            prompt = await asyncio.to_thread(load_run_prompt, self.prompt, target)
+            metadata.update(mapping_str(prompt.metadata))
+        return RunPlan(
+            name=self.name,
+            data=self.data,
+            func=self.func,
+            scorers=tuple(self._evals),
+            dataset_evals=tuple(self._dataset_evals),
+            project_name=self.project_name or settings.project_name,
+            metadata=metadata,
+            options=opts,
+            target=target,
+            prompt=prompt,
+            resources=self.resources,
+        )
+
+
+async def afinish(exp: Experiment, run_name: str, *, quiet: bool = False, limit: int | None = None) -> Result:
+    """Finish the sharded run ``run_name`` of ``exp``: every row stored, stats from all of them
+    (see :mod:`runner.pipeline.shards`).
+
+    Raises :class:`runner.pipeline.shards.IncompleteRunError` naming the missing rows when some
+    shard has not stored its rows yet. Finishing twice is harmless (the same stats are sent again)."""
+    return await exp._arun(
+        run_name, {"quiet": quiet, "resume": True, "keep_errors": True, "limit": limit}, finish_only=True
+    )
+
+
+def finish(exp: Experiment, run_name: str, *, quiet: bool = False) -> Result:
+    """:func:`afinish` from sync code."""
+    import asyncio
+
+    return asyncio.run(afinish(exp, run_name, quiet=quiet))
 
 
 def _run_in_thread(exp: Experiment, run_name: str | None, options: Mapping[str, Any]) -> Result:

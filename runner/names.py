@@ -1,11 +1,14 @@
-"""Generated run names: short, readable, unique enough (``brisk-otter-4f2a``)."""
+"""Generated names and ids: run names, short, readable, unique enough (``brisk-otter-4f2a``),
+and the trace and span ids (:func:`new_id`)."""
 
 from __future__ import annotations
 
+import os
+import random
 import re
 import secrets
 
-__all__ = ["generate_run_name", "sanitise_run_name"]
+__all__ = ["generate_run_name", "new_id", "sanitise_run_name"]
 
 _ADJECTIVES = (
     "amber", "bold", "brisk", "calm", "clever", "crisp", "eager", "fair", "gentle", "golden", "keen",
@@ -30,3 +33,25 @@ def sanitise_run_name(text: str) -> str:
     """
     name = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")[:100].strip("-")
     return name or "run"
+
+
+_rand = random.Random()
+
+
+def _reseed_after_fork() -> None:
+    # a forked child (multiprocessing, gunicorn-style workers) inherits the parent's generator
+    # state: without a fresh seed, two children would hand out the same span ids
+    _rand.seed()
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
+
+
+def new_id() -> str:
+    """A random version-4 UUID string.
+
+    ``uuid.uuid4()`` reads ``os.urandom``, which costs tens of microseconds a call on some
+    virtual machines; trace ids need uniqueness, not secrecy, so a seeded-from-urandom PRNG does.
+    """
+    h = "%032x" % ((_rand.getrandbits(128) & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC << 60) | (0x8 << 60))
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -24,11 +24,11 @@ import httpx
 import pytest
 
 from runner import Experiment, span
-from runner.backends.embedded import Backend
+from runner.backends.base import Backend
 from runner.backends.http.backend import HttpBackend
 from runner.backends.http.outbox import Outbox
 from runner.backends.http.spool import default_spool_dir, spool_files
-from runner.settings import Settings
+from runner.backends.target import Target
 from runner.store import Store
 from tests.servers import log, start_server
 
@@ -175,9 +175,9 @@ def test_kill_9_under_load_loses_no_acknowledged_trace(serve: Serve) -> None:
 class _Quick(Experiment):
     """Small batches and short waits, so a 300-row run spans the crash and the restart."""
 
-    def _backend(self, settings: Settings) -> Backend:
-        assert self.base_url is not None
-        return HttpBackend(self.base_url, batch_size=20, backoff=0.05, max_backoff=0.5, drain_timeout=30)
+    def _backend(self, target: Target) -> Backend:
+        assert target.base_url is not None
+        return HttpBackend(target.base_url, batch_size=20, backoff=0.05, max_backoff=0.5, drain_timeout=30)
 
 
 def test_a_run_survives_its_server_killed_and_restarted(serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,7 @@ import pytest
 from evals import exact_match, levenshtein
 from evals.dataset import pearson
 from runner import Experiment, Score, current_span, trace
-from runner.backends.datasets import upload_dataset
+from runner.cli.datasets import upload_dataset
 from runner.results.format import num
 from runner.store import Store
 from tests.servers import ServerHandle, start_server
@@ -181,7 +181,7 @@ def find_trace(store: Store, run: str, question_part: str) -> str:
 
 # -- the runs page --------------------------------------------------------------------------------
 def test_runs_page_lists_every_run_newest_first_with_intervals(site: Any, web: httpx.Client) -> None:
-    from runner.cli.show import rebuild_result
+    from runner.results.stored import rebuild_result
 
     page = web.get("/")
     assert page.status_code == 200
@@ -218,7 +218,7 @@ def test_runs_page_filters_by_project_and_name(site: Any, web: httpx.Client) -> 
 # -- the run page ---------------------------------------------------------------------------------
 def test_run_summary_is_the_one_show_prints(site: Any, web: httpx.Client) -> None:
     """Same means, intervals and counts as ``python -m runner show``, computed the same way."""
-    from runner.cli.show import rebuild_result
+    from runner.results.stored import rebuild_result
     from runner.server.ui.runs import RunView
 
     store = store_of(site)

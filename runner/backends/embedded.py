@@ -1,90 +1,21 @@
-"""Where an experiment's results go: the embedded store, or a server over HTTP.
-
-A :class:`Backend` is what the experiment talks to. Both doors behave the same: ``log()`` hands
-trace logs over without blocking rows (it only waits when the backend is far behind: that is the
-backpressure), ``flush()`` returns once everything logged so far is stored, and
-``finish_experiment()`` returns the per-root stats the backend computed.
-
-``EmbeddedBackend`` writes into the SQLite store from one writer thread, in batches bounded in
-size and in time (:mod:`runner.backends.batching`); ``runner.backends.http.backend.HttpBackend`` sends them to a server.
+"""The embedded door: :class:`EmbeddedBackend` writes into the store (SQLite, or PostgreSQL)
+from one writer thread, in batches bounded in size and in time (:mod:`runner.backends.batching`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from runner._json import error_log, safe_log
 from runner.backends.batching import BATCH_LOGS, MAX_DELAY, LogBuffer
+from runner.backends.target import Target
 from runner.errors import BackendError, disk_full, disk_full_message
 from runner.store import Store
 
-__all__ = ["Backend", "EmbeddedBackend"]
-
-
-@runtime_checkable
-class Backend(Protocol):
-    """What an experiment needs from wherever its results are stored."""
-
-    #: where the results are, for people: a file path or a URL
-    location: str
-
-    async def create_experiment(
-        self, *, project_name: str, name: str, run_name: str | None, metadata: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        """Create the run; returns ``ExperimentSchema`` fields (``uuid``, ``run_name``, ...).
-
-        Raises :class:`runner.errors.RunNameError` for an invalid or taken run name."""
-        ...
-
-    async def log(self, logs: Sequence[dict[str, Any]]) -> None:
-        """Hand over trace logs (``TraceLogSchema`` dicts); waits only for backpressure."""
-        ...
-
-    async def flush(self) -> None:
-        """Return once everything logged so far is stored; raise if some of it cannot be."""
-        ...
-
-    def log_from_thread(self, logs: Sequence[dict[str, Any]], loop: asyncio.AbstractEventLoop) -> None:
-        """Hand over logs from a worker thread (sync functions); may block for backpressure."""
-        ...
-
-    async def finish_experiment(
-        self,
-        experiment_uuid: str,
-        *,
-        status: str,
-        dataset_level_stats: Sequence[Mapping[str, Any]],
-        dataset_level_errors: Mapping[str, str] | None = None,
-        scorer_errors: Mapping[str, str] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Finish the run; returns ``TraceStatsSchema`` dicts of its root traces (the embedded
-        backend returns ``[]``: it streams them into the stored stats and keeps no copy).
-
-        ``dataset_level_errors`` (eval → message) and ``scorer_errors`` (scorer → an example
-        message) are the run's failures, stored with it (over HTTP an extension of the finish
-        body that other Parea servers ignore)."""
-        ...
-
-    async def experiment_rows(self, experiment_uuid: str) -> list[dict[str, Any]]:
-        """Root trace logs of the run, scores of children rolled up."""
-        ...
-
-    async def find_run(self, project_name: str, run_name: str) -> dict[str, Any] | None:
-        """The run called ``run_name`` in the project (``ExperimentSchema`` fields), or ``None``."""
-        ...
-
-    async def delete_traces(self, experiment_uuid: str, root_trace_ids: Sequence[str]) -> None:
-        """Delete these root traces of the run with all their descendants (for a resumed run)."""
-        ...
-
-    async def load_dataset(self, identifier: str | int) -> dict[str, Any]:
-        """A named dataset, shaped like ``GetTestCaseCollectionResponseSchema``."""
-        ...
-
-    async def aclose(self) -> None: ...
+__all__ = ["EmbeddedBackend"]
 
 
 class EmbeddedBackend:
@@ -112,6 +43,7 @@ class EmbeddedBackend:
         self.store = store
         self._release_store = release_store  # a store from Store.shared(): give it back at close
         self.location = store.path
+        self.target = Target(db=store.path)
         self.owner = owner
         self.batch_size = batch_size
         self._buffer = LogBuffer(batch_size, max_delay, capacity=max_pending_batches * batch_size)
@@ -216,6 +148,21 @@ class EmbeddedBackend:
 
     async def experiment_rows(self, experiment_uuid: str) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.store.experiment_rows, experiment_uuid, self.owner)
+
+    def spooled_for(self, experiment_uuid: str) -> tuple[int, str | None]:
+        return 0, None  # the store is written directly: nothing ever waits on disk elsewhere
+
+    def rows_loader(self, experiment_uuid: str) -> Callable[[], list[dict[str, Any]]]:
+        path, owner = self.store.path, self.owner
+
+        def load() -> list[dict[str, Any]]:
+            store = Store(path)
+            try:
+                return store.experiment_rows(experiment_uuid, owner)
+            finally:
+                store.close()
+
+        return load
 
     async def load_dataset(self, identifier: str | int) -> dict[str, Any]:
         return self.store.get_dataset(identifier, self.owner)

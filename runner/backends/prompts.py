@@ -11,12 +11,11 @@ and returns an object with the same methods and the same answers for both, so th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
+from runner.backends.target import Target
 from runner.errors import BackendError, ConfigError, NotFoundError
 
 if TYPE_CHECKING:
@@ -26,14 +25,11 @@ __all__ = [
     "EmbeddedPrompts",
     "HttpPrompts",
     "PromptDoor",
-    "current_prompt",
     "load_run_prompt",
     "open_prompts",
     "resolve_prompt",
 ]
 
-#: the prompt version of the running ``Experiment(prompt=...)``, which ``completion()`` uses
-current_prompt: ContextVar[DeployedPrompt | None] = ContextVar("runner_prompt", default=None)
 
 
 class PromptDoor(Protocol):
@@ -101,7 +97,7 @@ class HttpPrompts:
     """A runner server's prompt routes (the ``prompts`` extension of ``GET /``)."""
 
     def __init__(self, base_url: str, api_key: str | None) -> None:
-        from runner.backends.datasets import SyncApi
+        from runner.backends.http.api import SyncApi
 
         self.api = SyncApi(base_url, api_key, max_retries=3)
         self.location = self.api.base_url
@@ -160,14 +156,17 @@ class HttpPrompts:
 
 def open_prompts(*, base_url: str | None = None, api_key: str | None = None,
                  db: str | Path | None = None) -> PromptDoor:
-    """The prompts door: ``base_url`` > ``db`` > ``PAREA_BASE_URL`` > ``RUNNER_DB`` (or the default file)."""
-    from runner.settings import Settings
+    """The prompts door, as :func:`runner.backends.target.resolve_target` decides."""
+    from runner.backends.target import resolve_target
 
-    settings = Settings.from_env()
-    url = base_url or (None if db else settings.base_url)
-    if url:
-        return HttpPrompts(url, api_key or settings.api_key)
-    return EmbeddedPrompts(db or settings.db_path)
+    return open_prompts_at(resolve_target(base_url=base_url, api_key=api_key, db=db))
+
+
+def open_prompts_at(target: Target) -> PromptDoor:
+    """The prompts door of a resolved target."""
+    if target.base_url is not None:
+        return HttpPrompts(target.base_url, target.api_key)
+    return EmbeddedPrompts(target.db)
 
 
 def resolve_prompt(door: PromptDoor, ref: str) -> dict[str, Any]:
@@ -194,16 +193,12 @@ def resolve_prompt(door: PromptDoor, ref: str) -> dict[str, Any]:
     return {**door.version(name, int(d["version"])), "deployment_id": d["deployment_id"]}
 
 
-def load_run_prompt(ref: str, route: Mapping[str, str | None]) -> DeployedPrompt:
-    """The version ``ref`` names, read where the run's results go (``route``: ``base_url`` and
-    ``api_key``, or ``db_path``). ``NAME`` is resolved to the version its deployment serves now,
-    once: the whole run uses that version even if the deployment moves meanwhile."""
+def load_run_prompt(ref: str, target: Target) -> DeployedPrompt:
+    """The version ``ref`` names, read where the run's results go (``target``). ``NAME`` is
+    resolved to the version its deployment serves now, once: the whole run uses that version even
+    if the deployment moves meanwhile."""
     from runner.proxy.prompts import DeployedPrompt
 
-    base_url = route.get("base_url")
-    door = open_prompts(base_url=base_url, api_key=route.get("api_key")) if base_url else EmbeddedPrompts(
-        route.get("db_path") or ":memory:"
-    )
-    with door:
+    with open_prompts_at(target) as door:
         v = resolve_prompt(door, ref)
     return DeployedPrompt(v["deployment_id"], v["name"], int(v["version"]), v["spec"])

@@ -19,7 +19,7 @@ __all__ = ["DOCS_PATH", "DOCS_WIDTH", "docs_main", "render_docs"]
 
 #: help text width of docs/cli.md (and of the help in a terminal of DOCS_WIDTH + 2 columns)
 DOCS_WIDTH = 88
-DOCS_PATH = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+DOCS_PATH = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 
 
 @contextlib.contextmanager

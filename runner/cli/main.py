@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_store_options(sy, project=False)
     _add_common(sy, "print what was delivered as JSON")
-    sy.set_defaults(handler=_lazy("runner.backends.http.replay", "sync_command"))
+    sy.set_defaults(handler=_lazy("runner.cli.sync", "sync_command"))
 
     sub.add_parser(
         "serve",

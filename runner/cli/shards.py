@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +35,8 @@ def shard_options(args: argparse.Namespace, names: Sequence[str | None]) -> dict
 
 def finish_when_complete(experiments: Sequence[Experiment], names: Sequence[str | None], quiet: bool) -> int:
     """After a shard: finish each run whose rows are all stored; say which are still incomplete."""
-    from runner.pipeline.shards import IncompleteRunError, finish
+    from runner.experiment import finish
+    from runner.pipeline.shards import IncompleteRunError
 
     for exp, name in zip(experiments, names, strict=True):
         assert name is not None
@@ -53,12 +53,11 @@ def finish_when_complete(experiments: Sequence[Experiment], names: Sequence[str 
 
 def finish_command(args: argparse.Namespace) -> int:
     """Finish the runs the shards filled; 0 when every one is complete and finished, else 1."""
-    from runner.cli.run import collect_experiments, load_config, run_names, select, with_flags
-    from runner.pipeline.shards import IncompleteRunError, afinish
+    from runner.cli.config import collect_experiments, load_config, run_names, select, with_flags
+    from runner.experiment import afinish
+    from runner.pipeline.shards import IncompleteRunError
 
     path = Path(args.config)
-    if args.db is not None and args.base_url is None:
-        os.environ.pop("PAREA_BASE_URL", None)
     module = load_config(path)
     experiments = select(collect_experiments(module, path), args.only, path)
     names = run_names(experiments, args)

@@ -23,149 +23,35 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any
 
+from runner.backends.readers import Source, find_run, open_reader
+from runner.backends.target import Target, resolve_target
 from runner.errors import DatasetError, NotFoundError
+from runner.results.stored import parse_timestamp, rebuild_result
 
 if TYPE_CHECKING:
-    from runner.results.result import Result
+    pass
 
-__all__ = ["datasets_list_command", "datasets_upload_command", "find_run", "list_command", "show_command"]
+__all__ = ["datasets_list_command", "datasets_upload_command", "list_command", "show_command"]
 
 #: pinned stats that are not scores
 _NOT_SCORES = {"Latency", "Input Tokens", "Output Tokens", "Total Tokens", "Cost"}
 #: ``list`` recomputes score intervals from the stored rows of runs up to this size
 LIST_CI_MAX_ROWS = 20_000
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-#: the interval a run appends to a dataset-level stat's stored reason (runner.pipeline.run._with_ci)
-_CI_IN_REASON = re.compile(r"(?:; )?95% CI \[(?P<lo>[-+0-9.,e]+), (?P<hi>[-+0-9.,e]+)\] \((?P<how>[^()]*)\)$")
 #: ``EXPERIMENT`` or ``EXPERIMENT~N``: the newest run of an experiment, or the N-th before it
 _BY_EXPERIMENT = re.compile(r"^(?P<name>.+?)(?:~(?P<back>\d+))?$")
 
 
-class Source(Protocol):
-    location: str
-
-    def experiments(self, project: str | None, name: str | None, limit: int | None) -> list[dict[str, Any]]: ...
-    def find(self, ref: str, project: str | None) -> dict[str, Any]: ...
-    def rows(self, uuid: str) -> list[dict[str, Any]]: ...
-    def n_errors(self, uuid: str) -> int | None: ...
-    def close(self) -> None: ...
-
-
-class StoreSource:
-    """The embedded SQLite store."""
-
-    def __init__(self, path: Path) -> None:
-        from runner.store import Store
-
-        self.location = str(path)
-        self.store = Store(path)
-
-    def experiments(self, project: str | None, name: str | None, limit: int | None) -> list[dict[str, Any]]:
-        return self.store.list_experiments(project_name=project, experiment_name_filter=name, limit=limit)
-
-    def find(self, ref: str, project: str | None) -> dict[str, Any]:
-        return self.store.find_experiment(ref, project_name=project)
-
-    def rows(self, uuid: str) -> list[dict[str, Any]]:
-        return self.store.experiment_rows(uuid)
-
-    def n_errors(self, uuid: str) -> int | None:
-        return self.store.find_roots(experiment_uuid=uuid, status="error", limit=0)[0]
-
-    def close(self) -> None:
-        self.store.close()
-
-
-class HttpSource:
-    """A Parea-compatible server (``POST /experiments``, ``/experiment/{uuid}/trace_logs``)."""
-
-    def __init__(self, base_url: str, api_key: str | None) -> None:
-        from runner.backends.datasets import SyncApi
-
-        self.api = SyncApi(base_url, api_key)
-        self.location = self.api.base_url
-
-    def experiments(self, project: str | None, name: str | None, limit: int | None) -> list[dict[str, Any]]:
-        body = {"project_name": project, "experiment_name_filter": name}
-        found: list[dict[str, Any]] = self.api.request("POST", "/experiments", body).json()
-        found.sort(key=lambda e: e.get("created_at") or "", reverse=True)
-        return found[:limit] if limit is not None else found
-
-    def find(self, ref: str, project: str | None) -> dict[str, Any]:
-        body: dict[str, Any] = {"project_name": project}
-        if _UUID.match(ref):
-            body["experiment_uuids"] = [ref]
-        else:
-            body["run_name_filter"] = ref
-        found = [
-            e
-            for e in self.api.request("POST", "/experiments", body).json()
-            if ref in (e.get("uuid"), e.get("run_name"))
-        ]
-        if not found:
-            raise NotFoundError(
-                f"no run or experiment called {ref!r} on {self.location}; `python -m runner list` shows them"
-            )
-        exp: dict[str, Any] = max(found, key=lambda e: e.get("created_at") or "")
-        return exp
-
-    def rows(self, uuid: str) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.api.request(
-            "POST", f"/experiment/{quote(uuid, safe='')}/trace_logs", {}
-        ).json()
-        for row in rows:
-            row.pop("children_logs", None)
-        return rows
-
-    def n_errors(self, uuid: str) -> int | None:
-        return None  # the Parea API lists runs without their error counts
-
-    def close(self) -> None:
-        self.api.__exit__()
-
-
-def find_run(source: Source, ref: str, project: str | None) -> dict[str, Any]:
-    """The run ``ref`` names: a run name or an experiment uuid (the newest run of that name), else
-    an experiment's name for its newest run, ``NAME~1`` for the one before, ``NAME~2`` ...
-
-    A run name wins over an experiment of the same name; ``~`` is not allowed in run names, so
-    ``NAME~N`` is never ambiguous. ``NotFoundError`` when nothing matches."""
-    try:
-        return source.find(ref, project)
-    except NotFoundError as exc:
-        m = _BY_EXPERIMENT.match(ref)
-        if m is None:  # pragma: no cover - the pattern matches any non-empty text
-            raise
-        name, back = m["name"], int(m["back"] or 0)
-        runs = [e for e in source.experiments(project, name, None) if e.get("name") == name]
-        runs.sort(key=lambda e: e.get("created_at") or "", reverse=True)
-        if back < len(runs):
-            return runs[back]
-        if runs:
-            oldest = f"{name}~{len(runs) - 1}" if len(runs) > 1 else name
-            raise NotFoundError(
-                f"{ref!r}: experiment {name!r} has {len(runs)} run(s): {name} is the newest, {oldest} the oldest"
-            ) from None
-        raise exc from None
-
-
 def open_source(args: argparse.Namespace) -> Source | None:
-    """Where to read: ``--base-url`` > ``--db`` > the environment; ``None`` if no store exists yet."""
-    from runner.settings import Settings
+    """Where to read: ``--base-url`` > ``--db`` > the environment (:func:`resolve_target`);
+    ``None`` if no store exists yet."""
+    return open_reader(_target(args))
 
-    settings = Settings.from_env()
-    base_url = args.base_url or (None if args.db else settings.base_url)
-    if base_url:
-        return HttpSource(base_url, args.api_key or settings.api_key)
-    path = Path(args.db) if args.db else settings.db_path
-    from runner.store.postgres import is_postgres_url
 
-    if not path.exists() and not is_postgres_url(path):
-        return None
-    return StoreSource(path)
+def _target(args: argparse.Namespace) -> Target:
+    return resolve_target(base_url=args.base_url, api_key=args.api_key, db=args.db)
 
 
 # -- list -----------------------------------------------------------------------------------------
@@ -242,9 +128,7 @@ def _list_entry(e: dict[str, Any], n_errors: int | None, summaries: dict[str, di
 
 
 def _no_store(args: argparse.Namespace) -> None:
-    from runner.settings import Settings
-
-    path = Path(args.db) if args.db else Settings.from_env().db_path
+    path = _target(args).db
     print(
         f"no runs yet: {path} does not exist. Run an experiment first, e.g. python -m runner experiments/sentiment.py"
     )
@@ -278,70 +162,7 @@ def show_command(args: argparse.Namespace) -> int:
 
 
 def _db_hint(args: argparse.Namespace) -> str:
-    from runner.settings import Settings
-
-    return str(Path(args.db) if args.db else Settings.from_env().db_path)
-
-
-def rebuild_result(exp: dict[str, Any], rows: Sequence[dict[str, Any]], location: str) -> Result:
-    """The :class:`Result` of a stored run, from its root rows (as the run computed it)."""
-    from runner.results.result import Result, Tally, run_stats
-    from runner.scoring import Log, Score
-
-    tally = Tally(keep_logs=False)
-    for r in rows:
-        meta = r.get("metadata") or {}
-        scores = [Score(s["name"], float(s["score"]), s.get("reason")) for s in r.get("scores") or []]
-        log = Log(
-            inputs=r.get("inputs") or {},
-            output=r.get("output"),
-            target=r.get("target"),
-            status=r.get("status") or "success",
-            error=r.get("error"),
-            latency=float(r.get("latency") or 0.0),
-            trace_id=r.get("trace_id", ""),
-            metadata=meta,
-            scores=scores,
-            score_errors=dict(meta.get("scorer_errors") or {}),
-        )
-        tally.add(log, str(meta.get("row_id", r.get("trace_id"))), [r])
-    dls = exp.get("dataset_level_stats")
-    if dls is None:  # a Parea server: dataset-level stats are the pinned "custom" ones
-        dls = [
-            {"name": p["var1"], "score": p["value"]}
-            for p in exp.get("pinned_stats") or []
-            if p.get("operation") == "custom"
-        ]
-    details: dict[str, Score] = {}
-    cis: dict[str, tuple[float | None, float | None]] = {}
-    for d in dls:  # the run stored each stat's interval at the end of its reason: show it as the run did
-        reason = d.get("reason")
-        m = _CI_IN_REASON.search(reason or "")
-        if m is not None and reason is not None:
-            cis[d["name"]] = (float(m["lo"].replace(",", "")), float(m["hi"].replace(",", "")))
-            reason = reason[: m.start()] or None
-        details[d["name"]] = Score(d["name"], float(d["score"]), reason)
-    return Result(
-        name=exp["name"],
-        experiment_uuid=exp["uuid"],
-        run_name=exp.get("run_name") or "",
-        project_name=exp.get("project_name") or "",
-        status=exp.get("status") or "",
-        scores=tally.summaries(),
-        dataset_level_stats={k: v.score for k, v in details.items()},
-        stats=run_stats(tally),
-        n_total=tally.n_total,
-        n_errors=tally.n_errors,
-        location=location,
-        duration=run_seconds(rows, exp),
-        dataset_level_details=details,
-        # the failures the run stored with it (a Parea server without the extension has none);
-        # the rows' own scorer errors first, as the run computed them
-        dataset_level_errors=dict(exp.get("dataset_level_errors") or {}),
-        scorer_errors={**(exp.get("scorer_errors") or {}), **tally.scorer_failure_examples},
-        scorer_scores={k: sorted(v) for k, v in tally.produces.items() if k in tally.scorer_failure_examples},
-        dataset_level_ci=cis,
-    )
+    return _target(args).location
 
 
 def worst_rows(rows: Sequence[dict[str, Any]], n: int) -> list[dict[str, Any]]:
@@ -381,13 +202,13 @@ def _row_json(r: dict[str, Any]) -> dict[str, Any]:
 
 # -- datasets -------------------------------------------------------------------------------------
 def datasets_upload_command(args: argparse.Namespace) -> int:
-    from runner.backends.datasets import upload_dataset
+    from runner.cli.datasets import upload_dataset
 
     path = Path(args.file)
     if not path.is_file():
         raise DatasetError(f"dataset file {path} not found")
     name = args.name or path.stem
-    info = upload_dataset(path, name, base_url=args.base_url, api_key=_api_key(args), db=args.db)
+    info = upload_dataset(path, name, base_url=args.base_url, api_key=args.api_key, db=args.db)
     if args.json:
         print(json.dumps(info, default=str))
     else:
@@ -397,9 +218,9 @@ def datasets_upload_command(args: argparse.Namespace) -> int:
 
 
 def datasets_list_command(args: argparse.Namespace) -> int:
-    from runner.backends.datasets import list_datasets
+    from runner.cli.datasets import list_datasets
 
-    found = list_datasets(base_url=args.base_url, api_key=_api_key(args), db=args.db)
+    found = list_datasets(base_url=args.base_url, api_key=args.api_key, db=args.db)
     if args.json:
         print(json.dumps(found, indent=2, default=str))
         return 0
@@ -418,13 +239,6 @@ def datasets_list_command(args: argparse.Namespace) -> int:
     ]
     print(_table(["ID", "NAME", "ROWS", "COLUMNS", "UPDATED"], table))
     return 0
-
-
-def _api_key(args: argparse.Namespace) -> str | None:
-    from runner.settings import Settings
-
-    key: str | None = args.api_key or Settings.from_env().api_key
-    return key
 
 
 # -- formatting -----------------------------------------------------------------------------------
@@ -456,55 +270,10 @@ def _last_line(text: str | None) -> str:
     return lines[-1].strip() if lines else ""
 
 
-def _parse(ts: str | None) -> dt.datetime | None:
-    if not ts:
-        return None
-    try:
-        t = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)  # naive: UTC, as the store writes
-
-
 def _date(ts: str | None) -> str:
-    t = _parse(ts)
+    t = parse_timestamp(ts)
     if t is None:
         return "-"
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.timezone.utc)
     return t.astimezone().strftime("%Y-%m-%d %H:%M")
-
-
-#: a pause longer than this with no row running is time the run was not running (killed, resumed later)
-DEAD_GAP = 1.0
-
-
-def run_seconds(rows: Sequence[dict[str, Any]], exp: dict[str, Any]) -> float:
-    """How long a run was running rows: from its first row's start to its last row's end, less
-    the pauses of more than :data:`DEAD_GAP` seconds in which no row ran.
-
-    The run's own time, whatever happened around it: a run killed before it finished, synced
-    over HTTP hours later, or resumed after a pause counts only its sessions (a live run's
-    summary measures the same span: the rows, not the start-up or the dataset-level stats).
-    Without row timestamps: created to finished."""
-    spans = sorted(
-        (a, b)
-        for r in rows
-        if (a := _parse(r.get("start_timestamp"))) is not None and (b := _parse(r.get("end_timestamp"))) is not None
-    )
-    if not spans:
-        return _seconds_between(exp.get("created_at"), exp.get("finished_at"))
-    total = 0.0
-    start, end = spans[0]
-    for a, b in spans[1:]:
-        if (a - end).total_seconds() > DEAD_GAP:
-            total += (end - start).total_seconds()
-            start, end = a, b
-        else:
-            end = max(end, b)
-    return total + (end - start).total_seconds()
-
-
-def _seconds_between(start: str | None, end: str | None) -> float:
-    a, b = _parse(start), _parse(end)
-    return max((b - a).total_seconds(), 0.0) if a is not None and b is not None else 0.0

@@ -46,8 +46,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from runner.backends.target import Target, resolve_target
 from runner.errors import BackendError, CompletionError, ConfigError, RateLimitError
-from runner.pipeline.tracing import Span, current_backend, current_span, new_id
+from runner.names import new_id
+from runner.pipeline.tracing import Span, current_span, current_target
 
 if TYPE_CHECKING:
     import httpx
@@ -70,17 +72,9 @@ _NOT_KWARGS = frozenset({"llm_configuration", "stream"})
 _HTTP_RETRIES = 3
 
 
-@dataclass(frozen=True)
-class LLMRoute:
-    """Where :func:`completion` sends calls: a server's ``/completion``, or the in-process proxy.
-
-    ``base_url`` set: the server at that API root (with ``/api/parea/v1``), with ``api_key``.
-    Otherwise the embedded proxy, caching in the SQLite file ``db_path``.
-    """
-
-    base_url: str | None = None
-    api_key: str | None = None
-    db_path: str | None = None
+#: where :func:`completion` sends calls: a server's ``/completion`` (``base_url`` set), or the
+#: in-process proxy caching in the store ``db``
+LLMRoute = Target
 
 
 # -- the public API ------------------------------------------------------------------------------
@@ -183,7 +177,7 @@ def _prepare(
 ) -> _Call:
     from pydantic import ValidationError
 
-    from runner.backends.prompts import current_prompt
+    from runner.pipeline.tracing import current_prompt
     from runner.proxy import CACHE_SEED_KEY, CompletionsSchema, resolve_call
     from runner.proxy.prompts import apply_deployment
 
@@ -281,22 +275,13 @@ def _without_nulls(log: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- which backend -------------------------------------------------------------------------------
-def _route(span: Span | None) -> LLMRoute:
-    """The running experiment's backend (the run sets it in the context: rows, their threads and
-    their scorers all see it), else the environment's."""
-    backend = current_backend.get()
-    if backend is not None:
-        return LLMRoute(**backend)
-    return _env_route()
-
-
-def _env_route() -> LLMRoute:
-    from runner.settings import Settings
-
-    settings = Settings.from_env()
-    if settings.base_url:
-        return LLMRoute(base_url=settings.base_url, api_key=settings.api_key)
-    return LLMRoute(db_path=str(settings.db_path))
+def _route(span: Span | None) -> Target:
+    """The running experiment's door (the run sets it in the context: rows, their threads and
+    their scorers all see it), else the one :func:`runner.backends.target.resolve_target` picks."""
+    target = current_target.get()
+    if target is not None:
+        return target
+    return resolve_target()
 
 
 # -- the background loop ---------------------------------------------------------------------------
@@ -389,7 +374,7 @@ class _Worker:
                         None,
                     )
                 else:
-                    result = await self._in_process(route.db_path or ":memory:", call)
+                    result = await self._in_process(route.db, call)
             except RateLimitError:
                 slot.rate_limited(None)
                 raise

@@ -32,7 +32,7 @@ def write_outside_row(log: dict[str, Any]) -> None:
         if route.base_url:
             _post(route.base_url, route.api_key, log)
         else:
-            _store_for(route.db_path or ".runner/runner.db").upsert_traces([log], "")
+            _store_for(route.db).upsert_traces([log], "")
     except Exception:
         logging.getLogger("runner").exception("could not log the LLM call %s", log.get("trace_id"))
 

@@ -1,9 +1,9 @@
 """Checks made before any row runs (and warnings given once), so that a mistake costs nothing.
 
-:func:`preflight` runs in :meth:`Experiment.arun` before the backend is opened: a missing file,
+:func:`preflight` runs in :meth:`runner.experiment.Experiment.arun` before the backend is opened: a missing file,
 an empty dataset, columns that do not fit the function, or a stored dataset asked of a store
 that does not exist yet are refused there, and nothing (no ``.runner/runner.db``) is created.
-:func:`warn_missing_target` and :func:`warn_once` say, once, what would otherwise pass silently:
+``warn_missing_target`` and :func:`runner.errors.warn_once` say, once, what would otherwise pass silently:
 scorers that read ``log.target`` on a dataset without a ``target`` column, short CSV rows.
 """
 
@@ -13,42 +13,25 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import CodeType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from runner.errors import ConfigError, DatasetError
+from runner.errors import ConfigError, DatasetError, warn_once
+from runner.pipeline.dataset import check_columns, is_dataset_file, iter_records
 
 if TYPE_CHECKING:
-    from runner.experiment import Experiment
+    from runner.backends.target import Target
     from runner.results.gates import Gates
-    from runner.settings import Settings
 
-__all__ = ["check_gate_names", "declared_scores", "preflight", "warn_missing_target", "warn_once"]
+__all__ = ["check_gate_names", "declared_scores", "preflight", "warn_missing_target"]
 
-_warned: set[tuple[str, str]] = set()
-
-
-def warn_once(key: tuple[str, str], message: str) -> None:
-    """Print ``warning: message`` on stderr, once per ``key`` in this process."""
-    if key in _warned:
-        return
-    _warned.add(key)
-    print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def preflight(exp: Experiment, settings: Settings) -> None:
+def preflight(name: str, data: Any, func: Callable[..., Any], target: Target) -> None:
     """Refuse what cannot run before anything is opened or created (see the module docstring)."""
-    from runner.pipeline.dataset import check_columns, is_dataset_file, iter_records
-
-    data = exp.data
     stored_name = isinstance(data, int) and not isinstance(data, bool)
     stored_name = stored_name or (isinstance(data, str) and not is_dataset_file(data))
     if stored_name:
-        path = Path(exp.db or settings.db_path)
-        from runner.store.postgres import is_postgres_url
-
-        if not (exp.base_url or settings.base_url) and not path.exists() and not is_postgres_url(path):
+        if not target.store_exists:
             raise DatasetError(
-                f"Experiment {exp.name!r}: data={data!r} names a stored dataset, but there is no store at {path} "
+                f"Experiment {name!r}: data={data!r} names a stored dataset, but there is no store at {target.db} "
                 f"yet; store it first (python -m runner datasets upload FILE --name {data}), or give a file path "
                 "with its suffix (.csv, .jsonl, .json)"
             )
@@ -63,9 +46,9 @@ def preflight(exp: Experiment, settings: Settings) -> None:
         if close is not None:
             close()
     if first is None:
-        raise DatasetError(f"Experiment {exp.name!r}: the dataset has no rows")
-    func_name = getattr(exp.func, "__name__", type(exp.func).__name__)
-    check_columns(exp.func, [c for c in first if c != "target"], func_name)
+        raise DatasetError(f"Experiment {name!r}: the dataset has no rows")
+    func_name = getattr(func, "__name__", type(func).__name__)
+    check_columns(func, [c for c in first if c != "target"], func_name)
 
 
 def warn_missing_target(first: Mapping[str, Any], scorers: Sequence[Callable[..., Any]], where: str) -> None:
@@ -108,7 +91,14 @@ def _codes(code: CodeType) -> Iterable[CodeType]:
 
 
 # -- gates on score names ---------------------------------------------------------------------
-def declared_scores(exp: Experiment) -> set[str]:
+class Scored(Protocol):
+    """What the gate checks read of an experiment: its checked scorers."""
+
+    _evals: list[Callable[..., Any]]
+    _dataset_evals: list[Callable[..., Any]]
+
+
+def declared_scores(exp: Scored) -> set[str]:
     """The score names ``exp``'s scorers give when they return a bare number."""
     from runner.scoring import scorer_name
 
@@ -117,7 +107,7 @@ def declared_scores(exp: Experiment) -> set[str]:
     return names
 
 
-def check_gate_names(gates: Gates, experiments: Sequence[Experiment]) -> None:
+def check_gate_names(gates: Gates, experiments: Sequence[Scored]) -> None:
     """Refuse, before any row runs, a gate on a score no scorer gives.
 
     A scorer's score names are known up front when it returns bare numbers (named after the

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from runner._json import json_default, sanitize
-from runner.errors import DatasetError
+from runner.errors import DatasetError, warn_once
 
 __all__ = [
     "FILE_SUFFIXES",
@@ -87,8 +87,6 @@ def _iter_csv(path: Path) -> Iterator[dict[str, Any]]:
             if None in rec:
                 raise DatasetError(f"{path}:{lineno}: more values than columns in the header")
             if None in rec.values():  # a short row: csv fills the missing columns with None
-                from runner.pipeline.checks import warn_once
-
                 n = sum(v is not None for v in rec.values())
                 warn_once(
                     (str(path), "short-row"),

@@ -21,10 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from runner.backends.target import Target
 from runner.errors import FunctionError, RunnerError
 from runner.pipeline.dataset import Row
 from runner.pipeline.engine import Engine, RowOutcome
-from runner.pipeline.tracing import current_backend
+from runner.pipeline.tracing import current_target
 
 __all__ = ["RowSpec", "SpecLoadError", "pickle_spec", "rows_task", "rows_task_async", "spec_of"]
 
@@ -44,11 +45,11 @@ class RowSpec:
     timeout: float | None
     retries: int
     retry_backoff: float
-    route: dict[str, str | None] | None = None
+    target: Target | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def spec_of(engine: Engine, route: dict[str, str | None] | None) -> RowSpec:
+def spec_of(engine: Engine, target: Target | None) -> RowSpec:
     return RowSpec(
         func=engine.func,
         func_name=engine.func_name,
@@ -60,7 +61,7 @@ def spec_of(engine: Engine, route: dict[str, str | None] | None) -> RowSpec:
         timeout=engine.timeout,
         retries=engine.retries,
         retry_backoff=engine.retry_backoff,
-        route=route,
+        target=target,
     )
 
 
@@ -86,7 +87,7 @@ def _module_attr(module: str, name: str) -> Any:
 
 
 def _reduce_context_var(var: contextvars.ContextVar[Any]) -> tuple[Any, tuple[str, str]]:
-    """A module-level ContextVar of runner (the current span, the backend route) travels by name:
+    """A module-level ContextVar of runner (the current span, the run's target) travels by name:
     ``@trace`` wrappers sent by value refer to them, and a ContextVar itself cannot be pickled."""
     for mod_name, module in list(sys.modules.items()):
         if mod_name.split(".")[0] not in ("runner", "evals"):
@@ -212,7 +213,7 @@ def row_task(blob: bytes, row: Row, trial: int) -> RowOutcome:
     """A Dask task: one row-trial of a sync function, its scorers included, on a worker thread."""
     engine, spec = _engine_for(blob)
     context = contextvars.copy_context()
-    context.run(current_backend.set, spec.route)
+    context.run(current_target.set, spec.target)
     return context.run(engine.run_row_sync, row, trial, _side_loop(), context)
 
 
@@ -221,7 +222,7 @@ async def row_task_async(blob: bytes, row: Row, trial: int) -> RowOutcome:
     engine, spec = _engine_for(blob)
 
     async def one() -> RowOutcome:
-        current_backend.set(spec.route)
+        current_target.set(spec.target)
         parts = await engine._run_row_parts(row, trial)
         return engine._outcome(*parts)
 

@@ -26,6 +26,7 @@ import uuid as uuidlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Protocol
 
+from runner.backends.target import Target
 from runner.errors import ConfigError
 from runner.pipeline.dataset import Row
 from runner.pipeline.engine import Engine, RowOutcome
@@ -45,7 +46,7 @@ class Executor(Protocol):
         items: Iterator[tuple[Row, int]],
         *,
         resources: Mapping[str, float] | None,
-        route: dict[str, str | None] | None,
+        target: Target | None,
     ) -> None: ...
 
 
@@ -60,7 +61,7 @@ class InProcessExecutor:
         items: Iterator[tuple[Row, int]],
         *,
         resources: Mapping[str, float] | None,
-        route: dict[str, str | None] | None,
+        target: Target | None,
     ) -> None:
         await engine.run(items)
 
@@ -180,10 +181,10 @@ class DaskExecutor:
         items: Iterator[tuple[Row, int]],
         *,
         resources: Mapping[str, float] | None,
-        route: dict[str, str | None] | None,
+        target: Target | None,
     ) -> None:
         distributed = _distributed()
-        blob = pickle_spec(spec_of(engine, route))  # before any row runs: an unsendable function fails here
+        blob = pickle_spec(spec_of(engine, target))  # before any row runs: an unsendable function fails here
         task = rows_task_async if engine.is_async else rows_task
         collector = engine.collector
         tag = uuidlib.uuid4().hex[:8]

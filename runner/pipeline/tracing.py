@@ -18,50 +18,32 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
-import os
-import random
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timezone
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from runner._json import dumps_value
+from runner.backends.target import Target
+from runner.names import new_id
 from runner.scoring import Log, Score, call_scorer, call_scorer_sync, validate_scorers
 
-__all__ = ["Span", "TraceRun", "current_backend", "current_span", "span", "trace"]
+if TYPE_CHECKING:
+    from runner.proxy.prompts import DeployedPrompt
+
+__all__ = ["Span", "TraceRun", "current_prompt", "current_span", "current_target", "span", "trace"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _current: ContextVar[Span | None] = ContextVar("runner_current_span", default=None)
 
-#: where the running experiment stores its results, for helpers such as ``completion()``:
-#: ``{"db_path": ...}`` (embedded) or ``{"base_url": ..., "api_key": ...}``; set by the run
-current_backend: ContextVar[dict[str, str | None] | None] = ContextVar("runner_backend", default=None)
-
-
-_rand = random.Random()
-
-
-def _reseed_after_fork() -> None:
-    # a forked child (multiprocessing, gunicorn-style workers) inherits the parent's generator
-    # state: without a fresh seed, two children would hand out the same span ids
-    _rand.seed()
-
-
-os.register_at_fork(after_in_child=_reseed_after_fork)
-
-
-def new_id() -> str:
-    """A random version-4 UUID string.
-
-    ``uuid.uuid4()`` reads ``os.urandom``, which costs tens of microseconds a call on some
-    virtual machines; trace ids need uniqueness, not secrecy, so a seeded-from-urandom PRNG does.
-    """
-    h = "%032x" % ((_rand.getrandbits(128) & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC << 60) | (0x8 << 60))
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+#: where the running experiment stores its results, for helpers such as ``completion()``; set by the run
+current_target: ContextVar[Target | None] = ContextVar("runner_target", default=None)
+#: the prompt version of the running ``Experiment(prompt=...)``, which ``completion()`` uses
+current_prompt: ContextVar[DeployedPrompt | None] = ContextVar("runner_prompt", default=None)
 
 
 _iso_cache: tuple[int, str] = (-1, "")

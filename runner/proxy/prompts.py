@@ -41,6 +41,7 @@ from pydantic import ValidationError
 from runner.errors import ConfigError
 from runner.proxy.models import CompletionsSchema, LLMInputsSchema
 from runner.proxy.providers import PARAM_DEFAULTS
+from runner.store.prompts import PROMPT_NAME_RE, SPEC_KEYS, parse_ref
 
 __all__ = [
     "PROMPT_NAME_RE",
@@ -60,11 +61,6 @@ __all__ = [
 ]
 
 #: the keys a prompt file may have, in the order they are written back
-SPEC_KEYS = ("model", "provider", "model_params", "messages", "functions", "function_call")
-PROMPT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-DEPLOYMENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
-
-# an optional backslash (the escape), then {{ name }}
 _PLACEHOLDER = re.compile(r"(\\?)\{\{\s*([^{}\s]+)\s*\}\}")
 
 
@@ -216,20 +212,6 @@ def diff_specs(a: Mapping[str, Any], b: Mapping[str, Any], label_a: str, label_b
     lines = difflib.unified_diff(spec_text(a).splitlines(keepends=True), spec_text(b).splitlines(keepends=True),
                                  fromfile=label_a, tofile=label_b)
     return "".join(lines)
-
-
-def parse_ref(ref: str) -> tuple[str, int | None]:
-    """``NAME@VERSION`` -> ``(NAME, VERSION)``; ``NAME`` -> ``(NAME, None)``."""
-    name, sep, version = ref.strip().rpartition("@") if "@" in ref else (ref.strip(), "", "")
-    if not PROMPT_NAME_RE.match(name):
-        raise ConfigError(
-            f"invalid prompt name {name!r}: use 1-100 letters, digits, '.', '-' or '_' (NAME or NAME@VERSION)"
-        )
-    if not sep:
-        return name, None
-    if not version.isdigit() or int(version) < 1:
-        raise ConfigError(f"invalid prompt version in {ref!r}: write NAME@N with N a version number (1, 2, ...)")
-    return name, int(version)
 
 
 # -- serving a deployment -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from runner.results.format import money, num, pvalue, signed
-from runner.results.stats import ScoreComparison, compare_scores
+from runner.results.paired import ScoreComparison, compare_scores
 
 __all__ = ["Comparison", "RowChange", "compare_rows"]
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from runner.errors import ConfigError
+from runner.results.gate_outcomes import GateOutcome, GateReport
 
 if TYPE_CHECKING:
     from runner.results.compare import Comparison
@@ -36,46 +36,6 @@ __all__ = ["GateOutcome", "GateReport", "check_gates", "gates_of", "result_liste
 #: registers one per test, to fail a test whose run missed a gate)
 result_listeners: ContextVar[tuple[Callable[[Result], None], ...]] = ContextVar("runner_result_listeners",
                                                                                 default=())
-
-
-@dataclass(frozen=True)
-class GateOutcome:
-    """One gate: what it asks (``"exact_match >= 0.8"``), whether it passed, and why not."""
-
-    gate: str
-    passed: bool
-    #: the failure line (``gate failed: ...``); empty when passed
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class GateReport:
-    """Every gate of one run, in order: fail_under (per score), max_regression, max_error_rate."""
-
-    outcomes: tuple[GateOutcome, ...] = field(default_factory=tuple)
-
-    @property
-    def passed(self) -> bool:
-        return all(o.passed for o in self.outcomes)
-
-    @property
-    def failed(self) -> list[GateOutcome]:
-        return [o for o in self.outcomes if not o.passed]
-
-    def __bool__(self) -> bool:
-        """True when every gate passed (no gates: True)."""
-        return self.passed
-
-    def __iter__(self) -> Any:
-        return iter(self.outcomes)
-
-    def __len__(self) -> int:
-        return len(self.outcomes)
-
-    def __str__(self) -> str:
-        return "\n".join(
-            f"pass  {o.gate}" if o.passed else f"FAIL  {o.gate}: {o.detail}" for o in self.outcomes
-        ) or "(no gates)"
 
 
 def gates_of(fail_under: Mapping[str, float] | None, max_error_rate: float | None, strict: bool,

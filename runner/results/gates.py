@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from runner.errors import ConfigError
-from runner.results.stats import ScoreComparison, holm, paired_compare
+from runner.results.paired import ScoreComparison, holm, paired_compare
 
 if TYPE_CHECKING:
     from runner.results.compare import Comparison

@@ -24,7 +24,7 @@ from xml.etree import ElementTree as ET
 
 if TYPE_CHECKING:
     from runner.results.compare import Comparison
-    from runner.results.gate_report import GateReport
+    from runner.results.gate_outcomes import GateReport
     from runner.results.gates import Gates
     from runner.results.result import Result
 

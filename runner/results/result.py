@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runner.results.format import money, num, seconds
-from runner.results.gate_report import GateReport
+from runner.results.gate_outcomes import GateReport
 from runner.results.stats import ScoreSummary, latency_summary, summarize_score
 from runner.scoring import Log, Score
 

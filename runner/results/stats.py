@@ -35,15 +35,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Resamplable",
-    "ScoreComparison",
     "ScoreSummary",
     "bootstrap_dataset_stat",
-    "compare_scores",
     "dataset_stat_interval",
     "fisher_z_interval",
-    "holm",
     "latency_summary",
-    "paired_compare",
     "summarize_score",
 ]
 
@@ -396,10 +392,3 @@ def dataset_stat_interval(
         return None, None, None
     low, high = bootstrap_dataset_stat(compute, logs, clusters, seed=seed, confidence=confidence)
     return low, high, ("bootstrap" if low is not None else None)
-
-
-# the paired comparison of two runs lives in its own module; its names are part of this one's API
-from runner.results.paired import ScoreComparison, compare_scores, holm, paired_compare  # noqa: E402
-
-# doctest runs the examples of the re-exported functions as part of this module's
-__test__ = {name: globals()[name] for name in ("ScoreComparison", "compare_scores", "holm", "paired_compare")}

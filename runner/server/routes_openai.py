@@ -45,7 +45,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from runner.pipeline.tracing import new_id
+from runner.names import new_id
 from runner.proxy import (
     CACHE_SEED_KEY,
     PROVIDERS,

@@ -45,7 +45,7 @@ class DatasetQueries:
         owner: str = "",
     ) -> dict[str, Any]:
         """Create a dataset; a name already used raises ``ValueError``."""
-        from runner.store.sqlite import now_iso
+        from runner.store.common import now_iso
 
         if _is_id(name):
             raise DatasetError(
@@ -102,7 +102,7 @@ class DatasetQueries:
         owner: str = "",
     ) -> list[int]:
         """Append rows to a dataset, creating it (by name) if it does not exist."""
-        from runner.store.sqlite import now_iso
+        from runner.store.common import now_iso
 
         cases = list(test_cases)
         if dataset_id is not None:
@@ -156,7 +156,7 @@ class DatasetQueries:
     def update_test_case(
         self, dataset_id: int, test_case_id: int, fields: Mapping[str, Any], owner: str = ""
     ) -> dict[str, Any]:
-        from runner.store.sqlite import now_iso
+        from runner.store.common import now_iso
 
         ds = self._dataset_row(dataset_id, owner)
         rows = self._query("SELECT * FROM testcases WHERE id=? AND dataset_id=?", (test_case_id, ds["id"]))

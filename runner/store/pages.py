@@ -54,7 +54,7 @@ class RootColumns:
     #: (``metadata.score_sources``), on the rows that have any
     score_sources: list[dict[str, str]] = field(default_factory=list)
     #: when each row-trial started and ended (what a run's duration is made of, see
-    #: :func:`runner.cli.show.run_seconds`)
+    #: :func:`runner.results.stored.run_seconds`)
     start_timestamp: list[str | None] = field(default_factory=list)
     end_timestamp: list[str | None] = field(default_factory=list)
 

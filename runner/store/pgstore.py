@@ -18,7 +18,7 @@ from typing import Any
 from runner.errors import BackendError
 from runner.store.migrations import MIGRATIONS
 from runner.store.postgres import PgConnection, PgPool, migrate, normalise_url, redact, schema_version
-from runner.store.sqlite import Store
+from runner.store.sqlite import DIALECTS, Store
 from runner.store.traces import _COLUMNS, _ON_CONFLICT, _as_number
 
 __all__ = ["PgStore"]
@@ -138,7 +138,7 @@ class PgStore(Store):
             return super().get_or_create_project(name, owner)
 
     def _write_prepared(self, prepared: list[dict[str, Any]], owner: str, delete_first: str | None = None) -> None:
-        from runner.store.sqlite import now_iso
+        from runner.store.common import now_iso
         from runner.store.traces import _dumps
 
         created = now_iso()
@@ -208,3 +208,6 @@ class PgStore(Store):
         if all(n is not None for n in nums):
             return f"{num_expr} BETWEEN ? AND ?", [*params, *nums]
         return f"CAST({expr} AS TEXT) BETWEEN ? AND ?", [*params, *parts]
+
+
+DIALECTS["postgresql"] = PgStore

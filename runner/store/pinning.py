@@ -62,7 +62,7 @@ class PinQueries:
     ) -> None:
         """Recompute the pinned stats and ``num_samples`` of a finished experiment from its stored
         rows, in one write transaction (a log written meanwhile waits, then marks it stale again)."""
-        from runner.store.sqlite import dumps, loads, now_iso, pinned_stats
+        from runner.store.common import dumps, loads, now_iso, pinned_stats
 
         with self.transaction() as c:
             row = c.execute(

@@ -10,6 +10,7 @@ push does not make a second version. Everything is per owner, like the rest of t
 
 from __future__ import annotations
 
+import re
 import secrets
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,27 @@ import orjson
 
 from runner.errors import ConfigError, NotFoundError
 
-__all__ = ["PromptQueries", "new_deployment_id"]
+__all__ = ["DEPLOYMENT_ID_RE", "PROMPT_NAME_RE", "SPEC_KEYS", "PromptQueries", "new_deployment_id", "parse_ref"]
+
+SPEC_KEYS = ("model", "provider", "model_params", "messages", "functions", "function_call")
+PROMPT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+DEPLOYMENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+
+# an optional backslash (the escape), then {{ name }}
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """``NAME@VERSION`` -> ``(NAME, VERSION)``; ``NAME`` -> ``(NAME, None)``."""
+    name, sep, version = ref.strip().rpartition("@") if "@" in ref else (ref.strip(), "", "")
+    if not PROMPT_NAME_RE.match(name):
+        raise ConfigError(
+            f"invalid prompt name {name!r}: use 1-100 letters, digits, '.', '-' or '_' (NAME or NAME@VERSION)"
+        )
+    if not sep:
+        return name, None
+    if not version.isdigit() or int(version) < 1:
+        raise ConfigError(f"invalid prompt version in {ref!r}: write NAME@N with N a version number (1, 2, ...)")
+    return name, int(version)
 
 
 def new_deployment_id() -> str:
@@ -47,8 +68,7 @@ class PromptQueries:
     ) -> dict[str, Any]:
         """Store ``spec`` (already validated) as the next version of ``name``; ``created`` says
         whether a version was added (``False``: it equals the latest one, which is returned)."""
-        from runner.proxy.prompts import parse_ref
-        from runner.store.sqlite import now_iso
+        from runner.store.common import now_iso
 
         parse_ref(name)  # the name's rules
         if "@" in name:
@@ -85,8 +105,6 @@ class PromptQueries:
 
     @staticmethod
     def _version_dict(name: str, r: sqlite3.Row) -> dict[str, Any]:
-        from runner.proxy.prompts import SPEC_KEYS
-
         spec = orjson.loads(r["spec"])
         # stored with sorted keys (so equal specs are equal text); read back in the file's order
         spec["messages"] = [{"role": m.get("role"), "content": m.get("content"), **m} for m in spec["messages"]]
@@ -155,8 +173,7 @@ class PromptQueries:
     ) -> dict[str, Any]:
         """Point a deployment at ``name@version``: ``deployment_id`` (created if new), else the
         prompt's only deployment (moved), else a new one. Returns :meth:`get_deployment`."""
-        from runner.proxy.prompts import DEPLOYMENT_ID_RE
-        from runner.store.sqlite import now_iso
+        from runner.store.common import now_iso
 
         self.get_prompt_version(name, version, owner)  # 404 for an unknown version
         prompt_id = self._prompt_id(name, owner)
@@ -210,7 +227,7 @@ class PromptQueries:
     def rollback_deployment(self, deployment_id: str, *, author: str = "", owner: str = "") -> dict[str, Any]:
         """Move the deployment back to the version it served before its last move (a second
         rollback undoes the first, like ``kubectl rollout undo``)."""
-        from runner.store.sqlite import now_iso
+        from runner.store.common import now_iso
 
         current = self.get_deployment(deployment_id, owner)
         previous = current["history"][0]["previous_version"] if current["history"] else None

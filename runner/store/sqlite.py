@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import datetime as _dt
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -25,9 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from runner.errors import BackendError, ConflictError, NotFoundError, RunNameError
+from runner.store.common import RUN_NAME_RE, dumps, loads, now_iso, pinned_stats, validate_run_name
 from runner.store.datasets import DatasetQueries
 from runner.store.logs import LogQueries
 from runner.store.migrations import MIGRATIONS
@@ -37,34 +34,11 @@ from runner.store.postgres import is_postgres_url
 from runner.store.prompts import PromptQueries
 from runner.store.traces import TraceQueries
 
-__all__ = ["RUN_NAME_RE", "Store", "now_iso", "validate_run_name"]
+__all__ = ["DIALECTS", "RUN_NAME_RE", "Store", "now_iso", "pinned_stats", "validate_run_name"]
 
-RUN_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
-
-
-def now_iso() -> str:
-    """The current UTC time as ISO 8601 with microseconds (sorts as text)."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
-
-
-def validate_run_name(run_name: str) -> str:
-    if not RUN_NAME_RE.match(run_name):
-        from runner.names import sanitise_run_name
-
-        raise RunNameError(
-            f"invalid run name {run_name!r}: use 1-100 letters, digits, '-' or '_', "
-            f"e.g. {sanitise_run_name(str(run_name))!r}"
-        )
-    return run_name
-
-
-def dumps(value: Any) -> str:
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-
-
-def loads(text: str | bytes | None) -> Any:
-    return None if text is None else orjson.loads(text)
-
+#: the other stores a location can name: "postgresql" -> PgStore, registered by
+#: :mod:`runner.store.pgstore` (which :mod:`runner.store` imports), so this module never imports it
+DIALECTS: dict[str, type[Store]] = {}
 
 def enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
     """Switch ``conn``'s file to WAL, waiting out other processes opening it at the same moment.
@@ -113,9 +87,7 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries, PinQueries
     def __new__(cls, path: str | Path, **kwargs: Any) -> Store:
         # a postgresql:// location is the same store in PostgreSQL (issue 17)
         if cls is Store and is_postgres_url(path):
-            from runner.store.pgstore import PgStore
-
-            return super().__new__(PgStore)
+            return super().__new__(DIALECTS["postgresql"])
         return super().__new__(cls)
 
     def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
@@ -502,15 +474,6 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries, PinQueries
             self.update_trace(trace_id, fields, owner)
 
 
-_USAGE = (
-    ("Latency", "latency"),
-    ("Input Tokens", "input_tokens"),
-    ("Output Tokens", "output_tokens"),
-    ("Total Tokens", "total_tokens"),
-    ("Cost", "cost"),
-)
-
-
 @dataclass
 class _Shared:
     store: Store
@@ -537,26 +500,3 @@ def _close_shared() -> None:
             with contextlib.suppress(Exception):
                 pg.store.close()
         _shared_pg.clear()
-
-
-
-def pinned_stats(stats: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], int]:
-    """Means of every score, latency, tokens and cost over root-trace stats (Parea's pinned stats),
-    in one pass; also how many roots there were."""
-    score_sums: dict[str, list[float]] = {}  # name -> [sum, count]
-    usage = [0.0] * len(_USAGE)
-    n = 0
-    for s in stats:
-        n += 1
-        for sc in s.get("scores") or ():
-            acc = score_sums.get(sc["name"])
-            if acc is None:
-                acc = score_sums[sc["name"]] = [0.0, 0.0]
-            acc[0] += float(sc["score"])
-            acc[1] += 1
-        for i, (_, key) in enumerate(_USAGE):
-            usage[i] += float(s.get(key) or 0)
-    out = [{"var1": k, "operation": "mean", "value": v[0] / v[1]} for k, v in score_sums.items()]
-    if n:
-        out.extend({"var1": label, "operation": "mean", "value": usage[i] / n} for i, (label, _) in enumerate(_USAGE))
-    return out, n

@@ -159,7 +159,7 @@ class TraceQueries:
         if contended:
             self._write_prepared(prepared, owner)
         else:
-            from runner.store.sqlite import now_iso
+            from runner.store.common import now_iso
 
             created = now_iso()
             rows = [_row_tuple(d, owner, created) for d in prepared]
@@ -168,7 +168,7 @@ class TraceQueries:
         return len(prepared)
 
     def _write_prepared(self, prepared: list[dict[str, Any]], owner: str, delete_first: str | None = None) -> None:
-        from runner.store.sqlite import now_iso
+        from runner.store.common import now_iso
 
         params = {"owner": owner, "created": now_iso(), "logs": _dumps(prepared)}
         with self.transaction() as c:

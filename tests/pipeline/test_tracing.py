@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 from typing import Any
 
-from runner.pipeline.tracing import Span, TraceRun, current_span, new_id, reset_current, set_current, span, trace
+from runner.names import new_id
+from runner.pipeline.tracing import Span, TraceRun, current_span, reset_current, set_current, span, trace
 
 
 def test_trace_outside_a_row_just_calls() -> None:

@@ -19,7 +19,8 @@ from runner.results.intervals import (
     t_interval,
     wilson_interval,
 )
-from runner.results.stats import dataset_stat_interval, paired_compare
+from runner.results.paired import paired_compare
+from runner.results.stats import dataset_stat_interval
 from runner.scoring import Log, Score
 
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid as _uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -66,6 +66,7 @@ from runner.backends.http.transport import (
     retry_delay,
     unreachable,
 )
+from runner.backends.target import Target
 from runner.errors import BackendError, NotFoundError, RunNameError
 
 __all__ = [
@@ -104,6 +105,7 @@ class HttpBackend:
         max_backoff: float = 10.0,
         spool_dir: str | Path | None = None,
         drain_timeout: float = 15.0,
+        target: Target | None = None,
     ) -> None:
         if max_concurrency < 1 or batch_size < 1:
             raise ValueError("max_concurrency and batch_size must be at least 1")
@@ -119,6 +121,9 @@ class HttpBackend:
         self.max_backoff = max_backoff
         #: where batches go while the server is away (resolved now: the working directory may change)
         self.spool_dir = Path(spool_dir).absolute() if spool_dir is not None else default_spool_dir()
+        #: the door, for completion() and Dask workers (the store named is where the spool lives)
+        self.target = target or Target(db=str(self.spool_dir.parent / "runner.db"), base_url=base_url,
+                                       api_key=api_key)
         #: how long ``flush()`` waits for spooled logs to get through before leaving them on disk
         self.drain_timeout = drain_timeout
         #: what the server advertised in ``GET /`` (``None`` until asked)
@@ -463,6 +468,13 @@ class HttpBackend:
         for row in rows:
             row.pop("children_logs", None)  # the same shape as the embedded store's rows
         return rows
+
+    def rows_loader(self, experiment_uuid: str) -> Callable[[], list[dict[str, Any]]]:
+        from functools import partial
+
+        from runner.backends.http.api import fetch_experiment_rows
+
+        return partial(fetch_experiment_rows, self.base_url, self.api_key, experiment_uuid)
 
     async def find_run(self, project_name: str, run_name: str) -> dict[str, Any] | None:
         """The run called ``run_name`` in the project, through ``POST /experiments``, or ``None``."""

@@ -1,7 +1,7 @@
 """The I/O-free core of the Parea API client: headers, encoding, the retry policy, errors.
 
 Shared by :class:`runner.backends.http.backend.HttpBackend` (async), the sync helpers of
-``runner.backends.datasets`` and ``runner.integrations.llm``; :mod:`runner.backends.http.backend` re-exports all of it.
+``runner.cli.datasets`` and ``runner.integrations.llm``; :mod:`runner.backends.http.backend` re-exports all of it.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from markupsafe import Markup
 
-from runner.cli.show import run_seconds
 from runner.results.stats import ScoreSummary, latency_summary, summarize_score
+from runner.results.stored import run_seconds
 from runner.server.ui.charts import histogram
 from runner.store.pages import TEXT_FIELDS
 
@@ -125,7 +125,7 @@ class RunView:
     input_tokens: int
     output_tokens: int
     cost: float
-    #: how long the run ran its rows, as the summary and ``show`` say (:func:`runner.cli.show.run_seconds`)
+    #: how long the run ran its rows, as the summary and ``show`` say (:func:`runner.results.stored.run_seconds`)
     run_seconds: float | None = None
     built_at: float = field(default_factory=time.monotonic)
     _histograms: dict[str, Markup] | None = field(default=None, repr=False)

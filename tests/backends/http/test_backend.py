@@ -15,9 +15,10 @@ import httpx
 import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from runner.backends.datasets import fetch_experiment_rows, list_datasets, upload_dataset
-from runner.backends.embedded import Backend
+from runner.backends.base import Backend
+from runner.backends.http.api import fetch_experiment_rows
 from runner.backends.http.backend import HttpBackend, retry_delay
+from runner.cli.datasets import list_datasets, upload_dataset
 from runner.errors import BackendError, DatasetError, NotFoundError, RunNameError
 from runner.server import create_app
 from runner.store import Store

@@ -16,11 +16,11 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runner import Experiment
-from runner.backends.embedded import Backend
+from runner.backends.base import Backend
 from runner.backends.http.backend import HttpBackend
 from runner.backends.http.ratelimit import AdaptiveLimiter, limiter_for, note_rate_limited, parse_retry_after
+from runner.backends.target import Target
 from runner.server import create_app
-from runner.settings import Settings
 from runner.store import Store
 from tests.servers import log, start_app
 
@@ -219,9 +219,9 @@ async def test_429s_slow_the_senders_down_then_they_speed_up_again(tmp_path: Pat
 
 
 class _Batches(Experiment):
-    def _backend(self, settings: Settings) -> Backend:
-        assert self.base_url is not None
-        return HttpBackend(self.base_url, batch_size=10, max_retries=20, backoff=0.05)
+    def _backend(self, target: Target) -> Backend:
+        assert target.base_url is not None
+        return HttpBackend(target.base_url, batch_size=10, max_retries=20, backoff=0.05)
 
 
 def test_a_run_against_a_server_answering_429_for_a_while_stores_every_row_once(tmp_path: Path) -> None:

@@ -22,14 +22,14 @@ import pytest
 import uvicorn
 
 from runner import Experiment
-from runner.backends.embedded import Backend
+from runner.backends.base import Backend
 from runner.backends.http.backend import HttpBackend
 from runner.backends.http.outbox import Outbox
 from runner.backends.http.spool import Spool, default_spool_dir, spool_files
+from runner.backends.target import Target
 from runner.cli.main import main
 from runner.errors import BackendError
 from runner.server import create_app
-from runner.settings import Settings
 from runner.store import Store
 from tests.servers import ServerHandle, log
 
@@ -247,9 +247,9 @@ class _Configured(Experiment):
 
     backend_options: dict[str, Any] = {}  # noqa: RUF012 - set per test, read in _backend
 
-    def _backend(self, settings: Settings) -> Backend:
-        assert self.base_url is not None
-        return HttpBackend(self.base_url, **self.backend_options)
+    def _backend(self, target: Target) -> Backend:
+        assert target.base_url is not None
+        return HttpBackend(target.base_url, **self.backend_options)
 
 
 @pytest.fixture

@@ -1,11 +1,8 @@
 """Datasets on whichever backend is configured: what ``python -m runner datasets ...`` calls.
 
-Also :func:`fetch_experiment_rows`, a run's rows read back from a server.
-
 The dataset functions are synchronous (they back CLI commands and work in notebooks) and talk either
 to a server (``base_url``, over httpx with the same retries as :class:`runner.backends.http.backend.HttpBackend`)
-or to the embedded store (``db``). With neither given they follow the environment:
-``PAREA_BASE_URL``/``PAREA_API_KEY`` if set, else ``RUNNER_DB`` or ``.runner/runner.db``.
+or to the embedded store (``db``), as :func:`runner.backends.target.resolve_target` decides.
 
 >>> upload_dataset("datasets/qa.csv", "qa")  # doctest: +SKIP
 {'id': 1, 'name': 'qa', 'num_rows': 20, 'location': '.runner/runner.db'}
@@ -15,28 +12,17 @@ or to the embedded store (``db``). With neither given they follow the environmen
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-import httpx
 from pydantic import ValidationError
 
-from runner.backends.http.backend import (
-    encode,
-    error_for,
-    headers_for,
-    is_retryable,
-    parse_extensions,
-    retry_delay,
-    unreachable,
-)
+from runner.backends.http.api import SyncApi
 from runner.errors import BackendError, DatasetError
 from runner.schema import TestCaseSchema
 
-__all__ = ["SyncApi", "fetch_experiment_rows", "list_datasets", "test_cases", "upload_dataset"]
+__all__ = ["list_datasets", "test_cases", "upload_dataset"]
 
 _RESERVED = ("target", "tags")
 
@@ -65,61 +51,15 @@ def test_cases(source: Any) -> Iterator[dict[str, Any]]:
 test_cases.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
-class SyncApi:
-    """A small synchronous client of a Parea-compatible server, with the backend's retries."""
-
-    def __init__(self, base_url: str, api_key: str | None, *, max_retries: int = 5, backoff: float = 0.25) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.client = httpx.Client(base_url=self.base_url + "/", headers=headers_for(api_key), timeout=60.0)
-
-    def __enter__(self) -> SyncApi:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.client.close()
-
-    def request(
-        self, method: str, path: str, body: Any = None, *, accept: frozenset[int] = frozenset()
-    ) -> httpx.Response:
-        content = None if body is None else encode(body)
-        url = self.base_url + path
-        for attempt in range(self.max_retries + 1):
-            try:
-                response = self.client.request(method, path.lstrip("/"), content=content)
-            except httpx.TransportError as exc:
-                if attempt == self.max_retries:
-                    raise unreachable(method, url, exc, attempt + 1) from exc
-                time.sleep(retry_delay(attempt, None, backoff=self.backoff, max_backoff=10.0))
-                continue
-            if response.status_code < 400 or response.status_code in accept:
-                return response
-            if is_retryable(response.status_code) and attempt < self.max_retries:
-                time.sleep(retry_delay(attempt, response, backoff=self.backoff, max_backoff=10.0))
-                continue
-            raise error_for(method, url, response)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def extensions(self) -> frozenset[str]:
-        response = self.request("GET", "/", accept=frozenset({404, 405}))
-        try:
-            return parse_extensions(response.json()) if response.status_code < 400 else frozenset()
-        except ValueError:
-            return frozenset()
-
-
 def _resolve(
     base_url: str | None, api_key: str | None, db: str | Path | None
 ) -> tuple[str | None, str | None, Path | None]:
-    if base_url is not None or db is not None:
-        return base_url, api_key, None if db is None else Path(db)
-    from runner.settings import Settings
+    from runner.backends.target import resolve_target
 
-    settings = Settings.from_env()
-    if settings.base_url:
-        return settings.base_url, api_key or settings.api_key, None
-    return None, None, settings.db_path
+    target = resolve_target(base_url=base_url, api_key=api_key, db=db)
+    if target.base_url is not None:
+        return target.base_url, target.api_key, None
+    return None, None, Path(target.db)
 
 
 def upload_dataset(
@@ -201,14 +141,3 @@ def list_datasets(
             )
         datasets: list[dict[str, Any]] = api.request("GET", "/collections").json()
         return datasets
-
-
-def fetch_experiment_rows(base_url: str, api_key: str | None, experiment_uuid: str) -> list[dict[str, Any]]:
-    """The root trace logs of an experiment on a server, synchronously (to read results later)."""
-    with SyncApi(base_url, api_key) as api:
-        rows: list[dict[str, Any]] = api.request(
-            "POST", f"/experiment/{quote(experiment_uuid, safe='')}/trace_logs", {}
-        ).json()
-    for row in rows:
-        row.pop("children_logs", None)
-    return rows

@@ -146,8 +146,8 @@ def _compare(config: pytest.Config, exp: Experiment | None, result: Result) -> C
     ref = config.getoption("runner_baseline")
     if not ref:
         return None
-    from runner.cli.compare import Baseline
     from runner.experiment import Experiment
+    from runner.results.baseline import Baseline
     from runner.settings import Settings
 
     if exp is None:  # a run made by a test function: its store is where its rows are
@@ -155,7 +155,8 @@ def _compare(config: pytest.Config, exp: Experiment | None, result: Result) -> C
         http = location.startswith(("http://", "https://"))
         exp = Experiment(name=result.name, data=[], func=lambda: None, project_name=result.project_name,
                          base_url=location if http else None, db=None if http else location)
-    return Baseline.find(ref, exp, Settings.from_env()).compare(result, top=3)
+    settings = Settings.from_env()
+    return Baseline.find(ref, exp.target(settings), exp.project_name or settings.project_name).compare(result, top=3)
 
 
 def _report(result: Result, comparison: Comparison | None) -> str:
