@@ -29,7 +29,8 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
-    "MAX_DEPTH", "MAX_REPR", "UNSTORABLE", "dumps_value", "error_log", "finite", "json_default", "safe_log", "sanitize",
+    "MAX_DEPTH", "MAX_REPR", "UNSTORABLE", "dumps_value", "error_log", "finite", "json_default", "json_text",
+    "safe_log", "sanitize",
 ]
 
 #: ``repr()`` of an object with no JSON rendering is cut past this many characters
@@ -224,3 +225,14 @@ def finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [finite(v) for v in value]
     return value
+
+
+def json_text(value: Any, *, indent: int | None = None, ascii_only: bool = True) -> str:
+    """The JSON text of any value, for people and programs (``--json`` output, the web UI): the
+    rendering values are stored with (:func:`json_default`), NaN and infinities as ``null`` (valid
+    JSON everywhere), and what JSON cannot carry repaired as :func:`sanitize` does; never raises."""
+    try:
+        return json.dumps(finite(value), indent=indent, ensure_ascii=ascii_only, default=json_default, allow_nan=False)
+    except (ValueError, TypeError, RecursionError):  # a cycle, a lone surrogate, nesting too deep ...
+        return json.dumps(finite(sanitize(value)), indent=indent, ensure_ascii=ascii_only, default=json_default,
+                          allow_nan=False)

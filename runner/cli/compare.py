@@ -10,10 +10,10 @@ or the baseline).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import TYPE_CHECKING
 
+from runner._json import json_text
 from runner.errors import NotFoundError
 from runner.results.baseline import label
 
@@ -52,14 +52,13 @@ def compare_command(args: argparse.Namespace) -> int:
     for w in comparison.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if args.json:
-        from runner._json import finite
 
         data = {
             **comparison.to_dict(),
             "run_a": {k: exp_a.get(k) for k in ("uuid", "name", "run_name", "project_name")},
             "run_b": {k: exp_b.get(k) for k in ("uuid", "name", "run_name", "project_name")},
         }
-        print(json.dumps(finite(data), indent=2, default=str))
+        print(json_text(data, indent=2))
     else:
         print(render(comparison, args.markdown))
     return 0

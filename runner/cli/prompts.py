@@ -9,9 +9,10 @@ hands over its helpers, so this module does not import the CLI back.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from typing import Any
+
+from runner._json import json_text
 
 __all__ = [
     "add_prompts_parser",
@@ -121,7 +122,7 @@ def _author(args: argparse.Namespace) -> str:
 
 
 def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, default=str))
+    print(json_text(value, indent=2))
 
 
 def push_command(args: argparse.Namespace) -> int:

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner._json import finite
+from runner._json import finite, json_text
 from runner.cli.config import collect_experiments, load_config, run_names, select, with_flags
 from runner.errors import ConfigError
 from runner.pipeline.checks import check_gate_names, declared_scores
@@ -171,7 +170,7 @@ def run_command(args: argparse.Namespace) -> int:
             print(f"wrote {sum(r.n_total for r in results)} rows to {output}", file=sys.stderr)
         if args.json:
             summary = _json_summary(results, comparisons, stopped, failed_gates)
-            print(json.dumps(summary, indent=2, default=str))
+            print(json_text(summary, indent=2))
     if args.finish_when_complete and not stopped and len(results) == len(prepared):
         from runner.cli.shards import finish_when_complete
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runner._json import json_text
 from runner.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -78,5 +78,5 @@ def finish_command(args: argparse.Namespace) -> int:
         summaries.append(result.to_dict() if hasattr(result, "to_dict") else {"name": result.name})
         print(result.summary_text(), file=sys.stderr if args.json else sys.stdout, flush=True)
     if args.json:
-        print(json.dumps(summaries, indent=2, default=str))
+        print(json_text(summaries, indent=2))
     return code

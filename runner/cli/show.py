@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runner._json import json_text
 from runner.backends.readers import Source, find_run, open_reader
 from runner.backends.target import Target, resolve_target
 from runner.errors import DatasetError, NotFoundError
@@ -66,7 +66,7 @@ def list_command(args: argparse.Namespace) -> int:
     finally:
         source.close()
     if args.json:
-        print(json.dumps(entries, indent=2, default=str))
+        print(json_text(entries, indent=2))
         return 0
     if not entries:
         print(f"no runs in {source.location}{' matching the filters' if args.project or args.name else ''}")
@@ -147,7 +147,7 @@ def show_command(args: argparse.Namespace) -> int:
         source.close()
     worst = worst_rows(rows, args.rows)
     if args.json:
-        print(json.dumps({**result.to_dict(), "worst_rows": [_row_json(r) for r in worst]}, indent=2, default=str))
+        print(json_text({**result.to_dict(), "worst_rows": [_row_json(r) for r in worst]}, indent=2))
         return 0
     print(result.summary_text())
     meta = exp.get("metadata") or {}
@@ -210,7 +210,7 @@ def datasets_upload_command(args: argparse.Namespace) -> int:
     name = args.name or path.stem
     info = upload_dataset(path, name, base_url=args.base_url, api_key=args.api_key, db=args.db)
     if args.json:
-        print(json.dumps(info, default=str))
+        print(json_text(info))
     else:
         print(f"uploaded {info['num_rows']} rows as dataset {name!r} (id {info['id']}) to {info['location']}")
         print(f'use it with Experiment(..., data="{name}")')
@@ -222,7 +222,7 @@ def datasets_list_command(args: argparse.Namespace) -> int:
 
     found = list_datasets(base_url=args.base_url, api_key=args.api_key, db=args.db)
     if args.json:
-        print(json.dumps(found, indent=2, default=str))
+        print(json_text(found, indent=2))
         return 0
     if not found:
         print("no datasets yet; upload one with: python -m runner datasets upload FILE --name NAME")
@@ -260,7 +260,7 @@ def _num(v: Any) -> str:
 
 
 def _short(v: Any, width: int = 100) -> str:
-    text = v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False)
+    text = v if isinstance(v, str) else json_text(v, ascii_only=False)
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
 

@@ -27,11 +27,11 @@ than over it.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from runner._json import json_text
 from runner.errors import ConfigError
 
 __all__ = ["OTLP_ENDPOINT_ENV", "export_run", "export_trees", "resolve_endpoint", "stored_trees"]
@@ -185,7 +185,7 @@ def _attributes(node: Mapping[str, Any]) -> dict[str, Any]:
     attrs: dict[str, Any] = {"runner.trace_id": str(node["trace_id"])}
     inputs = node.get("inputs")
     if inputs:
-        attrs["input.value"] = json.dumps(inputs, default=str)
+        attrs["input.value"] = json_text(inputs)
     if node.get("output") is not None:
         attrs["output.value"] = str(node["output"])
     config = node.get("configuration") or {}

@@ -20,7 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from runner.results.format import money, num, pvalue, signed
+from runner._json import json_text
+from runner.results.format import money, num, pvalue, seconds, signed
 from runner.results.paired import ScoreComparison, compare_scores
 
 __all__ = ["Comparison", "RowChange", "compare_rows"]
@@ -443,7 +444,7 @@ _f, _signed, _p = num, signed, pvalue
 def _inputs(change: RowChange, n: int = 60) -> str:
     """A row's inputs as ``key: value; ...`` (without an ``id`` column that is the row id)."""
     items = [
-        f"{k}: {v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False)}"
+        f"{k}: {v if isinstance(v, str) else json_text(v, ascii_only=False)}"
         for k, v in change.inputs.items()
         if not (k == "id" and str(v) == change.row_id)
     ]
@@ -452,18 +453,12 @@ def _inputs(change: RowChange, n: int = 60) -> str:
 
 def _usage_text(name: str, a: float, b: float) -> str:
     if name.startswith("latency"):
-        return f"latency {_seconds(a)} → {_seconds(b)} ({'+' if b >= a else '−'}{_seconds(abs(b - a))})"
+        return f"latency {seconds(a)} → {seconds(b)} ({'+' if b >= a else '−'}{seconds(abs(b - a))})"
     if name.startswith("cost"):
         return f"cost {money(a)} → {money(b)} ({'+' if b >= a else '-'}{money(abs(b - a))})"
     if float(a).is_integer() and float(b).is_integer():  # token counts
         a, b = int(a), int(b)
     return f"{name} {_f(a)} → {_f(b)} ({_signed(b - a)})"
-
-
-def _seconds(x: float) -> str:
-    if x < 1e-3:
-        return f"{x * 1e6:.0f} µs"
-    return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s"
 
 
 def _short(value: Any, n: int = 60) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["interval", "money", "num", "pvalue", "seconds", "signed"]
+__all__ = ["compact", "interval", "money", "num", "pvalue", "seconds", "signed"]
 
 
 def num(x: Any, digits: int = 3) -> str:
@@ -31,6 +31,12 @@ def num(x: Any, digits: int = 3) -> str:
         return f"{x:.0f}"
     text = f"{x:#.{digits}g}"
     return text.rstrip(".") if "e" not in text else text
+
+
+def compact(x: float | None) -> str:
+    """``x`` with at most 3 significant digits and no trailing zeros (``0.75``, ``0.000122``), as
+    gate messages quote the numbers they compare; ``n/a`` for nothing."""
+    return "n/a" if x is None else f"{x:.3g}"
 
 
 def signed(x: float | None) -> str:

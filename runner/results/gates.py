@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from runner.errors import ConfigError
+from runner.results.format import compact
 from runner.results.paired import ScoreComparison, holm, paired_compare
 
 if TYPE_CHECKING:
@@ -73,8 +74,8 @@ def parse_assignment(text: str, flag: str = "gate") -> tuple[str, float]:
     return name, value
 
 
-def _num(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3g}"
+#: gate messages write the numbers they compare compactly (runner.results.format.compact)
+_num = compact
 
 
 @dataclass(frozen=True)
@@ -175,13 +176,13 @@ class Gates:
         lines = []
         rate = result.n_errors / result.n_total
         if rate > limit:
-            lines.append(f"error rate {rate:.3g} ({result.n_errors}/{result.n_total} row-trials) > {limit:g}")
+            lines.append(f"error rate {compact(rate)} ({result.n_errors}/{result.n_total} row-trials) > {limit:g}")
         for name, s in result.scores.items():
             if s.n_total and s.n_errors > result.n_errors and s.n_errors / s.n_total > limit:
                 example = result.scorer_errors.get(name)
                 why = f", e.g. {_short(example)}" if example else ""
                 lines.append(
-                    f"{name} error rate {s.n_errors / s.n_total:.3g} ({s.n_errors}/{s.n_total} row-trials "
+                    f"{name} error rate {compact(s.n_errors / s.n_total)} ({s.n_errors}/{s.n_total} row-trials "
                     f"without a value: {s.n_errors - result.n_errors} scorer failures{why}) > {limit:g}"
                 )
         return lines
@@ -223,7 +224,7 @@ class Gates:
             )
             return (
                 f"{c.name} dropped {_num(-c.diff)} ({_num(c.mean_a)} → {_num(c.mean_b)}) vs {label_a}, "
-                f"more than {delta:g}, p={p:.3g} (adjustment: {gated.adjustment}){lost}"
+                f"more than {delta:g}, p={compact(p)} (adjustment: {gated.adjustment}){lost}"
             )
         return None
 

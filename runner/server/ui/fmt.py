@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
+from runner._json import json_text
 from runner.results.format import money, num, pvalue, seconds, signed
 
 __all__ = ["FILTERS"]
@@ -31,7 +31,7 @@ def pretty(value: Any) -> str:
     """Text as is; anything else as indented JSON."""
     if isinstance(value, str):
         return value
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    return json_text(value, indent=2, ascii_only=False)
 
 
 def short(value: Any, n: int = 120) -> str:
@@ -39,11 +39,11 @@ def short(value: Any, n: int = 120) -> str:
     if value is None:
         return ""
     if isinstance(value, dict):
-        text = "; ".join(f"{k}: {v if isinstance(v, str) else json.dumps(v, default=str)}" for k, v in value.items())
+        text = "; ".join(f"{k}: {v if isinstance(v, str) else json_text(v)}" for k, v in value.items())
     elif isinstance(value, str):
         text = value
     else:
-        text = json.dumps(value, ensure_ascii=False, default=str)
+        text = json_text(value, ascii_only=False)
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1] + "…"
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from markupsafe import Markup
 
+from runner._json import json_text
+
 __all__ = ["FOLD_CHARS", "conversation", "foldable", "json_tree"]
 
 #: text longer than this is folded to its first line(s)
@@ -38,7 +40,7 @@ def _as_json(value: Any) -> Any:
 
 
 def _leaf(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
+    text = json_text(value, ascii_only=False)
     kind = "null" if value is None else type(value).__name__
     if isinstance(value, str) and len(value) > FOLD_CHARS:
         return _fold_text(value, "json-str")
@@ -87,7 +89,7 @@ def foldable(value: Any, cls: str = "") -> Markup:
     tree = _as_json(value)
     if tree is not None:
         return Markup(f'<div class="value json {escape(cls)}">{json_tree(tree)}</div>')
-    text = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    text = value if isinstance(value, str) else json_text(value, indent=2, ascii_only=False)
     if len(text) > FOLD_CHARS:
         return Markup(_fold_text(text, escape(cls)))
     return Markup(f'<pre class="value {escape(cls)}">{escape(text)}</pre>')
@@ -176,7 +178,7 @@ def llm_params(span: dict[str, Any]) -> list[tuple[str, str]]:
     config = span.get("configuration") or {}
     out = [(k, str(config[k])) for k in ("provider",) if config.get(k)]
     params = config.get("model_params") or {}
-    out.extend((str(k), json.dumps(v, default=str)) for k, v in params.items() if v is not None)
+    out.extend((str(k), json_text(v)) for k, v in params.items() if v is not None)
     if config.get("functions"):
         names = [
             str(f.get("name") or (f.get("function") or {}).get("name"))
