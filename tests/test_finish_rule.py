@@ -1,7 +1,8 @@
 """One rule for finished runs, through the server and the embedded store alike (the store is the
-same code): finishing again re-pins the stats (a ``completed`` run is never turned ``failed``:
-409), and logs written after the finish refresh the pinned stats, so the listing, ``/stats``, the
-CLI and the UI show the same numbers. Also: concurrent updates of one log are never lost."""
+same code), on SQLite and on PostgreSQL: finishing again re-pins the stats (a ``completed`` run
+is never turned ``failed``: 409), and logs written after the finish refresh the pinned stats, so
+the listing, ``/stats``, the CLI and the UI show the same numbers. Also: concurrent updates of
+one log are never lost."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ def _pinned(exp: dict[str, Any]) -> dict[str, float]:
     return {p["var1"]: p["value"] for p in exp["pinned_stats"]}
 
 
-def test_a_second_finish_never_turns_completed_into_failed(tmp_path: Path) -> None:
-    with serving(tmp_path / "runner.db") as api:
+def test_a_second_finish_never_turns_completed_into_failed(db: str | Path) -> None:
+    with serving(db) as api:
         exp = experiment(api)
         api.post("/trace_log", json=log("r1", experiment_uuid=exp["uuid"], cost=1.0))
         url = f"/experiment/{exp['uuid']}/finished"
@@ -44,8 +45,8 @@ def test_a_second_finish_never_turns_completed_into_failed(tmp_path: Path) -> No
         assert api.post(url2, json={"status": "completed"}).status_code == 200
 
 
-def test_logs_after_finish_refresh_every_view_through_the_server(tmp_path: Path) -> None:
-    with serving(tmp_path / "runner.db") as api:
+def test_logs_after_finish_refresh_every_view_through_the_server(db: str | Path) -> None:
+    with serving(db) as api:
         exp = experiment(api)
         api.post(
             "/trace_log", json=log("r1", experiment_uuid=exp["uuid"], cost=1.0, scores=[{"name": "acc", "score": 1.0}])
@@ -69,8 +70,7 @@ def test_logs_after_finish_refresh_every_view_through_the_server(tmp_path: Path)
         assert listed["status"] == "completed"
 
 
-def test_logs_after_finish_refresh_the_embedded_store_and_the_cli(tmp_path: Path) -> None:
-    db = tmp_path / "runner.db"
+def test_logs_after_finish_refresh_the_embedded_store_and_the_cli(db: str | Path) -> None:
     result = Experiment(
         name="late", data=[{"q": "a", "target": "a"}, {"q": "b", "target": "x"}], func=lambda q: q, db=db, evals=[]
     ).run(run_name="late-1", quiet=True)
