@@ -8,8 +8,11 @@ Every test runs a real ``python -m runner serve --workers 2`` over a real Postgr
 
 from __future__ import annotations
 
+import select
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +20,7 @@ import httpx
 from tests.pg import PgCluster
 from tests.servers import experiment, log
 from tests.test_postgres import _serve, _workers
+from tests.test_server_hardening import _closed_by_server
 
 # one writer process: PUT ``field`` of log ``t`` n times, the k-th value k; prints the last acknowledged k
 _PUTTER = """
@@ -72,3 +76,51 @@ def test_concurrent_puts_of_one_log_through_two_workers_lose_no_acknowledged_upd
                 assert got[field] == f"{field}-{last[field]}", field
             (listed,) = api.post("/experiments", json={}).json()
             assert {p["var1"]: p["value"] for p in listed["pinned_stats"]}["acc"] == float(last["scores"])
+
+
+# -- slow clients ------------------------------------------------------------------------------------
+def _port(base: str) -> int:
+    return int(base.split(":")[2].split("/")[0])
+
+
+def test_a_slow_client_is_cut_off_by_a_worker_while_others_are_served(pg: PgCluster) -> None:
+    """Two workers with a 1 s header timeout: a client that sends half a header, and ten that
+    send nothing, are all closed by the server, and requests of other clients meanwhile are
+    answered (before: nothing closed them; a worker held each one forever)."""
+    with _serve(pg.url(), "--workers", "2", "--header-timeout", "1") as (base, proc):
+        assert len(_workers(proc.pid)) == 2
+        port = _port(base)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b"GET /api/parea/v1/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Wait: ")
+            idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(10)]
+            try:
+                with httpx.Client(base_url=base, timeout=30) as api:
+                    for i in range(20):
+                        assert api.post("/trace_log", json=log(f"other-{i}")).status_code == 200
+                assert _closed_by_server(slow, within=30)
+                assert all(_closed_by_server(s, within=30) for s in idle)
+            finally:
+                for s in idle:
+                    s.close()
+        assert httpx.get(base + "/", timeout=30).status_code == 200
+
+
+def test_each_worker_closes_connections_past_its_cap_at_once(pg: PgCluster) -> None:
+    """Two workers holding at most 3 connections each, with headers allowed a minute: of twelve
+    silent connections at least six are closed at once (the header timeout is far off); once
+    they are gone, the server answers again."""
+    with _serve(pg.url(), "--workers", "2", "--header-timeout", "60", "--max-connections", "3") as (base, _):
+        port = _port(base)
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(12)]
+        try:
+            closed: set[socket.socket] = set()
+            deadline = time.monotonic() + 30  # half the header timeout: only the cap closes these
+            while len(closed) < 12 - 2 * 3 and time.monotonic() < deadline:
+                ready, _, _ = select.select([s for s in idle if s not in closed], [], [], 0.5)
+                closed.update(s for s in ready if _closed_by_server(s, within=0.1))
+            assert len(closed) >= 12 - 2 * 3
+        finally:
+            for s in idle:
+                s.close()
+        with httpx.Client(base_url=base, timeout=30) as api:
+            assert api.get("/").status_code == 200
