@@ -8,6 +8,9 @@ Every test runs a real ``python -m runner serve --workers 2`` over a real Postgr
 
 from __future__ import annotations
 
+import http.client
+import json
+import os
 import select
 import socket
 import subprocess
@@ -17,9 +20,12 @@ from pathlib import Path
 
 import httpx
 
+from runner.store import Store
 from tests.pg import PgCluster
+from tests.proxy_fakes import FakeProvider
 from tests.servers import experiment, log
 from tests.test_postgres import _serve, _workers
+from tests.test_server_completion import anthropic_server, body, fake, openai_server  # noqa: F401 - fixtures
 from tests.test_server_hardening import _closed_by_server
 
 # one writer process: PUT ``field`` of log ``t`` n times, the k-th value k; prints the last acknowledged k
@@ -124,3 +130,86 @@ def test_each_worker_closes_connections_past_its_cap_at_once(pg: PgCluster) -> N
                 s.close()
         with httpx.Client(base_url=base, timeout=30) as api:
             assert api.get("/").status_code == 200
+
+
+# -- the completion cache ----------------------------------------------------------------------------
+def _socket_inodes(pid: int) -> set[str]:
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(target[8:-1])
+    return out
+
+
+def _worker_of(conn: http.client.HTTPConnection, server_port: int, workers: list[int]) -> int:
+    """The worker process that accepted ``conn``: the one holding the server's end of it (its
+    inode in /proc/net/tcp, found by the client's port)."""
+    client_port = conn.sock.getsockname()[1]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        inodes = set()
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote = (int(a.split(":")[1], 16) for a in fields[1:3])
+            if (local, remote) == (server_port, client_port):
+                inodes.add(fields[9])
+        for pid in workers:
+            if inodes & _socket_inodes(pid):
+                return pid
+        time.sleep(0.05)  # still in the accept queue
+    raise AssertionError(f"no worker holds the connection from port {client_port}")
+
+
+def _complete(conn: http.client.HTTPConnection, request: dict[str, object]) -> dict[str, object]:
+    conn.request("POST", "/api/parea/v1/completion", body=json.dumps(request),
+                 headers={"content-type": "application/json"})
+    response = conn.getresponse()
+    text = response.read()
+    assert response.status == 200, text
+    answer: dict[str, object] = json.loads(text)
+    return answer
+
+
+def test_two_workers_share_the_completion_cache(pg: PgCluster, fake: FakeProvider) -> None:  # noqa: F811
+    """One connection to each of two workers (told apart by which process holds the server's end
+    of it): the same completion asked of the first and then of the second calls the provider
+    once; the second answer is a cache hit (before, each worker had a cache in its memory)."""
+    url = pg.url()
+    with _serve(url, "--workers", "2") as (base, proc):
+        workers = _workers(proc.pid)
+        assert len(workers) == 2
+        port = _port(base)
+        by_worker: dict[int, http.client.HTTPConnection] = {}
+        spare = []
+        for _ in range(200):  # the kernel hands each new connection to one of the workers
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conn.connect()
+            pid = _worker_of(conn, port, workers)
+            if pid in by_worker:
+                spare.append(conn)
+            else:
+                by_worker[pid] = conn
+            if len(by_worker) == 2:
+                break
+        assert len(by_worker) == 2, "every connection went to the same worker"
+        first, second = by_worker.values()
+        try:
+            request = body("shared between workers")
+            a = _complete(first, request)
+            assert (a["cache_hit"], a["content"], fake.calls) == (False, "echo: shared between workers", 1)
+            b = _complete(second, request)
+            assert (b["cache_hit"], b["content"], fake.calls) == (True, "echo: shared between workers", 1)
+            other = _complete(second, body("something else"))  # a miss is still a call
+            assert (other["cache_hit"], fake.calls) == (False, 2)
+        finally:
+            for conn in [*by_worker.values(), *spare]:
+                conn.close()
+    store = Store(url)
+    try:
+        assert int(store._query("SELECT count(*) FROM completion_cache")[0][0]) == 2
+    finally:
+        store.close()

@@ -13,7 +13,8 @@ text, ``instr``, ``total``) are created by :data:`COMPAT_FUNCTIONS` with the sam
 - an empty list, ``x IN ()``, becomes an empty subquery (PostgreSQL has no empty list);
 - integers used as truth values in the UI's usage roll-up;
 - DDL (:func:`translate_ddl`): ``INTEGER`` is ``BIGINT`` (every id is 64-bit), ``REAL`` is
-  ``DOUBLE PRECISION``, ``INTEGER PRIMARY KEY AUTOINCREMENT`` is a 64-bit identity column.
+  ``DOUBLE PRECISION``, ``BLOB`` is ``BYTEA``, ``INTEGER PRIMARY KEY AUTOINCREMENT`` is a 64-bit
+  identity column, and ``WITHOUT ROWID`` is dropped.
 
 SQL written for SQLite elsewhere (new migrations, new queries) keeps working unless it uses an
 idiom not listed here: add a rule and a test then.
@@ -127,6 +128,8 @@ def translate_ddl(sql: str) -> str:
     )
     sql = re.sub(r"\bINTEGER\b", "BIGINT", sql)
     sql = re.sub(r"\bREAL\b", "DOUBLE PRECISION", sql)
+    sql = re.sub(r"\bBLOB\b", "BYTEA", sql)
+    sql = re.sub(r"\)\s*WITHOUT ROWID\b", ")", sql)  # SQLite's storage choice: every table is one here
     return sql
 
 
