@@ -1,7 +1,8 @@
 """One rule for finished runs, through the server and the embedded store alike (the store is the
-same code): finishing again re-pins the stats (a ``completed`` run is never turned ``failed``:
-409), and logs written after the finish refresh the pinned stats, so the listing, ``/stats``, the
-CLI and the UI show the same numbers. Also: concurrent updates of one log are never lost."""
+same code), on SQLite and on PostgreSQL: finishing again re-pins the stats (a ``completed`` run
+is never turned ``failed``: 409), and logs written after the finish refresh the pinned stats, so
+the listing, ``/stats``, the CLI and the UI show the same numbers. Also: concurrent updates of
+one log are never lost."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ def _pinned(exp: dict[str, Any]) -> dict[str, float]:
     return {p["var1"]: p["value"] for p in exp["pinned_stats"]}
 
 
-def test_a_second_finish_never_turns_completed_into_failed(tmp_path: Path) -> None:
-    with serving(tmp_path / "runner.db") as api:
+def test_a_second_finish_never_turns_completed_into_failed(db: str | Path) -> None:
+    with serving(db) as api:
         exp = experiment(api)
         api.post("/trace_log", json=log("r1", experiment_uuid=exp["uuid"], cost=1.0))
         url = f"/experiment/{exp['uuid']}/finished"
@@ -44,8 +45,8 @@ def test_a_second_finish_never_turns_completed_into_failed(tmp_path: Path) -> No
         assert api.post(url2, json={"status": "completed"}).status_code == 200
 
 
-def test_logs_after_finish_refresh_every_view_through_the_server(tmp_path: Path) -> None:
-    with serving(tmp_path / "runner.db") as api:
+def test_logs_after_finish_refresh_every_view_through_the_server(db: str | Path) -> None:
+    with serving(db) as api:
         exp = experiment(api)
         api.post(
             "/trace_log", json=log("r1", experiment_uuid=exp["uuid"], cost=1.0, scores=[{"name": "acc", "score": 1.0}])
@@ -69,8 +70,7 @@ def test_logs_after_finish_refresh_every_view_through_the_server(tmp_path: Path)
         assert listed["status"] == "completed"
 
 
-def test_logs_after_finish_refresh_the_embedded_store_and_the_cli(tmp_path: Path) -> None:
-    db = tmp_path / "runner.db"
+def test_logs_after_finish_refresh_the_embedded_store_and_the_cli(db: str | Path) -> None:
     result = Experiment(
         name="late", data=[{"q": "a", "target": "a"}, {"q": "b", "target": "x"}], func=lambda q: q, db=db, evals=[]
     ).run(run_name="late-1", quiet=True)
@@ -109,10 +109,12 @@ def test_logs_after_finish_refresh_the_embedded_store_and_the_cli(tmp_path: Path
     assert " 3 " in f" {line} ", line
 
 
-def test_concurrent_updates_of_one_log_are_all_kept(tmp_path: Path) -> None:
-    """Twelve writers PUT different fields of one log (15 times each, the last value last) while
-    a thirteenth POSTs upserts of another: every writer's last value is there at the end."""
+def test_concurrent_updates_of_one_log_are_all_kept(db: str | Path) -> None:
+    """Thirteen writers PUT different fields of one log, its scores among them (15 times each, the
+    last value last) while a fourteenth POSTs upserts of it: on either store every writer's last
+    value is there at the end."""
     fields = [
+        "scores",
         "output",
         "target",
         "error",
@@ -126,7 +128,7 @@ def test_concurrent_updates_of_one_log_are_all_kept(tmp_path: Path) -> None:
         "project_name",
         "time_to_first_token",
     ]
-    with serving(tmp_path / "runner.db") as api:
+    with serving(db) as api:
         api.post("/trace_log", json=log("t"))
         base = str(api.base_url)
 
@@ -137,7 +139,7 @@ def test_concurrent_updates_of_one_log_are_all_kept(tmp_path: Path) -> None:
                     if j == len(fields):
                         r = c.post("/trace_log", json=log("t", annotations={"k": k}))
                     else:
-                        value: Any = float(k) if fields[j] == "time_to_first_token" else f"{j}-{k}"
+                        value = _value(fields[j], j, k)
                         r = c.put("/trace_log", json={"trace_id": "t", "field_name_to_value_map": {fields[j]: value}})
                     codes.add(r.status_code)
             return codes
@@ -147,5 +149,13 @@ def test_concurrent_updates_of_one_log_are_all_kept(tmp_path: Path) -> None:
         assert codes == {200}
         got = api.get("/trace_log/t").json()
         assert got["annotations"] == {"k": 14}
+        got["scores"] = [{"name": s["name"], "score": s["score"]} for s in got["scores"]]
         for j, name in enumerate(fields):
-            assert got[name] == (14.0 if name == "time_to_first_token" else f"{j}-14"), name
+            assert got[name] == _value(name, j, 14), name
+
+
+def _value(field: str, j: int, k: int) -> Any:
+    """Writer ``j``'s ``k``-th value of ``field``."""
+    if field == "scores":
+        return [{"name": "acc", "score": float(k)}]
+    return float(k) if field == "time_to_first_token" else f"{j}-{k}"

@@ -1,10 +1,11 @@
-"""Hostile values against a real server: non-finite numbers, lone surrogates, parent cycles and
-deep chains, generated (hypothesis) and placed anywhere in otherwise valid bodies of every route.
+"""Hostile values against a real server: non-finite numbers, lone surrogates, NUL characters, parent
+cycles and deep chains, generated (hypothesis) and placed anywhere in otherwise valid bodies of
+every route, on both stores (a SQLite file, then PostgreSQL).
 
-A non-finite number or a lone surrogate anywhere is a 422 whose ``loc`` is exactly where it was
-put; nothing is stored, and the tenant's later requests still work. Any parent graph a client can
-post (cycles, roots whose parent is their own child, orphans) reads back as a tree: every span
-at most once, no 500, whatever the depth.
+A non-finite number, a lone surrogate or a NUL (which PostgreSQL's text cannot hold) anywhere is
+a 422 whose ``loc`` is exactly where it was put; nothing is stored, and the tenant's later
+requests still work. Any parent graph a client can post (cycles, roots whose parent is their own
+child, orphans) reads back as a tree: every span at most once, no 500, whatever the depth.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from tests.servers import ServerHandle, experiment, log, start_server
 
 OWNER = key_owner("key-a")
 HOSTILE_NUMBERS = [math.nan, math.inf, -math.inf]
-HOSTILE_TEXT = ["\ud800", "\udfff", "cut \ud83d", "\ude00 tail", "ok\udc80ok"]
+HOSTILE_TEXT = ["\ud800", "\udfff", "cut \ud83d", "\ude00 tail", "ok\udc80ok", "nul \x00 inside", "\x00"]
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHandle, httpx.Client, dict[str, str]]]:
-    db = tmp_path_factory.mktemp("hostile") / "runner.db"
+def site(db_module: str | Path) -> Iterator[tuple[ServerHandle, httpx.Client, dict[str, str]]]:
+    """A server with one tenant over a SQLite file, then over PostgreSQL (``tests/pg.py``)."""
+    db = db_module
     with (
         start_server(db, api_keys=["key-a"]) as server,
         httpx.Client(base_url=server.base_url + "/", headers={"x-api-key": "key-a"}, timeout=30) as api,
@@ -144,7 +146,8 @@ def test_a_hostile_value_anywhere_is_a_422_naming_its_place(
     assert response.status_code == 422, (method, path, raw[:300], response.text)
     (error,) = response.json()["detail"]
     assert error["loc"] == ["body", *place], (raw[:300], error)
-    assert ("finite" in error["msg"]) if isinstance(bad, float) else ("surrogate" in error["msg"])
+    expected = "finite" if isinstance(bad, float) else "NUL character" if "\x00" in bad else "surrogate"
+    assert expected in error["msg"], error
     assert server.store.count_traces(OWNER) == before
 
 
@@ -257,7 +260,7 @@ def test_a_chain_deeper_than_any_json_reader_nests_reads_back(
         assert page.status_code == 200 and f"{depth + 1} span(s)" in page.text
 
 
-def test_a_runner_row_150_spans_deep_through_http_reads_back(tmp_path: Path) -> None:
+def test_a_runner_row_150_spans_deep_through_http_reads_back(db: str | Path) -> None:
     @trace
     def dig(n: int) -> int:
         return n if n == 0 else dig(n - 1) + 1
@@ -265,7 +268,7 @@ def test_a_runner_row_150_spans_deep_through_http_reads_back(tmp_path: Path) -> 
     def func(q: str) -> str:
         return str(dig(150))
 
-    with start_server(tmp_path / "runner.db") as server:
+    with start_server(db) as server:
         result = Experiment(name="deep", data=[{"q": "x", "target": "150"}], func=func, base_url=server.base_url).run(
             quiet=True
         )

@@ -183,6 +183,7 @@ def test_list_experiments_filters(api: httpx.Client) -> None:
     assert names(run_name_filter="run-") == sorted([a["uuid"], b["uuid"]])
     assert names(metadata_filter={"model": "y"}) == [b["uuid"]]
     assert names(experiment_uuids=[c["uuid"]]) == [c["uuid"]]
+    assert names(experiment_uuids=[]) == []  # an empty list: PostgreSQL has no `IN ()`
     assert names(project_name="nope") == []
     listed = api.post("/experiments", json={"experiment_uuids": [a["uuid"]]}).json()[0]
     assert (listed["status"], listed["pinned_stats"], listed["num_samples"]) == ("running", [], 0)

@@ -1,5 +1,6 @@
-"""Two tenants on one real server (two API keys, uvicorn on loopback, a SQLite file): neither can
-read, squat or poison the other's data, and the completion cache answers only its own tenant."""
+"""Two tenants on one real server (two API keys, uvicorn on loopback, a SQLite file, then
+PostgreSQL): neither can read, squat or poison the other's data, and the completion cache (in
+the store on both) answers only its own tenant."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from tests.servers import ServerHandle, experiment, log, start_server
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerHandle]:
-    with start_server(tmp_path / "runner.db", api_keys=["key-a", "key-b"]) as handle:
+def server(db: str | Path) -> Iterator[ServerHandle]:
+    """A server with two tenants, over a SQLite file, then over PostgreSQL (``tests/pg.py``)."""
+    with start_server(db, api_keys=["key-a", "key-b"]) as handle:
         yield handle
 
 
@@ -137,9 +139,9 @@ def _completion(client: httpx.Client, **extra: Any) -> dict[str, Any]:
     return dict(response.json())
 
 
-def test_the_completion_cache_is_per_tenant_and_per_provider_key(provider: FakeProvider, tmp_path: Path) -> None:
+def test_the_completion_cache_is_per_tenant_and_per_provider_key(provider: FakeProvider, db: str | Path) -> None:
     with (
-        start_server(tmp_path / "runner.db", api_keys=["key-a", "key-b"]) as server,
+        start_server(db, api_keys=["key-a", "key-b"]) as server,
         httpx.Client(base_url=server.base_url + "/", headers={"x-api-key": "key-a"}, timeout=30) as a,
         httpx.Client(base_url=server.base_url + "/", headers={"x-api-key": "key-b"}, timeout=30) as b,
     ):

@@ -416,14 +416,20 @@ class _Worker:
     def _embedded_for(self, db_path: str) -> _Embedded:
         from runner.store.postgres import is_postgres_url
 
-        remote = db_path == ":memory:" or is_postgres_url(db_path)  # a PostgreSQL store: cache in memory
+        remote = db_path == ":memory:" or is_postgres_url(db_path)
         key = db_path if remote else str(Path(db_path).resolve())
         state = self._embedded.get(key)
         if state is None:
             from runner.proxy import MemoryCompletionCache, Proxy, ProxySettings, SQLiteCompletionCache
+            from runner.proxy.cache import StoreCompletionCache
+            from runner.store import Store
 
             settings = ProxySettings.from_env()
-            cache: CompletionCache = MemoryCompletionCache() if remote else SQLiteCompletionCache(key)
+            cache: CompletionCache = (
+                MemoryCompletionCache() if key == ":memory:"
+                else StoreCompletionCache(Store(key), close_store=True) if remote  # in the database
+                else SQLiteCompletionCache(key)
+            )
             state = self._embedded[key] = _Embedded(Proxy(cache, settings=settings), cache)
         return state
 

@@ -5,7 +5,7 @@ The pieces, in the order a request meets them::
     models      CompletionsSchema in, CompletionsResponseSchema out (the wire format)
     settings    ProxySettings: keys, base URLs, prices, retry policy (env read here only)
     engine      Proxy.complete() / Proxy.stream(): validate, cache, single-flight, log
-    cache       the cache key rule; MemoryCompletionCache, SQLiteCompletionCache
+    cache       the cache key rule; MemoryCompletionCache, SQLiteCompletionCache, StoreCompletionCache
     providers   OpenAI-compatible and Anthropic request building and response parsing
     upstream    the shared httpx client, retries with backoff, server-sent events
     pricing     USD per million tokens, overridable
@@ -27,6 +27,7 @@ from runner.proxy.cache import (
     CompletionCache,
     MemoryCompletionCache,
     SQLiteCompletionCache,
+    StoreCompletionCache,
     cache_key,
 )
 from runner.proxy.engine import CompletionStream, LogSink, Proxy, resolve_call
@@ -71,6 +72,7 @@ __all__ = [
     "ProxySettings",
     "Role",
     "SQLiteCompletionCache",
+    "StoreCompletionCache",
     "cache_key",
     "is_rate_limited",
     "resolve_call",

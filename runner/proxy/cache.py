@@ -1,4 +1,4 @@
-"""The completion cache: a key derived from what the provider sees, and two stores for it.
+"""The completion cache: a key derived from what the provider sees, and three stores for it.
 
 **The cache key** is the SHA-256 of a canonical JSON (sorted keys, no spaces) of:
 
@@ -19,7 +19,10 @@ re-runs cached, put the trial index in ``metadata["cache_seed"]``; to bypass the
 ``cache: false``. The API key and base URL are not part of the key.
 
 Only successful completions are stored. Stores are synchronous and thread-safe: the proxy reads
-on the event loop (a primary-key lookup) and writes from a worker thread.
+on the event loop (a primary-key lookup) and writes from a worker thread. The cache of a SQLite
+store is :class:`SQLiteCompletionCache` on its file; that of a PostgreSQL store is
+:class:`StoreCompletionCache`, in the database, so every server worker (and every embedded run
+on that database) shares it.
 """
 
 from __future__ import annotations
@@ -35,13 +38,15 @@ from typing import Any, Protocol
 import orjson
 
 from runner.proxy.providers import Completion, LLMCall
-from runner.store.sqlite import enable_wal
+from runner.store.migrations import COMPLETION_CACHE_TABLE
+from runner.store.sqlite import Store, enable_wal
 
 __all__ = [
     "CACHE_SEED_KEY",
     "CompletionCache",
     "MemoryCompletionCache",
     "SQLiteCompletionCache",
+    "StoreCompletionCache",
     "cache_key",
     "cache_scope",
 ]
@@ -107,15 +112,7 @@ class MemoryCompletionCache:
         return len(self._entries)
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS completion_cache (
-    key        TEXT PRIMARY KEY,     -- runner.proxy.cache.cache_key()
-    provider   TEXT NOT NULL,
-    model      TEXT NOT NULL,        -- as answered by the provider
-    value      BLOB NOT NULL,        -- JSON: content, model, input_tokens, output_tokens
-    created_at TEXT NOT NULL         -- ISO 8601, UTC
-) WITHOUT ROWID
-"""
+_SCHEMA = COMPLETION_CACHE_TABLE  # a migration of the store, so a store file has it already
 
 
 class SQLiteCompletionCache:
@@ -161,9 +158,7 @@ class SQLiteCompletionCache:
         row = self._conn().execute("SELECT value FROM completion_cache WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
-        data = orjson.loads(row[0])
-        return Completion(str(data["content"]), str(data["model"]), int(data["input_tokens"]),
-                          int(data["output_tokens"]))
+        return _completion(row[0])
 
     def put(self, key: str, completion: Completion, *, provider: str) -> None:
         self._conn().execute(
@@ -183,3 +178,45 @@ class SQLiteCompletionCache:
 
     def __len__(self) -> int:
         return int(self._conn().execute("SELECT count(*) FROM completion_cache").fetchone()[0])
+
+
+def _completion(value: bytes | str) -> Completion:
+    data = orjson.loads(value)
+    return Completion(str(data["content"]), str(data["model"]), int(data["input_tokens"]), int(data["output_tokens"]))
+
+
+class StoreCompletionCache:
+    """Completions in table ``completion_cache`` of an open store (a migration makes it), through
+    the store's own connections: a PostgreSQL store's cache is shared by every process on it.
+
+    ``close_store=True`` closes the store with the cache (when the cache opened it).
+
+    Example::
+
+        cache = StoreCompletionCache(Store("postgresql://runner@db/runner"), close_store=True)
+    """
+
+    def __init__(self, store: Store, *, close_store: bool = False) -> None:
+        self.store = store
+        self._close_store = close_store
+
+    def get(self, key: str) -> Completion | None:
+        rows = self.store._query("SELECT value FROM completion_cache WHERE key=?", (key,))
+        return _completion(bytes(rows[0][0])) if rows else None
+
+    def put(self, key: str, completion: Completion, *, provider: str) -> None:
+        with self.store.transaction() as c:
+            c.execute(
+                "INSERT INTO completion_cache (key, provider, model, value, created_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET provider=excluded.provider, model=excluded.model,"
+                " value=excluded.value, created_at=excluded.created_at",
+                (key, provider, completion.model, orjson.dumps(asdict(completion)),
+                 datetime.now(timezone.utc).isoformat()),
+            )
+
+    def close(self) -> None:
+        if self._close_store:
+            self.store.close()
+
+    def __len__(self) -> int:
+        return int(self.store._query("SELECT count(*) FROM completion_cache")[0][0])

@@ -57,7 +57,8 @@ def serve(
 
     Requests are answered for a loopback ``Host``, the bound address and ``allowed_hosts``;
     headers must arrive within ``header_timeout`` s, a body within ``body_timeout`` s of silence
-    (and at 1 KB/s on average past that); at most ``max_connections`` are open at once.
+    (and at 1 KB/s on average past that); at most ``max_connections`` are open at once (in each
+    worker).
     ``workers`` > 1 runs that many server processes (PostgreSQL only); ``migrate=False`` refuses
     a PostgreSQL database whose schema is not current instead of upgrading it."""
     import os
@@ -65,7 +66,7 @@ def serve(
     import uvicorn
 
     from runner.server.slow_clients import uvicorn_options
-    from runner.server.workers import check_workers, run_workers, worker_env
+    from runner.server.workers import PROTOCOL, check_workers, run_workers, worker_env
     from runner.store import Store
 
     check_bind(host, api_keys)
@@ -82,13 +83,12 @@ def serve(
     if workers > 1:
         url = store.path
         store.close()  # each worker opens its own
-        os.environ.update(worker_env(url, list(api_keys), hosts, body_timeout))
+        os.environ.update(worker_env(url, list(api_keys), hosts, body_timeout, header_timeout, max_connections))
         print(f"runner: serving {shown_db} {where}, {workers} workers", flush=True)
         run_workers(
             uvicorn.Config(
                 "runner.server.workers:make_app", factory=True, workers=workers, host=host, port=port,
-                log_level=log_level, access_log=access_log, timeout_keep_alive=5,
-                limit_concurrency=max_connections,
+                log_level=log_level, access_log=access_log, timeout_keep_alive=5, http=PROTOCOL,
             )
         )
         return

@@ -10,8 +10,8 @@ a store failure 503. Schema errors keep FastAPI's 422 body.
 Bodies are bounded before any route sees them (:class:`BodyLimitMiddleware`): more than
 ``max_body_bytes`` (16 MiB by default) is a 413, JSON nested deeper than :data:`MAX_JSON_DEPTH`
 levels a 422, and so is an integer the store cannot hold (beyond 64 bits), a non-finite number
-(``NaN``, ``Infinity``, ``1e999``) or a lone UTF-16 surrogate anywhere in a JSON body
-(:mod:`runner.server.json_values`), each with the field's location.
+(``NaN``, ``Infinity``, ``1e999``), a lone UTF-16 surrogate or a NUL character anywhere in a
+JSON body (:mod:`runner.server.json_values`), each with the field's location.
 """
 
 from __future__ import annotations

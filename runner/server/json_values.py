@@ -7,11 +7,14 @@ later, so they are refused, with a 422 naming the field, before any route sees t
   numbers too large for a double (``1e999``, valid JSON, read as infinity). Stored, they turn into
   ``null`` or break every later read that serialises them;
 * **lone UTF-16 surrogates** (``"\\ud800"``: valid JSON escapes, not text): SQLite cannot encode
-  them, so any write holding one failed with a 500.
+  them, so any write holding one failed with a 500;
+* **NUL characters** (``"\\u0000"``): PostgreSQL's text cannot hold them, so they are refused on
+  both stores alike (a runner's row holding one is stored as that row's error, with the reason).
 
-orjson refuses both (and is the fastest strict parser at hand), so a body orjson reads is fine;
-only a body it refuses is read again, by Python's lenient parser, to find and name the field
-(:func:`bad_value`). A body neither reads is left to the route's own parser and its 422.
+orjson refuses the first two (and is the fastest strict parser at hand), so a body orjson reads
+without a ``\\u0000`` escape is fine; only a body it refuses is read again, by Python's lenient
+parser, to find and name the field (:func:`bad_value`). A body neither reads is left to the
+route's own parser and its 422.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ def bad_value(body: bytes) -> tuple[list[str | int], str] | None:
     if not body:
         return None
     try:
-        orjson.loads(body)
-        return None
+        parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         pass
+    else:
+        return first_bad(parsed) if b"\\u0000" in body else None
     try:
         value = json.loads(body)
     except (ValueError, RecursionError):
@@ -60,6 +64,8 @@ def first_bad(value: Any) -> tuple[list[str | int], str] | None:
                     "the text holds a lone UTF-16 surrogate (an escape such as \\ud800 without its pair): "
                     "send valid Unicode text (replace or drop the broken character)"
                 )
+            if "\x00" in v:
+                return path, _NUL
         elif isinstance(v, dict):
             items = list(v.items())
             for key, _ in items:
@@ -67,10 +73,18 @@ def first_bad(value: Any) -> tuple[list[str | int], str] | None:
                     return [*path, key.encode("utf-8", "backslashreplace").decode()], (
                         "the key holds a lone UTF-16 surrogate: send valid Unicode text"
                     )
+                if "\x00" in key:
+                    return [*path, key], "the key " + _NUL[9:]
             stack.extend(([*path, k], item) for k, item in reversed(items))
         elif isinstance(v, list):
             stack.extend(([*path, i], item) for i, item in reversed(list(enumerate(v))))
     return None
+
+
+_NUL = (
+    "the text holds a NUL character (\\u0000), which the store cannot keep (PostgreSQL's text cannot): "
+    "drop it, or send binary data as base64"
+)
 
 
 def _lone_surrogate(text: str) -> bool:

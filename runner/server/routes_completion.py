@@ -3,7 +3,8 @@
 Both take a ``CompletionsSchema`` (``llm_configuration``: ``model``, ``provider``,
 ``model_params``, ``messages``, ``history``, ``functions``, ``function_call``) and are served by
 one :class:`runner.proxy.Proxy` per app (made on the first call, closed at shutdown), whose
-completion cache lives in the store's SQLite file. Provider keys and base URLs come from the
+completion cache lives in the store (the SQLite file, or a table of the PostgreSQL database
+that every server worker shares). Provider keys and base URLs come from the
 server's environment (``OPENAI_API_KEY``, ``ANTHROPIC_BASE_URL`` ...; see
 :mod:`runner.proxy.settings`); a request that cannot be served as configured gets 400 with a
 ``detail`` naming what to set, and one naming an experiment the caller cannot see gets 404.
@@ -58,10 +59,12 @@ from runner.proxy import (
     Proxy,
     ProxySettings,
     SQLiteCompletionCache,
+    StoreCompletionCache,
 )
 from runner.server.deps import OwnerDep, StoreDep
 from runner.server.routes_prompts import resolve_deployment
 from runner.store import Store
+from runner.store.postgres import is_postgres_url
 
 __all__ = ["aclose_proxy", "proxy_for", "router"]
 
@@ -82,8 +85,13 @@ def proxy_for(app: Any) -> Proxy:
     proxy: Proxy | None = getattr(app.state, "completion_proxy", None)
     if proxy is None:
         store: Store = app.state.store
-        in_memory = store.path == ":memory:" or "://" in store.path  # a PostgreSQL store: no cache file
-        cache: CompletionCache = MemoryCompletionCache() if in_memory else SQLiteCompletionCache(store.path)
+        cache: CompletionCache
+        if store.path == ":memory:":
+            cache = MemoryCompletionCache()
+        elif is_postgres_url(store.path):  # in the database: shared by the server's workers
+            cache = StoreCompletionCache(store)
+        else:
+            cache = SQLiteCompletionCache(store.path)
         proxy = Proxy(cache, settings=ProxySettings.from_env())
         app.state.completion_proxy = proxy
     return proxy

@@ -4,6 +4,11 @@ The parent process checks (and migrates) the database once, then uvicorn spawns 
 which build their app with :func:`make_app` from what the parent left in the environment
 (``RUNNER_SERVE_DB``, ``RUNNER_SERVE_KEYS``; children of this process only). Only PostgreSQL
 takes several writers at once: with SQLite, :func:`check_workers` refuses more than one.
+
+Each worker cuts off slow clients as the single-process server does
+(:mod:`runner.server.slow_clients`): headers within ``--header-timeout`` seconds, at most
+``--max-connections`` open connections per worker. uvicorn builds the workers' protocol from an
+import string, so it is :data:`WorkerProtocol`, made from the environment on first use.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ import orjson
 
 from runner.errors import ConfigError
 
-__all__ = ["check_workers", "make_app", "run_workers", "worker_env"]
+__all__ = ["PROTOCOL", "check_workers", "make_app", "run_workers", "worker_env"]
+
+#: the import string of the workers' HTTP protocol (uvicorn's ``http=``)
+PROTOCOL = "runner.server.workers:WorkerProtocol"
 
 
 def check_workers(db: str | Path, workers: int) -> None:
@@ -32,13 +40,31 @@ def check_workers(db: str | Path, workers: int) -> None:
         )
 
 
-def worker_env(db: str, api_keys: list[str], allowed_hosts: list[str], body_timeout: float) -> dict[str, str]:
+def worker_env(
+    db: str, api_keys: list[str], allowed_hosts: list[str], body_timeout: float, header_timeout: float,
+    max_connections: int,
+) -> dict[str, str]:
     return {
         "RUNNER_SERVE_DB": db,
         "RUNNER_SERVE_KEYS": orjson.dumps(api_keys).decode(),
         "RUNNER_SERVE_HOSTS": orjson.dumps(allowed_hosts).decode(),
         "RUNNER_SERVE_BODY_TIMEOUT": str(body_timeout),
+        "RUNNER_SERVE_HEADER_TIMEOUT": str(header_timeout),
+        "RUNNER_SERVE_MAX_CONNECTIONS": str(max_connections),
     }
+
+
+def __getattr__(name: str) -> Any:
+    """``WorkerProtocol``: :func:`runner.server.slow_clients.protocol` with the limits the parent
+    left in the environment (read in the worker, which imports it through :data:`PROTOCOL`)."""
+    if name == "WorkerProtocol":
+        from runner.server.slow_clients import HEADER_TIMEOUT, MAX_CONNECTIONS, protocol
+
+        return protocol(
+            float(os.environ.get("RUNNER_SERVE_HEADER_TIMEOUT", HEADER_TIMEOUT)),
+            int(os.environ.get("RUNNER_SERVE_MAX_CONNECTIONS", MAX_CONNECTIONS)),
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run_workers(config: Any) -> None:

@@ -6,6 +6,17 @@ many have run. Never edit a released migration: append a new one.
 
 from __future__ import annotations
 
+#: the completion cache's table (:mod:`runner.proxy.cache`), one of the migrations below
+COMPLETION_CACHE_TABLE = """
+CREATE TABLE IF NOT EXISTS completion_cache (
+    key        TEXT PRIMARY KEY,     -- runner.proxy.cache.cache_key()
+    provider   TEXT NOT NULL,
+    model      TEXT NOT NULL,        -- as answered by the provider
+    value      BLOB NOT NULL,        -- JSON: content, model, input_tokens, output_tokens
+    created_at TEXT NOT NULL         -- ISO 8601, UTC
+) WITHOUT ROWID
+"""
+
 MIGRATIONS: list[str] = [
     # 1: projects, experiments, traces, datasets, feedback
     """
@@ -193,4 +204,7 @@ MIGRATIONS: list[str] = [
     # issue 15 (finish-15): failures of a run stored with it, an extension of the finish call:
     # {"dataset_level": {eval: message}, "scorers": {scorer: example message}}; NULL when none were sent
     "ALTER TABLE experiments ADD COLUMN run_errors TEXT;",
+    # issue 17 (round 3): the /completion cache as a table of the store, so on PostgreSQL every
+    # server worker shares it; on SQLite it is the table runner.proxy.cache keeps in the store file
+    COMPLETION_CACHE_TABLE,
 ]

@@ -10,9 +10,11 @@ text, ``instr``, ``total``) are created by :data:`COMPAT_FUNCTIONS` with the sam
 - ``rowid IN (SELECT value FROM json_each(?))`` and ``json_each(?)`` over a JSON array;
 - ``json_extract(value, '$.score')`` (a score of a ``json_each`` element) is read as a number;
 - ``LIKE`` becomes ``ILIKE`` (SQLite's LIKE ignores ASCII case), ``char(10)`` becomes ``chr(10)``;
+- an empty list, ``x IN ()``, becomes an empty subquery (PostgreSQL has no empty list);
 - integers used as truth values in the UI's usage roll-up;
 - DDL (:func:`translate_ddl`): ``INTEGER`` is ``BIGINT`` (every id is 64-bit), ``REAL`` is
-  ``DOUBLE PRECISION``, ``INTEGER PRIMARY KEY AUTOINCREMENT`` is a 64-bit identity column.
+  ``DOUBLE PRECISION``, ``BLOB`` is ``BYTEA``, ``INTEGER PRIMARY KEY AUTOINCREMENT`` is a 64-bit
+  identity column, and ``WITHOUT ROWID`` is dropped.
 
 SQL written for SQLite elsewhere (new migrations, new queries) keeps working unless it uses an
 idiom not listed here: add a rule and a test then.
@@ -38,6 +40,7 @@ _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = (
     (_JSON_FIELD, r"(\1::json -> '\2')::text"),
     (re.compile(r"\bLIKE\b"), "ILIKE"),
     (re.compile(r"\bchar\(10\)"), "chr(10)"),
+    (re.compile(r"\bIN \(\)"), "IN (SELECT NULL WHERE false)"),  # SQLite's empty list
     # a score read out of a JSON element is a number (SQLite's json_extract gives one)
     (re.compile(r"json_extract\((\w+\.)?value,\s*'\$\.score'\)"), r"runner_float(json_extract(\1value,'$.score'))"),
     (
@@ -125,6 +128,8 @@ def translate_ddl(sql: str) -> str:
     )
     sql = re.sub(r"\bINTEGER\b", "BIGINT", sql)
     sql = re.sub(r"\bREAL\b", "DOUBLE PRECISION", sql)
+    sql = re.sub(r"\bBLOB\b", "BYTEA", sql)
+    sql = re.sub(r"\)\s*WITHOUT ROWID\b", ")", sql)  # SQLite's storage choice: every table is one here
     return sql
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,9 @@ FROM json_array_elements(:logs::json) WITH ORDINALITY AS b(v, n)
 ORDER BY n
 {_ON_CONFLICT}
 """
+
+#: the first key of the advisory locks a PUT takes on one log (the second is a hash of the log)
+TRACE_LOCK = 17
 
 _COLUMN_FIELDS = {
     "trace_id", "trace_name", "status", "experiment_uuid", "root_trace_id", "parent_trace_id",
@@ -151,6 +154,24 @@ class PgStore(Store):
                         c.execute(_PG_UPSERT_BATCH, {"owner": owner, "created": created, "logs": _dumps(batch)})
                 return
             except BackendError as exc:  # two writers upserting the same traces in other orders
+                if "deadlock" not in str(exc) or attempt == 4 or getattr(self._tx, "conn", None) is not None:
+                    raise
+
+    def _read_for_update(self, c: Any, trace_id: str, owner: str) -> Any:
+        """A PUT's read, holding the log until its rewrite commits: ``FOR UPDATE`` makes a racing
+        post wait. A racing PUT must wait *before* it reads, on a lock of its own (an advisory
+        one per log): the rewrite deletes the row and inserts it anew, and a ``FOR UPDATE`` that
+        waited on a row deleted meanwhile would find no row at all."""
+        c.execute("SELECT pg_advisory_xact_lock(?, hashtext(? || '/' || ?))", (TRACE_LOCK, owner, trace_id))
+        return c.execute(
+            "SELECT data FROM traces WHERE trace_id=? AND owner=? FOR UPDATE", (trace_id, owner)
+        ).fetchone()
+
+    def update_trace(self, trace_id: str, fields: Mapping[str, Any], owner: str = "") -> None:
+        for attempt in range(5):  # a PUT and a batch that takes its log and the same experiment
+            try:
+                return super().update_trace(trace_id, fields, owner)
+            except BackendError as exc:
                 if "deadlock" not in str(exc) or attempt == 4 or getattr(self._tx, "conn", None) is not None:
                     raise
 

@@ -228,15 +228,21 @@ class TraceQueries:
         """``PUT /trace_log``: set the given fields of an existing log.
 
         Read, merge and write happen in one write transaction, so concurrent updates of
-        different fields (and posts racing them) all survive."""
-        with self.transaction():
-            rows = self._query("SELECT data FROM traces WHERE trace_id=? AND owner=?", (trace_id, owner))
-            if not rows:
+        different fields (and posts racing them) all survive: SQLite's holds the write lock from
+        its start (``BEGIN IMMEDIATE``), PostgreSQL's reads the row ``FOR UPDATE``."""
+        with self.transaction() as c:
+            row = self._read_for_update(c, trace_id, owner)
+            if row is None:
                 raise NotFoundError(f"trace {trace_id} not found")
-            data = orjson.loads(rows[0][0])
+            data = orjson.loads(row[0])
             data.update(fields)
             data["trace_id"] = trace_id
             self._write_prepared(self._prepare_logs([data], owner), owner, delete_first=trace_id)
+
+    def _read_for_update(self, c: Any, trace_id: str, owner: str) -> Any:
+        """The stored ``data`` row of a log, read in the write transaction ``c`` that will
+        rewrite it (SQLite's write transaction holds the whole file already)."""
+        return c.execute("SELECT data FROM traces WHERE trace_id=? AND owner=?", (trace_id, owner)).fetchone()
 
     # -- reads ------------------------------------------------------------------------------
     def stored_trace_ids(self, trace_ids: Sequence[str], owner: str = "") -> set[str]:

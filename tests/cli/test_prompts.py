@@ -1,5 +1,6 @@
 """``python -m runner prompts ...`` in real subprocesses: on the local store (then served by a real
-server from the same file), and against a real server with API keys."""
+server from the same store), and against a real server with API keys; each on a SQLite file and
+on PostgreSQL (``RUNNER_DB``, the ``db`` fixture of ``tests/pg.py``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from runner.store import Store
 from tests.cli.test_main import cli
 from tests.servers import start_server
 
@@ -43,7 +46,10 @@ def as_json(*args: str, cwd: Path) -> Any:
     return json.loads(ok(*args, "--json", cwd=cwd))
 
 
-def test_push_list_show_diff_deploy_and_roll_back_on_the_local_store(tmp_path: Path) -> None:
+def test_push_list_show_diff_deploy_and_roll_back_on_the_local_store(
+    tmp_path: Path, db: str | Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNNER_DB", str(db))
     v1, v2 = files(tmp_path)
     out = ok("prompts", "push", str(v1), "--name", "greeter", "-m", "first", "--author", "ada", cwd=tmp_path)
     assert "stored greeter@1" in out
@@ -72,9 +78,14 @@ def test_push_list_show_diff_deploy_and_roll_back_on_the_local_store(tmp_path: P
     assert ok("prompts", "deploy", "greeter@2", cwd=tmp_path).strip() == f"{dep} serves greeter@2 (was @1)"
     assert f"{dep} -> @2" in ok("prompts", "list", cwd=tmp_path)
     assert ok("prompts", "rollback", dep, cwd=tmp_path).strip() == f"{dep} serves greeter@1 again (was @2)"
+    store = Store(db)  # the CLI wrote into the store RUNNER_DB names
+    try:
+        assert store.get_deployment(dep)["version"] == 1
+    finally:
+        store.close()
 
     # the same store behind `serve`: Parea's /deployed-prompt serves what the CLI deployed
-    with start_server(tmp_path / ".runner" / "runner.db") as server:
+    with start_server(db) as server:
         r = httpx.post(f"{server.base_url}/deployed-prompt",
                        json={"deployment_id": dep, "llm_inputs": {"language": "French", "name": "Ada"}})
     assert r.status_code == 200, r.text
@@ -85,9 +96,9 @@ def test_push_list_show_diff_deploy_and_roll_back_on_the_local_store(tmp_path: P
                                          {"role": "user", "content": "Greet Ada."}]
 
 
-def test_the_cli_against_a_server_with_keys(tmp_path: Path) -> None:
+def test_the_cli_against_a_server_with_keys(tmp_path: Path, db: str | Path) -> None:
     v1, v2 = files(tmp_path)
-    with start_server(tmp_path / "server.db", api_keys=["k1", "k2"]) as server:
+    with start_server(db, api_keys=["k1", "k2"]) as server:
         door = ("--base-url", server.base_url, "--api-key", "k1")
         ok("prompts", "push", str(v1), "--name", "greeter", *door, cwd=tmp_path)
         ok("prompts", "push", str(v2), "--name", "greeter", *door, cwd=tmp_path)
@@ -105,7 +116,10 @@ def test_the_cli_against_a_server_with_keys(tmp_path: Path) -> None:
         assert proc.returncode != 0 and "prompt 'greeter' not found" in proc.stderr
 
 
-def test_bad_input_is_one_line_naming_the_problem(tmp_path: Path) -> None:
+def test_bad_input_is_one_line_naming_the_problem(
+    tmp_path: Path, db: str | Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNNER_DB", str(db))
     bad = tmp_path / "bad.yaml"
     bad.write_text(textwrap.dedent("""\
         model: gpt-4o-mini

@@ -9,7 +9,6 @@ numbers follow the fake's rule (one token per word): ``"first qN"`` is 2 tokens 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,11 +217,9 @@ def test_tokens_and_cost_add_up_to_the_root_and_the_result(door: Door, fake: Fak
     assert first["experiment_uuid"] == result.experiment_uuid and first["cache_hit"] is False
     assert first["configuration"]["model"] == "gpt-4o-mini" and first["output"].startswith("echo: first q")
     assert door.store.count_traces() == 9  # 3 roots and 6 calls: the server's log and the row's are one
-    # the calls went where the experiment's results go: its file (embedded) or its server, whose
-    # store holds the completion cache; not to the default store
-    if door.kind != "postgresql":  # a PostgreSQL store keeps the completion cache in memory
-        with sqlite3.connect(door.db) as conn:
-            assert conn.execute("SELECT count(*) FROM completion_cache").fetchone()[0] == 6
+    # the calls went where the experiment's results go: its store (a file or PostgreSQL) or its
+    # server, whose store holds the completion cache; not to the default store
+    assert int(door.store._query("SELECT count(*) FROM completion_cache")[0][0]) == 6
     assert not Path(".runner").exists()
 
 
