@@ -1,23 +1,30 @@
 """Two runs side by side: :func:`runner.compare.compare_rows` plus what the page draws from it.
 
-The comparison reads both runs in full (it pairs rows by their row id and needs their inputs
-and outputs for the rows that changed most), so it is kept per pair of run versions: the second
-view of a comparison costs nothing.
+The comparison pairs the runs' rows on their compact columns (the run views' :class:`CompactRun`:
+row id, trial, status, scores, usage; stored with a finished run, so nothing is scanned), given
+to :func:`~runner.compare.compare_rows` as minimal logs: the same code as ``python -m runner
+compare`` computes the same numbers. Only the rows that changed most, which the page shows with
+their inputs and outputs, are then read in full. A comparison is kept per pair of run versions:
+the second view of it costs nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from runner.compare import Comparison, compare_rows, row_key
+from runner.compare import Comparison, RowChange, _output, compare_rows
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from runner.server.ui.runs import RunView
     from runner.store import Store
+    from runner.store.columns import CompactRun
 
-__all__ = ["PairView", "build_pair"]
+__all__ = ["PairView", "build_pair", "logs_of"]
 
 #: rows that regressed (and improved) most, listed on the page
 TOP_ROWS = 10
@@ -32,39 +39,89 @@ class PairView:
     comparison: Comparison
     #: score name -> (A's value, B's value) per row scored in both, trials averaged
     points: dict[str, tuple[list[float], list[float]]]
-    #: row id -> trace id of the row's first trial, per run (to open the rows that changed)
+    #: row id -> trace id of the row's first trial, per run, for the rows listed (to open them)
     traces_a: dict[str, str]
     traces_b: dict[str, str]
 
 
-def _per_row(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
-    """score name -> row id -> mean over the row's trials; row id -> first trial's trace id."""
-    sums: dict[str, dict[str, list[float]]] = {}
-    first: dict[str, tuple[int, str]] = {}
+def logs_of(columns: CompactRun) -> list[dict[str, Any]]:
+    """The run's root logs as far as a comparison reads them (row id, trial, row hash, status,
+    scores, latency, tokens, cost), in logging order; ``rowid`` locates the full log."""
+    names = list(columns.scores)
+    values = [columns.scores[n].tolist() for n in names]
+    status = [columns.statuses[c] for c in columns.status_code.tolist()]
+    latency, tokens, cost = columns.latency.tolist(), columns.total_tokens.tolist(), columns.cost.tolist()
+    out = []
+    for i, rowid in enumerate(columns.rowid.tolist()):
+        meta: dict[str, Any] = {"row_id": columns.pair_key[i]}
+        if columns.trial[i] is not None:
+            meta["trial"] = columns.trial[i]
+        if columns.row_hash[i] is not None:
+            meta["row_hash"] = columns.row_hash[i]
+        out.append(
+            {
+                "rowid": rowid,
+                "metadata": meta,
+                "status": status[i],
+                # NaN (no value) is the one value unequal to itself
+                "scores": [{"name": n, "score": v[i]} for n, v in zip(names, values, strict=True) if v[i] == v[i]],
+                "latency": latency[i],
+                "total_tokens": tokens[i],
+                "cost": cost[i],
+            }
+        )
+    return out
+
+
+def _first_trials(rows: Sequence[Mapping[str, Any]], wanted: set[str]) -> dict[str, int]:
+    """row id -> rowid of its first trial, for the rows ``wanted`` (the one compare_rows shows)."""
+    first: dict[str, tuple[Any, int]] = {}
     for r in rows:
-        rid = row_key(r)
-        trial = int((r.get("metadata") or {}).get("trial") or 0)
-        if rid not in first or trial < first[rid][0]:
-            first[rid] = (trial, str(r["trace_id"]))
-        for s in r.get("scores") or []:
-            sums.setdefault(s["name"], {}).setdefault(rid, []).append(float(s["score"]))
-    means = {name: {rid: sum(v) / len(v) for rid, v in per.items()} for name, per in sums.items()}
-    return means, {rid: t for rid, (_, t) in first.items()}
+        meta = r["metadata"]
+        rid = meta["row_id"]
+        if rid in wanted and (rid not in first or meta.get("trial", 0) < first[rid][0]):
+            first[rid] = (meta.get("trial", 0), r["rowid"])
+    return {rid: rowid for rid, (_, rowid) in first.items()}
+
+
+def _with_logs(change: RowChange, a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> RowChange:
+    """``change`` with the inputs and outputs of the rows' full logs (as compare_rows reads them)."""
+    if a is None or b is None:  # rewritten since the columns were read: shown without them
+        return change
+    return dataclasses.replace(
+        change,
+        inputs=dict(a.get("inputs") or {}),
+        output_a=_output(a),
+        output_b=_output(b),
+        status_a=str(a.get("status") or "success"),
+        status_b=str(b.get("status") or "success"),
+    )
 
 
 def build_pair(store: Store, a: RunView, b: RunView, owner: str) -> PairView:
     """Compare run ``b`` (the candidate) against run ``a`` (the baseline)."""
-    rows_a = store.run_logs(a.uuid, owner)
-    rows_b = rows_a if b.uuid == a.uuid else store.run_logs(b.uuid, owner)
+    assert a.compact is not None and b.compact is not None, "a RunView is made of its columns"
+    rows_a = logs_of(a.compact)
+    rows_b = rows_a if b.uuid == a.uuid else logs_of(b.compact)
     label_a, label_b = _labels(a.experiment, b.experiment)
     comparison = compare_rows(rows_a, rows_b, label_a=label_a, label_b=label_b, top=TOP_ROWS)
-    means_a, traces_a = _per_row(rows_a)
-    means_b, traces_b = _per_row(rows_b)
+    shown = {c.row_id for c in (*comparison.regressions, *comparison.improvements)}
+    firsts_a, firsts_b = _first_trials(rows_a, shown), _first_trials(rows_b, shown)
+    full_a = store.roots_by_rowid(a.uuid, list(firsts_a.values()), owner)
+    full_b = full_a if b.uuid == a.uuid else store.roots_by_rowid(b.uuid, list(firsts_b.values()), owner)
+    log_a = {rid: full_a.get(rowid) for rid, rowid in firsts_a.items()}
+    log_b = {rid: full_b.get(rowid) for rid, rowid in firsts_b.items()}
+    comparison.regressions = [_with_logs(c, log_a.get(c.row_id), log_b.get(c.row_id)) for c in comparison.regressions]
+    comparison.improvements = [
+        _with_logs(c, log_a.get(c.row_id), log_b.get(c.row_id)) for c in comparison.improvements
+    ]
     points: dict[str, tuple[list[float], list[float]]] = {}
     for s in comparison.scores:
-        per_a, per_b = means_a.get(s.name, {}), means_b.get(s.name, {})
+        per_a, per_b = comparison.per_row_a.get(s.name, {}), comparison.per_row_b.get(s.name, {})
         shared = [rid for rid in per_a if rid in per_b]
         points[s.name] = ([per_a[r] for r in shared], [per_b[r] for r in shared])
+    traces_a = {rid: str(log["trace_id"]) for rid, log in log_a.items() if log is not None}
+    traces_b = {rid: str(log["trace_id"]) for rid, log in log_b.items() if log is not None}
     return PairView(a, b, comparison, points, traces_a, traces_b)
 
 
