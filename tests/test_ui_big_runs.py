@@ -24,7 +24,7 @@ import pytest
 
 from runner import Experiment, Score
 from runner.formatting import num, signed
-from runner.store import Store
+from runner.store import Store, columns
 from tests.servers import ServerHandle, start_server
 from tests.test_ui import text
 
@@ -115,12 +115,20 @@ def assert_pages_agree(server: ServerHandle, web: httpx.Client, runs: dict[str, 
     return shown["a"], shown["b"], rows
 
 
+@pytest.fixture
+def big(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs of these tests' size count as big: they store their columns when they finish."""
+    monkeypatch.setattr(columns, "MIN_ROWS", 10)
+
+
+@pytest.mark.usefixtures("big")
 def test_pages_show_the_numbers_of_the_api_show_and_compare_before_and_after_a_late_score(db: str | Path) -> None:
     with start_server(db) as server, httpx.Client(base_url=server.url, timeout=60) as web:
         runs = make_runs(base_url=server.base_url)
         store = server.store
         assert store is not None
         assert store.columns_generation(runs["b"]) is not None  # stored when the run finished
+        assert store.run_columns(runs["b"]) is not None
         _, (cards_b, summary_b), rows = assert_pages_agree(server, web, runs)
         # a late score: PUT /trace_log on a row of the finished run B flips its accuracy
         row = next(r for r in store.experiment_rows(runs["b"]) if r["status"] == "success")
@@ -151,7 +159,7 @@ def _scans(statements: list[str]) -> list[str]:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[ServerHandle, httpx.Client, dict[str, str], list[str]]]:
+def served(tmp_path: Path, big: None) -> Iterator[tuple[ServerHandle, httpx.Client, dict[str, str], list[str]]]:
     """Two finished runs in a SQLite file, then a server started afresh on it (nothing cached), with
     every statement its store runs recorded."""
     path = tmp_path / "runner.db"
@@ -165,7 +173,7 @@ def served(tmp_path: Path) -> Iterator[tuple[ServerHandle, httpx.Client, dict[st
 
 
 def test_a_finished_run_s_first_view_and_compare_read_its_stored_columns_not_its_rows(served: Any) -> None:
-    server, web, runs, statements = served
+    _, web, runs, statements = served
     cards = page_scores(web, runs["a"])
     assert f"n = 36 scored of {len(ROWS)}" in cards["accuracy"]  # 4 rows (ids ending in 7) raise
     assert any("c.data FROM experiments e LEFT JOIN run_columns" in s for s in statements)  # one document
@@ -178,15 +186,22 @@ def test_a_finished_run_s_first_view_and_compare_read_its_stored_columns_not_its
     assert 1 <= len(full_reads) <= 2
 
 
-def test_a_late_upsert_in_place_is_seen_at_once(served: Any) -> None:
+@pytest.mark.parametrize("size", ["big", "small"])
+def test_a_late_upsert_in_place_is_seen_at_once(served: Any, size: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A log posted again with the same trace id (an upsert in place keeps its rowid) after the run
-    finished: the views of the run show it on the next request, and match ``show``."""
-    server, web, runs, statements = served
+    finished: the views of the run show it on the next request, and match ``show``; whether the run
+    is big (its columns stored) or small (read live, :data:`runner.store.columns.MIN_ROWS`)."""
+    server, web, runs, _ = served
+    if size == "small":
+        monkeypatch.setattr(columns, "MIN_ROWS", 1000)
+        server.store.finish_experiment(runs["b"])  # finished again: its columns are now an empty document
+        assert server.store.columns_generation(runs["b"]) == 2 and server.store.run_columns(runs["b"]) is None
     before = page_scores(web, runs["b"])
     store: Store = server.store
     row = next(r for r in store.experiment_rows(runs["b"]) if r["scores"])
     old = {s["name"]: s["score"] for s in row["scores"]}
-    log = {**row, "scores": [{"name": "accuracy", "score": 1.0 - old["accuracy"]}, {"name": "similarity", "score": 1.0}]}
+    flipped = [{"name": "accuracy", "score": 1.0 - old["accuracy"]}, {"name": "similarity", "score": 1.0}]
+    log = {**row, "scores": flipped}
     assert httpx.post(server.base_url + "/trace_log", json=log).status_code == 200
     after = page_scores(web, runs["b"])
     assert after != before

@@ -13,7 +13,9 @@ run read live (:func:`compact_run`): :func:`runner.stats.summarize_score` over e
 row ids as clusters, in the order ``python -m runner show`` uses, so the digits are the same.
 
 Each write of a run's document bumps its ``generation``: what a cached page view is of
-(:meth:`ColumnQueries.columns_generation`, one indexed read).
+(:meth:`ColumnQueries.columns_generation`, one indexed read). A run of fewer than :data:`MIN_ROWS`
+row-trials keeps an empty document (and its generation): its pages read it live, quickly, and
+finishing it costs no more than it did.
 """
 
 from __future__ import annotations
@@ -38,10 +40,14 @@ if TYPE_CHECKING:
     from runner.stats import ScoreSummary
     from runner.store.pages import RootColumns
 
-__all__ = ["FORMAT", "ColumnQueries", "CompactRun", "compact_run"]
+__all__ = ["FORMAT", "MIN_ROWS", "ColumnQueries", "CompactRun", "compact_run"]
 
 #: the version of the stored document; a document of another version is rebuilt when read
 FORMAT = 1
+#: runs of fewer row-trials store no document (a page reads them live in a few hundred ms; the
+#: runs page reads runs up to this size too, see :data:`runner.server.ui.runs.LIST_MAX_ROWS`),
+#: so finishing a small run costs nothing more; they keep a ``generation`` all the same
+MIN_ROWS = 20_000
 
 log = logging.getLogger(__name__)
 
@@ -285,18 +291,19 @@ class ColumnQueries:
         after its pinned stats and finish time are written)."""
         with self.transaction() as c:
             row = c.execute(
-                "SELECT created_at, finished_at FROM experiments WHERE uuid=? AND owner=?", (experiment_uuid, owner)
+                "SELECT created_at, finished_at, num_samples FROM experiments WHERE uuid=? AND owner=?",
+                (experiment_uuid, owner),
             ).fetchone()
             if row is None:
                 raise NotFoundError(f"experiment {experiment_uuid} not found")
-            try:
-                doc = self.live_columns(
-                    experiment_uuid, {"created_at": row[0], "finished_at": row[1]}, owner
-                ).to_json()
-            except (TypeError, ValueError) as exc:  # a log the summaries cannot read: the pages read live
-                log.warning("could not store the compact columns of run %s: %s", experiment_uuid, exc)
-                c.execute("DELETE FROM run_columns WHERE experiment_uuid=? AND owner=?", (experiment_uuid, owner))
-                return
+            doc = ""  # no document: the pages read the run live
+            if (row[2] or 0) >= MIN_ROWS:
+                try:
+                    doc = self.live_columns(
+                        experiment_uuid, {"created_at": row[0], "finished_at": row[1]}, owner
+                    ).to_json()
+                except (TypeError, ValueError) as exc:  # a log the summaries cannot read
+                    log.warning("could not store the compact columns of run %s: %s", experiment_uuid, exc)
             c.execute(
                 "INSERT INTO run_columns(experiment_uuid, owner, generation, data) VALUES (?, ?, 1, ?)"
                 " ON CONFLICT(experiment_uuid, owner) DO UPDATE"
@@ -320,7 +327,7 @@ class ColumnQueries:
     def run_columns(self, experiment_uuid: str, owner: str = "") -> CompactRun | None:
         """The finished run's stored :class:`CompactRun`, current: a run changed since it finished
         is re-pinned first, and a run finished before the columns were stored gets them now
-        (once). None for a run that is not finished."""
+        (once). None for a run that is not finished or has fewer than :data:`MIN_ROWS` rows."""
         for _ in range(3):  # a write between the check and the read: once more
             rows = self._query(
                 "SELECT e.stale, e.finished_at, c.generation, c.data FROM experiments e LEFT JOIN run_columns c"
@@ -335,6 +342,8 @@ class ColumnQueries:
             if stale:
                 self._repin(experiment_uuid, owner)
                 continue
+            if data == "":  # a small run (or one whose logs the summaries cannot read): read live
+                return None
             if data is not None:
                 found = CompactRun.from_json(data, int(generation))
                 if found is not None:
