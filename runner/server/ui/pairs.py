@@ -49,25 +49,35 @@ def logs_of(columns: CompactRun) -> list[dict[str, Any]]:
     scores, latency, tokens, cost), in logging order; ``rowid`` locates the full log."""
     names = list(columns.scores)
     values = [columns.scores[n].tolist() for n in names]
-    status = [columns.statuses[c] for c in columns.status_code.tolist()]
-    latency, tokens, cost = columns.latency.tolist(), columns.total_tokens.tolist(), columns.cost.tolist()
+    statuses = columns.statuses
     out = []
-    for i, rowid in enumerate(columns.rowid.tolist()):
-        meta: dict[str, Any] = {"row_id": columns.pair_key[i]}
-        if columns.trial[i] is not None:
-            meta["trial"] = columns.trial[i]
-        if columns.row_hash[i] is not None:
-            meta["row_hash"] = columns.row_hash[i]
+    for rowid, key, trial, row_hash, code, latency, tokens, cost, *row in zip(
+        columns.rowid.tolist(),
+        columns.pair_key,
+        columns.trial,
+        columns.row_hash,
+        columns.status_code.tolist(),
+        columns.latency.tolist(),
+        columns.total_tokens.tolist(),
+        columns.cost.tolist(),
+        *values,
+        strict=True,
+    ):
+        meta: dict[str, Any] = {"row_id": key}
+        if trial is not None:
+            meta["trial"] = trial
+        if row_hash is not None:
+            meta["row_hash"] = row_hash
         out.append(
             {
                 "rowid": rowid,
                 "metadata": meta,
-                "status": status[i],
+                "status": statuses[code],
                 # NaN (no value) is the one value unequal to itself
-                "scores": [{"name": n, "score": v[i]} for n, v in zip(names, values, strict=True) if v[i] == v[i]],
-                "latency": latency[i],
-                "total_tokens": tokens[i],
-                "cost": cost[i],
+                "scores": [{"name": n, "score": v} for n, v in zip(names, row, strict=True) if v == v],
+                "latency": latency,
+                "total_tokens": tokens,
+                "cost": cost,
             }
         )
     return out
