@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from runner.compare import RunRows
     from runner.stats import ScoreSummary
     from runner.store.pages import RootColumns
 
@@ -244,6 +245,79 @@ def _number(value: Any) -> Any:
     return value
 
 
+def logs_of(columns: CompactRun) -> list[dict[str, Any]]:
+    """The run's root logs as far as a comparison reads them (row id, trial, row hash, status,
+    scores, latency, tokens, cost), in logging order; ``rowid`` locates the full log."""
+    names = list(columns.scores)
+    values = [columns.scores[n].tolist() for n in names]
+    statuses = columns.statuses
+    out = []
+    for rowid, key, trial, row_hash, code, latency, tokens, cost, *row in zip(
+        columns.rowid.tolist(),
+        columns.pair_key,
+        columns.trial,
+        columns.row_hash,
+        columns.status_code.tolist(),
+        columns.latency.tolist(),
+        columns.total_tokens.tolist(),
+        columns.cost.tolist(),
+        *values,
+        strict=True,
+    ):
+        meta: dict[str, Any] = {"row_id": key}
+        if trial is not None:
+            meta["trial"] = trial
+        if row_hash is not None:
+            meta["row_hash"] = row_hash
+        out.append(
+            {
+                "rowid": rowid,
+                "metadata": meta,
+                "status": statuses[code],
+                # NaN (no value) is the one value unequal to itself
+                "scores": [{"name": n, "score": v} for n, v in zip(names, row, strict=True) if v == v],
+                "latency": latency,
+                "total_tokens": tokens,
+                "cost": cost,
+            }
+        )
+    return out
+
+
+def _pairing_json(rows: RunRows) -> str:
+    """:class:`runner.compare.RunRows` of logs from :func:`logs_of` as a JSON document."""
+    first = rows.first.values()
+    return orjson.dumps(
+        {
+            "format": FORMAT,
+            "means": rows.means,
+            "first": {
+                "row_id": list(rows.first),
+                "rowid": [r["rowid"] for r in first],
+                "status": [r["status"] for r in first],
+                "row_hash": [r["metadata"].get("row_hash") for r in first],
+            },
+            "usage": rows.usage,
+            "n_errors": rows.n_errors,
+            "n_logs": rows.n_logs,
+        }
+    ).decode()
+
+
+def _pairing_from_json(text: str | bytes) -> RunRows | None:
+    from runner.compare import RunRows
+
+    doc = orjson.loads(text)
+    if doc.get("format") != FORMAT:
+        return None
+    f = doc["first"]
+    first = {
+        rid: {"rowid": rowid, "status": status, "metadata": {} if h is None else {"row_hash": h}}
+        for rid, rowid, status, h in zip(f["row_id"], f["rowid"], f["status"], f["row_hash"], strict=True)
+    }
+    return RunRows(doc["means"], first, doc["usage"], int(doc["n_errors"]), int(doc["n_logs"]))
+
+
 class ColumnQueries:
     """Mixin of :class:`runner.store.Store`: the stored compact columns of finished runs."""
 
@@ -296,19 +370,21 @@ class ColumnQueries:
             ).fetchone()
             if row is None:
                 raise NotFoundError(f"experiment {experiment_uuid} not found")
-            doc = ""  # no document: the pages read the run live
+            doc, pairing = "", None  # no document: the pages read the run live
             if (row[2] or 0) >= MIN_ROWS:
+                from runner.compare import run_rows
+
                 try:
-                    doc = self.live_columns(
-                        experiment_uuid, {"created_at": row[0], "finished_at": row[1]}, owner
-                    ).to_json()
+                    compact = self.live_columns(experiment_uuid, {"created_at": row[0], "finished_at": row[1]}, owner)
+                    doc, pairing = compact.to_json(), _pairing_json(run_rows(logs_of(compact)))
                 except (TypeError, ValueError) as exc:  # a log the summaries cannot read
                     log.warning("could not store the compact columns of run %s: %s", experiment_uuid, exc)
+                    doc, pairing = "", None
             c.execute(
-                "INSERT INTO run_columns(experiment_uuid, owner, generation, data) VALUES (?, ?, 1, ?)"
+                "INSERT INTO run_columns(experiment_uuid, owner, generation, data, pairing) VALUES (?, ?, 1, ?, ?)"
                 " ON CONFLICT(experiment_uuid, owner) DO UPDATE"
-                " SET generation=run_columns.generation + 1, data=excluded.data",
-                (experiment_uuid, owner, doc),
+                " SET generation=run_columns.generation + 1, data=excluded.data, pairing=excluded.pairing",
+                (experiment_uuid, owner, doc, pairing),
             )
 
     def columns_generation(self, experiment_uuid: str, owner: str = "") -> int | None:
@@ -350,3 +426,16 @@ class ColumnQueries:
                     return found
             self._pin_columns(experiment_uuid, owner)  # missing or of an older format
         return None
+
+    def run_pairing(self, experiment_uuid: str, generation: int, owner: str = "") -> RunRows | None:
+        """The big finished run as :func:`runner.compare.run_rows` reads it, stored with its
+        columns of ``generation`` (:meth:`run_columns`); None when the run changed since, or is
+        small."""
+        rows = self._query(
+            "SELECT c.generation, c.pairing FROM experiments e JOIN run_columns c"
+            " ON c.experiment_uuid=e.uuid AND c.owner=e.owner WHERE e.uuid=? AND e.owner=? AND e.stale=0",
+            (experiment_uuid, owner),
+        )
+        if not rows or rows[0][0] != generation or not rows[0][1]:
+            return None
+        return _pairing_from_json(rows[0][1])

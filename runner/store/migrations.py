@@ -193,14 +193,16 @@ MIGRATIONS: list[str] = [
     # issue 15 (finish-15): failures of a run stored with it, an extension of the finish call:
     # {"dataset_level": {eval: message}, "scorers": {scorer: example message}}; NULL when none were sent
     "ALTER TABLE experiments ADD COLUMN run_errors TEXT;",
-    # issue 20 (round 3): a finished run's compact columns and summaries, what the web UI's run and
-    # compare pages read (runner/store/columns.py); rewritten by every re-pin
+    # issue 20 (round 3): a finished run's compact columns and summaries (data) and its rows as a
+    # comparison reads them (pairing), what the web UI's run and compare pages read
+    # (runner/store/columns.py); rewritten by every re-pin
     """
     CREATE TABLE run_columns (
         experiment_uuid TEXT NOT NULL,
         owner TEXT NOT NULL DEFAULT '',
         generation INTEGER NOT NULL DEFAULT 1,
         data TEXT NOT NULL,
+        pairing TEXT,
         PRIMARY KEY (experiment_uuid, owner)
     );
     """,

@@ -1,30 +1,29 @@
 """Two runs side by side: :func:`runner.compare.compare_rows` plus what the page draws from it.
 
-The comparison pairs the runs' rows on their compact columns (the run views' :class:`CompactRun`:
-row id, trial, status, scores, usage; stored with a finished run, so nothing is scanned), given
-to :func:`~runner.compare.compare_rows` as minimal logs: the same code as ``python -m runner
-compare`` computes the same numbers. Only the rows that changed most, which the page shows with
-their inputs and outputs, are then read in full. A comparison is kept per pair of run versions:
-the second view of it costs nothing.
+The comparison pairs the runs' rows as :func:`runner.compare.compare_rows` does (the same code,
+so the same numbers as ``python -m runner compare``), on what :func:`~runner.compare.run_rows`
+reads of each run: stored with a big finished run's compact columns (one read, nothing scanned),
+else made from the run view's columns (:func:`runner.store.columns.logs_of`). Only the rows that
+changed most, which the page shows with their inputs and outputs, are then read in full. A
+comparison is kept per pair of run versions: the second view of it costs nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from runner.compare import Comparison, RowChange, _output, compare_rows
+from runner.compare import Comparison, RowChange, RunRows, _output, compare_runs, run_rows
+from runner.store.columns import logs_of
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from runner.server.ui.runs import RunView
     from runner.store import Store
-    from runner.store.columns import CompactRun
 
-__all__ = ["PairView", "build_pair", "logs_of"]
+__all__ = ["PairView", "build_pair"]
 
 #: rows that regressed (and improved) most, listed on the page
 TOP_ROWS = 10
@@ -44,56 +43,6 @@ class PairView:
     traces_b: dict[str, str]
 
 
-def logs_of(columns: CompactRun) -> list[dict[str, Any]]:
-    """The run's root logs as far as a comparison reads them (row id, trial, row hash, status,
-    scores, latency, tokens, cost), in logging order; ``rowid`` locates the full log."""
-    names = list(columns.scores)
-    values = [columns.scores[n].tolist() for n in names]
-    statuses = columns.statuses
-    out = []
-    for rowid, key, trial, row_hash, code, latency, tokens, cost, *row in zip(
-        columns.rowid.tolist(),
-        columns.pair_key,
-        columns.trial,
-        columns.row_hash,
-        columns.status_code.tolist(),
-        columns.latency.tolist(),
-        columns.total_tokens.tolist(),
-        columns.cost.tolist(),
-        *values,
-        strict=True,
-    ):
-        meta: dict[str, Any] = {"row_id": key}
-        if trial is not None:
-            meta["trial"] = trial
-        if row_hash is not None:
-            meta["row_hash"] = row_hash
-        out.append(
-            {
-                "rowid": rowid,
-                "metadata": meta,
-                "status": statuses[code],
-                # NaN (no value) is the one value unequal to itself
-                "scores": [{"name": n, "score": v} for n, v in zip(names, row, strict=True) if v == v],
-                "latency": latency,
-                "total_tokens": tokens,
-                "cost": cost,
-            }
-        )
-    return out
-
-
-def _first_trials(rows: Sequence[Mapping[str, Any]], wanted: set[str]) -> dict[str, int]:
-    """row id -> rowid of its first trial, for the rows ``wanted`` (the one compare_rows shows)."""
-    first: dict[str, tuple[Any, int]] = {}
-    for r in rows:
-        meta = r["metadata"]
-        rid = meta["row_id"]
-        if rid in wanted and (rid not in first or meta.get("trial", 0) < first[rid][0]):
-            first[rid] = (meta.get("trial", 0), r["rowid"])
-    return {rid: rowid for rid, (_, rowid) in first.items()}
-
-
 def _with_logs(change: RowChange, a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> RowChange:
     """``change`` with the inputs and outputs of the rows' full logs (as compare_rows reads them)."""
     if a is None or b is None:  # rewritten since the columns were read: shown without them
@@ -108,15 +57,25 @@ def _with_logs(change: RowChange, a: Mapping[str, Any] | None, b: Mapping[str, A
     )
 
 
+def _run_rows(store: Store, view: RunView, owner: str) -> RunRows:
+    """The run as a comparison reads it: stored with its columns, else from them."""
+    assert view.compact is not None, "a RunView is made of its columns"
+    if view.compact.generation:
+        stored = store.run_pairing(view.uuid, view.compact.generation, owner)
+        if stored is not None:
+            return stored
+    return run_rows(logs_of(view.compact))
+
+
 def build_pair(store: Store, a: RunView, b: RunView, owner: str) -> PairView:
     """Compare run ``b`` (the candidate) against run ``a`` (the baseline)."""
-    assert a.compact is not None and b.compact is not None, "a RunView is made of its columns"
-    rows_a = logs_of(a.compact)
-    rows_b = rows_a if b.uuid == a.uuid else logs_of(b.compact)
+    rows_a = _run_rows(store, a, owner)
+    rows_b = rows_a if b.uuid == a.uuid else _run_rows(store, b, owner)
     label_a, label_b = _labels(a.experiment, b.experiment)
-    comparison = compare_rows(rows_a, rows_b, label_a=label_a, label_b=label_b, top=TOP_ROWS)
+    comparison = compare_runs(rows_a, rows_b, label_a=label_a, label_b=label_b, top=TOP_ROWS)
     shown = {c.row_id for c in (*comparison.regressions, *comparison.improvements)}
-    firsts_a, firsts_b = _first_trials(rows_a, shown), _first_trials(rows_b, shown)
+    firsts_a = {rid: int(rows_a.first[rid]["rowid"]) for rid in shown if rid in rows_a.first}
+    firsts_b = {rid: int(rows_b.first[rid]["rowid"]) for rid in shown if rid in rows_b.first}
     full_a = store.roots_by_rowid(a.uuid, list(firsts_a.values()), owner)
     full_b = full_a if b.uuid == a.uuid else store.roots_by_rowid(b.uuid, list(firsts_b.values()), owner)
     log_a = {rid: full_a.get(rowid) for rid, rowid in firsts_a.items()}
