@@ -4,11 +4,10 @@ A :class:`RunView` is made of the run's compact columns (:class:`~runner.store.c
 scores, status, latency, tokens and cost of every row, without inputs or outputs, and the
 summaries of its scores, computed exactly as ``python -m runner show`` does. A finished run's are
 stored with it when it finishes and kept current by the store (one read of one document, see
-:mod:`runner.store.columns`); a running run's are read from its rows. It orders and filters rows
-with numpy, so that a
-page of a 100,000-row run sorted by a score costs a few milliseconds. Only the rows of the page
-shown are then read in full. Sorting by a text column and searching text happen in SQLite, once
-per run and query (their results are kept with the view).
+:mod:`runner.store.columns`); a running or small run's are read from its rows. It orders and
+filters rows with numpy, so that a page of a 100,000-row run sorted by a score costs a few
+milliseconds. Only the rows of the page shown are then read in full. Sorting by a text column
+and searching text happen in SQLite, once per run and query (their results are kept with the view).
 
 :class:`RunCache` keeps the views of the runs viewed last. A finished run's view lives until a
 log of the run is added, changed or deleted (the generation of its stored columns moves), or the
@@ -170,7 +169,7 @@ class RunView:
 
     @classmethod
     def build(cls, store: Store, experiment: dict[str, Any], version: tuple[Any, ...], owner: str) -> RunView:
-        """The view of ``experiment`` read from its rows now (a running run's)."""
+        """The view of ``experiment`` read from its rows now (a running or small run's)."""
         return cls.of(experiment, version, store.live_columns(experiment["uuid"], experiment, owner))
 
     @classmethod
