@@ -9,6 +9,7 @@ run in a subprocess against the server's API.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -182,6 +183,7 @@ def test_a_finished_run_s_first_view_and_compare_read_its_stored_columns_not_its
     assert compare_rows_text(web, runs["a"], runs["b"])
     assert _scans(statements) == [], "the compare page scanned a run"
     assert sum("c.pairing FROM experiments" in s for s in statements) == 2  # each run as compare reads it
+    assert gc.isenabled()  # paused while comparing (runner/server/ui/pairs.py), back on after
     # only the rows the comparison lists are read in full (one lookup per run)
     full_reads = [s for s in statements if "SELECT rowid, data FROM traces" in s]
     assert 1 <= len(full_reads) <= 2

@@ -11,6 +11,10 @@ comparison is kept per pair of run versions: the second view of it costs nothing
 from __future__ import annotations
 
 import dataclasses
+import gc
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +61,31 @@ def _with_logs(change: RowChange, a: Mapping[str, Any] | None, b: Mapping[str, A
     )
 
 
+_gc_lock = threading.Lock()
+#: [comparisons under way, whether the collector was on when the first began]
+_gc_state: list[Any] = [0, False]
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused while a comparison builds its few hundred thousand
+    small dicts and lists (none in a cycle: reference counting frees them). Its passes over the
+    growing heap otherwise take about half the time of comparing two 100,000-row runs. Concurrent
+    comparisons share one pause; the last to end puts the collector back as the first found it."""
+    with _gc_lock:
+        if _gc_state[0] == 0:
+            _gc_state[1] = gc.isenabled()
+            gc.disable()
+        _gc_state[0] += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_state[0] -= 1
+            if _gc_state[0] == 0 and _gc_state[1]:
+                gc.enable()
+
+
 def _run_rows(store: Store, view: RunView, owner: str) -> RunRows:
     """The run as a comparison reads it: stored with its columns, else from them."""
     assert view.compact is not None, "a RunView is made of its columns"
@@ -69,6 +98,11 @@ def _run_rows(store: Store, view: RunView, owner: str) -> RunRows:
 
 def build_pair(store: Store, a: RunView, b: RunView, owner: str) -> PairView:
     """Compare run ``b`` (the candidate) against run ``a`` (the baseline)."""
+    with _gc_paused():
+        return _build_pair(store, a, b, owner)
+
+
+def _build_pair(store: Store, a: RunView, b: RunView, owner: str) -> PairView:
     rows_a = _run_rows(store, a, owner)
     rows_b = rows_a if b.uuid == a.uuid else _run_rows(store, b, owner)
     label_a, label_b = _labels(a.experiment, b.experiment)
