@@ -4,7 +4,8 @@
   door is decided (argument > flag > environment > default);
 - :mod:`~runner.backends.base`: the :class:`Backend` protocol the pipeline writes to;
 - :mod:`~runner.backends.readers`: the synchronous readers of stored runs (``list``, ``show``,
-  ``compare``, ``--baseline``), one per door;
+  ``compare``), one per door, and :mod:`~runner.backends.baseline`, the run ``--baseline``
+  compares with;
 - :mod:`~runner.backends.embedded` and :mod:`~runner.backends.batching`: the embedded door and
   the one place logs are batched;
 - :mod:`~runner.backends.http`: the server door (transport and retry policy, outbox and spool,
@@ -12,8 +13,8 @@
 - :mod:`~runner.cli.datasets` and :mod:`~runner.backends.prompts`: datasets and prompts
   through either door.
 
-May import: the store, the proxy's prompt types, ``runner.errors``/``settings``/``schema``/
-``_json``; never the pipeline, the results or the CLI.
+May import: the store, the proxy's prompt types, the results, and the bottom modules; never
+the pipeline, the server or the CLI.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """``python -m runner compare RUN_A RUN_B`` (the baseline of ``run --baseline RUN`` is
-:class:`runner.results.baseline.Baseline`).
+:class:`runner.backends.baseline.Baseline`).
 
 Both read the stored root rows of the runs (from the SQLite store, or ``POST
 /experiment/{uuid}/trace_logs`` on a server) and compare them with
@@ -14,8 +14,8 @@ import sys
 from typing import TYPE_CHECKING
 
 from runner._json import json_text
+from runner.backends.baseline import label
 from runner.errors import NotFoundError
-from runner.results.baseline import label
 
 if TYPE_CHECKING:
     from runner.results.compare import Comparison

@@ -146,8 +146,8 @@ def _compare(config: pytest.Config, exp: Experiment | None, result: Result) -> C
     ref = config.getoption("runner_baseline")
     if not ref:
         return None
+    from runner.backends.baseline import Baseline
     from runner.experiment import Experiment
-    from runner.results.baseline import Baseline
     from runner.settings import Settings
 
     if exp is None:  # a run made by a test function: its store is where its rows are

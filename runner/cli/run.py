@@ -26,8 +26,8 @@ from runner.errors import ConfigError
 from runner.pipeline.checks import check_gate_names, declared_scores
 
 if TYPE_CHECKING:
+    from runner.backends.baseline import Baseline
     from runner.experiment import Experiment
-    from runner.results.baseline import Baseline
     from runner.results.compare import Comparison
     from runner.results.gates import Gates
     from runner.results.result import Result
@@ -98,7 +98,7 @@ def _baselines(ref: str | None, experiments: Sequence[Experiment], settings: Set
     """The baseline run of each experiment, found before anything runs (a typo fails fast)."""
     if ref is None:
         return [None] * len(experiments)
-    from runner.results.baseline import Baseline
+    from runner.backends.baseline import Baseline
 
     return [Baseline.find(ref, e.target(settings), e.project_name or settings.project_name) for e in experiments]
 

@@ -24,7 +24,7 @@ from runner._json import json_text
 from runner.results.format import money, num, pvalue, seconds, signed
 from runner.results.paired import ScoreComparison, compare_scores
 
-__all__ = ["Comparison", "RowChange", "compare_rows"]
+__all__ = ["Comparison", "RowChange", "RunRows", "compare_rows", "compare_runs", "run_rows"]
 
 
 @dataclass(frozen=True)
@@ -296,6 +296,29 @@ def _usage(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True)
+class RunRows:
+    """What a comparison reads of one run's root logs (:func:`run_rows`): kept, it compares the
+    run again without reading its logs (the web UI stores it with a finished run)."""
+
+    #: score name -> row id -> the row's mean over its trials, rows sorted by id
+    means: Mapping[str, Mapping[str, float]]
+    #: row id -> the log of the row's first trial (for the rows that changed: inputs, output,
+    #: status; and ``metadata.row_hash``), rows in logging order
+    first: Mapping[str, Mapping[str, Any]]
+    #: mean latency, total tokens and cost per row-trial
+    usage: Mapping[str, float]
+    n_errors: int
+    #: row-trials
+    n_logs: int
+
+
+def run_rows(rows: Sequence[Mapping[str, Any]]) -> RunRows:
+    """One run's root logs as a comparison reads them."""
+    means, first = _per_row(rows)
+    return RunRows(means, first, _usage(rows), _n_errors(rows), len(rows))
+
+
 def compare_rows(
     rows_a: Sequence[Mapping[str, Any]],
     rows_b: Sequence[Mapping[str, Any]],
@@ -318,12 +341,21 @@ def compare_rows(
     """
     if top < 0:
         raise ValueError(f"compare_rows: top must be >= 0, got {top}")
-    scores_a, first_a = _per_row(rows_a)
-    scores_b, first_b = _per_row(rows_b)
+    return compare_runs(run_rows(rows_a), run_rows(rows_b), label_a=label_a, label_b=label_b, top=top, seed=seed)
+
+
+def compare_runs(
+    a: RunRows, b: RunRows, *, label_a: str = "A", label_b: str = "B", top: int = 5, seed: int = 0
+) -> Comparison:
+    """:func:`compare_rows` of two runs read with :func:`run_rows`."""
+    if top < 0:
+        raise ValueError(f"compare_runs: top must be >= 0, got {top}")
+    scores_a, first_a = a.means, a.first
+    scores_b, first_b = b.means, b.first
     comparisons = compare_scores(scores_a, scores_b, seed=seed)
     shared = [rid for rid in first_a if rid in first_b]
     changes = _row_changes(scores_a, scores_b, first_a, first_b, shared)
-    ua, ub = _usage(rows_a), _usage(rows_b)
+    ua, ub = a.usage, b.usage
     warnings = _warnings(first_a, first_b, shared, label_a, label_b)
     return Comparison(
         label_a=label_a,
@@ -335,8 +367,8 @@ def compare_rows(
         regressions=sorted((c for c in changes if c.worst < 0), key=lambda c: c.worst)[:top],
         improvements=sorted((c for c in changes if c.best > 0), key=lambda c: -c.best)[:top],
         usage={k: (ua[k], ub[k]) for k in ua},
-        errors_a=(_n_errors(rows_a), len(rows_a)),
-        errors_b=(_n_errors(rows_b), len(rows_b)),
+        errors_a=(a.n_errors, a.n_logs),
+        errors_b=(b.n_errors, b.n_logs),
         warnings=warnings,
         per_row_a=scores_a,
         per_row_b=scores_b,

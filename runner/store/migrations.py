@@ -207,4 +207,17 @@ MIGRATIONS: list[str] = [
     # issue 17 (round 3): the /completion cache as a table of the store, so on PostgreSQL every
     # server worker shares it; on SQLite it is the table runner.proxy.cache keeps in the store file
     COMPLETION_CACHE_TABLE,
+    # issue 20 (round 3): a finished run's compact columns and summaries (data) and its rows as a
+    # comparison reads them (pairing), what the web UI's run and compare pages read
+    # (runner/store/columns.py); rewritten by every re-pin
+    """
+    CREATE TABLE run_columns (
+        experiment_uuid TEXT NOT NULL,
+        owner TEXT NOT NULL DEFAULT '',
+        generation INTEGER NOT NULL DEFAULT 1,
+        data TEXT NOT NULL,
+        pairing TEXT,
+        PRIMARY KEY (experiment_uuid, owner)
+    );
+    """,
 ]

@@ -57,6 +57,11 @@ class RootColumns:
     #: :func:`runner.results.stored.run_seconds`)
     start_timestamp: list[str | None] = field(default_factory=list)
     end_timestamp: list[str | None] = field(default_factory=list)
+    #: what a comparison pairs and adds up: ``metadata.trial``, ``metadata.row_hash`` and the
+    #: total tokens of each row-trial (children included)
+    trial: list[Any] = field(default_factory=list)
+    row_hash: list[str | None] = field(default_factory=list)
+    total_tokens: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.rowid)
@@ -128,16 +133,16 @@ class PageQueries:
         rows = self._query(
             "SELECT rowid, trace_id, json_extract(data, '$.metadata.row_id'), status, latency, input_tokens,"
             " output_tokens, cost, scores, json_extract(data, '$.metadata.scorer_errors'),"
-            " json_extract(data, '$.metadata.score_sources'), start_timestamp, end_timestamp FROM traces"
-            " WHERE experiment_uuid=? AND is_root=1 AND owner=? ORDER BY rowid",
+            " json_extract(data, '$.metadata.score_sources'), start_timestamp, end_timestamp,"
+            " json_extract(data, '$.metadata.trial'), json_extract(data, '$.metadata.row_hash'), total_tokens"
+            " FROM traces WHERE experiment_uuid=? AND is_root=1 AND owner=? ORDER BY rowid",
             (experiment_uuid, owner),
         )
         if not rows:
             return RootColumns([], [], [], [], [], [], [], [], [], [])
         # column by column (zip and comprehensions run in C): a row at a time costs twice as much
-        rowid, trace_id, row_id, status, latency, tin, tout, cost, scores, errors, sources, starts, ends = map(
-            list, zip(*rows, strict=True)
-        )
+        (rowid, trace_id, row_id, status, latency, tin, tout, cost, scores, errors, sources, starts, ends, trial,
+         row_hash, total) = map(list, zip(*rows, strict=True))
         loads = orjson.loads
         cols = RootColumns(
             rowid=rowid,
@@ -153,16 +158,20 @@ class PageQueries:
             score_sources=[loads(x) for x in sources if x],
             start_timestamp=starts,
             end_timestamp=ends,
+            trial=trial,
+            row_hash=[None if h is None else str(h) for h in row_hash],
+            total_tokens=[x or 0 for x in total],
         )
         sums, child_scores = self._rollup(*self._run_children(experiment_uuid, owner))
         if sums or child_scores:
             index = {t: i for i, t in enumerate(trace_id)}
-            for root, (extra_in, extra_out, extra_cost, _) in sums.items():
+            for root, (extra_in, extra_out, extra_cost, extra_total) in sums.items():
                 i = index.get(root, -1)
                 if i >= 0:
                     cols.input_tokens[i] += extra_in
                     cols.output_tokens[i] += extra_out
                     cols.cost[i] += extra_cost
+                    cols.total_tokens[i] += extra_total
             for root, below in child_scores.items():
                 i = index.get(root, -1)
                 if i >= 0:

@@ -12,7 +12,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import NotFoundError
 
@@ -34,6 +34,10 @@ class PinQueries:
         self, experiment_uuid: str, owner: str = "", page: int = 5000
     ) -> Iterator[dict[str, Any]]:  # pragma: no cover - in TraceQueries
         raise NotImplementedError
+
+    if TYPE_CHECKING:  # in ColumnQueries
+
+        def _pin_columns(self, experiment_uuid: str, owner: str) -> None: ...
 
     def _fresh(self, rows: list[sqlite3.Row]) -> list[sqlite3.Row]:
         """``rows`` of experiments, each stale one (a row logged, changed or deleted after it
@@ -59,9 +63,12 @@ class PinQueries:
         dataset_level_stats: list[dict[str, Any]] | None = None,
         status: str | None = None,
         collect: list[dict[str, Any]] | None = None,
+        columns: bool = True,
     ) -> None:
         """Recompute the pinned stats and ``num_samples`` of a finished experiment from its stored
-        rows, in one write transaction (a log written meanwhile waits, then marks it stale again)."""
+        rows, in one write transaction (a log written meanwhile waits, then marks it stale again).
+
+        With ``columns``, its compact columns for the web UI too (:mod:`runner.store.columns`)."""
         from runner.store.common import dumps, loads, now_iso, pinned_stats
 
         with self.transaction() as c:
@@ -82,3 +89,5 @@ class PinQueries:
                 " pinned_stats=?, num_samples=?, stale=0 WHERE uuid=? AND owner=?",
                 (status or row[1], now_iso(), dumps(dls), dumps(pinned), n_roots, experiment_uuid, owner),
             )
+            if columns:
+                self._pin_columns(experiment_uuid, owner)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import BackendError, ConflictError, NotFoundError, RunNameError
+from runner.store.columns import ColumnQueries
 from runner.store.common import RUN_NAME_RE, dumps, loads, now_iso, pinned_stats, validate_run_name
 from runner.store.datasets import DatasetQueries
 from runner.store.logs import LogQueries
@@ -77,7 +78,7 @@ def _statements(script: str) -> Iterator[str]:
         yield pending
 
 
-class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries, PinQueries, LogQueries):
+class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries, PinQueries, LogQueries, ColumnQueries):
     """A SQLite file holding everything the runner and the server record.
 
     >>> store = Store(":memory:")
@@ -438,10 +439,11 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries, PinQueries
                     " would hide its results. Start a new run instead"
                 )
             stats: list[dict[str, Any]] | None = [] if return_stats else None
-            self._repin(experiment_uuid, owner, dls, status, stats)
+            self._repin(experiment_uuid, owner, dls, status, stats, columns=False)
             c.execute(
                 "UPDATE experiments SET finished_at=? WHERE uuid=? AND owner=?", (now_iso(), experiment_uuid, owner)
             )
+            self._pin_columns(experiment_uuid, owner)  # with the finish time just written
             if dataset_level_errors is not None or scorer_errors is not None:
                 errors = {
                     "dataset_level": {str(k): str(v) for k, v in (dataset_level_errors or {}).items()},

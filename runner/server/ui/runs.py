@@ -1,17 +1,17 @@
 """A run as the pages see it: compact columns, its summary, and sorted, filtered pages of rows.
 
-A :class:`RunView` is built from one read of the run's compact columns
-(:meth:`~runner.store.Store.root_columns`): scores, status, latency, tokens and cost of every
-row, without inputs or outputs. It summarises the run exactly as ``python -m runner show`` does
-(:func:`~runner.results.stats.summarize_score` over each score with the row ids as clusters, in the same
-order, so the intervals are the same digits), and orders and filters rows with numpy, so that a
-page of a 100,000-row run sorted by a score costs a few milliseconds. Only the rows of the page
-shown are then read in full. Sorting by a text column and searching text happen in SQLite, once
-per run and query (their results are kept with the view).
+A :class:`RunView` is made of the run's compact columns (:class:`~runner.store.columns.CompactRun`):
+scores, status, latency, tokens and cost of every row, without inputs or outputs, and the
+summaries of its scores, computed exactly as ``python -m runner show`` does. A finished run's are
+stored with it when it finishes and kept current by the store (one read of one document, see
+:mod:`runner.store.columns`); a running or small run's are read from its rows. It orders and
+filters rows with numpy, so that a page of a 100,000-row run sorted by a score costs a few
+milliseconds. Only the rows of the page shown are then read in full. Sorting by a text column
+and searching text happen in SQLite, once per run and query (their results are kept with the view).
 
 :class:`RunCache` keeps the views of the runs viewed last. A finished run's view lives until a
-log of the run is added or rewritten (:meth:`~runner.store.Store.run_version`), or the run is
-finished again; a running run's view is rebuilt at most every :data:`RUNNING_TTL` seconds.
+log of the run is added, changed or deleted (the generation of its stored columns moves), or the
+run is finished again; a running run's view is rebuilt at most every :data:`RUNNING_TTL` seconds.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from markupsafe import Markup
 
-from runner.results.stats import ScoreSummary, latency_summary, summarize_score
-from runner.results.stored import run_seconds
+from runner.results.stats import ScoreSummary
 from runner.server.ui.charts import histogram
 from runner.store.pages import TEXT_FIELDS
 
@@ -35,6 +34,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from runner.store import Store
+    from runner.store.columns import CompactRun
 
 __all__ = ["LIST_MAX_ROWS", "LRU", "RUNNING_TTL", "SORT_KEYS", "Listing", "RowQuery", "RunCache", "RunView", "listing"]
 
@@ -127,6 +127,8 @@ class RunView:
     cost: float
     #: how long the run ran its rows, as the summary and ``show`` say (:func:`runner.results.stored.run_seconds`)
     run_seconds: float | None = None
+    #: what the view was made of (a comparison pairs rows on it)
+    compact: CompactRun | None = field(default=None, repr=False)
     built_at: float = field(default_factory=time.monotonic)
     _histograms: dict[str, Markup] | None = field(default=None, repr=False)
     _orders: dict[str, npt.NDArray[np.intp]] = field(default_factory=dict, repr=False)
@@ -167,82 +169,29 @@ class RunView:
 
     @classmethod
     def build(cls, store: Store, experiment: dict[str, Any], version: tuple[Any, ...], owner: str) -> RunView:
-        import numpy as np
+        """The view of ``experiment`` read from its rows now (a running or small run's)."""
+        return cls.of(experiment, version, store.live_columns(experiment["uuid"], experiment, owner))
 
-        cols = store.root_columns(experiment["uuid"], owner)
-        n = len(cols)
-        values: dict[str, npt.NDArray[np.float64]] = {}
-        failures: dict[str, int] = {}
-        errored_scored: dict[str, int] = {}
-        error = np.fromiter((s != "success" for s in cols.status), dtype=np.bool_, count=n)
-        where: dict[str, tuple[list[int], list[float]]] = {}  # name -> (rows, values), in order of appearance
-        for i, scores in enumerate(cols.scores):
-            for s in scores:
-                found = where.get(s["name"])
-                if found is None:
-                    found = where[s["name"]] = ([], [])
-                found[0].append(i)
-                found[1].append(s["score"])
-        for name, (rows, vals) in where.items():
-            values[name] = np.full(n, np.nan)
-            values[name][rows] = vals
-        for i in np.flatnonzero(error).tolist():  # errored rows scored by a span that ran before the error
-            for s in cols.scores[i]:
-                errored_scored[s["name"]] = errored_scored.get(s["name"], 0) + 1
-        # a scorer's failures count against the scores it returns (as Tally.summaries)
-        produces: dict[str, set[str]] = {}
-        for sources in cols.score_sources:
-            for score, scorer in sources.items():
-                produces.setdefault(scorer, set()).add(score)
-        for failed in cols.scorer_errors:
-            for scorer in failed:
-                for name in produces.get(scorer) or {scorer}:
-                    failures[name] = failures.get(name, 0) + 1
-        scorer_failed = np.fromiter((bool(f) for f in cols.scorer_errors), dtype=np.bool_, count=n)
-        error_keys: dict[str, list[str]] = {}
-        for scorer in {s for failed in cols.scorer_errors for s in failed}:
-            for name in sorted(produces.get(scorer) or {scorer}):
-                error_keys.setdefault(name, []).append(scorer)
-        row_ids = np.asarray(cols.row_id, dtype=np.str_) if n else np.asarray([], dtype=np.str_)
-        n_errors = int(error.sum())
-        summaries = {}
-        for name in [*values, *(f for f in failures if f not in values)]:
-            column = values.get(name, np.full(n, np.nan))
-            scored = ~np.isnan(column)
-            v, clusters = column[scored], row_ids[scored]
-            # as Tally.summaries: sorted by (row id, value), so the seeded interval is the run's
-            order = np.lexsort((v, clusters))
-            summaries[name] = summarize_score(
-                name,
-                v[order],
-                clusters[order].tolist(),
-                n_errors=n_errors + failures.get(name, 0) - errored_scored.get(name, 0),
-                n_total=n,
-            )
-        statuses = sorted(set(cols.status))
-        codes = {s: i for i, s in enumerate(statuses)}
+    @classmethod
+    def of(cls, experiment: dict[str, Any], version: tuple[Any, ...], columns: CompactRun) -> RunView:
+        """The view of a run's compact columns (stored when it finished, or read live)."""
         return cls(
             experiment=experiment,
             version=version,
-            rowid=np.asarray(cols.rowid, dtype=np.int64),
-            error=error,
-            status_code=np.fromiter((codes[s] for s in cols.status), dtype=np.int8, count=n),
-            latency=np.asarray(cols.latency, dtype=np.float64),
-            scores=values,
-            summaries=summaries,
-            scorer_failed=scorer_failed,
-            error_keys=error_keys,
-            latency_stats=latency_summary(cols.latency),
-            input_tokens=sum(cols.input_tokens),
-            output_tokens=sum(cols.output_tokens),
-            cost=float(sum(cols.cost)),
-            run_seconds=run_seconds(
-                [
-                    {"start_timestamp": a, "end_timestamp": b}
-                    for a, b in zip(cols.start_timestamp, cols.end_timestamp, strict=True)
-                ],
-                experiment,
-            ),
+            rowid=columns.rowid,
+            error=columns.error,
+            status_code=columns.status_code,
+            latency=columns.latency,
+            scores=columns.scores,
+            summaries=columns.summaries,
+            scorer_failed=columns.scorer_failed,
+            error_keys=columns.error_keys,
+            latency_stats=columns.latency_stats,
+            input_tokens=columns.input_tokens,
+            output_tokens=columns.output_tokens,
+            cost=columns.cost_total,
+            run_seconds=columns.run_seconds,
+            compact=columns,
         )
 
     def histograms(self) -> dict[str, Markup]:
@@ -383,13 +332,20 @@ class RunCache:
         view = self._views.get((owner, str(experiment["uuid"])))
         if view is None:
             return None
-        version = self.version(store, experiment)
+        version = self.version(store, experiment, owner)
         return view if view.version == version or self._fresh(view, experiment) else None
 
     @staticmethod
-    def version(store: Store, experiment: dict[str, Any]) -> tuple[Any, ...]:
-        """What a view is of: the run's status, finish time and highest rowids (see :meth:`get`)."""
-        return (experiment.get("status"), experiment.get("finished_at"), *store.run_version(str(experiment["uuid"])))
+    def version(store: Store, experiment: dict[str, Any], owner: str = "") -> tuple[Any, ...]:
+        """What a view is of: the run's status, finish time, highest rowids and the generation of
+        its stored columns (None while it runs, or once it changed after it finished; see :meth:`get`)."""
+        uuid = str(experiment["uuid"])
+        return (
+            experiment.get("status"),
+            experiment.get("finished_at"),
+            *store.run_version(uuid),
+            store.columns_generation(uuid, owner),
+        )
 
     def get(self, store: Store, experiment: dict[str, Any], owner: str) -> RunView:
         """The view of ``experiment`` (a dict from the store, read for ``owner``).
@@ -398,16 +354,26 @@ class RunCache:
         any log added, deleted and re-added, or rewritten (``PUT /trace_log`` and feedback write
         a log anew) moves one of them. One case does not: a log rewritten in place by an upsert
         of the same ``trace_id`` after the run finished, or a rewrite of the run's very last log
-        (SQLite then reuses its rowid); such a view is refreshed when the run next changes."""
+        (SQLite then reuses its rowid) of a running run; such a view is refreshed when the run
+        next changes.
+
+        A finished run's view is made of the compact columns the store keeps with it
+        (:meth:`~runner.store.Store.run_columns`, no scan of its rows) and is of their generation:
+        any write to the run after it finished, an upsert in place included, is seen at once."""
         key = (owner, str(experiment["uuid"]))
         with self._lock:
             building = self._building.setdefault(key, threading.Lock())
         with building:  # one build per run at a time; the others wait for it and reuse it
-            version = self.version(store, experiment)
+            version = self.version(store, experiment, owner)
             view = self._views.get(key)
             if view is not None and (view.version == version or self._fresh(view, experiment)):
                 return view
-            view = RunView.build(store, experiment, version, owner)
+            stored = store.run_columns(key[1], owner)
+            if stored is None:
+                view = RunView.build(store, experiment, version, owner)
+            else:  # of the generation read: a write since then is seen by the next view
+                version = (*self.version(store, experiment, owner)[:-1], stored.generation)
+                view = RunView.of(experiment, version, stored)
             self._views.put(key, view)
             return view
 
@@ -448,7 +414,7 @@ def listing(cache: RunCache, store: Store, experiment: dict[str, Any], owner: st
             view.duration,
             view.cost,
         )
-    key, version = (owner, str(experiment["uuid"])), cache.version(store, experiment)
+    key, version = (owner, str(experiment["uuid"])), cache.version(store, experiment, owner)
     hit = cache.listings.get(key)
     if hit is not None and hit[0] == version:
         return hit[1]
