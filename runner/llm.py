@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     import httpx
 
     from runner.proxy import CompletionCache, CompletionsResponseSchema, CompletionsSchema, LLMCall, Proxy
+    from runner.ratelimit import Slot
     from runner.store import Store
 
 __all__ = ["LLMRoute", "acompletion", "close", "completion"]
@@ -385,7 +386,7 @@ class _Worker:
             try:
                 if route.base_url:
                     result: tuple[CompletionsResponseSchema, dict[str, Any] | None] = (
-                        await self._over_http(route.base_url, route.api_key, call.request),
+                        await self._over_http(route.base_url, route.api_key, call.request, slot),
                         None,
                     )
                 else:
@@ -443,7 +444,7 @@ class _Worker:
         return state
 
     async def _over_http(self, base_url: str, api_key: str | None, request: CompletionsSchema,
-                         ) -> CompletionsResponseSchema:
+                         slot: Slot | None = None) -> CompletionsResponseSchema:
         import httpx
         import orjson
 
@@ -471,8 +472,12 @@ class _Worker:
                 continue
             if response.status_code == 200:
                 return CompletionsResponseSchema.model_validate_json(response.content)
+            if response.status_code == 429 and slot is not None:
+                # every call to this provider in the process (or the cluster) waits out the Retry-After
+                slot.rate_limited(response.headers.get("retry-after"))
             if is_retryable(response.status_code) and attempt < _HTTP_RETRIES:
-                await asyncio.sleep(retry_delay(attempt, response, backoff=0.5, max_backoff=8.0))
+                delay = retry_delay(attempt, response, backoff=0.5, max_backoff=8.0)
+                await asyncio.sleep(max(delay, slot.limiter.paused_for() if slot is not None else 0.0))
                 continue
             raise _refused(url, response, error_for("POST", url, response))
         raise AssertionError("unreachable")  # pragma: no cover
