@@ -45,7 +45,7 @@ def share_rate_limits() -> None:
     from distributed import get_client
 
     client = get_client()
-    address = str(client.scheduler.address)
+    address = str(getattr(client.scheduler, "address", "") or id(client))
     with _lock:
         if _shared_with == address:
             return

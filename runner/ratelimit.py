@@ -39,9 +39,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import threading
-import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
