@@ -44,7 +44,10 @@ def share_rate_limits() -> None:
     global _shared_with
     from distributed import get_client
 
-    client = get_client()
+    try:
+        client = get_client()
+    except ValueError:  # not in a Dask task (no worker, no client): nothing to share with
+        return
     address = str(getattr(client.scheduler, "address", "") or id(client))
     with _lock:
         if _shared_with == address:

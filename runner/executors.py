@@ -107,6 +107,12 @@ def _distributed() -> Any:
 
 
 # -- the driver side ------------------------------------------------------------------------------
+#: Each Dask connection keeps its last ``low-level-log-length`` messages (default 1,000) for
+#: debugging, the tasks' arguments included: with rows as arguments that is up to 1,000 batches
+#: of rows per connection held by the driver (its client's, and when the scheduler lives in the
+#: driver, the scheduler's to each worker). The connections the executor opens keep a few.
+_SHORT_LOGS = {"distributed.admin.low-level-log-length": 20}
+
 class DaskExecutor:
     """Rows as tasks on a Dask cluster: a LocalCluster (``address=None``), a scheduler address,
     or the cluster an existing ``distributed.Client`` is connected to."""
@@ -117,6 +123,10 @@ class DaskExecutor:
         self.address = address
         self.client = client
         self.n_processes = n_processes
+        #: the most row-trials, and the most Dask tasks (futures), in flight at once in the last
+        #: run: never above its ``n_workers``, however many rows the dataset has
+        self.peak_in_flight = 0
+        self.peak_tasks = 0
 
     def __repr__(self) -> str:
         where = self.address or (self.client and "a distributed.Client") or "a LocalCluster"
@@ -128,12 +138,15 @@ class DaskExecutor:
         if self.client is not None and getattr(self.client, "asynchronous", False):
             yield self.client
             return
+        import dask
+
         address = self.address
         if self.client is not None:
             address = self.client.scheduler.address
         if address is not None:
             try:
-                client = await distributed.Client(address, asynchronous=True, timeout="30s")
+                with dask.config.set(_SHORT_LOGS):
+                    client = await distributed.Client(address, asynchronous=True, timeout="30s")
             except OSError as exc:
                 raise ConfigError(
                     f"cannot reach the Dask scheduler at {address}: {exc}; start one with `dask scheduler` "
@@ -148,12 +161,11 @@ class DaskExecutor:
         # so one row computes while another's result is sent back. Rows beyond that wait in
         # batches (see _BatchSizer), not in threads fighting over one GIL.
         procs = self.n_processes or max(1, min(os.cpu_count() or 1, n_workers))
-        import dask
-
         # the scheduler lives in this process: no dashboard, and short histories of finished
         # tasks, so a million rows do not leave a million records behind in the driver
         with dask.config.set(
-            {"distributed.scheduler.dashboard.tasks.task-stream-length": 1000, "distributed.admin.log-length": 1000}
+            {"distributed.scheduler.dashboard.tasks.task-stream-length": 1000, "distributed.admin.log-length": 1000,
+             **_SHORT_LOGS}
         ):
             cluster = await distributed.LocalCluster(
                 n_workers=procs,
@@ -166,7 +178,8 @@ class DaskExecutor:
                 silence_logs=40,
             )
         try:
-            client = await distributed.Client(cluster, asynchronous=True)
+            with dask.config.set(_SHORT_LOGS):
+                client = await distributed.Client(cluster, asynchronous=True)
             try:
                 yield client
             finally:
@@ -187,6 +200,7 @@ class DaskExecutor:
         task = rows_task_async if engine.is_async else rows_task
         collector = engine.collector
         tag = uuidlib.uuid4().hex[:8]
+        self.peak_in_flight = self.peak_tasks = 0
         async with self._connect(engine.n_workers) as client:
             sizer = _BatchSizer(engine.n_workers, engine.is_async, client.scheduler_info().get("workers", {}))
             pending: dict[str, list[tuple[Row, int]]] = {}
@@ -217,6 +231,8 @@ class DaskExecutor:
                     )
                     pending[future.key] = batch
                     in_flight += len(batch)
+                    self.peak_in_flight = max(self.peak_in_flight, in_flight)
+                    self.peak_tasks = max(self.peak_tasks, len(pending))
                     now = time.monotonic()
                     for r, t in batch:
                         engine.running[(r.id, t)] = now
