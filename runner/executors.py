@@ -268,7 +268,11 @@ class _BatchSizer:
     A Dask task costs milliseconds of scheduling, more than a short row: rows that take
     little time travel several to a task (sync ones run one after the other on a worker
     thread, async ones concurrently on the worker's loop), sized so a task lasts about
-    ``TARGET`` seconds, yet never so few tasks that a worker thread sits idle."""
+    ``TARGET`` seconds, yet never so few tasks that a worker thread sits idle: sync rows leave
+    room for two tasks per worker thread, so each thread has the next one queued while the
+    result of the last travels back to the driver and the driver sends more (with exactly one
+    per thread, every thread idled for that round trip after each task: 2,000 rows of 10 ms
+    took 37 s where bare Dask tasks took 19 s)."""
 
     TARGET = 0.2
 
@@ -276,8 +280,8 @@ class _BatchSizer:
         slots = sum(int(w.get("nthreads", 1)) for w in workers.values()) or 1
         procs = len(workers) or 1
         self.is_async = is_async
-        # sync: at least one task per worker thread; async: about two tasks per worker process
-        self.cap = max(1, n_workers // (2 * procs) if is_async else n_workers // slots)
+        # sync: two tasks per worker thread; async: about two tasks per worker process
+        self.cap = max(1, n_workers // (2 * procs) if is_async else n_workers // (2 * slots))
         self.seen = 0
         self.total = 0.0
 
