@@ -46,6 +46,11 @@ def spin(x: int, n: int) -> int:
     return acc
 
 
+def spin_many(span: tuple[int, int, int]) -> list[int]:
+    start, stop, n = span
+    return [spin(x, n) for x in range(start, stop)]
+
+
 async def nap(x: int) -> int:
     await asyncio.sleep(0.05)
     return x
@@ -84,6 +89,10 @@ def cpu(rows: int, db: Path) -> dict[str, Any]:
         n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=":0", silence_logs=40
     ) as cluster, distributed.Client(cluster) as client:
         t_dask, r2 = timed(exp, executor=client)
+        # the ceiling on this machine now: the same work as bare Dask tasks of 16 rows, no runner
+        t = time.perf_counter()
+        client.gather(client.map(spin_many, [(i, min(i + 16, rows), n) for i in range(0, rows, 16)], pure=False))
+        t_bare = time.perf_counter() - t
     t_dask_cold, r3 = timed(exp, executor="dask")
     assert r1.n_total == r2.n_total == r3.n_total == rows and r1.n_errors == r2.n_errors == r3.n_errors == 0
     return {
@@ -93,6 +102,8 @@ def cpu(rows: int, db: Path) -> dict[str, Any]:
         "threads_s": round(t_threads, 2),
         "dask_standing_cluster_s": round(t_dask, 2),
         "dask_cluster_started_in_run_s": round(t_dask_cold, 2),
+        "bare_dask_tasks_s": round(t_bare, 2),
+        "speedup_bare_dask": round(t_threads / t_bare, 2),
         "speedup_standing": round(t_threads / t_dask, 2),
         "speedup_started_in_run": round(t_threads / t_dask_cold, 2),
     }
@@ -103,13 +114,16 @@ def io(rows: int, db: Path) -> dict[str, Any]:
 
     data = [{"x": i} for i in range(rows)]
     exp = Experiment(name="io", data=data, func=nap, n_workers=200, db=db)
+    double = Experiment(name="io2", data=data + [{"x": rows + i} for i in range(rows)], func=nap, n_workers=200, db=db)
     ideal = rows / 200 * 0.05
     t_local, r1 = timed(exp)
+    t_local2, _ = timed(double)
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=100, processes=True, host="127.0.0.1", dashboard_address=":0",
         silence_logs=40,
     ) as cluster, distributed.Client(cluster) as client:
         t_dask, r2 = timed(exp, executor=client)
+        t_dask2, _ = timed(double, executor=client)
     assert r1.n_total == r2.n_total == rows and r1.n_errors == r2.n_errors == 0
     return {
         "rows": rows,
@@ -118,20 +132,43 @@ def io(rows: int, db: Path) -> dict[str, Any]:
         "dask_s": round(t_dask, 2),
         "in_process_efficiency": round(ideal / t_local, 3),
         "dask_efficiency": round(ideal / t_dask, 3),
+        # the run's fixed costs (opening the store, connecting, /finished) apart: what `rows` more
+        # rows cost, from a run of twice as many, against the same ideal
+        "in_process_marginal_efficiency": round(ideal / max(t_local2 - t_local, 1e-9), 3),
+        "dask_marginal_efficiency": round(ideal / max(t_dask2 - t_dask, 1e-9), 3),
     }
 
 
-def memory_child(path: str, db: str, executor: str) -> None:
-    exp = Experiment(name="mem", data=path, func=noop, n_workers=64, db=db)
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def memory_child(path: str, db: str, executor: str, n_workers: str) -> None:
+    import threading
+
+    samples: list[tuple[float, float]] = []  # (seconds since start, driver RSS in MB)
+    stop = threading.Event()
     t = time.perf_counter()
+
+    def sample() -> None:
+        while not stop.wait(0.25):
+            samples.append((time.perf_counter() - t, _rss_mb()))
+
+    threading.Thread(target=sample, daemon=True).start()
+    exp = Experiment(name="mem", data=path, func=noop, n_workers=int(n_workers), db=db)
     r = exp.run(quiet=True, executor=executor)
     took = time.perf_counter() - t
+    stop.set()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("MEM " + json.dumps({"rows": r.n_total, "errors": r.n_errors, "seconds": round(took, 1),
-                               "driver_peak_rss_mb": round(peak, 1)}), flush=True)
+    # the RSS at each tenth of the run: flat, or growing with the rows read so far
+    tenths = [round(max((m for s, m in samples if s <= took * k / 10), default=0.0)) for k in range(1, 11)]
+    print("MEM " + json.dumps({"rows": r.n_total, "errors": r.n_errors, "n_workers": int(n_workers),
+                               "seconds": round(took, 1), "driver_peak_rss_mb": round(peak, 1),
+                               "rss_mb_by_tenth_of_run": tenths}), flush=True)
 
 
-def memory(sizes: list[int], tmp: Path, executor: str) -> list[dict[str, Any]]:
+def memory(sizes: list[int], tmp: Path, executor: str, n_workers: int) -> list[dict[str, Any]]:
     out = []
     for size in sizes:
         path = tmp / f"rows-{size}.jsonl"
@@ -139,7 +176,8 @@ def memory(sizes: list[int], tmp: Path, executor: str) -> list[dict[str, Any]]:
             for i in range(size):
                 f.write(json.dumps({"x": i, "text": f"row {i} " + "y" * 80}) + "\n")
         proc = subprocess.run(
-            [sys.executable, __file__, "--memory-child", str(path), str(tmp / f"mem-{size}.db"), executor],
+            [sys.executable, __file__, "--memory-child", str(path), str(tmp / f"mem-{size}.db"), executor,
+             str(n_workers)],
             capture_output=True, text=True, timeout=3600, cwd=tmp,
         )
         line = next((x for x in proc.stdout.splitlines() if x.startswith("MEM ")), None)
@@ -187,7 +225,8 @@ def main() -> None:
         help="driver: executor='dask' (the LocalCluster's scheduler runs in the driver); external: a "
         "`dask scheduler` and 2 `dask worker` processes, and executor='dask://...'",
     )
-    p.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+    p.add_argument("--memory-workers", type=int, default=64, help="n_workers of the memory run (rows in flight)")
+    p.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_child:
         memory_child(*args.memory_child)
@@ -205,12 +244,12 @@ def main() -> None:
         if "memory" in parts:
             sizes = [int(s) for s in args.memory_rows.split(",")]
             if args.memory_scheduler == "driver":
-                results = memory(sizes, tmp, "dask")
+                results = memory(sizes, tmp, "dask", args.memory_workers)
             elif args.memory_scheduler == "in-process":  # the reference: no Dask at all
-                results = memory(sizes, tmp, "local")
+                results = memory(sizes, tmp, "local", args.memory_workers)
             else:
                 with external_cluster(tmp) as address:
-                    results = memory(sizes, tmp, address)
+                    results = memory(sizes, tmp, address, args.memory_workers)
             for m in results:
                 print("memory", json.dumps(m), flush=True)
     load = os.getloadavg()

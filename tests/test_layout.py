@@ -23,7 +23,7 @@ LAYERS = (
     ("runner.store",),
     ("runner.results",),
     ("runner.errors", "runner.settings", "runner.options", "runner.scoring", "runner.schema", "runner.names",
-     "runner._json"),
+     "runner.ratelimit", "runner._json"),
 )
 
 

@@ -499,3 +499,24 @@ def test_public_api_is_sorted_and_complete() -> None:
     public = {n for n, v in vars(runner.proxy).items() if not n.startswith("_") and not isinstance(v, module)}
     assert public <= set(names) and all(hasattr(runner.proxy, n) for n in names)
 
+
+
+async def test_a_429_with_retry_after_holds_back_every_call_of_the_process(
+    proxy: Proxy, openai_fake: FakeProvider
+) -> None:
+    from runner.ratelimit import limiter_for
+
+    limiter = limiter_for("llm:openai")
+    openai_fake.fail(429, retry_after="2", message="slow down")
+    first = asyncio.create_task(proxy.complete(request("first")))
+    deadline = time.monotonic() + 60
+    while limiter.paused_for() == 0:  # the 429 reached the proxy and paused the provider's limiter
+        assert time.monotonic() < deadline and not first.done(), "the 429 never paused the limiter"
+        await asyncio.sleep(0.01)
+    pause_ends = time.monotonic() + limiter.paused_for()
+    calls = openai_fake.calls
+    second = await proxy.complete(request("second"))  # another row's call, not a retry
+    assert time.monotonic() >= pause_ends - 0.05  # it waited out the other call's Retry-After
+    r = await first
+    assert (r.status, second.status) == ("success", "success")
+    assert (calls, openai_fake.calls) == (1, 3)

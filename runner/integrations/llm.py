@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     import httpx
 
     from runner.proxy import CompletionCache, CompletionsResponseSchema, CompletionsSchema, LLMCall, Proxy
+    from runner.ratelimit import Slot
     from runner.store import Store
 
 __all__ = ["LLMRoute", "acompletion", "close", "completion"]
@@ -360,8 +361,8 @@ class _Worker:
         Each call holds a slot of the process-wide adaptive limiter of its provider: a provider
         (or server) still rate-limiting after its retries halves how many calls are in flight
         across every row of every run in the process, instead of each worker hammering it."""
-        from runner.backends.http.ratelimit import limiter_for
         from runner.proxy import is_rate_limited
+        from runner.ratelimit import limiter_for
 
         route = call.route
         provider = call.request.llm_configuration.provider if call.request.llm_configuration else None
@@ -370,7 +371,7 @@ class _Worker:
             try:
                 if route.base_url:
                     result: tuple[CompletionsResponseSchema, dict[str, Any] | None] = (
-                        await self._over_http(route.base_url, route.api_key, call.request),
+                        await self._over_http(route.base_url, route.api_key, call.request, slot),
                         None,
                     )
                 else:
@@ -434,7 +435,7 @@ class _Worker:
         return state
 
     async def _over_http(self, base_url: str, api_key: str | None, request: CompletionsSchema,
-                         ) -> CompletionsResponseSchema:
+                         slot: Slot | None = None) -> CompletionsResponseSchema:
         import httpx
         import orjson
 
@@ -462,8 +463,12 @@ class _Worker:
                 continue
             if response.status_code == 200:
                 return CompletionsResponseSchema.model_validate_json(response.content)
+            if response.status_code == 429 and slot is not None:
+                # every call to this provider in the process (or the cluster) waits out the Retry-After
+                slot.rate_limited(response.headers.get("retry-after"))
             if is_retryable(response.status_code) and attempt < _HTTP_RETRIES:
-                await asyncio.sleep(retry_delay(attempt, response, backoff=0.5, max_backoff=8.0))
+                delay = retry_delay(attempt, response, backoff=0.5, max_backoff=8.0)
+                await asyncio.sleep(max(delay, slot.limiter.paused_for() if slot is not None else 0.0))
                 continue
             raise _refused(url, response, error_for("POST", url, response))
         raise AssertionError("unreachable")  # pragma: no cover

@@ -3,7 +3,8 @@
 The driver (:mod:`runner.pipeline.executors`) pickles a :class:`RowSpec` before any row runs — a
 function that cannot travel is refused there, naming it — and sends the bytes with every task;
 each worker process unpickles them once and keeps an :class:`runner.pipeline.engine.Engine` for them,
-so a row runs on the worker exactly as it would in-process (timeouts, retries, scorers).
+so a row runs on the worker exactly as it would in-process (timeouts, retries, scorers). Its
+rate limiters are joined to the other workers' (:mod:`runner.pipeline.executor_ratelimit`).
 """
 
 from __future__ import annotations
@@ -192,6 +193,9 @@ def _engine_for(blob: bytes) -> tuple[Engine, RowSpec]:
         )
         if engine.sync_scorers:
             engine._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="runner-score")
+        from runner.pipeline.executor_ratelimit import share_rate_limits
+
+        share_rate_limits()  # a 429 this worker hears slows every worker of the cluster
         if len(_engines) >= 8:  # a long-lived worker serving many experiments
             _engines.pop(next(iter(_engines)))
         _engines[key] = (engine, spec)

@@ -3,6 +3,10 @@
 Retried, with exponential backoff and full jitter, up to ``max_retries`` times: HTTP 429 and 5xx,
 timeouts and connection errors. A ``Retry-After`` header (seconds or an HTTP date; OpenAI's
 ``retry-after-ms`` too) replaces the computed backoff. Any other 4xx ends the call at once.
+Each 429 is also told to the process-wide limiter of the provider (:mod:`runner.ratelimit`,
+key ``"llm:<provider>"``), and no attempt starts while that limiter is paused by a
+``Retry-After``: one call's 429 holds back every call to that provider in the process (and, on a
+Dask cluster, in every worker process: see ``runner.pipeline.executor_ratelimit``).
 A call that fails for good raises :class:`UpstreamError`, whose message becomes the response's
 ``error``. A stream is retried only until its first byte: after that, what was said is said.
 """
@@ -46,9 +50,10 @@ def is_rate_limited(error: str | None) -> bool:
 
 
 class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, *, rate_limited: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.rate_limited = rate_limited
 
 
 def parse_retry_after(headers: httpx.Headers, now: datetime | None = None) -> float | None:
@@ -163,18 +168,25 @@ class Upstream:
             await response.aclose()
 
     async def _retrying(self, name: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        from runner.ratelimit import limiter_for, note_rate_limited
+
         settings = self._settings
+        limiter = limiter_for(f"llm:{name}")
         for n in range(settings.max_retries + 1):
+            while (pause := limiter.paused_for()) > 0:  # a Retry-After this process was told of
+                await asyncio.sleep(pause)
             try:
                 return await attempt()
             except _Retryable as exc:
+                if exc.rate_limited:
+                    note_rate_limited(exc.retry_after, key=limiter.name)
                 if n == settings.max_retries:
                     tries = "1 attempt" if n == 0 else f"{n + 1} attempts"
                     raise UpstreamError(f"{exc} (gave up after {tries})") from None
                 delay = exc.retry_after
                 if delay is None:
                     delay = random.uniform(0.0, settings.backoff_base * 2**n)
-                delay = min(delay, settings.backoff_max)
+                delay = max(min(delay, settings.backoff_max), limiter.paused_for())
                 logger.info("%s; retry %d/%d in %.3fs", exc, n + 1, settings.max_retries, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable: the loop returns or raises")
@@ -191,7 +203,7 @@ def _check(adapter: ProviderAdapter, response: httpx.Response) -> None:
         body, response.text
     )
     if response.status_code == 429 or response.status_code >= 500:
-        raise _Retryable(message, parse_retry_after(response.headers))
+        raise _Retryable(message, parse_retry_after(response.headers), rate_limited=response.status_code == 429)
     raise UpstreamError(message)
 
 

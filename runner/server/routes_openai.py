@@ -237,7 +237,7 @@ def _project() -> str:
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(request: Request, store: StoreDep, owner: OwnerDep) -> Response:
     """OpenAI's chat completion endpoint, served by the proxy (``stream: true`` included)."""
-    from runner.backends.http.ratelimit import limiter_for
+    from runner.ratelimit import limiter_for
 
     try:
         try:

@@ -140,7 +140,7 @@ def test_rate_limited_after_retries_raises_rate_limit_error(fake: FakeProvider) 
 
 
 def test_a_provider_still_rate_limiting_slows_every_later_call(fake: FakeProvider) -> None:
-    from runner.backends.http.ratelimit import limiter_for
+    from runner.ratelimit import limiter_for
 
     limiter = limiter_for("llm:openai")  # process-wide: other tests may have lowered it already
     decreases = limiter.decreases

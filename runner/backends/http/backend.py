@@ -17,7 +17,7 @@ is raised as a :class:`~runner.errors.BackendError` with the server's detail by 
 a log is never dropped silently.
 
 **Rate limits.** Every request holds a slot of the process-wide adaptive limiter of this server
-(:mod:`runner.backends.http.ratelimit`): a 429 halves how many requests are in flight and pauses new ones for
+(:mod:`runner.ratelimit`): a 429 halves how many requests are in flight and pauses new ones for
 its ``Retry-After``; successes bring the concurrency back up.
 
 **When the server goes away.** A batch that still fails after the retries, and every batch after
@@ -51,7 +51,6 @@ import httpx
 from runner._json import UNSTORABLE, error_log, safe_log
 from runner.backends.batching import MAX_DELAY, REQUEST_LOGS, LogBuffer, LoopFeeder
 from runner.backends.http.outbox import Outbox
-from runner.backends.http.ratelimit import limiter_for
 from runner.backends.http.spool import Spool, default_spool_dir
 from runner.backends.http.transport import (
     MAX_BATCH_BYTES,
@@ -68,6 +67,7 @@ from runner.backends.http.transport import (
 )
 from runner.backends.target import Target
 from runner.errors import BackendError, NotFoundError, RunNameError
+from runner.ratelimit import limiter_for
 
 __all__ = [
     "HttpBackend",

@@ -15,8 +15,8 @@ import httpx
 import orjson
 
 from runner._json import json_default
-from runner.backends.http.ratelimit import parse_retry_after
 from runner.errors import BackendError, NotFoundError
+from runner.ratelimit import parse_retry_after
 
 __all__ = [
     "MAX_BATCH_BYTES",

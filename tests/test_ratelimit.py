@@ -18,8 +18,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from runner import Experiment
 from runner.backends.base import Backend
 from runner.backends.http.backend import HttpBackend
-from runner.backends.http.ratelimit import AdaptiveLimiter, limiter_for, note_rate_limited, parse_retry_after
 from runner.backends.target import Target
+from runner.ratelimit import AdaptiveLimiter, limiter_for, note_rate_limited, parse_retry_after
 from runner.server import create_app
 from runner.store import Store
 from tests.servers import log, start_app
@@ -242,3 +242,26 @@ def test_a_run_against_a_server_answering_429_for_a_while_stores_every_row_once(
     assert len(rows) == total == len({r["metadata"]["row_id"] for r in rows}) == n
     print(f"\n429 for 1 s (whole run): {n} rows sent, {len(rows)} stored, 0 duplicated, {n - len(rows)} lost; "
           f"{limited.limited} requests refused")
+
+
+# -- beyond one process: listeners and shared 429s ------------------------------------------------
+
+
+def test_listeners_hear_local_429s_and_a_shared_one_pauses_without_echo() -> None:
+    from runner.ratelimit import MAX_PAUSE, add_rate_limit_listener, apply_shared_rate_limit
+
+    heard: list[tuple[str, float | None]] = []
+    remove = add_rate_limit_listener(lambda key, after: heard.append((key, after)))
+    try:
+        note_rate_limited("30", key="test:listened")
+        assert heard == [("test:listened", 30.0)]
+        shared = limiter_for("test:shared", 8)
+        apply_shared_rate_limit("test:shared", time.time() + MAX_PAUSE)  # heard by another process
+        assert shared.paused_for() > MAX_PAUSE / 2 and shared.limit == 4
+        apply_shared_rate_limit("test:shared", None)  # a second one within the cooldown: no new halving
+        assert shared.limit == 4
+        assert heard == [("test:listened", 30.0)]  # not told again: no echo between processes
+    finally:
+        remove()
+    note_rate_limited(None, key="test:listened")
+    assert len(heard) == 1

@@ -19,7 +19,12 @@ hold a slot of :func:`limiter_for` (``DEFAULT_KEY`` unless it has a better one, 
 provider) around each call, so that every row of every experiment in the process shares the
 limit; where holding a slot is not possible, :func:`note_rate_limited` reports a 429 alone.
 
->>> from runner.backends.http.ratelimit import limiter_for
+**Beyond one process.** :func:`add_rate_limit_listener` hears every 429 a limiter of this process
+is told about, and :func:`apply_shared_rate_limit` applies one heard elsewhere (without telling
+the listeners again). ``runner.pipeline.executor_ratelimit`` joins the two over a Dask cluster, so that a
+429 seen by one worker process pauses and slows every worker of the cluster.
+
+>>> from runner.ratelimit import limiter_for
 >>> async def call(client, url):                                   # doctest: +SKIP
 ...     async with limiter_for("llm:openai").slot() as slot:
 ...         response = await client.post(url)
@@ -34,11 +39,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 __all__ = [
@@ -46,10 +52,14 @@ __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
     "AdaptiveLimiter",
     "Slot",
+    "add_rate_limit_listener",
+    "apply_shared_rate_limit",
     "limiter_for",
     "note_rate_limited",
     "parse_retry_after",
 ]
+
+logger = logging.getLogger("runner.ratelimit")
 
 #: The key of the limiter shared by model calls that name no key of their own.
 DEFAULT_KEY = "default"
@@ -276,7 +286,9 @@ class AdaptiveLimiter:
                 self._successes = 0
                 self._wake()
 
-    def _rate_limited(self, retry_after: float | None, epoch: int | None) -> None:
+    def _rate_limited(self, retry_after: float | None, epoch: int | None, *, share: bool = True) -> None:
+        if share and _listeners:
+            _tell_listeners(self.name, retry_after)
         now = time.monotonic()
         with self._lock:
             if retry_after:
@@ -318,3 +330,40 @@ def note_rate_limited(retry_after: str | float | None = None, key: str = DEFAULT
 
     Halves the limit of ``key`` (at most once per second) and pauses it for ``retry_after``."""
     limiter_for(key)._rate_limited(parse_retry_after(retry_after), None)
+
+
+#: Told of every 429 a limiter of this process hears: ``(limiter key, Retry-After seconds or None)``.
+_listeners: list[Callable[[str, float | None], None]] = []
+
+
+def add_rate_limit_listener(listener: Callable[[str, float | None], None]) -> Callable[[], None]:
+    """Call ``listener(key, retry_after)`` for every 429 a limiter of this process is told about
+    (a slot's ``rate_limited``, :func:`note_rate_limited`), from the thread that reports it; it
+    must not block. Returns a function that removes the listener.
+
+    This is how a limit is shared beyond the process: the listener sends the 429 on, and the
+    other processes :func:`apply_shared_rate_limit` it."""
+    with _registry_lock:
+        _listeners.append(listener)
+
+    def remove() -> None:
+        with _registry_lock, contextlib.suppress(ValueError):
+            _listeners.remove(listener)
+
+    return remove
+
+
+def _tell_listeners(key: str, retry_after: float | None) -> None:
+    for listener in list(_listeners):
+        try:
+            listener(key, retry_after)
+        except Exception:  # a broken listener must not turn a 429 into a failed row
+            logger.exception("a rate-limit listener failed")
+
+
+def apply_shared_rate_limit(key: str, paused_until: float | None) -> None:
+    """A 429 seen by another process, on the limiter ``key`` of this one: pause new requests
+    until ``paused_until`` (a ``time.time()`` wall-clock instant; ``None``: no ``Retry-After``)
+    and halve the limit (at most once per cooldown). Listeners are not told again."""
+    retry_after = None if paused_until is None else max(0.0, paused_until - time.time())
+    limiter_for(key)._rate_limited(retry_after, None, share=False)

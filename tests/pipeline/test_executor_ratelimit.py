@@ -1,0 +1,121 @@
+"""The cluster-wide rate limit: a 429 with Retry-After seen by one Dask worker process holds back
+every worker process. A real LocalCluster (2 worker processes) and a fake OpenAI-compatible
+provider on a real loopback socket, which records when each request arrived and from which pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from starlette.applications import Starlette  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import JSONResponse, Response  # noqa: E402
+from starlette.routing import Route  # noqa: E402
+
+from runner import Experiment  # noqa: E402
+from runner.store import Store  # noqa: E402
+from tests.proxy_fakes import _answer, _openai_body, serve  # noqa: E402
+
+pytestmark = pytest.mark.timeout(240)
+
+RETRY_AFTER = 5.0  # what the provider asks for with its one 429
+HOLD = 2.0  # the other requests in flight at the 429 are answered this long after it
+IN_FLIGHT = 4  # the experiment's n_workers: how many rows (each one request) are in flight at most
+
+
+class RateLimitingProvider:
+    """Holds the first requests until every row in flight has sent one, from both worker
+    processes; answers the last of them 429 (``Retry-After: 5``) and the others 200, ``HOLD``
+    seconds later; every later request gets a 200 at once. ``arrivals`` is ``(time.time(), pid)``
+    for every request."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[tuple[float, int]] = []
+        self.limited: tuple[float, int] | None = None  # when the 429 was sent, and to which pid
+        self._lock = threading.Lock()
+        self._both: asyncio.Event | None = None
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/v1/chat/completions", self._handle, methods=["POST"])])
+
+    async def _handle(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        pid = int(body["messages"][-1]["content"].split()[-1])
+        with self._lock:
+            self.arrivals.append((time.time(), pid))
+            first_phase = self.limited is None
+            pids = {p for _, p in self.arrivals}
+            n_arrived = len(self.arrivals)
+        if first_phase:
+            if self._both is None:
+                self._both = asyncio.Event()
+            # every row in flight (n_workers=4) waits on the provider: no request races the 429
+            if len(pids) >= 2 and n_arrived >= IN_FLIGHT and not self._both.is_set():
+                self._both.set()
+                self.limited = (time.time(), pid)
+                error = {"error": {"message": "slow down", "type": "rate_limit_error", "param": None, "code": None}}
+                return JSONResponse(error, 429, {"retry-after": str(int(RETRY_AFTER))})
+            # after a minute without every row at the provider the test fails, saying so
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._both.wait(), timeout=60)
+            if self.limited is not None:
+                await asyncio.sleep(max(0.0, self.limited[0] + HOLD - time.time()))
+        return JSONResponse(_openai_body(_answer(body, "openai")))
+
+
+def ask(question: str) -> str:
+    from runner import completion
+
+    # the pid tells the provider which worker process sent the request
+    return completion(f"{question} {os.getpid()}", model="gpt-4o-mini").content
+
+
+def test_a_429_on_one_worker_pauses_every_worker_until_retry_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the embedded door: the workers call the provider themselves (through a server, the server would)
+    import runner.integrations.llm
+
+    db = tmp_path / "runner.db"
+    fake = RateLimitingProvider()
+    with serve(fake.app()) as url:
+        monkeypatch.setenv("OPENAI_BASE_URL", url + "/v1")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        # workers started now inherit the provider's address, as a real cluster's would be configured
+        with distributed.LocalCluster(
+            n_workers=2, threads_per_worker=IN_FLIGHT, processes=True, host="127.0.0.1", dashboard_address=":0",
+            silence_logs=40,
+        ) as c, distributed.Client(c) as client:
+            data = [{"question": f"q{i}"} for i in range(16)]
+            exp = Experiment(name="limited", data=data, func=ask, n_workers=IN_FLIGHT, db=db)
+            result = exp.run(quiet=True, executor=client)
+        runner.integrations.llm.close()
+
+    assert fake.limited is not None, f"the provider never saw both worker processes at once: {fake.arrivals}"
+    limited_at, limited_pid = fake.limited
+    before = [(t, p) for t, p in fake.arrivals if t < limited_at]
+    after = [(t, p) for t, p in fake.arrivals if t > limited_at]
+    assert len(before) == IN_FLIGHT  # every row in flight had asked; the last one got the 429
+    assert len({p for _, p in before} | {limited_pid}) == 2  # both processes had rows in flight
+    # the behaviour: after the 429, no worker process sent anything before Retry-After had passed
+    early = [(round(t - limited_at, 3), p) for t, p in after if t < limited_at + RETRY_AFTER]
+    assert not early, f"requests sent {RETRY_AFTER} s Retry-After too early (seconds after the 429, pid): {early}"
+    # and every row still completed: the 429'd one by its retry, the others after the pause
+    assert result.n_total == 16 and result.n_errors == 0
+    assert len(fake.arrivals) == 17  # 16 rows, one of them twice
+    store = Store(db)
+    try:
+        rows = store.experiment_rows(result.experiment_uuid)
+    finally:
+        store.close()
+    assert len(rows) == 16 and all(r["status"] == "success" for r in rows)
