@@ -26,7 +26,8 @@ Usage::
 
     python benchmarks/ui_load.py [--rows 100000] [--repeat 7] [--db PATH] [--compare] [--json]
 
-``--db`` keeps (or reuses) the run in PATH instead of a temporary file.
+``--db`` keeps (or reuses) the run in PATH, or in a ``postgresql://`` database, instead of a
+temporary file.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-def make_run(db: Path, rows: int, run_name: str | None = None) -> str:
+def make_run(db: str | Path, rows: int, run_name: str | None = None) -> str:
     """A run of ``rows`` rows made by the runner; returns its experiment uuid."""
     from runner import Experiment, Score, trace
 
@@ -91,7 +92,7 @@ def make_run(db: Path, rows: int, run_name: str | None = None) -> str:
     return result.experiment_uuid
 
 
-def _runs(db: Path) -> list[dict[str, Any]]:
+def _runs(db: str | Path) -> list[dict[str, Any]]:
     from runner.store import Store
 
     store = Store(db)
@@ -107,7 +108,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_serve(db: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_serve(db: str | Path) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "runner.server", "--port", str(port), "--db", str(db), "--log-level", "warning"],
@@ -161,7 +162,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--db", type=Path, help="keep the run in this SQLite file (reused if it holds one)")
+    parser.add_argument(
+        "--db", help="keep the run in this SQLite file, or a postgresql:// database (reused if it holds one)"
+    )
     parser.add_argument("--compare", action="store_true", help="also time the compare page of two such runs")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
@@ -171,9 +174,10 @@ def main(argv: list[str] | None = None) -> None:
         tmp = tempfile.TemporaryDirectory(prefix="ui-load-")
         db = Path(tmp.name) / "runner.db"
     else:
-        db = args.db
+        db = args.db if args.db.startswith(("postgres://", "postgresql://")) else Path(args.db)
     try:
-        runs = {e["run_name"]: e["uuid"] for e in _runs(db)} if db.exists() else {}
+        reusable = isinstance(db, str) or db.exists()
+        runs = {e["run_name"]: e["uuid"] for e in _runs(db)} if reusable else {}
         for n in (args.rows, 10):  # the small run is viewed first: the server then has imported numpy, scipy
             if f"rows-{n}" not in runs:
                 runs[f"rows-{n}"] = make_run(db, n)
