@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from runner.dataset import Row
+from runner.inline import runs_inline
 from runner.scoring import (
     Log,
     Score,
@@ -90,6 +91,8 @@ class Engine:
         named = list(zip(scorers, unique_scorer_names(scorers), strict=True))
         self.sync_scorers = [(s, name) for s, name in named if not is_async_callable(s)]
         self.async_scorers = [(s, name) for s, name in named if is_async_callable(s)]
+        #: every sync scorer is cheap (runner.inline): an async row scores on the loop, no pool
+        self.sync_inline = all(runs_inline(s) for s, _ in self.sync_scorers)
         self.project_uuid = project_uuid
         self.n_workers = n_workers
         self.experiment_uuid = experiment_uuid
@@ -171,7 +174,7 @@ class Engine:
             return scores, failures
         log = root.as_log()
         for s, name in self.sync_scorers:
-            if self.timeout is None:
+            if self.timeout is None or runs_inline(s):
                 got, failed = call_scorer_sync(s, log, name)
             else:
                 got, failed = self._score_sync_timed(s, log, name)
@@ -225,7 +228,9 @@ class Engine:
             errors.append(_short(root.error))
             await asyncio.sleep(self._backoff(attempt))
         _record_attempts(root, errors)
-        if self.sync_scorers and root.status == "success":
+        if self.sync_scorers and root.status == "success" and self.sync_inline:
+            scores, failures = contextvars.copy_context().run(self._score_sync, root)
+        elif self.sync_scorers and root.status == "success":
             assert self._pool is not None
             scores, failures = await asyncio.get_running_loop().run_in_executor(
                 self._pool, contextvars.copy_context().run, self._score_sync, root
@@ -332,7 +337,7 @@ class Engine:
             await self._run_threads(items)
 
     async def _run_async(self, items: Iterator[tuple[Row, int]]) -> None:
-        if self.sync_scorers:
+        if self.sync_scorers and not self.sync_inline:
             self._pool = ThreadPoolExecutor(max_workers=self.n_workers, thread_name_prefix="runner-score")
         # Workers hand finished rows to one collecting task and go straight on to their next row:
         # turning a row into its logs and tallying it happens while rows wait on I/O, not between
