@@ -102,6 +102,9 @@ class Run:
         exp, opts = self.exp, self.opts
         func_name = getattr(exp.func, "__name__", type(exp.func).__name__)
         from runner.executors import resolve_executor
+        from runner.prefetch import SUMMARY_MODULES, prefetch
+
+        prefetch(*SUMMARY_MODULES)  # the summary's imports load while the rows run
 
         self.executor = resolve_executor(opts.executor)  # a bad executor fails before anything is created
         records = await self._records()
