@@ -4,7 +4,8 @@
 from the dataset only as fast as they are run and at most ``n_workers`` run at once. A sync
 function runs, with its sync scorers, in one call on a thread pool of the same size (the
 context is copied, so spans opened there find their row); an async function and async scorers
-run on the loop.
+run on the loop, and its sync scorers on a pool kept between runs (:mod:`runner.scorer_pool`),
+or on the loop too when every one is marked cheap (:mod:`runner.inline`).
 
 Stopping: ``stop()`` (first Ctrl-C) lets running rows end and starts no new ones.
 """
@@ -25,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from runner import scorer_pool
 from runner.dataset import Row
 from runner.inline import runs_inline
 from runner.scoring import (
@@ -338,7 +340,8 @@ class Engine:
 
     async def _run_async(self, items: Iterator[tuple[Row, int]]) -> None:
         if self.sync_scorers and not self.sync_inline:
-            self._pool = ThreadPoolExecutor(max_workers=self.n_workers, thread_name_prefix="runner-score")
+            self._pool = scorer_pool.take(self.n_workers)  # an earlier run's threads, if idle
+        finished = False
         # Workers hand finished rows to one collecting task and go straight on to their next row:
         # turning a row into its logs and tallying it happens while rows wait on I/O, not between
         # one row's end and the next one's start.
@@ -357,9 +360,10 @@ class Engine:
             finally:
                 await done.put(_END)
                 await collecting
+            finished = True
         finally:
             if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
+                scorer_pool.give_back(self._pool, reuse=finished)
 
     async def _worker(self, items: Iterator[tuple[Row, int]], done: asyncio.Queue[Any]) -> None:
         while not self._stopping:
