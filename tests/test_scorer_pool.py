@@ -29,7 +29,13 @@ def run(tmp_path: Path, name: str, n_workers: int, seen: list[threading.Thread],
                       db=tmp_path / "r.db").run(quiet=True)
 
 
+def no_idle_pool() -> None:
+    """Drop the pool an earlier test's run may have left idle (the pool is process-wide)."""
+    give_back(take(1), reuse=False)
+
+
 def test_a_second_run_scores_on_the_threads_of_the_first(tmp_path: Path) -> None:
+    no_idle_pool()
     first: list[threading.Thread] = []
     second: list[threading.Thread] = []
     assert run(tmp_path, "one", 4, first).scores["plain"].n == 40
@@ -41,6 +47,7 @@ def test_a_second_run_scores_on_the_threads_of_the_first(tmp_path: Path) -> None
 
 
 def test_a_bigger_run_gets_a_bigger_pool_and_a_broken_run_drops_its_own(tmp_path: Path) -> None:
+    no_idle_pool()
     small: list[threading.Thread] = []
     big: list[threading.Thread] = []
     again: list[threading.Thread] = []
