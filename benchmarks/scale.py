@@ -9,7 +9,9 @@
   ``python -m runner serve`` to the fake OpenAI provider of ``tests/proxy_fakes.py`` answering
   after 100 ms. Added latency = each call's latency minus the provider's 100 ms; then the same
   1,000 prompts again, answered from the server's cache: cached calls per second. Beside them,
-  the same 1,000 requests straight to the provider with one ``httpx.AsyncClient`` (the floor).
+  the same 1,000 requests straight to the provider through a ``runner.proxy.http_pool.ClientPool``
+  of 1,000 connections (the floor; one bare ``httpx.AsyncClient`` with 1,000 requests in flight
+  spends seconds of CPU in httpcore's pool bookkeeping, and so measured the client, not the path).
 
 ``python benchmarks/scale.py --fake-provider 0.1`` serves the fake provider until killed (the
 W11 child starts it as a subprocess, so it does not share the child's GIL).
@@ -188,6 +190,7 @@ def run_completion_load(calls: int, runs: int) -> dict[str, Any]:
 
 async def _completion_rounds(httpx: Any, provider: str, calls: int, runs: int) -> dict[str, Any]:
     import runner.integrations.llm
+    from runner.proxy.http_pool import ClientPool
 
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -196,8 +199,8 @@ async def _completion_rounds(httpx: Any, provider: str, calls: int, runs: int) -
 
     await warm()
     detail: list[dict[str, Any]] = []
-    async with httpx.AsyncClient(headers={"authorization": "Bearer sk-bench"},
-                                 limits=httpx.Limits(max_connections=None)) as client:
+    client = ClientPool(calls, headers={"authorization": "Bearer sk-bench"}, timeout=httpx.Timeout(60.0, pool=None))
+    try:
 
         def direct() -> Any:
             return client.post(f"{provider}/v1/chat/completions", json=body)
@@ -216,6 +219,8 @@ async def _completion_rounds(httpx: Any, provider: str, calls: int, runs: int) -
             hit = _latency_summary(lat, wall)
             detail.append({"run_name": f"w11-run-{k}", "seconds": miss["wall_s"], "direct": floor, "miss": miss,
                            "hit": hit})
+    finally:
+        await client.aclose()
     med = {phase: {key: statistics.median(d[phase][key] for d in detail) for key in detail[0][phase]}
            for phase in ("direct", "miss", "hit")}
     return {"times": [d["seconds"] for d in detail], "detail": detail, "medians": med}

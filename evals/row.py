@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from runner.errors import FunctionError
+from runner.inline import inline
 from runner.scoring import Log, scorer_factory
 
 __all__ = ["contains", "exact_match", "json_valid", "levenshtein", "regex_match"]
@@ -22,6 +23,7 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+@inline
 def exact_match(log: Log) -> float | None:
     """1.0 if the output equals the target once both are stripped of surrounding whitespace.
 
@@ -106,6 +108,7 @@ def levenshtein(log: Log) -> float | None:
     return 1.0 - edit_distance(a, b) / longest
 
 
+@inline
 def contains(log: Log) -> float | None:
     """1.0 if the target occurs in the output, ignoring case; no score without a target.
 
@@ -160,6 +163,7 @@ def _reject_constant(token: str) -> Any:
     raise ValueError(f"{token} is not valid JSON")
 
 
+@inline
 def json_valid(log: Log) -> float:
     """1.0 if the output is JSON: a dict or list, or a string (or bytes) that parses as JSON.
 

@@ -52,6 +52,8 @@ class FakeProvider:
         self.calls = 0
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        #: The client port of each request: how many connections the callers opened.
+        self.peers: list[int] = []
         #: Seconds every answer waits (for single-flight tests).
         self.delay = 0.0
         self._faults: deque[Fault] = deque()
@@ -76,6 +78,7 @@ class FakeProvider:
             self.calls = 0
             self.requests.clear()
             self.headers.clear()
+            self.peers.clear()
             self._faults.clear()
             self.delay = 0.0
 
@@ -95,6 +98,9 @@ class FakeProvider:
     async def _handle(self, request: Request) -> Response:
         body = json.loads(await request.body())
         fault = self._record(body, dict(request.headers))
+        if request.client is not None:
+            with self._lock:
+                self.peers.append(request.client.port)
         delay = self.delay + (fault.delay if fault else 0.0)
         if delay:
             await asyncio.sleep(delay)

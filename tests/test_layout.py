@@ -22,8 +22,8 @@ LAYERS = (
     ("runner.proxy",),
     ("runner.store",),
     ("runner.results",),
-    ("runner.errors", "runner.settings", "runner.options", "runner.scoring", "runner.schema", "runner.names",
-     "runner.ratelimit", "runner._json"),
+    ("runner.errors", "runner.settings", "runner.options", "runner.scoring", "runner.inline", "runner.schema",
+     "runner.names", "runner.ratelimit", "runner.prefetch", "runner._json"),
 )
 
 

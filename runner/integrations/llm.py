@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     import httpx
 
     from runner.proxy import CompletionCache, CompletionsResponseSchema, CompletionsSchema, LLMCall, Proxy
+    from runner.proxy.http_pool import ClientPool
     from runner.ratelimit import Slot
     from runner.store import Store
 
@@ -71,6 +72,12 @@ _CONFIG_KWARGS = frozenset({"history"})
 _NOT_KWARGS = frozenset({"llm_configuration", "stream"})
 
 _HTTP_RETRIES = 3
+#: Completions of one provider in flight at once, process-wide (the adaptive limiter's ceiling;
+#: it halves on 429s). The embedded proxy's own pool allows 1,000 connections by default.
+_MAX_IN_FLIGHT = 1000
+#: Connections to one server: below ``serve``'s default ``--max-connections`` (512), past which
+#: it closes new connections at once.
+_HTTP_MAX_CONNECTIONS = 500
 
 
 #: where :func:`completion` sends calls: a server's ``/completion`` (``base_url`` set), or the
@@ -304,7 +311,7 @@ class _Worker:
         self._atexit = False
         # touched on the loop thread only
         self._embedded: dict[str, _Embedded] = {}
-        self._clients: dict[tuple[str, str | None], httpx.AsyncClient] = {}
+        self._clients: dict[tuple[str, str | None], ClientPool] = {}
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self._running_loop())
@@ -367,7 +374,7 @@ class _Worker:
         route = call.route
         provider = call.request.llm_configuration.provider if call.request.llm_configuration else None
         key = str(getattr(provider, "value", provider) or "default")
-        async with limiter_for(f"llm:{key}").slot() as slot:
+        async with limiter_for(f"llm:{key}", _MAX_IN_FLIGHT).slot() as slot:
             try:
                 if route.base_url:
                     result: tuple[CompletionsResponseSchema, dict[str, Any] | None] = (
@@ -441,12 +448,14 @@ class _Worker:
 
         from runner.backends.http.backend import error_for, headers_for, is_retryable, retry_delay
         from runner.proxy import CompletionsResponseSchema
+        from runner.proxy.http_pool import ClientPool
 
         base_url = base_url.rstrip("/")
         client = self._clients.get((base_url, api_key))
         if client is None:
             # no read timeout of our own: the server bounds each provider call and its retries
-            client = httpx.AsyncClient(headers=headers_for(api_key), timeout=httpx.Timeout(None, connect=10.0))
+            client = ClientPool(_HTTP_MAX_CONNECTIONS, headers=headers_for(api_key),
+                                timeout=httpx.Timeout(None, connect=10.0, pool=None))
             self._clients[(base_url, api_key)] = client
         url = base_url + "/completion"
         body = orjson.dumps(request.model_dump(mode="json", exclude_none=True))

@@ -4,7 +4,8 @@
 from the dataset only as fast as they are run and at most ``n_workers`` run at once. A sync
 function runs, with its sync scorers, in one call on a thread pool of the same size (the
 context is copied, so spans opened there find their row); an async function and async scorers
-run on the loop.
+run on the loop, and its sync scorers on a pool kept between runs (:mod:`runner.pipeline.scorer_pool`),
+or on the loop too when every one is marked cheap (:mod:`runner.inline`).
 
 Stopping: ``stop()`` (first Ctrl-C) lets running rows end and starts no new ones.
 """
@@ -25,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from runner.inline import runs_inline
+from runner.pipeline import scorer_pool
 from runner.pipeline.dataset import Row
 from runner.pipeline.tracing import Span, TraceRun, reset_current, set_current
 from runner.scoring import (
@@ -90,6 +93,8 @@ class Engine:
         named = list(zip(scorers, unique_scorer_names(scorers), strict=True))
         self.sync_scorers = [(s, name) for s, name in named if not is_async_callable(s)]
         self.async_scorers = [(s, name) for s, name in named if is_async_callable(s)]
+        #: every sync scorer is cheap (runner.inline): an async row scores on the loop, no pool
+        self.sync_inline = all(runs_inline(s) for s, _ in self.sync_scorers)
         self.project_uuid = project_uuid
         self.n_workers = n_workers
         self.experiment_uuid = experiment_uuid
@@ -171,7 +176,7 @@ class Engine:
             return scores, failures
         log = root.as_log()
         for s, name in self.sync_scorers:
-            if self.timeout is None:
+            if self.timeout is None or runs_inline(s):
                 got, failed = call_scorer_sync(s, log, name)
             else:
                 got, failed = self._score_sync_timed(s, log, name)
@@ -225,7 +230,9 @@ class Engine:
             errors.append(_short(root.error))
             await asyncio.sleep(self._backoff(attempt))
         _record_attempts(root, errors)
-        if self.sync_scorers and root.status == "success":
+        if self.sync_scorers and root.status == "success" and self.sync_inline:
+            scores, failures = contextvars.copy_context().run(self._score_sync, root)
+        elif self.sync_scorers and root.status == "success":
             assert self._pool is not None
             scores, failures = await asyncio.get_running_loop().run_in_executor(
                 self._pool, contextvars.copy_context().run, self._score_sync, root
@@ -332,8 +339,9 @@ class Engine:
             await self._run_threads(items)
 
     async def _run_async(self, items: Iterator[tuple[Row, int]]) -> None:
-        if self.sync_scorers:
-            self._pool = ThreadPoolExecutor(max_workers=self.n_workers, thread_name_prefix="runner-score")
+        if self.sync_scorers and not self.sync_inline:
+            self._pool = scorer_pool.take(self.n_workers)  # an earlier run's threads, if idle
+        finished = False
         # Workers hand finished rows to one collecting task and go straight on to their next row:
         # turning a row into its logs and tallying it happens while rows wait on I/O, not between
         # one row's end and the next one's start.
@@ -352,9 +360,10 @@ class Engine:
             finally:
                 await done.put(_END)
                 await collecting
+            finished = True
         finally:
             if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
+                scorer_pool.give_back(self._pool, reuse=finished)
 
     async def _worker(self, items: Iterator[tuple[Row, int]], done: asyncio.Queue[Any]) -> None:
         while not self._stopping:

@@ -75,6 +75,9 @@ class Run:
         plan, opts = self.plan, self.opts
         func_name = plan.func_name
         from runner.pipeline.executors import resolve_executor
+        from runner.prefetch import SUMMARY_MODULES, prefetch
+
+        prefetch(*SUMMARY_MODULES)  # the summary's imports load while the rows run
 
         self.executor = resolve_executor(opts.executor)  # a bad executor fails before anything is created
         rows = await records(plan, self.backend)

@@ -68,9 +68,11 @@ class ProxySettings:
     #: Seconds to wait for a connection, and between bytes of a response.
     connect_timeout: float = 10.0
     read_timeout: float = 300.0
-    #: Bounds of the shared connection pool; requests beyond ``max_connections`` queue.
-    max_connections: int = 100
-    max_keepalive_connections: int = 20
+    #: Bounds of the shared connection pool; requests beyond ``max_connections`` queue. Idle
+    #: connections are kept (up to ``max_keepalive_connections``, for 5 s): with fewer kept than
+    #: are busy, httpx closes each connection as it goes idle and the next request opens a new one.
+    max_connections: int = 1000
+    max_keepalive_connections: int = 1000
     #: Anthropic requires ``max_tokens``; used when the request has no ``max_length``.
     anthropic_max_tokens: int = 4096
 

@@ -1,4 +1,4 @@
-"""Sending provider requests: one shared ``httpx.AsyncClient``, retries, server-sent events.
+"""Sending provider requests: one shared pool of ``httpx`` clients, retries, server-sent events.
 
 Retried, with exponential backoff and full jitter, up to ``max_retries`` times: HTTP 429 and 5xx,
 timeouts and connection errors. A ``Retry-After`` header (seconds or an HTTP date; OpenAI's
@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 
+from runner.proxy.http_pool import ClientPool
 from runner.proxy.providers import Completion, ProviderAdapter, UpstreamRequest
 from runner.proxy.settings import ProxySettings
 
@@ -106,18 +107,18 @@ class Upstream:
 
     def __init__(self, settings: ProxySettings) -> None:
         self._settings = settings
-        self._client = httpx.AsyncClient(
+        # shards of httpx clients: one client with hundreds of requests in flight spends more CPU
+        # in httpcore's pool bookkeeping than on the requests (see runner.proxy.http_pool)
+        self._pool = ClientPool(
+            settings.max_connections,
+            max_keepalive_connections=settings.max_keepalive_connections,
             # pool=None: beyond max_connections requests queue rather than fail
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout, pool=None),
-            limits=httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.max_keepalive_connections,
-            ),
             headers={"user-agent": "runner-proxy", "content-type": "application/json"},
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._pool.aclose()
 
     async def complete(self, adapter: ProviderAdapter, request: UpstreamRequest) -> Completion:
         """Send ``request``; the parsed completion, or :class:`UpstreamError`."""
@@ -125,7 +126,7 @@ class Upstream:
 
         async def attempt() -> Completion:
             try:
-                response = await self._client.post(
+                response = await self._pool.post(
                     request.url, content=orjson.dumps(request.body), headers=request.headers
                 )
             except httpx.TransportError as exc:  # timeouts included
@@ -143,29 +144,30 @@ class Upstream:
                           ) -> AsyncIterator[httpx.Response]:
         """A streamed 2xx response to ``request`` (retried until then), closed on exit."""
         name = adapter.spec.name
+        async with self._pool.client() as client:  # held until the response is closed
 
-        async def attempt() -> httpx.Response:
-            built = self._client.build_request(
-                "POST", request.url, content=orjson.dumps(request.body), headers=request.headers
-            )
-            try:
-                response = await self._client.send(built, stream=True)
-                if response.is_success:
-                    return response
+            async def attempt() -> httpx.Response:
+                built = client.build_request(
+                    "POST", request.url, content=orjson.dumps(request.body), headers=request.headers
+                )
                 try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
-            except httpx.TransportError as exc:
-                raise _transport_error(name, request.url, exc) from None
-            _check(adapter, response)
-            raise AssertionError("unreachable: _check raises on every non-2xx status")
+                    response = await client.send(built, stream=True)
+                    if response.is_success:
+                        return response
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
+                except httpx.TransportError as exc:
+                    raise _transport_error(name, request.url, exc) from None
+                _check(adapter, response)
+                raise AssertionError("unreachable: _check raises on every non-2xx status")
 
-        response = await self._retrying(name, attempt)
-        try:
-            yield response
-        finally:
-            await response.aclose()
+            response = await self._retrying(name, attempt)
+            try:
+                yield response
+            finally:
+                await response.aclose()
 
     async def _retrying(self, name: str, attempt: Callable[[], Awaitable[T]]) -> T:
         from runner.ratelimit import limiter_for, note_rate_limited

@@ -20,6 +20,10 @@ from runner.server.slow_clients import HEADER_TIMEOUT, MAX_CONNECTIONS
 
 __all__ = ["EXTENSIONS", "check_bind", "create_app", "serve"]
 
+#: what the web UI's first views import (numpy for the summaries, scipy.stats for compare's paired
+#: tests): ``serve`` loads them on a background thread as it starts (:mod:`runner.prefetch`)
+PAGE_MODULES = ("numpy", "numpy.ma", "scipy.stats")
+
 
 def check_bind(host: str, api_keys: Sequence[str]) -> None:
     """Refuse to serve beyond this machine without an API key (a :class:`ConfigError`)."""
@@ -65,6 +69,7 @@ def serve(
 
     import uvicorn
 
+    from runner.prefetch import prefetch
     from runner.server.slow_clients import uvicorn_options
     from runner.server.workers import PROTOCOL, check_workers, run_workers, worker_env
     from runner.store import Store
@@ -94,6 +99,7 @@ def serve(
         return
     try:
         app = create_app(store, api_keys=api_keys, allowed_hosts=hosts, body_timeout=body_timeout)
+        prefetch(*PAGE_MODULES)  # the web UI's first run page and compare find them loaded
         print(f"runner: serving {shown_db} {where}", flush=True)
         print(f"runner: web UI at http://{shown}:{port}/ (Ctrl-C stops the server)", flush=True)
         uvicorn.run(

@@ -86,6 +86,10 @@ def make_app():  # type: ignore[no-untyped-def]
     from runner.store import Store
 
     store = Store(os.environ["RUNNER_SERVE_DB"], migrate=False)  # type: ignore[call-arg]
+    from runner.prefetch import prefetch
+    from runner.server import PAGE_MODULES
+
+    prefetch(*PAGE_MODULES)  # as a single-process serve does
     return create_app(
         store,
         api_keys=orjson.loads(os.environ.get("RUNNER_SERVE_KEYS", "[]")),
