@@ -56,9 +56,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from measure import count_stored  # noqa: E402
 from peers import PEERS, ensure_venv, peer_python, render_issue22, run_peer  # noqa: E402
 from report import render  # noqa: E402
-from workloads import RESULT_PREFIX, count_stored, main_child  # noqa: E402
+from workloads import RESULT_PREFIX, main_child  # noqa: E402
 
 API_PREFIX = "/api/parea/v1"
 

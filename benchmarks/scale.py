@@ -68,7 +68,7 @@ async def bare_gather(rows: int, workers: int, sleep_s: float) -> float:
 
 
 def run_big_async(rows: int, runs: int) -> dict[str, Any]:
-    from workloads import count_stored, peak_rss_mb, x_rows
+    from measure import count_stored, peak_rss_mb, x_rows
 
     from runner import Experiment
 
@@ -154,7 +154,7 @@ def _latency_summary(lat: list[float], wall: float) -> dict[str, float]:
 
 def run_completion_load(calls: int, runs: int) -> dict[str, Any]:
     import httpx
-    from workloads import peak_rss_mb
+    from measure import peak_rss_mb
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PAREA_", "RUNNER_", "OPENAI_"))}
     with tempfile.TemporaryDirectory(prefix="bench-W11-") as tmp:

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from measure import count_stored, peak_rss_mb, x_rows
+
 __all__ = ["RESULT_PREFIX", "count_stored", "main_child", "peak_rss_mb"]
 
 RESULT_PREFIX = "BENCH-RESULT "
@@ -75,10 +77,6 @@ def qa_rows(n: int) -> list[dict[str, str]]:
     return [{"question": str(i), "target": str(i)} for i in range(n)]
 
 
-def x_rows(n: int) -> list[dict[str, str]]:
-    return [{"x": str(i)} for i in range(n)]
-
-
 def xt_rows(n: int) -> list[dict[str, str]]:
     return [{"x": str(i), "target": str(i)} for i in range(n)]
 
@@ -92,33 +90,6 @@ def write_jsonl(path: Path, n: int) -> Path:
 
 
 # -- measuring ----------------------------------------------------------------------------------
-def peak_rss_mb() -> float:
-    """This process's peak resident set size (``VmHWM``), in MiB."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:  # pragma: no cover - not Linux
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # pragma: no cover
-
-
-def count_stored(db: str | Path, uuid: str, score_name: str | None) -> tuple[int, int]:
-    """(root rows, roots carrying a ``score_name`` score) of experiment ``uuid`` in store ``db``."""
-    from runner.store import Store
-
-    store = Store(db)
-    try:
-        if score_name is None:
-            return store.count_roots(uuid), 0
-        rows = store.experiment_rows(uuid)
-        scored = sum(1 for r in rows if any(s.get("name") == score_name for s in r.get("scores") or []))
-        return len(rows), scored
-    finally:
-        store.close()
-
-
 # -- our runner -----------------------------------------------------------------------------------
 def _plan(workload: str, rows: int, tmp: Path) -> dict[str, Any]:
     """Data (for the measured runs and for the warm-up), function, scorers and workers."""
