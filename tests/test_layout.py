@@ -23,7 +23,7 @@ LAYERS = (
     ("runner.store",),
     ("runner.results",),
     ("runner.errors", "runner.settings", "runner.options", "runner.scoring", "runner.inline", "runner.schema",
-     "runner.names", "runner.ratelimit", "runner.prefetch", "runner._json"),
+     "runner.names", "runner.ratelimit", "runner.retrying", "runner.prefetch", "runner._json"),
 )
 
 

@@ -446,7 +446,7 @@ class _Worker:
         import httpx
         import orjson
 
-        from runner.backends.http.backend import error_for, headers_for, is_retryable, retry_delay
+        from runner.backends.http.transport import Attempt, error_for, headers_for, is_retryable, policy
         from runner.proxy import CompletionsResponseSchema
         from runner.proxy.http_pool import ClientPool
 
@@ -459,28 +459,32 @@ class _Worker:
             self._clients[(base_url, api_key)] = client
         url = base_url + "/completion"
         body = orjson.dumps(request.model_dump(mode="json", exclude_none=True))
-        for attempt in range(_HTTP_RETRIES + 1):
+        attempts = 0
+
+        async def once() -> CompletionsResponseSchema:
+            nonlocal attempts
+            attempts += 1
             try:
                 response = await client.post(url, content=body)
             except httpx.TransportError as exc:
-                if attempt == _HTTP_RETRIES:
-                    raise BackendError(
-                        f"POST {url} failed after {attempt + 1} attempts: {type(exc).__name__}: {exc}; "
-                        "is the server running, and is the base URL right?"
-                    ) from None
-                await asyncio.sleep(retry_delay(attempt, None, backoff=0.5, max_backoff=8.0))
-                continue
+                raise Attempt(BackendError(
+                    f"POST {url} failed after {attempts} attempts: {type(exc).__name__}: {exc}; "
+                    "is the server running, and is the base URL right?"
+                )) from None
             if response.status_code == 200:
                 return CompletionsResponseSchema.model_validate_json(response.content)
             if response.status_code == 429 and slot is not None:
                 # every call to this provider in the process (or the cluster) waits out the Retry-After
                 slot.rate_limited(response.headers.get("retry-after"))
-            if is_retryable(response.status_code) and attempt < _HTTP_RETRIES:
-                delay = retry_delay(attempt, response, backoff=0.5, max_backoff=8.0)
-                await asyncio.sleep(max(delay, slot.limiter.paused_for() if slot is not None else 0.0))
-                continue
+            if is_retryable(response.status_code):
+                raise Attempt(_refused(url, response, error_for("POST", url, response)), response)
             raise _refused(url, response, error_for("POST", url, response))
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        paused = slot.limiter.paused_for if slot is not None else None
+        try:
+            return await policy(_HTTP_RETRIES, backoff=0.5, max_backoff=8.0).acall(once, floor=paused)
+        except Attempt as exc:  # no attempt left
+            raise exc.final from None
 
 
 def _refused(url: str, response: httpx.Response, default: BackendError) -> Exception:

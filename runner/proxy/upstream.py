@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
@@ -29,6 +28,7 @@ import orjson
 from runner.proxy.http_pool import ClientPool
 from runner.proxy.providers import Completion, ProviderAdapter, UpstreamRequest
 from runner.proxy.settings import ProxySettings
+from runner.retrying import Retry, RetryPolicy
 
 __all__ = ["Upstream", "UpstreamError", "is_rate_limited", "iter_sse", "parse_retry_after"]
 
@@ -50,10 +50,9 @@ def is_rate_limited(error: str | None) -> bool:
     return bool(error) and _RATE_LIMITED.match(error or "") is not None
 
 
-class _Retryable(Exception):
+class _Retryable(Retry):
     def __init__(self, message: str, retry_after: float | None = None, *, rate_limited: bool = False) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+        super().__init__(message, retry_after)
         self.rate_limited = rate_limited
 
 
@@ -170,11 +169,17 @@ class Upstream:
                 await response.aclose()
 
     async def _retrying(self, name: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()``, retried by the one retry policy (:mod:`runner.retrying`): a ``Retry-After``
+        is waited out (up to ``backoff_max``), and so is a pause this process's limiter was told of."""
         from runner.ratelimit import limiter_for, note_rate_limited
 
         settings = self._settings
         limiter = limiter_for(f"llm:{name}")
-        for n in range(settings.max_retries + 1):
+        policy = RetryPolicy(max_retries=settings.max_retries, backoff=settings.backoff_base,
+                             max_backoff=settings.backoff_max, max_retry_after=settings.backoff_max,
+                             exact_retry_after=True)
+
+        async def once() -> T:
             while (pause := limiter.paused_for()) > 0:  # a Retry-After this process was told of
                 await asyncio.sleep(pause)
             try:
@@ -182,16 +187,17 @@ class Upstream:
             except _Retryable as exc:
                 if exc.rate_limited:
                     note_rate_limited(exc.retry_after, key=limiter.name)
-                if n == settings.max_retries:
-                    tries = "1 attempt" if n == 0 else f"{n + 1} attempts"
-                    raise UpstreamError(f"{exc} (gave up after {tries})") from None
-                delay = exc.retry_after
-                if delay is None:
-                    delay = random.uniform(0.0, settings.backoff_base * 2**n)
-                delay = max(min(delay, settings.backoff_max), limiter.paused_for())
-                logger.info("%s; retry %d/%d in %.3fs", exc, n + 1, settings.max_retries, delay)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable: the loop returns or raises")
+                raise
+
+        def told(n: int, exc: BaseException, delay: float) -> None:
+            logger.info("%s; retry %d/%d in %.3fs", exc, n, settings.max_retries, delay)
+
+        try:
+            return await policy.acall(once, floor=limiter.paused_for, before_sleep=told)
+        except _Retryable as exc:  # no attempt left
+            n = settings.max_retries
+            tries = "1 attempt" if n == 0 else f"{n + 1} attempts"
+            raise UpstreamError(f"{exc} (gave up after {tries})") from None
 
 
 def _check(adapter: ProviderAdapter, response: httpx.Response) -> None:

@@ -4,19 +4,19 @@ back), with the same retry policy as the asynchronous backend (:mod:`runner.back
 
 from __future__ import annotations
 
-import time
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from runner.backends.http.transport import (
+    Attempt,
     encode,
     error_for,
     headers_for,
     is_retryable,
     parse_extensions,
-    retry_delay,
+    policy,
     unreachable,
 )
 
@@ -43,21 +43,25 @@ class SyncApi:
     ) -> httpx.Response:
         content = None if body is None else encode(body)
         url = self.base_url + path
-        for attempt in range(self.max_retries + 1):
+        attempts = 0
+
+        def once() -> httpx.Response:
+            nonlocal attempts
+            attempts += 1
             try:
                 response = self.client.request(method, path.lstrip("/"), content=content)
             except httpx.TransportError as exc:
-                if attempt == self.max_retries:
-                    raise unreachable(method, url, exc, attempt + 1) from exc
-                time.sleep(retry_delay(attempt, None, backoff=self.backoff, max_backoff=10.0))
-                continue
+                raise Attempt(unreachable(method, url, exc, attempts)) from exc
             if response.status_code < 400 or response.status_code in accept:
                 return response
-            if is_retryable(response.status_code) and attempt < self.max_retries:
-                time.sleep(retry_delay(attempt, response, backoff=self.backoff, max_backoff=10.0))
-                continue
+            if is_retryable(response.status_code):
+                raise Attempt(error_for(method, url, response), response)
             raise error_for(method, url, response)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        try:
+            return policy(self.max_retries, backoff=self.backoff).call(once)
+        except Attempt as exc:  # no attempt left
+            raise exc.final from exc.__cause__
 
     def extensions(self) -> frozenset[str]:
         response = self.request("GET", "/", accept=frozenset({404, 405}))

@@ -7,7 +7,6 @@ Shared by :class:`runner.backends.http.backend.HttpBackend` (async), the sync he
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,9 +16,11 @@ import orjson
 from runner._json import json_default
 from runner.errors import BackendError, NotFoundError
 from runner.ratelimit import parse_retry_after
+from runner.retrying import Retry, RetryPolicy
 
 __all__ = [
     "MAX_BATCH_BYTES",
+    "Attempt",
     "ServerUnavailable",
     "detail_of",
     "encode",
@@ -28,6 +29,7 @@ __all__ = [
     "headers_for",
     "is_retryable",
     "parse_extensions",
+    "policy",
     "retry_delay",
     "unreachable",
 ]
@@ -59,14 +61,26 @@ def is_retryable(status_code: int) -> bool:
     return status_code in _RETRY_STATUSES or status_code >= 500
 
 
+def policy(max_retries: int = 5, *, backoff: float = 0.25, max_backoff: float = 10.0) -> RetryPolicy:
+    """The retry policy of calls to a server (:class:`runner.retrying.RetryPolicy`)."""
+    return RetryPolicy(max_retries=max_retries, backoff=backoff, max_backoff=max_backoff,
+                       max_retry_after=_MAX_RETRY_AFTER)
+
+
 def retry_delay(attempt: int, response: httpx.Response | None, *, backoff: float, max_backoff: float) -> float:
-    """Seconds to wait before retry ``attempt`` (0-based): full jitter, at least ``Retry-After``."""
-    delay = random.uniform(0.0, min(max_backoff, backoff * 2**attempt))
-    if response is not None:
-        after = parse_retry_after(response.headers.get("retry-after"))
-        if after is not None:
-            delay = max(delay, min(after, _MAX_RETRY_AFTER))
-    return delay
+    """Seconds to wait before retry ``attempt`` (0-based): the policy's wait, at least ``Retry-After``."""
+    after = None if response is None else parse_retry_after(response.headers.get("retry-after"))
+    return policy(backoff=backoff, max_backoff=max_backoff).delay(attempt, after)
+
+
+class Attempt(Retry):
+    """One HTTP attempt failed in a way another may not (no connection, a timeout, 408, 429, 5xx);
+    ``final`` is the error raised when no attempt is left."""
+
+    def __init__(self, final: BaseException, response: httpx.Response | None = None) -> None:
+        after = None if response is None else parse_retry_after(response.headers.get("retry-after"))
+        super().__init__(str(final), after)
+        self.final = final
 
 
 def detail_of(response: httpx.Response) -> str:
