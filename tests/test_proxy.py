@@ -520,3 +520,21 @@ async def test_a_429_with_retry_after_holds_back_every_call_of_the_process(
     r = await first
     assert (r.status, second.status) == ("success", "success")
     assert (calls, openai_fake.calls) == (1, 3)
+
+
+def test_server_sent_events_are_parsed_by_httpx_sse_and_a_wrong_stream_is_named() -> None:
+    import asyncio
+
+    import httpx
+
+    from runner.proxy.upstream import UpstreamError, iter_sse
+
+    async def events(content_type: str) -> list[tuple[str | None, str]]:
+        body = b"event: a\ndata: 1\ndata: 2\n\ndata: {\"x\": 3}\n\n: a comment\n\nevent: ping\n\n"
+        response = httpx.Response(200, headers={"content-type": content_type}, content=body,
+                                  request=httpx.Request("POST", "http://provider.test/v1/chat"))
+        return [e async for e in iter_sse(response)]
+
+    assert asyncio.run(events("text/event-stream; charset=utf-8")) == [("a", "1\n2"), (None, '{"x": 3}')]
+    with pytest.raises(UpstreamError, match="not server-sent events"):
+        asyncio.run(events("application/json"))

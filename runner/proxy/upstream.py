@@ -80,25 +80,17 @@ def parse_retry_after(headers: httpx.Headers, now: datetime | None = None) -> fl
 
 
 async def iter_sse(response: httpx.Response) -> AsyncIterator[tuple[str | None, str]]:
-    """``(event, data)`` for each server-sent event of a streamed response."""
-    event: str | None = None
-    data: list[str] = []
-    async for line in response.aiter_lines():
-        if not line:
-            if data:
-                yield event, "\n".join(data)
-            event, data = None, []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "event":
-            event = value
-        elif name == "data":
-            data.append(value)
-    if data:
-        yield event, "\n".join(data)
+    """``(event, data)`` for each server-sent event of a streamed response (parsed by ``httpx-sse``;
+    ``event`` is ``None`` for an event without an ``event:`` field, and events without data are
+    skipped). A response that is not ``text/event-stream`` is an :class:`UpstreamError`."""
+    from httpx_sse import EventSource, SSEError
+
+    try:
+        async for sse in EventSource(response).aiter_sse():
+            if sse.data:
+                yield (None if sse.event == "message" else sse.event), sse.data
+    except SSEError as exc:
+        raise UpstreamError(f"the provider's stream from {response.url} is not server-sent events: {exc}") from None
 
 
 class Upstream:
