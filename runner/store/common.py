@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from runner._json import json_default
 from runner.errors import RunNameError
 
 __all__ = ["RUN_NAME_RE", "dumps", "loads", "now_iso", "pinned_stats", "validate_run_name"]
@@ -36,7 +37,8 @@ def validate_run_name(run_name: str) -> str:
 
 
 def dumps(value: Any) -> str:
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    """A JSON column's text: the one rendering of stored values (:func:`runner._json.json_default`)."""
+    return orjson.dumps(value, default=json_default, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def loads(text: str | bytes | None) -> Any:

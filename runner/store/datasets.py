@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from runner.errors import DatasetError, NotFoundError
+from runner.store.common import dumps
 
 __all__ = ["DatasetQueries"]
 
@@ -22,10 +23,6 @@ __all__ = ["DatasetQueries"]
 def _is_id(identifier: str) -> bool:
     """Whether a dataset identifier is an id: ASCII digits only (``"²"`` is a name)."""
     return identifier.isascii() and identifier.isdigit()
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 class DatasetQueries:
@@ -58,7 +55,7 @@ class DatasetQueries:
                 raise ValueError(f"a dataset called {name!r} already exists; add rows with POST /testcases")
             cur = c.execute(
                 "INSERT INTO datasets(owner, name, column_names, created_at, last_updated_at) VALUES (?,?,?,?,?)",
-                (owner, name, _dumps(list(column_names)), now, now),
+                (owner, name, dumps(list(column_names)), now, now),
             )
             dataset_id = int(cur.lastrowid or 0)
             ids = self._insert_cases(c, dataset_id, test_cases)
@@ -72,9 +69,9 @@ class DatasetQueries:
                 "INSERT INTO testcases(dataset_id, inputs, target, tags) VALUES (?,?,?,?)",
                 (
                     dataset_id,
-                    _dumps(dict(tc.get("inputs") or {})),
+                    dumps(dict(tc.get("inputs") or {})),
                     tc.get("target"),
-                    _dumps(list(tc.get("tags") or [])),
+                    dumps(list(tc.get("tags") or [])),
                 ),
             )
             ids.append(int(cur.lastrowid or 0))
@@ -166,13 +163,13 @@ class DatasetQueries:
         if fields.get("inputs") is not None:
             merged = {**orjson.loads(rows[0]["inputs"]), **fields["inputs"]}
             sets.append("inputs=?")
-            params.append(_dumps(merged))
+            params.append(dumps(merged))
         if "target" in fields and fields["target"] is not None:
             sets.append("target=?")
             params.append(fields["target"])
         if fields.get("tags") is not None:
             sets.append("tags=?")
-            params.append(_dumps(list(fields["tags"])))
+            params.append(dumps(list(fields["tags"])))
         with self.transaction() as c:
             if sets:
                 c.execute(f"UPDATE testcases SET {', '.join(sets)} WHERE id=?", (*params, test_case_id))

@@ -141,8 +141,8 @@ class PgStore(Store):
             return super().get_or_create_project(name, owner)
 
     def _write_prepared(self, prepared: list[dict[str, Any]], owner: str, delete_first: str | None = None) -> None:
+        from runner.store.common import dumps as _dumps
         from runner.store.common import now_iso
-        from runner.store.traces import _dumps
 
         created = now_iso()
         for attempt in range(5):

@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from runner._json import json_default
 from runner.errors import NotFoundError
+from runner.store.common import dumps
 from runner.store.tree_links import MAX_SPANS, fetch, link
 
 __all__ = ["TraceQueries", "merge_scores"]
@@ -97,12 +97,8 @@ def _row_tuple(d: Mapping[str, Any], owner: str, created: str) -> tuple[Any, ...
         d.get("project_uuid"), d.get("trace_name"), d.get("status"), d.get("depth") or 0,
         d.get("execution_order") or 0, d.get("start_timestamp"), d.get("end_timestamp"), d.get("latency"),
         d.get("input_tokens"), d.get("output_tokens"), d.get("total_tokens"), d.get("cost"),
-        int(d["root_trace_id"] == d["trace_id"]), None if scores is None else _dumps(scores), created, _dumps(d),
+        int(d["root_trace_id"] == d["trace_id"]), None if scores is None else dumps(scores), created, dumps(d),
     )
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value, default=json_default, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def merge_scores(own: Sequence[Mapping[str, Any]], descendants: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -170,7 +166,7 @@ class TraceQueries:
     def _write_prepared(self, prepared: list[dict[str, Any]], owner: str, delete_first: str | None = None) -> None:
         from runner.store.common import now_iso
 
-        params = {"owner": owner, "created": now_iso(), "logs": _dumps(prepared)}
+        params = {"owner": owner, "created": now_iso(), "logs": dumps(prepared)}
         with self.transaction() as c:
             if delete_first is not None:
                 c.execute("DELETE FROM traces WHERE trace_id=? AND owner=?", (delete_first, owner))

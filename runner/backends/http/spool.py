@@ -144,7 +144,7 @@ class Spool:
         """Record the finish call (``POST /experiment/{uuid}/finished``) still to make
         (``extra``: extension fields of its body, sent as they are)."""
         body = {**(extra or {}), "status": status, "dataset_level_stats": [dict(s) for s in dataset_level_stats]}
-        line = orjson.dumps({"finish": body}, default=str, option=_JSON_OPTIONS) + b"\n"
+        line = orjson.dumps({"finish": body}, default=json_default, option=_JSON_OPTIONS) + b"\n"
         with self._lock:
             self._write(line, what="the finish call")
 
