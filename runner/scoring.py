@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import math
 import traceback
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -24,6 +24,7 @@ __all__ = [
     "ScorerFailure",
     "call_scorer",
     "drop_duplicate_scores",
+    "merge_scores",
     "reject_factory",
     "scorer_factory",
     "scorer_name",
@@ -270,3 +271,16 @@ async def call_scorer(
         return normalise(name, value), []
     except Exception as exc:
         return [], [ScorerFailure(name, _format_exc(exc))]
+
+
+def merge_scores(own: Sequence[Mapping[str, Any]], descendants: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A span's own scores, then the mean of each other score name over its descendants: the one
+    roll-up of scores (the engine for a row, the store for what it holds, the pages, compare)."""
+    out = [dict(s) for s in own]
+    seen = {s["name"] for s in own}
+    acc: dict[str, list[float]] = {}
+    for s in descendants:
+        if s["name"] not in seen:
+            acc.setdefault(s["name"], []).append(float(s["score"]))
+    out.extend({"name": k, "score": sum(v) / len(v)} for k, v in acc.items())
+    return out

@@ -37,6 +37,7 @@ from runner.scoring import (
     call_scorer,
     call_scorer_sync,
     drop_duplicate_scores,
+    merge_scores,
     unique_scorer_names,
 )
 
@@ -300,13 +301,9 @@ class Engine:
         children = list(root.run.children)  # a call left behind by a timeout may still add some
         if children:
             # children's scores roll up to the root (the backend does the same for what it stores)
-            own = {s.name for s in log.scores}
-            acc: dict[str, list[float]] = {}
-            for c in children:
-                for sc in c.get("scores") or ():
-                    if sc["name"] not in own:
-                        acc.setdefault(sc["name"], []).append(float(sc["score"]))
-            log.scores.extend(Score(k, sum(v) / len(v)) for k, v in acc.items())
+            own = [{"name": s.name, "score": s.score} for s in log.scores]
+            merged = merge_scores(own, [sc for c in children for sc in c.get("scores") or ()])
+            log.scores.extend(Score(m["name"], m["score"]) for m in merged[len(own):])
             # scorers of child spans (@trace(eval_funcs=...)) that failed: the row's error for
             # that score, unless another call of the span scored it
             scored = {s.name for s in log.scores}

@@ -10,9 +10,9 @@ the connections, ``pgstore`` the few queries that differ). May import: ``runner.
 ``runner._json``, ``runner.names``; nothing else of the runner.
 """
 
+from runner.scoring import merge_scores
 from runner.store import pgstore as _pgstore  # noqa: F401  (registers the postgresql:// dialect)
 from runner.store.common import now_iso, validate_run_name
 from runner.store.sqlite import Store
-from runner.store.traces import merge_scores
 
 __all__ = ["Store", "merge_scores", "now_iso", "validate_run_name"]

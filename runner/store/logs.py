@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from runner.store.traces import merge_scores
+from runner.scoring import merge_scores
 
 __all__ = ["COUNT_CAP", "LOG_SORTS", "SCAN_WINDOW", "LogFilter", "LogPage", "LogQueries"]
 

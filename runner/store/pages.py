@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from runner.store.traces import merge_scores
+from runner.scoring import merge_scores
 
 __all__ = ["TEXT_FIELDS", "PageQueries", "RootColumns"]
 

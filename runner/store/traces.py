@@ -22,10 +22,11 @@ from typing import Any
 import orjson
 
 from runner.errors import NotFoundError
+from runner.scoring import merge_scores
 from runner.store.common import dumps
 from runner.store.tree_links import MAX_SPANS, fetch, link
 
-__all__ = ["TraceQueries", "merge_scores"]
+__all__ = ["TraceQueries"]
 
 _NUM_COLS = ("latency", "input_tokens", "output_tokens", "total_tokens", "cost")
 
@@ -99,18 +100,6 @@ def _row_tuple(d: Mapping[str, Any], owner: str, created: str) -> tuple[Any, ...
         d.get("input_tokens"), d.get("output_tokens"), d.get("total_tokens"), d.get("cost"),
         int(d["root_trace_id"] == d["trace_id"]), None if scores is None else dumps(scores), created, dumps(d),
     )
-
-
-def merge_scores(own: Sequence[Mapping[str, Any]], descendants: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """A span's own scores, then the mean of each other score name over its descendants."""
-    out = [dict(s) for s in own]
-    seen = {s["name"] for s in own}
-    acc: dict[str, list[float]] = {}
-    for s in descendants:
-        if s["name"] not in seen:
-            acc.setdefault(s["name"], []).append(float(s["score"]))
-    out.extend({"name": k, "score": sum(v) / len(v)} for k, v in acc.items())
-    return out
 
 
 def _clean_scores(scores: Any) -> list[dict[str, Any]] | None:
