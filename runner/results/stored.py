@@ -20,11 +20,13 @@ __all__ = ["DEAD_GAP", "parse_timestamp", "rebuild_result", "run_seconds", "stor
 _CI_IN_REASON = re.compile(r"(?:; )?95% CI \[(?P<lo>[-+0-9.,e]+), (?P<hi>[-+0-9.,e]+)\] \((?P<how>[^()]*)\)$")
 
 
-def stored_log(r: Mapping[str, Any], target: Any) -> Log:
-    """The scorer's view of a stored root log (``target``: the row's target, as the data has it)."""
+def stored_log(r: Mapping[str, Any], target: Any, *, parse_output: bool = True) -> Log:
+    """The scorer's view of a stored root log (``target``: the row's target, as the data has it).
+
+    ``parse_output=False`` keeps a JSON output as its stored text: a summary never reads it."""
     meta = r.get("metadata") or {}
     output = r.get("output")
-    if meta.get("output_is_json") and isinstance(output, str):
+    if parse_output and meta.get("output_is_json") and isinstance(output, str):
         with contextlib.suppress(ValueError):
             output = json.loads(output)
     return Log(
@@ -46,7 +48,7 @@ def rebuild_result(exp: dict[str, Any], rows: Sequence[dict[str, Any]], location
     tally = Tally(keep_logs=False)
     for r in rows:
         meta = r.get("metadata") or {}
-        tally.add(stored_log(r, r.get("target")), str(meta.get("row_id", r.get("trace_id"))), [r])
+        tally.add(stored_log(r, r.get("target"), parse_output=False), str(meta.get("row_id", r.get("trace_id"))), [r])
     dls = exp.get("dataset_level_stats")
     if dls is None:  # a Parea server: dataset-level stats are the pinned "custom" ones
         dls = [

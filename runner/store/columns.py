@@ -85,7 +85,7 @@ class CompactRun:
     input_tokens: int
     output_tokens: int
     cost_total: float
-    #: how long the run ran its rows (:func:`runner.cli.show.run_seconds` of the experiment it was
+    #: how long the run ran its rows (:func:`runner.results.stored.run_seconds` of the experiment it was
     #: computed with)
     run_seconds: float | None
     #: bumped by each write of the stored document; 0 for one built live
