@@ -1,8 +1,10 @@
 """Nothing lost, for real: finished rows reach the store promptly, idle threads always find the
 next row, and ``kill -9`` of the runner loses at most the last fraction of a second.
 
-Every assertion is about what is stored, read back from the real SQLite file; the times used
-are the ones the rows themselves wrote down, never a count sampled at some instant.
+Every assertion is about what is stored, read back from the real store; the times used are the
+ones the rows themselves wrote down, never a count sampled at some instant. The tests of what is
+stored run on both stores (the ``door`` and ``db`` fixtures: SQLite and PostgreSQL); the progress
+bar, the row threads and a refused dataset never reach a store, and the full disk is SQLite's.
 """
 
 from __future__ import annotations
@@ -163,8 +165,9 @@ def _finished(log_path: Path, mode: str) -> dict[int, float]:
     return out
 
 
-def test_kill_9_loses_only_the_last_second_and_resume_runs_only_the_rest(tmp_path: Path) -> None:
-    db, log_path, n = tmp_path / "k.db", tmp_path / "finished.log", 200
+def test_kill_9_loses_only_the_last_second_and_resume_runs_only_the_rest(db: str | Path, tmp_path: Path) -> None:
+    # on both stores (``db``): what a killed writer leaves behind, and resume reading it, are the store's
+    log_path, n = tmp_path / "finished.log", 200
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNNER_", "PAREA_"))}
     script = tmp_path / "child.py"
     script.write_text(_CHILD)
@@ -374,9 +377,8 @@ def test_duplicate_score_names_are_that_rows_scorer_error_and_every_command_stil
         assert cli.returncode == 0, cli.stderr
 
 
-def test_a_stored_run_with_one_score_name_twice_cannot_break_list_or_show(tmp_path: Path) -> None:
-    # another client (the Parea SDK, a script) may post such rows: the readers must cope
-    db = tmp_path / "other.db"
+def test_a_stored_run_with_one_score_name_twice_cannot_break_list_or_show(db: str | Path) -> None:
+    # another client (the Parea SDK, a script) may post such rows: the readers of both stores must cope
     store = Store(db)
     try:
         project = store.project_uuid("default")
@@ -425,7 +427,7 @@ def test_a_repeated_row_id_in_a_file_is_refused_before_any_row_runs(tmp_path: Pa
     assert ran == []
 
 
-def test_resume_still_matches_rows_by_id(tmp_path: Path) -> None:
+def test_resume_still_matches_rows_by_id(db: str | Path) -> None:
     data = [{"id": f"r{i}", "i": i} for i in range(6)]
     first: list[int] = []
 
@@ -435,7 +437,6 @@ def test_resume_still_matches_rows_by_id(tmp_path: Path) -> None:
             raise RuntimeError("down")
         return i
 
-    db = tmp_path / "r.db"
     Experiment(name="res", data=data, func=flaky, db=db).run("res-1", quiet=True)
     again: list[int] = []
 
@@ -451,6 +452,7 @@ def test_resume_still_matches_rows_by_id(tmp_path: Path) -> None:
 
 
 def test_a_full_disk_names_the_file_and_what_to_free_and_the_run_ends_failed(tmp_path: Path) -> None:
+    # SQLite only: a full disk under the store file (PostgreSQL's disk is its server's, not ours).
     # The disk is simulated with SQLite's own size limit (PRAGMA max_page_count): the write then
     # fails with SQLITE_FULL, "database or disk is full", exactly as on a full disk.
     db = tmp_path / "full.db"

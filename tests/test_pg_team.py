@@ -23,10 +23,9 @@ import httpx
 from runner.store import Store
 from tests.pg import PgCluster
 from tests.proxy_fakes import FakeProvider
+from tests.serve_process import closed_by_server, serve_process, worker_pids
 from tests.servers import experiment, log
-from tests.test_postgres import _serve, _workers
 from tests.test_server_completion import anthropic_server, body, fake, openai_server  # noqa: F401 - fixtures
-from tests.test_server_hardening import _closed_by_server
 
 # one writer process: PUT ``field`` of log ``t`` n times, the k-th value k; prints the last acknowledged k
 _PUTTER = """
@@ -60,8 +59,8 @@ def test_concurrent_puts_of_one_log_through_two_workers_lose_no_acknowledged_upd
     url = pg.url()
     script = tmp_path / "putter.py"
     script.write_text(_PUTTER)
-    with _serve(url, "--workers", "2") as (base, proc):
-        assert len(_workers(proc.pid)) == 2
+    with serve_process(url, "--workers", "2") as (base, proc):
+        assert len(worker_pids(proc.pid)) == 2
         with httpx.Client(base_url=base, timeout=60) as api:
             exp = experiment(api)
             assert api.post("/trace_log", json=log("t", experiment_uuid=exp["uuid"])).status_code == 200
@@ -93,8 +92,8 @@ def test_a_slow_client_is_cut_off_by_a_worker_while_others_are_served(pg: PgClus
     """Two workers with a 1 s header timeout: a client that sends half a header, and ten that
     send nothing, are all closed by the server, and requests of other clients meanwhile are
     answered (before: nothing closed them; a worker held each one forever)."""
-    with _serve(pg.url(), "--workers", "2", "--header-timeout", "1") as (base, proc):
-        assert len(_workers(proc.pid)) == 2
+    with serve_process(pg.url(), "--workers", "2", "--header-timeout", "1") as (base, proc):
+        assert len(worker_pids(proc.pid)) == 2
         port = _port(base)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
             slow.sendall(b"GET /api/parea/v1/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Wait: ")
@@ -103,8 +102,8 @@ def test_a_slow_client_is_cut_off_by_a_worker_while_others_are_served(pg: PgClus
                 with httpx.Client(base_url=base, timeout=30) as api:
                     for i in range(20):
                         assert api.post("/trace_log", json=log(f"other-{i}")).status_code == 200
-                assert _closed_by_server(slow, within=30)
-                assert all(_closed_by_server(s, within=30) for s in idle)
+                assert closed_by_server(slow, within=30)
+                assert all(closed_by_server(s, within=30) for s in idle)
             finally:
                 for s in idle:
                     s.close()
@@ -115,7 +114,7 @@ def test_each_worker_closes_connections_past_its_cap_at_once(pg: PgCluster) -> N
     """Two workers holding at most 3 connections each, with headers allowed a minute: of twelve
     silent connections at least six are closed at once (the header timeout is far off); once
     they are gone, the server answers again."""
-    with _serve(pg.url(), "--workers", "2", "--header-timeout", "60", "--max-connections", "3") as (base, _):
+    with serve_process(pg.url(), "--workers", "2", "--header-timeout", "60", "--max-connections", "3") as (base, _):
         port = _port(base)
         idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(12)]
         try:
@@ -123,7 +122,7 @@ def test_each_worker_closes_connections_past_its_cap_at_once(pg: PgCluster) -> N
             deadline = time.monotonic() + 30  # half the header timeout: only the cap closes these
             while len(closed) < 12 - 2 * 3 and time.monotonic() < deadline:
                 ready, _, _ = select.select([s for s in idle if s not in closed], [], [], 0.5)
-                closed.update(s for s in ready if _closed_by_server(s, within=0.1))
+                closed.update(s for s in ready if closed_by_server(s, within=0.1))
             assert len(closed) >= 12 - 2 * 3
         finally:
             for s in idle:
@@ -179,8 +178,8 @@ def test_two_workers_share_the_completion_cache(pg: PgCluster, fake: FakeProvide
     of it): the same completion asked of the first and then of the second calls the provider
     once; the second answer is a cache hit (before, each worker had a cache in its memory)."""
     url = pg.url()
-    with _serve(url, "--workers", "2") as (base, proc):
-        workers = _workers(proc.pid)
+    with serve_process(url, "--workers", "2") as (base, proc):
+        workers = worker_pids(proc.pid)
         assert len(workers) == 2
         port = _port(base)
         by_worker: dict[int, http.client.HTTPConnection] = {}

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -26,6 +24,7 @@ from runner import Experiment
 from runner.store import Store
 from runner.store.migrations import MIGRATIONS
 from tests.pg import PgCluster, start_cluster
+from tests.serve_process import free_port, serve_process, worker_pids
 from tests.servers import log, serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,59 +35,6 @@ def _runner(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
         [sys.executable, "-m", "runner", *args], capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})}, cwd=os.getcwd(),
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def _serve(db: str | Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``python -m runner serve`` in a subprocess; its API root once it answers."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", "serve", "--db", str(db), "--port", str(port), "--log-level", "warning",
-         *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=os.getcwd(), start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}/api/parea/v1"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            try:
-                if httpx.get(base + "/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
-        yield base, proc
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a stuck server
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def _workers(parent: int) -> list[int]:
-    """The pids of the server's worker processes (children running multiprocessing's spawn)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"spawn_main" in cmdline:
-            out.append(int(entry))
-    return out
 
 
 def _upper(question: str) -> str:
@@ -176,8 +122,8 @@ def test_serve_refuses_several_workers_on_sqlite(tmp_path: Path) -> None:
 
 def test_serve_with_two_workers_on_postgresql(pg: PgCluster) -> None:
     url = pg.url()
-    with _serve(url, "--workers", "2") as (base, proc):
-        assert len(_workers(proc.pid)) == 2
+    with serve_process(url, "--workers", "2") as (base, proc):
+        assert len(worker_pids(proc.pid)) == 2
         with httpx.Client(base_url=base, timeout=30) as api:
             ids = [f"w-{i}" for i in range(200)]
             with ThreadPoolExecutor(8) as pool:
@@ -194,7 +140,7 @@ def test_db_status_upgrade_and_no_migrate(pg: PgCluster, tmp_path: Path) -> None
     url = pg.database()
     status = _runner("db", "status", "--db", url)
     assert status.returncode == 1 and f"schema 0 of {len(MIGRATIONS)} (behind" in status.stdout, status.stderr
-    refused = _runner("serve", "--db", url, "--no-migrate", "--port", str(_free_port()))
+    refused = _runner("serve", "--db", url, "--no-migrate", "--port", str(free_port()))
     assert refused.returncode == 1 and "db upgrade" in refused.stderr, refused.stderr
     upgrade = _runner("db", "upgrade", "--db", url)
     assert upgrade.returncode == 0 and f"schema {len(MIGRATIONS)} of {len(MIGRATIONS)} (current)" in upgrade.stdout
@@ -313,7 +259,7 @@ def test_writer_processes_and_server_workers_keep_each_row_exactly_once(pg: PgCl
     url = pg.url()
     script = tmp_path / "writer.py"
     script.write_text(_WRITER)
-    with _serve(url, "--workers", "2") as (base, _):
+    with serve_process(url, "--workers", "2") as (base, _):
         writers = [
             subprocess.Popen([sys.executable, str(script), base, f"p{k}", "200"], stderr=subprocess.PIPE, text=True)
             for k in range(4)
@@ -332,8 +278,8 @@ def test_writer_processes_and_server_workers_keep_each_row_exactly_once(pg: PgCl
 def test_kill_9_of_a_server_worker_under_load_loses_no_acknowledged_trace(pg: PgCluster) -> None:
     url = pg.url()
     acknowledged: list[str] = []
-    with _serve(url, "--workers", "2") as (base, proc):
-        victims = _workers(proc.pid)
+    with serve_process(url, "--workers", "2") as (base, proc):
+        victims = worker_pids(proc.pid)
         assert len(victims) == 2
 
         def write(k: int) -> None:
@@ -351,7 +297,7 @@ def test_kill_9_of_a_server_worker_under_load_loses_no_acknowledged_trace(pg: Pg
 
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(write, range(4)))
-        assert victims[0] not in _workers(proc.pid)
+        assert victims[0] not in worker_pids(proc.pid)
     assert len(acknowledged) > 300
     store = Store(url)
     try:

@@ -21,6 +21,7 @@ from runner.proxy import (
     MemoryCompletionCache,
     Proxy,
     SQLiteCompletionCache,
+    StoreCompletionCache,
     is_rate_limited,
     resolve_call,
 )
@@ -60,8 +61,10 @@ def fake(openai_server: FakeProvider, anthropic_server: FakeProvider, monkeypatc
 
 
 @pytest.fixture
-def server(tmp_path: Path, fake: FakeProvider) -> Iterator[ServerHandle]:
-    with start_server(tmp_path / "runner.db", api_keys=[KEY, "other-key"]) as handle:
+def server(db: str | Path, fake: FakeProvider) -> Iterator[ServerHandle]:
+    """A server over each store (``db``: SQLite, then PostgreSQL): logs and the completion cache
+    live in the store."""
+    with start_server(db, api_keys=[KEY, "other-key"]) as handle:
         yield handle
 
 
@@ -257,17 +260,24 @@ def test_an_unknown_deployment_is_a_clear_404(api: httpx.Client) -> None:
     assert r.status_code == 404 and "deployment 'p-123' not found" in r.json()["detail"]
 
 
-async def test_one_proxy_per_app_made_on_first_use_and_closed_at_shutdown(tmp_path: Path, fake: FakeProvider) -> None:
-    store = Store(tmp_path / "app.db")
+async def test_one_proxy_per_app_made_on_first_use_and_closed_at_shutdown(db: str | Path, fake: FakeProvider) -> None:
+    store = Store(db)
     app = create_app(store)
     try:
         async with app.router.lifespan_context(app):  # what uvicorn runs around serving
             proxy = proxy_for(app)
             assert proxy_for(app) is proxy
-            assert isinstance(proxy.cache, SQLiteCompletionCache) and str(proxy.cache.path) == store.path
+            cache = proxy.cache
+            if isinstance(db, Path):  # its own connections to the SQLite file, closed with the proxy
+                assert isinstance(cache, SQLiteCompletionCache) and str(cache.path) == store.path
+            else:  # the store's table, through the store's pool: shared by every server process
+                assert isinstance(cache, StoreCompletionCache) and cache.store is store
         assert app.state.completion_proxy is None
-        with pytest.raises(RuntimeError, match="closed"):
-            proxy.cache.get("key")
+        if isinstance(cache, SQLiteCompletionCache):
+            with pytest.raises(RuntimeError, match="closed"):
+                cache.get("key")
+        else:  # the store is the server's to close, not the cache's
+            assert cache.get("key") is None and store.count_traces() == 0
     finally:
         store.close()
 

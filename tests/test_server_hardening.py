@@ -16,21 +16,18 @@ import httpx
 import pytest
 
 from runner.server.browser import LoginThrottle, Sessions
+from tests.serve_process import closed_by_server, free_port
 from tests.servers import ServerHandle, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """``python -m runner serve`` with short limits, on a free loopback port."""
-    port = _free_port()
+    """``python -m runner serve`` with short limits, on a free loopback port, over SQLite only:
+    these limits are uvicorn's and the HTTP layer's, the same code whatever the store (the
+    store is never read); ``serve --workers`` on PostgreSQL has them tested in test_pg_team.py."""
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for name in ("RUNNER_DB", "RUNNER_API_KEYS", "RUNNER_ALLOWED_HOSTS"):
         env.pop(name, None)
@@ -76,25 +73,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         proc.communicate(timeout=10)
 
 
-def _closed_by_server(sock: socket.socket, within: float) -> bool:
-    """Whether the server closes ``sock`` (EOF or reset) within ``within`` seconds."""
-    sock.settimeout(within)
-    try:
-        while True:
-            data = sock.recv(4096)
-            if not data:
-                return True
-    except (ConnectionResetError, BrokenPipeError):
-        return True
-    except TimeoutError:
-        return False
-
-
 def test_silent_connections_are_closed_and_the_server_stays_reachable(served: int) -> None:
     idle = [socket.create_connection(("127.0.0.1", served), timeout=10) for _ in range(60)]
     try:
         # every silent connection is closed: the ones past the cap at once, the others after 1 s
-        assert all(_closed_by_server(s, within=20) for s in idle)
+        assert all(closed_by_server(s, within=20) for s in idle)
     finally:
         for s in idle:
             s.close()
@@ -112,7 +95,7 @@ def test_a_header_sent_a_byte_at_a_time_is_cut_off(served: int) -> None:
             except (BrokenPipeError, ConnectionResetError):
                 closed = True
                 break
-            if _closed_by_server(s, within=0.2):
+            if closed_by_server(s, within=0.2):
                 closed = True
                 break
         assert closed
@@ -151,8 +134,9 @@ def test_only_its_own_host_names_are_answered(served: int) -> None:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerHandle]:
-    with start_server(tmp_path / "runner.db") as handle:
+def server(db: str | Path) -> Iterator[ServerHandle]:
+    """A server over each store (``db``: SQLite, then PostgreSQL)."""
+    with start_server(db) as handle:
         yield handle
 
 

@@ -30,8 +30,9 @@ OWNER = key_owner("k")
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerHandle]:
-    with start_server(tmp_path / "otlp.db", api_keys=["k"]) as handle:
+def server(db: str | Path) -> Iterator[ServerHandle]:
+    """A server over each store (``db``: SQLite, then PostgreSQL)."""
+    with start_server(db, api_keys=["k"]) as handle:
         yield handle
 
 
