@@ -11,10 +11,12 @@ Functions, spans and scorers may return anything. What is stored is, in order of
   characters]`` marker (and ``<unrepresentable T: repr() raised ...>`` when even that raises).
 
 What JSON cannot carry is repaired by :func:`sanitize` (only when plain encoding failed, so the
-common case costs nothing): a lone UTF-16 surrogate becomes U+FFFD, an integer beyond 64 bits
-becomes its decimal string, nesting deeper than :data:`MAX_DEPTH` and reference cycles become a
-marker string. :func:`safe_log` applies that to a whole trace log; :func:`error_log` is what is
-stored for a row whose log still cannot be stored: its ids, ``status: error`` and the reason.
+common case costs nothing): a lone UTF-16 surrogate becomes U+FFFD, and so does a NUL character
+(PostgreSQL's text cannot hold one: :func:`without_nul` makes both stores keep the same text),
+an integer beyond 64 bits becomes its decimal string, nesting deeper than :data:`MAX_DEPTH` and
+reference cycles become a marker string. :func:`safe_log` applies that to a whole trace log;
+:func:`error_log` is what is stored for a row whose log still cannot be stored: its ids,
+``status: error`` and the reason.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 
 __all__ = [
     "MAX_DEPTH", "MAX_REPR", "UNSTORABLE", "dumps_value", "error_log", "finite", "json_default", "json_text",
-    "safe_log", "sanitize",
+    "safe_log", "sanitize", "without_nul",
 ]
 
 #: ``repr()`` of an object with no JSON rendering is cut past this many characters
@@ -117,6 +119,8 @@ def _render(obj: Any) -> Any:
 
 
 def _fix_str(s: str) -> str:
+    if "\x00" in s:  # NUL: what PostgreSQL's text cannot hold is U+FFFD on every store alike
+        s = s.replace("\x00", "\ufffd")
     if s.isascii():
         return s
     try:
@@ -124,6 +128,25 @@ def _fix_str(s: str) -> str:
     except UnicodeEncodeError:  # lone surrogates (e.g. a model answer cut inside an escape)
         return s.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return s
+
+
+def without_nul(value: Any) -> Any:
+    """``value`` (plain JSON data) with every NUL character, in strings and keys, as U+FFFD.
+
+    PostgreSQL's text cannot hold NUL, SQLite's can: both stores (and the runner's HTTP client,
+    whose server refuses NUL) store the same text this way. Only called for data whose JSON holds
+    a ``\\u0000`` escape, so the common case costs one substring search.
+
+    >>> without_nul({"k\x00": ["a\x00b", 1]})
+    {'k\ufffd': ['a\ufffdb', 1]}
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, Mapping):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_nul(v) for v in value]
+    return value
 
 
 def sanitize(value: Any, _depth: int = 0, _path: frozenset[int] = frozenset()) -> Any:

@@ -12,10 +12,10 @@ from typing import Any
 
 import orjson
 
-from runner._json import json_default
+from runner._json import json_default, without_nul
 from runner.errors import RunNameError
 
-__all__ = ["RUN_NAME_RE", "dumps", "loads", "now_iso", "pinned_stats", "validate_run_name"]
+__all__ = ["RUN_NAME_RE", "dumps", "dumps_logs", "loads", "now_iso", "pinned_stats", "validate_run_name"]
 
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
@@ -39,6 +39,16 @@ def validate_run_name(run_name: str) -> str:
 def dumps(value: Any) -> str:
     """A JSON column's text: the one rendering of stored values (:func:`runner._json.json_default`)."""
     return orjson.dumps(value, default=json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def dumps_logs(logs: Any) -> str:
+    """:func:`dumps` of trace logs to store, with every NUL character in them as U+FFFD on both
+    stores alike (PostgreSQL's text cannot hold NUL: :func:`runner._json.without_nul`). The
+    common case, no ``\\u0000`` escape in the text, costs one substring search."""
+    text = dumps(logs)
+    if "\\u0000" in text:  # also a literal backslash-u0000: then without_nul changes nothing
+        text = dumps(without_nul(orjson.loads(text)))
+    return text
 
 
 def loads(text: str | bytes | None) -> Any:

@@ -21,9 +21,10 @@ from typing import Any
 
 import orjson
 
+from runner._json import without_nul
 from runner.errors import NotFoundError
 from runner.scoring import merge_scores
-from runner.store.common import dumps
+from runner.store.common import dumps, dumps_logs
 from runner.store.tree_links import MAX_SPANS, fetch, link
 
 __all__ = ["TraceQueries"]
@@ -92,13 +93,17 @@ _UPSERT_ROW = f"INSERT INTO traces({_COLUMNS}) VALUES ({', '.join('?' * 21)}) {_
 
 
 def _row_tuple(d: Mapping[str, Any], owner: str, created: str) -> tuple[Any, ...]:
+    data = dumps(d)
+    if "\\u0000" in data:  # NUL characters as U+FFFD, in the columns too (see common.dumps_logs)
+        d = without_nul(orjson.loads(data))
+        data = dumps(d)
     scores = d.get("scores")
     return (
         d["trace_id"], owner, d["root_trace_id"], d["parent_trace_id"], d.get("experiment_uuid"),
         d.get("project_uuid"), d.get("trace_name"), d.get("status"), d.get("depth") or 0,
         d.get("execution_order") or 0, d.get("start_timestamp"), d.get("end_timestamp"), d.get("latency"),
         d.get("input_tokens"), d.get("output_tokens"), d.get("total_tokens"), d.get("cost"),
-        int(d["root_trace_id"] == d["trace_id"]), None if scores is None else dumps(scores), created, dumps(d),
+        int(d["root_trace_id"] == d["trace_id"]), None if scores is None else dumps(scores), created, data,
     )
 
 
@@ -155,7 +160,7 @@ class TraceQueries:
     def _write_prepared(self, prepared: list[dict[str, Any]], owner: str, delete_first: str | None = None) -> None:
         from runner.store.common import now_iso
 
-        params = {"owner": owner, "created": now_iso(), "logs": dumps(prepared)}
+        params = {"owner": owner, "created": now_iso(), "logs": dumps_logs(prepared)}
         with self.transaction() as c:
             if delete_first is not None:
                 c.execute("DELETE FROM traces WHERE trace_id=? AND owner=?", (delete_first, owner))

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import orjson
 
-from runner._json import json_default
+from runner._json import json_default, without_nul
 from runner.errors import BackendError, NotFoundError
 from runner.ratelimit import parse_retry_after
 from runner.retrying import Retry, RetryPolicy
@@ -24,6 +24,7 @@ __all__ = [
     "ServerUnavailable",
     "detail_of",
     "encode",
+    "encode_logs",
     "error_for",
     "finite_scores",
     "headers_for",
@@ -55,6 +56,16 @@ def headers_for(api_key: str | None) -> dict[str, str]:
 
 def encode(body: Any) -> bytes:
     return orjson.dumps(body, default=json_default, option=_JSON_OPTIONS)
+
+
+def encode_logs(body: Any) -> bytes:
+    """:func:`encode` of trace logs, with every NUL character in them as U+FFFD: the server
+    refuses NUL (PostgreSQL's text cannot hold it) and both stores keep it so
+    (:func:`runner._json.without_nul`). Without a ``\\u0000`` escape it costs one search."""
+    raw = encode(body)
+    if b"\\u0000" in raw:
+        raw = encode(without_nul(orjson.loads(raw)))
+    return raw
 
 
 def is_retryable(status_code: int) -> bool:
