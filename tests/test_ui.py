@@ -565,17 +565,17 @@ def test_each_key_sees_only_its_own_runs(tenants: Any) -> None:
 
 
 # -- the cache ------------------------------------------------------------------------------------
-def test_a_run_view_is_reused_until_the_run_changes(tmp_path: Path) -> None:
+def test_a_run_view_is_reused_until_the_run_changes(db: str | Path) -> None:
     from runner.server.ui.runs import RunCache
 
-    store = Store(tmp_path / "r.db")
+    store = Store(db)
     try:
         result = Experiment(
             name="tiny",
             data=[{"x": i, "target": str(i)} for i in range(5)],
             func=lambda x: str(x),
             evals=[exact_match],
-            db=tmp_path / "r.db",
+            db=db,
         ).run(run_name="r1", quiet=True)
         cache = RunCache()
         exp = store.get_experiment(result.experiment_uuid)
@@ -627,8 +627,8 @@ def test_big_runs_are_listed_with_their_pinned_means_until_read(site: Any, monke
 
 
 # -- the store's reads for the pages --------------------------------------------------------------
-def test_store_page_queries(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
+def test_store_page_queries(db: str | Path) -> None:
+    store = Store(db)
     try:
         project = store.project_uuid("p")
         exp = store.create_experiment(name="e", project_uuid=project)["uuid"]

@@ -45,9 +45,9 @@ SHOTS = os.environ.get("UI_SCREENSHOTS")
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHandle, dict[str, str]]]:
-    db = tmp_path_factory.mktemp("ui-browser") / "runner.db"
-    with start_server(db) as server:
+def site(db_module: str | Path) -> Iterator[tuple[ServerHandle, dict[str, str]]]:
+    """The server over each store in turn (``db_module``: SQLite, then PostgreSQL)."""
+    with start_server(db_module) as server:
         yield server, populate(server.base_url)
 
 
@@ -253,10 +253,8 @@ def test_datasets_page(watched: Watched, site: Any, shots: Path) -> None:
     page.screenshot(path=shots / "datasets.png", full_page=True)
 
 
-def test_with_keys_the_pages_ask_for_one_and_show_only_its_runs(
-    browser: Any, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    with start_server(tmp_path_factory.mktemp("ui-keys") / "runner.db", api_keys=["key-a", "key-b"]) as server:
+def test_with_keys_the_pages_ask_for_one_and_show_only_its_runs(browser: Any, db: str | Path) -> None:
+    with start_server(db, api_keys=["key-a", "key-b"]) as server:
         mine = populate(server.base_url, "key-a", prefix="alpha-")
         populate(server.base_url, "key-b", prefix="beta-")
         context = browser.new_context(base_url=server.url)

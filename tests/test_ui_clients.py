@@ -46,9 +46,12 @@ def _rest_runs(api: httpx.Client) -> str:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHandle, httpx.Client]]:
+def site(
+    db_module: str | Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServerHandle, httpx.Client]]:
+    """The clients' runs on a server over each store in turn (``db_module``: SQLite, then PostgreSQL)."""
     tmp = tmp_path_factory.mktemp("ui-clients")
-    with start_server(tmp / "runner.db") as server:
+    with start_server(db_module) as server:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PAREA_", "_PAREA", "RUNNER_"))}
         env.update(PAREA_BASE_URL=server.base_url, PAREA_API_KEY="any")
         for script in ("run_experiments.py", "langchain_traces.py"):

@@ -261,8 +261,8 @@ def test_bad_filters_are_named_and_ignored(web: httpx.Client) -> None:
     assert len(shown(html)) == 2  # the helpful score alone still applies
 
 
-def test_a_row_by_row_filter_looks_at_a_window_of_the_newest_logs(tmp_path: Path) -> None:
-    store = Store(tmp_path / "w.db")
+def test_a_row_by_row_filter_looks_at_a_window_of_the_newest_logs(db: str | Path) -> None:
+    store = Store(db)
     store.upsert_traces(
         [
             log(
@@ -336,8 +336,8 @@ def test_in_the_browser_filter_then_click_a_log_to_open_its_trace(watched: Any, 
     page.screenshot(path=shots / "log-trace.png", full_page=True)
 
 
-def test_with_keys_each_key_sees_only_its_own_logs_and_feedback(tmp_path: Path) -> None:
-    with start_server(tmp_path / "keys.db", api_keys=["key-a", "key-b"]) as server:
+def test_with_keys_each_key_sees_only_its_own_logs_and_feedback(db: str | Path) -> None:
+    with start_server(db, api_keys=["key-a", "key-b"]) as server:
         for key, tid in (("key-a", "mine"), ("key-b", "theirs")):
             with httpx.Client(base_url=server.base_url + "/", headers={"x-api-key": key}, timeout=30) as api:
                 body = log(tid, trace_name=f"call-{tid}", start_timestamp="2024-06-01T10:00:00+00:00")

@@ -25,8 +25,9 @@ URL = "/experiment?project=helpdesk&name=support-bot"
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHandle, dict[str, str]]]:
-    with start_server(tmp_path_factory.mktemp("ui-metrics") / "runner.db") as server:
+def site(db_module: str | Path) -> Iterator[tuple[ServerHandle, dict[str, str]]]:
+    """The server over each store in turn (``db_module``: SQLite, then PostgreSQL)."""
+    with start_server(db_module) as server:
         yield server, populate(server.base_url)
 
 

@@ -33,7 +33,8 @@ def _watch(browser: Any, url: str, **options: Any) -> Any:  # noqa: F811
 
 def test_the_empty_datasets_page_s_command_works_as_shown(browser: Any, tmp_path: Path) -> None:  # noqa: F811
     """The page's command, run word for word in a shell-like split (FILE and NAME filled in) in a
-    project folder, stores a dataset that the page served over that folder's store then lists."""
+    project folder, stores a dataset that the page served over that folder's store then lists.
+    SQLite only: the command writes the folder's default store, which is a SQLite file."""
     with start_server(tmp_path / ".runner" / "runner.db") as server:
         context, w = _watch(browser, server.url)
         try:
@@ -57,8 +58,9 @@ def test_the_empty_datasets_page_s_command_works_as_shown(browser: Any, tmp_path
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerHandle, dict[str, str]]]:
-    with start_server(tmp_path_factory.mktemp("ui-newcomer") / "runner.db") as server:
+def site(db_module: str | Path) -> Iterator[tuple[ServerHandle, dict[str, str]]]:
+    """The server over each store in turn (``db_module``: SQLite, then PostgreSQL)."""
+    with start_server(db_module) as server:
         yield server, populate(server.base_url)
 
 

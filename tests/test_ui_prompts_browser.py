@@ -23,8 +23,9 @@ V2 = {"model": "gpt-4o-mini", "provider": "openai", "model_params": {"temp": 0.7
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[tuple[ServerHandle, dict[str, str]]]:
-    with start_server(tmp_path / "runner.db") as server, httpx.Client(base_url=server.base_url + "/") as api:
+def site(db: str | Path) -> Iterator[tuple[ServerHandle, dict[str, str]]]:
+    """Deployed prompts on a server over each store (``db``: SQLite, then PostgreSQL)."""
+    with start_server(db) as server, httpx.Client(base_url=server.base_url + "/") as api:
         for spec, message in ((V1, "first"), (V2, "warmer")):
             assert api.post("/prompts", json={"name": "greeter", "prompt": spec, "message": message,
                                               "author": "ada"}).status_code == 200

@@ -78,8 +78,9 @@ PLAIN = log(
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
-    with start_server(tmp_path_factory.mktemp("ui-reading") / "runner.db") as server:
+def site(db_module: str | Path) -> Iterator[ServerHandle]:
+    """The server over each store in turn (``db_module``: SQLite, then PostgreSQL)."""
+    with start_server(db_module) as server:
         with httpx.Client(base_url=server.base_url + "/", timeout=30) as api:
             for body in (CALL, TOOLS_OUT, PLAIN):
                 assert api.post("/trace_log", json=body).status_code == 200

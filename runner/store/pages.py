@@ -252,7 +252,8 @@ class PageQueries:
             r[0]
             for r in self._query(
                 f"SELECT rowid FROM traces WHERE experiment_uuid=? AND is_root=1 AND owner=?"
-                f" ORDER BY data -> '$.{field}', rowid",
+                # spelled out for PostgreSQL, whose defaults differ: byte order, missing values first
+                f" ORDER BY data -> '$.{field}' COLLATE BINARY NULLS FIRST, rowid",
                 (experiment_uuid, owner),
             )
         ]

@@ -9,7 +9,9 @@ text, ``instr``, ``total``) are created by :data:`COMPAT_FUNCTIONS` with the sam
 - ``x -> '$.field'`` becomes ``(x::json -> 'field')::text`` (the field as JSON text);
 - ``rowid IN (SELECT value FROM json_each(?))`` and ``json_each(?)`` over a JSON array;
 - ``json_extract(value, '$.score')`` (a score of a ``json_each`` element) is read as a number;
-- ``LIKE`` becomes ``ILIKE`` (SQLite's LIKE ignores ASCII case), ``char(10)`` becomes ``chr(10)``;
+- ``LIKE`` becomes ``COLLATE "C" ILIKE``: SQLite's LIKE ignores the case of ASCII letters only,
+  and so does ILIKE under the C collation (under another it folds ``Ü`` to ``ü`` too);
+- ``COLLATE BINARY`` (SQLite's byte order) becomes ``COLLATE "C"``; ``char(10)`` becomes ``chr(10)``;
 - an empty list, ``x IN ()``, becomes an empty subquery (PostgreSQL has no empty list);
 - integers used as truth values in the UI's usage roll-up;
 - DDL (:func:`translate_ddl`): ``INTEGER`` is ``BIGINT`` (every id is 64-bit), ``REAL`` is
@@ -38,7 +40,8 @@ _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = (
     (_ROWID_IN_JSON, "rowid IN (SELECT value::bigint FROM json_array_elements_text(?::json))"),
     (_JSON_EACH, "json_array_elements_text(?::json) AS value"),
     (_JSON_FIELD, r"(\1::json -> '\2')::text"),
-    (re.compile(r"\bLIKE\b"), "ILIKE"),
+    (re.compile(r"\b(NOT\s+)?LIKE\b"), r'COLLATE "C" \1ILIKE'),
+    (re.compile(r"\bCOLLATE BINARY\b"), 'COLLATE "C"'),
     (re.compile(r"\bchar\(10\)"), "chr(10)"),
     (re.compile(r"\bIN \(\)"), "IN (SELECT NULL WHERE false)"),  # SQLite's empty list
     # a score read out of a JSON element is a number (SQLite's json_extract gives one)
