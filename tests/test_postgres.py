@@ -21,11 +21,13 @@ import httpx
 import pytest
 
 from runner import Experiment
+from runner.errors import BackendError
+from runner.server import create_app
 from runner.store import Store
 from runner.store.migrations import MIGRATIONS
 from tests.pg import PgCluster, start_cluster
 from tests.serve_process import free_port, serve_process, worker_pids
-from tests.servers import log, serving
+from tests.servers import log, serving, start_app
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,6 +113,24 @@ def test_a_database_that_goes_away_answers_503_then_recovers(own_cluster: PgClus
             assert again.status_code == 503 and time.monotonic() < deadline, again.text
             time.sleep(0.2)
         assert api.get("/trace_log/t1").status_code == api.get("/trace_log/t2").status_code == 200
+
+
+def test_a_read_only_database_answers_503_and_still_serves_reads(pg: PgCluster) -> None:
+    # a standby after a failover, or a database set read-only: psycopg raises InternalError
+    # (SQLSTATE 25006), which the store's mapping once let through as a 500
+    url = pg.url()
+    store = Store(url)
+    store.upsert_traces([log("t1")])
+    store.close()
+    read_only = url + "%20-cdefault_transaction_read_only%3Don"
+    with pytest.raises(BackendError, match="is read-only"):
+        Store(read_only)  # migrating needs a write: a clear error, not psycopg's
+    store = Store(read_only, migrate=False)  # type: ignore[call-arg]
+    with start_app(create_app(store), store=store) as server, httpx.Client(base_url=server.base_url) as api:
+        refused = api.post("/trace_log", json=log("t2"))
+        assert refused.status_code == 503, refused.text
+        assert "is read-only" in refused.json()["detail"] and refused.headers["retry-after"] == "1"
+        assert api.get("/trace_log/t1").status_code == 200
 
 
 # -- serve --workers -----------------------------------------------------------------------------

@@ -163,7 +163,7 @@ class PgConnection:
         m = _INSERT.match(sql)
         returning = m is not None and m.group(1) in _SERIAL and "RETURNING" not in sql.upper()
         text, args = translate(sql + (" RETURNING id" if returning else ""), _params(params))
-        with pg_errors():
+        with pg_errors(conn=self._conn):
             cur = self._conn.cursor(row_factory=_row_factory)
             cur.execute(text, args)
             if returning:
@@ -174,7 +174,7 @@ class PgConnection:
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         text, _ = translate(sql, rows[0] if rows else ())
         order = translate_order(sql)
-        with pg_errors():
+        with pg_errors(conn=self._conn):
             self._conn.cursor().executemany(text, [[r[i] for i in order] for r in rows])
 
 
@@ -189,8 +189,14 @@ def _params(params: Sequence[Any] | Mapping[str, Any]) -> Sequence[Any] | dict[s
 
 
 @contextmanager
-def pg_errors(where: str = "") -> Iterator[None]:
-    """psycopg's errors as the SQLite store's (see the module's docstring)."""
+def pg_errors(where: str = "", conn: Any = None) -> Iterator[None]:
+    """psycopg's errors as the SQLite store's (see the module's docstring).
+
+    A database that cannot take the request now is :class:`BackendError` (503, retried), whatever
+    psycopg's class for it: a connection error, a pool timeout, a database that is read-only (a
+    standby after a failover, ``default_transaction_read_only``: psycopg's ``InternalError``),
+    and any error that left ``conn`` broken (a connection lost mid-statement can surface as
+    ``InternalError`` or a ``DatabaseError`` without SQLSTATE, not only ``OperationalError``)."""
     import psycopg
     import psycopg_pool
 
@@ -201,12 +207,27 @@ def pg_errors(where: str = "") -> Iterator[None]:
     except psycopg.IntegrityError as exc:
         raise sqlite3.IntegrityError(str(exc)) from None
     except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+        raise _unavailable(where, exc) from None
+    except psycopg.errors.ReadOnlySqlTransaction as exc:
         raise BackendError(
-            f"the PostgreSQL database {where} is unavailable ({str(exc).strip() or type(exc).__name__}); "
-            "retry later, or check that the server is running and reachable"
+            f"the PostgreSQL database {where} is read-only ({str(exc).strip()}): a standby, or one set "
+            "read-only; retry later, or point the store at the primary"
         ) from None
     except psycopg.DataError as exc:
+        if conn is not None and conn.broken:
+            raise _unavailable(where, exc) from None
         raise ValueError(f"the database rejected a value: {exc}") from None
+    except psycopg.Error as exc:
+        if conn is not None and conn.broken:
+            raise _unavailable(where, exc) from None
+        raise
+
+
+def _unavailable(where: str, exc: BaseException) -> BackendError:
+    return BackendError(
+        f"the PostgreSQL database {where} is unavailable ({str(exc).strip() or type(exc).__name__}); "
+        "retry later, or check that the server is running and reachable"
+    )
 
 
 def _numeric_loader() -> Any:
@@ -271,6 +292,8 @@ class PgPool:
             except psycopg_pool.PoolTimeout:
                 psycopg.connect(self.url, connect_timeout=2).close()  # raises if the database is gone
                 conn = self._pool.getconn(timeout=self.timeout)
+        # what the caller runs on it, a commit at the end included, is mapped knowing the connection
+        with pg_errors(self.shown, conn):
             try:
                 yield conn
             finally:
