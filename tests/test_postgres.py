@@ -133,6 +133,46 @@ def test_a_read_only_database_answers_503_and_still_serves_reads(pg: PgCluster) 
         assert api.get("/trace_log/t1").status_code == 200
 
 
+def _found(store: Store, exp: str, text: str) -> list[str]:
+    """The trace ids of the run's rows the run page's search finds for ``text``."""
+    return sorted(d["trace_id"] for d in store.roots_by_rowid(exp, store.search_roots(exp, text)).values())
+
+
+def test_rows_sort_and_search_as_on_sqlite_whatever_the_database_collation(pg: PgCluster, tmp_path: Path) -> None:
+    # a managed PostgreSQL is often made with an ICU or en_US collation, not the tests' C.UTF-8:
+    # the run page's text sort and search must still give SQLite's answers (byte order, missing
+    # values first, ASCII-only case folding)
+    import psycopg
+
+    name = f"icu_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(f"{pg.base}/postgres", autocommit=True) as conn:
+        conn.execute(  # type: ignore[call-overload]
+            f"CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+        )
+    outputs = ["b", "B", "a", "_x", "A", None, "Ünïcode"]
+    answers = []
+    for db in (tmp_path / "r.db", f"{pg.base}/{name}"):
+        store = Store(db)
+        try:
+            exp = store.create_experiment(name="e", project_uuid=store.project_uuid("p"))["uuid"]
+            store.upsert_traces([
+                {"trace_id": f"t{i}", "experiment_uuid": exp, **({"output": out} if out else {})}
+                for i, out in enumerate(outputs)
+            ])
+            order = store.root_order(exp, "output")
+            logs = store.roots_by_rowid(exp, order)
+
+            answers.append((
+                [logs[r]["trace_id"] for r in order],
+                *(_found(store, exp, text) for text in ("ÜNÏCODE", "ÜNïCODE", "b")),
+            ))
+        finally:
+            store.close()
+    sqlite, postgres = answers
+    assert sqlite == (["t5", "t4", "t1", "t3", "t2", "t0", "t6"], [], ["t6"], ["t0", "t1"])
+    assert postgres == sqlite
+
+
 # -- serve --workers -----------------------------------------------------------------------------
 def test_serve_refuses_several_workers_on_sqlite(tmp_path: Path) -> None:
     proc = _runner("serve", "--db", str(tmp_path / "r.db"), "--workers", "2")
