@@ -141,7 +141,7 @@ def _found(store: Store, exp: str, text: str) -> list[str]:
 def test_rows_sort_and_search_as_on_sqlite_whatever_the_database_collation(pg: PgCluster, tmp_path: Path) -> None:
     # a managed PostgreSQL is often made with an ICU or en_US collation, not the tests' C.UTF-8:
     # the run page's text sort and search must still give SQLite's answers (byte order, missing
-    # values first, ASCII-only case folding)
+    # values first, ASCII-only case folding), and so must lists by name
     import psycopg
 
     name = f"icu_{uuid.uuid4().hex[:8]}"
@@ -162,14 +162,17 @@ def test_rows_sort_and_search_as_on_sqlite_whatever_the_database_collation(pg: P
             order = store.root_order(exp, "output")
             logs = store.roots_by_rowid(exp, order)
 
+            for project in ("b", "B", "_x", "a"):
+                store.project_uuid(project)
             answers.append((
                 [logs[r]["trace_id"] for r in order],
                 *(_found(store, exp, text) for text in ("ÜNÏCODE", "ÜNïCODE", "b")),
+                [p["name"] for p in store.list_projects()],
             ))
         finally:
             store.close()
     sqlite, postgres = answers
-    assert sqlite == (["t5", "t4", "t1", "t3", "t2", "t0", "t6"], [], ["t6"], ["t0", "t1"])
+    assert sqlite == (["t5", "t4", "t1", "t3", "t2", "t0", "t6"], [], ["t6"], ["t0", "t1"], ["B", "_x", "a", "b", "p"])
     assert postgres == sqlite
 
 

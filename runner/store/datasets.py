@@ -145,7 +145,7 @@ class DatasetQueries:
             {**dict(r), "column_names": orjson.loads(r["column_names"])}
             for r in self._query(
                 "SELECT d.*, (SELECT count(*) FROM testcases t WHERE t.dataset_id=d.id) AS num_rows"
-                " FROM datasets d WHERE owner=? ORDER BY name",
+                " FROM datasets d WHERE owner=? ORDER BY name COLLATE BINARY",
                 (owner,),
             )
         ]

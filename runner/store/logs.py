@@ -42,7 +42,7 @@ LOG_SORTS = {
     "latency": "latency DESC NULLS LAST, rowid DESC",
     "cost": "cost DESC NULLS LAST, rowid DESC",
     "tokens": "total_tokens DESC NULLS LAST, rowid DESC",
-    "name": "trace_name ASC NULLS LAST, rowid DESC",
+    "name": "trace_name COLLATE BINARY ASC NULLS LAST, rowid DESC",  # byte order on PostgreSQL too
 }
 
 

@@ -144,7 +144,7 @@ class PromptQueries:
         rows = self._query(
             "SELECT p.id, p.name, p.created_at, max(v.version) AS latest, count(v.version) AS n_versions,"
             " max(v.created_at) AS updated_at FROM prompts p JOIN prompt_versions v ON v.prompt_id=p.id"
-            " WHERE p.owner=? GROUP BY p.id ORDER BY p.name",
+            " WHERE p.owner=? GROUP BY p.id ORDER BY p.name COLLATE BINARY",
             (owner,),
         )
         deployments: dict[int, list[dict[str, Any]]] = {}

@@ -254,7 +254,8 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries, PinQueries
         return dict(rows[0])
 
     def list_projects(self, owner: str = "") -> list[dict[str, Any]]:
-        return [dict(r) for r in self._query("SELECT * FROM projects WHERE owner=? ORDER BY name", (owner,))]
+        rows = self._query("SELECT * FROM projects WHERE owner=? ORDER BY name COLLATE BINARY", (owner,))
+        return [dict(r) for r in rows]
 
     # -- experiments ------------------------------------------------------------------------
     def create_experiment(
