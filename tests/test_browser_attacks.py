@@ -6,6 +6,9 @@
 * **DNS rebinding**: Chromium resolves ``rebind.test`` to 127.0.0.1 (``--host-resolver-rules``,
   exactly what a rebinding DNS server achieves), and a page of that origin reads the API
   same-origin: the server must refuse a ``Host`` that is not its own.
+
+On SQLite only: the guards under attack (origin, content type, ``Host``) refuse a request before
+any store is read, the same code whatever the store.
 """
 
 from __future__ import annotations
