@@ -439,11 +439,11 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries, PinQueries
                     " would hide its results. Start a new run instead"
                 )
             stats: list[dict[str, Any]] | None = [] if return_stats else None
-            self._repin(experiment_uuid, owner, dls, status, stats, columns=False)
             c.execute(
                 "UPDATE experiments SET finished_at=? WHERE uuid=? AND owner=?", (now_iso(), experiment_uuid, owner)
             )
-            self._pin_columns(experiment_uuid, owner)  # with the finish time just written
+            # its stats, then its columns with the finish time just written, from one read of its rows
+            self._repin(experiment_uuid, owner, dls, status, stats)
             if dataset_level_errors is not None or scorer_errors is not None:
                 errors = {
                     "dataset_level": {str(k): str(v) for k, v in (dataset_level_errors or {}).items()},
