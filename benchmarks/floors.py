@@ -82,7 +82,9 @@ def w5_floors(tmp: Path, rows: int, runs: int) -> list[tuple[str, float]]:
     def read() -> None:
         with path.open("rb") as f:
             for line in f:
-                noop(**orjson.loads(line))
+                rec = orjson.loads(line)
+                rec.pop("target")
+                noop(**rec)
 
     encoded = [(x["trace_id"], orjson.dumps(x)) for x in logs]
 
@@ -120,7 +122,7 @@ def w5_floors(tmp: Path, rows: int, runs: int) -> list[tuple[str, float]]:
 
     k = f"{rows:,}"
     return [
-        (f"W5 per row (us): read + parse {k} JSONL lines with orjson and call the no-op", timed(read, runs) * per_row),
+        (f"W5 per row (us): read + parse {k} JSONL lines (orjson), call the no-op", timed(read, runs) * per_row),
         (f"W5 per row (us): orjson.dumps of {k} W5 root logs", timed(lambda: [orjson.dumps(x) for x in logs], runs)
          * per_row),
         (f"W5 per row (us): SQLite, bare: {k} encoded logs, batches of 1,000 (executemany, one transaction each)",
