@@ -353,16 +353,20 @@ class ColumnQueries:
             )
         }
 
-    def live_columns(self, experiment_uuid: str, experiment: dict[str, Any], owner: str = "") -> CompactRun:
-        """The run's :class:`CompactRun` read from its rows now (what a running run's page shows)."""
-        cols = self.root_columns(experiment_uuid, owner)
+    def live_columns(
+        self, experiment_uuid: str, experiment: dict[str, Any], owner: str = "", cols: RootColumns | None = None
+    ) -> CompactRun:
+        """The run's :class:`CompactRun` read from its rows now (what a running run's page shows);
+        ``cols``: its root columns, when the caller has just read them in the same transaction."""
+        if cols is None:
+            cols = self.root_columns(experiment_uuid, owner)
         # a row without metadata.row_id has its trace id as row id; only then are pair keys read
         unkeyed = any(r == t for r, t in zip(cols.row_id, cols.trace_id, strict=True))
         return compact_run(cols, experiment, self.pair_keys(experiment_uuid, owner) if unkeyed else None)
 
-    def _pin_columns(self, experiment_uuid: str, owner: str) -> None:
+    def _pin_columns(self, experiment_uuid: str, owner: str, cols: RootColumns | None = None) -> None:
         """Compute and store the finished run's compact columns (in the caller's write transaction,
-        after its pinned stats and finish time are written)."""
+        after its pinned stats and finish time are written; ``cols``: the root columns it read)."""
         with self.transaction() as c:
             row = c.execute(
                 "SELECT created_at, finished_at, num_samples FROM experiments WHERE uuid=? AND owner=?",
@@ -375,7 +379,10 @@ class ColumnQueries:
                 from runner.results.compare import run_rows
 
                 try:
-                    compact = self.live_columns(experiment_uuid, {"created_at": row[0], "finished_at": row[1]}, owner)
+                    compact = self.live_columns(
+                        experiment_uuid, {"created_at": row[0], "finished_at": row[1]}, owner, cols
+                    )
+                    cols = None  # summarised: a million rows' columns are not kept past here
                     doc, pairing = compact.to_json(), _pairing_json(run_rows(logs_of(compact)))
                 except (TypeError, ValueError) as exc:  # a log the summaries cannot read
                     log.warning("could not store the compact columns of run %s: %s", experiment_uuid, exc)

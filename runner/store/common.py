@@ -15,7 +15,7 @@ import orjson
 from runner._json import json_default, without_nul
 from runner.errors import RunNameError
 
-__all__ = ["RUN_NAME_RE", "dumps", "dumps_logs", "loads", "now_iso", "pinned_stats", "validate_run_name"]
+__all__ = ["RUN_NAME_RE", "USAGE", "dumps", "dumps_logs", "loads", "now_iso", "pinned_stats", "validate_run_name"]
 
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
@@ -55,7 +55,8 @@ def loads(text: str | bytes | None) -> Any:
     return None if text is None else orjson.loads(text)
 
 
-_USAGE = (
+#: the usage means of the pinned stats: (label, column)
+USAGE = (
     ("Latency", "latency"),
     ("Input Tokens", "input_tokens"),
     ("Output Tokens", "output_tokens"),
@@ -69,7 +70,7 @@ def pinned_stats(stats: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any
     """Means of every score, latency, tokens and cost over root-trace stats (Parea's pinned stats),
     in one pass; also how many roots there were."""
     score_sums: dict[str, list[float]] = {}  # name -> [sum, count]
-    usage = [0.0] * len(_USAGE)
+    usage = [0.0] * len(USAGE)
     n = 0
     for s in stats:
         n += 1
@@ -79,9 +80,9 @@ def pinned_stats(stats: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any
                 acc = score_sums[sc["name"]] = [0.0, 0.0]
             acc[0] += float(sc["score"])
             acc[1] += 1
-        for i, (_, key) in enumerate(_USAGE):
+        for i, (_, key) in enumerate(USAGE):
             usage[i] += float(s.get(key) or 0)
     out = [{"var1": k, "operation": "mean", "value": v[0] / v[1]} for k, v in score_sums.items()]
     if n:
-        out.extend({"var1": label, "operation": "mean", "value": usage[i] / n} for i, (label, _) in enumerate(_USAGE))
+        out.extend({"var1": label, "operation": "mean", "value": usage[i] / n} for i, (label, _) in enumerate(USAGE))
     return out, n

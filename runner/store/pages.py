@@ -14,6 +14,8 @@ Rows are addressed by SQLite's ``rowid``: a run's rows in logging order, and wha
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from runner.scoring import merge_scores
+from runner.store.common import USAGE
 
 __all__ = ["TEXT_FIELDS", "PageQueries", "RootColumns"]
 
@@ -65,6 +68,30 @@ class RootColumns:
 
     def __len__(self) -> int:
         return len(self.rowid)
+
+    def pinned_stats(self) -> tuple[list[dict[str, Any]], int]:
+        """:func:`runner.store.common.pinned_stats` of these rows (the same values, in the same
+        order), from the columns: a run read once for its columns is not read again for its stats."""
+        score_sums: dict[str, list[float]] = {}  # name -> [sum, count]
+        for row in self.scores:
+            for sc in row:
+                acc = score_sums.get(sc["name"])
+                if acc is None:
+                    acc = score_sums[sc["name"]] = [0.0, 0.0]
+                acc[0] += float(sc["score"])
+                acc[1] += 1
+        out = [{"var1": k, "operation": "mean", "value": v[0] / v[1]} for k, v in score_sums.items()]
+        n = len(self.trace_id)
+        if n:
+            columns: tuple[Sequence[float], ...] = (
+                self.latency, self.input_tokens, self.output_tokens, self.total_tokens, self.cost
+            )
+            # added float by float, in order, as pinned_stats does (builtin sum() may compensate)
+            out.extend(
+                {"var1": label, "operation": "mean", "value": functools.reduce(operator.add, map(float, col), 0.0) / n}
+                for (label, _), col in zip(USAGE, columns, strict=True)
+            )
+        return out, n
 
 
 def _like_pattern(text: str) -> str:
@@ -128,43 +155,53 @@ class PageQueries:
             (experiment_uuid, owner, owner, experiment_uuid, owner),
         )
 
-    def root_columns(self, experiment_uuid: str, owner: str = "") -> RootColumns:
-        """Every root trace of the run as :class:`RootColumns` (one pass over the run)."""
-        rows = self._query(
-            "SELECT rowid, trace_id, json_extract(data, '$.metadata.row_id'), status, latency, input_tokens,"
-            " output_tokens, cost, scores, json_extract(data, '$.metadata.scorer_errors'),"
-            " json_extract(data, '$.metadata.score_sources'), start_timestamp, end_timestamp,"
-            " json_extract(data, '$.metadata.trial'), json_extract(data, '$.metadata.row_hash'), total_tokens"
-            " FROM traces WHERE experiment_uuid=? AND is_root=1 AND owner=? ORDER BY rowid",
-            (experiment_uuid, owner),
-        )
-        if not rows:
-            return RootColumns([], [], [], [], [], [], [], [], [], [])
-        # column by column (zip and comprehensions run in C): a row at a time costs twice as much
-        (rowid, trace_id, row_id, status, latency, tin, tout, cost, scores, errors, sources, starts, ends, trial,
-         row_hash, total) = map(list, zip(*rows, strict=True))
+    def root_columns(self, experiment_uuid: str, owner: str = "", page: int = 20_000) -> RootColumns:
+        """Every root trace of the run as :class:`RootColumns` (one pass over the run).
+
+        Read ``page`` roots at a time, each page turned into columns before the next is read: a
+        million-row run never holds its rows as rows and as columns at once (issue 22's W5)."""
+        cols = RootColumns([], [], [], [], [], [], [], [], [], [])
         loads = orjson.loads
-        cols = RootColumns(
-            rowid=rowid,
-            trace_id=trace_id,
-            row_id=[t if r is None else str(r) for r, t in zip(row_id, trace_id, strict=True)],
-            status=[s or "success" for s in status],
-            latency=[x or 0.0 for x in latency],
-            input_tokens=[x or 0 for x in tin],
-            output_tokens=[x or 0 for x in tout],
-            cost=[x or 0.0 for x in cost],
-            scores=[loads(x) if x else [] for x in scores],
-            scorer_errors=[list(loads(x)) if x else [] for x in errors],
-            score_sources=[loads(x) for x in sources if x],
-            start_timestamp=starts,
-            end_timestamp=ends,
-            trial=trial,
-            row_hash=[None if h is None else str(h) for h in row_hash],
-            total_tokens=[x or 0 for x in total],
-        )
+        last = -1
+        while True:
+            rows = self._query(
+                "SELECT rowid, trace_id, json_extract(data, '$.metadata.row_id'), status, latency, input_tokens,"
+                " output_tokens, cost, scores, json_extract(data, '$.metadata.scorer_errors'),"
+                " json_extract(data, '$.metadata.score_sources'), start_timestamp, end_timestamp,"
+                " json_extract(data, '$.metadata.trial'), json_extract(data, '$.metadata.row_hash'), total_tokens"
+                " FROM traces WHERE experiment_uuid=? AND is_root=1 AND owner=? AND rowid > ? ORDER BY rowid LIMIT ?",
+                (experiment_uuid, owner, last, page),
+            )
+            if not rows:
+                break
+            last = rows[-1][0]
+            # column by column (zip and comprehensions run in C): a row at a time costs twice as much
+            (rowid, trace_id, row_id, status, latency, tin, tout, cost, scores, errors, sources, starts, ends, trial,
+             row_hash, total) = zip(*rows, strict=True)
+            del rows
+            cols.rowid.extend(rowid)
+            cols.trace_id.extend(trace_id)
+            cols.row_id.extend([t if r is None else str(r) for r, t in zip(row_id, trace_id, strict=True)])
+            cols.status.extend([s or "success" for s in status])
+            cols.latency.extend([x or 0.0 for x in latency])
+            cols.input_tokens.extend([x or 0 for x in tin])
+            cols.output_tokens.extend([x or 0 for x in tout])
+            cols.cost.extend([x or 0.0 for x in cost])
+            cols.scores.extend([loads(x) if x else [] for x in scores])
+            cols.scorer_errors.extend([list(loads(x)) if x else [] for x in errors])
+            cols.score_sources.extend([loads(x) for x in sources if x])
+            cols.start_timestamp.extend(starts)
+            cols.end_timestamp.extend(ends)
+            cols.trial.extend(trial)
+            cols.row_hash.extend([None if h is None else str(h) for h in row_hash])
+            cols.total_tokens.extend([x or 0 for x in total])
+            if len(trace_id) < page:
+                break
+        if not cols.rowid:
+            return cols
         sums, child_scores = self._rollup(*self._run_children(experiment_uuid, owner))
         if sums or child_scores:
-            index = {t: i for i, t in enumerate(trace_id)}
+            index = {t: i for i, t in enumerate(cols.trace_id)}
             for root, (extra_in, extra_out, extra_cost, extra_total) in sums.items():
                 i = index.get(root, -1)
                 if i >= 0:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from runner.store.pages import RootColumns
 
 __all__ = ["PinQueries"]
 
@@ -35,9 +38,11 @@ class PinQueries:
     ) -> Iterator[dict[str, Any]]:  # pragma: no cover - in TraceQueries
         raise NotImplementedError
 
-    if TYPE_CHECKING:  # in ColumnQueries
+    if TYPE_CHECKING:  # in ColumnQueries and PageQueries
 
-        def _pin_columns(self, experiment_uuid: str, owner: str) -> None: ...
+        def _pin_columns(self, experiment_uuid: str, owner: str, cols: RootColumns | None = None) -> None: ...
+
+        def root_columns(self, experiment_uuid: str, owner: str = "") -> RootColumns: ...
 
     def _fresh(self, rows: list[sqlite3.Row]) -> list[sqlite3.Row]:
         """``rows`` of experiments, each stale one (a row logged, changed or deleted after it
@@ -78,11 +83,15 @@ class PinQueries:
             if row is None:
                 raise NotFoundError(f"experiment {experiment_uuid} not found")
             dls = (loads(row[0]) or []) if dataset_level_stats is None else dataset_level_stats
-            stats: Iterable[dict[str, Any]] = self.iter_experiment_stats(experiment_uuid, owner)
-            if collect is not None:
-                collect.extend(stats)
-                stats = collect
-            pinned, n_roots = pinned_stats(stats)
+            # one read of the run, for its stats and its columns (issue 22: W5's finish); the list
+            # is emptied when the columns are handed on, so that they are freed once summarised
+            cols: list[RootColumns] = []
+            if collect is not None:  # the caller wants every root's stats (the server's finish)
+                collect.extend(self.iter_experiment_stats(experiment_uuid, owner))
+                pinned, n_roots = pinned_stats(collect)
+            else:
+                cols.append(self.root_columns(experiment_uuid, owner))
+                pinned, n_roots = cols[0].pinned_stats()
             pinned.extend({"var1": s["name"], "operation": "custom", "value": s["score"]} for s in dls)
             c.execute(
                 "UPDATE experiments SET status=?, finished_at=coalesce(finished_at, ?), dataset_level_stats=?,"
@@ -90,4 +99,4 @@ class PinQueries:
                 (status or row[1], now_iso(), dumps(dls), dumps(pinned), n_roots, experiment_uuid, owner),
             )
             if columns:
-                self._pin_columns(experiment_uuid, owner)
+                self._pin_columns(experiment_uuid, owner, cols.pop() if cols else None)

@@ -262,6 +262,11 @@ class TraceQueries:
         self, root_sql: str, params: Sequence[Any], owner: str
     ) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
         sums: dict[str, list[float]] = {}
+        scores: dict[str, list[Any]] = defaultdict(list)
+        # no child span in the whole store (one step on the children's index): nothing rolls up.
+        # Otherwise the queries below look each of the run's roots up in that index.
+        if not self._query("SELECT root_trace_id FROM traces WHERE is_root=0 ORDER BY root_trace_id LIMIT 1"):
+            return sums, scores
         for r in self._query(
             "SELECT root_trace_id, sum(coalesce(input_tokens,0)), sum(coalesce(output_tokens,0)),"
             " sum(coalesce(total_tokens,0)), sum(coalesce(cost,0)) FROM traces"
@@ -269,7 +274,6 @@ class TraceQueries:
             (*params, owner),
         ):
             sums[r[0]] = [r[1], r[2], r[3], r[4]]
-        scores: dict[str, list[Any]] = defaultdict(list)
         for r in self._query(
             f"SELECT root_trace_id, scores FROM traces WHERE root_trace_id IN ({root_sql}) AND is_root=0"
             " AND owner=? AND scores IS NOT NULL AND scores != '[]'",
