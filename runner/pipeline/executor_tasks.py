@@ -27,6 +27,7 @@ from runner.backends.target import Target
 from runner.errors import FunctionError, RunnerError
 from runner.pipeline.dataset import Row
 from runner.pipeline.engine import Engine, RowOutcome
+from runner.pipeline.executor_ratelimit import catch_up_rate_limits, caught_up
 from runner.pipeline.tracing import current_target
 
 __all__ = ["RowSpec", "SpecLoadError", "pickle_spec", "rows_task", "rows_task_async", "spec_of", "stop_rows"]
@@ -336,6 +337,8 @@ def _limit_here(gate: tuple[str, dict[str, int], int]) -> int:
 
 def rows_task(blob: bytes, batch: list[tuple[Row, int]], gate: GateSpec = None) -> list[RowOutcome | None]:
     """A Dask task: a few row-trials of a sync function, one after the other."""
+    _engine_for(blob)
+    catch_up_rate_limits()  # a pause the cluster heard before this worker joined
     if gate is None:
         return [row_task(blob, row, trial) for row, trial in batch]
     limit = _limit_here(gate)
@@ -354,6 +357,9 @@ def rows_task(blob: bytes, batch: list[tuple[Row, int]], gate: GateSpec = None) 
 
 async def rows_task_async(blob: bytes, batch: list[tuple[Row, int]], gate: GateSpec = None) -> list[RowOutcome | None]:
     """A Dask task: a few row-trials of an async function, concurrently on the worker's loop."""
+    _engine_for(blob)
+    if not caught_up():  # a pause the cluster heard before this worker joined (once per process)
+        await asyncio.to_thread(catch_up_rate_limits)
     if gate is None:
         return list(await asyncio.gather(*(row_task_async(blob, row, trial) for row, trial in batch)))
     limit = _limit_here(gate)
