@@ -219,3 +219,76 @@ def test_a_worker_that_joins_after_a_429_waits_out_the_pause(tmp_path: Path, mon
     assert not early, f"the late worker called the provider {early} s after the 429 (Retry-After {LATE_RETRY_AFTER})"
     first_result = box["first"]
     assert getattr(first_result, "n_errors", None) == 0
+
+
+class RecordsCompletions:
+    """An ASGI wrapper around the real server app: records ``(time.time(), pid)`` for every
+    ``POST .../completion`` as it arrives (the pid from the prompt, as ``ask`` writes it)."""
+
+    def __init__(self, app: object) -> None:
+        self.app = app
+        self.arrivals: list[tuple[float, int]] = []
+
+    async def __call__(self, scope: dict[str, object], receive: object, send: object) -> None:
+        if scope["type"] == "http" and str(scope["path"]).endswith("/completion"):
+            at = time.time()
+            messages = []
+            more = True
+            while more:
+                message = await receive()  # type: ignore[operator]
+                messages.append(message)
+                more = bool(message.get("more_body"))
+            body = json.loads(b"".join(m.get("body", b"") for m in messages))
+            self.arrivals.append((at, int(body["llm_configuration"]["messages"][-1]["content"].split()[-1])))
+            queued = iter(messages)
+
+            async def replay() -> object:
+                return next(queued, None) or await receive()  # type: ignore[operator]
+
+            await self.app(scope, replay, send)  # type: ignore[operator]
+            return
+        await self.app(scope, receive, send)  # type: ignore[operator]
+
+
+def test_through_the_servers_completion_a_429_pauses_every_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the HTTP door: the workers call the server's /completion, the server calls the provider;
+    # the server gives up at the provider's 429 (no retries of its own here) and says Retry-After
+    import runner.integrations.llm
+    from runner.proxy import Proxy, ProxySettings, SQLiteCompletionCache
+    from runner.server import create_app
+    from tests.servers import start_app
+
+    fake = RateLimitingProvider()
+    with serve(fake.app()) as url:
+        monkeypatch.setenv("OPENAI_BASE_URL", url + "/v1")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        store = Store(tmp_path / "server.db")
+        app = create_app(store)
+        app.state.completion_proxy = Proxy(SQLiteCompletionCache(str(tmp_path / "server.db")),
+                                           settings=ProxySettings.from_env(max_retries=0))
+        door = RecordsCompletions(app)
+        with start_app(door, store=store) as server, distributed.LocalCluster(
+            n_workers=2, threads_per_worker=IN_FLIGHT, processes=True, host="127.0.0.1", dashboard_address=":0",
+            silence_logs=40,
+        ) as c, distributed.Client(c) as client:
+            data = [{"question": f"q{i}"} for i in range(16)]
+            # the row that got the 429 runs again (retries=1), after the pause like every other
+            exp = Experiment(name="limited", data=data, func=ask, n_workers=IN_FLIGHT, retries=1, retry_backoff=0.01,
+                             base_url=server.base_url)
+            result = exp.run(quiet=True, executor=client)
+            rows = server.store.experiment_rows(result.experiment_uuid) if server.store else []
+        runner.integrations.llm.close()
+
+    assert fake.limited is not None, f"the provider never saw both worker processes at once: {fake.arrivals}"
+    limited_at, _ = fake.limited
+    asked = [(t, p) for t, p in door.arrivals if t < limited_at]
+    assert len(asked) == IN_FLIGHT and len({p for _, p in asked}) == 2  # both processes had rows in flight
+    # the behaviour: after the 429, no worker process sent the server anything before Retry-After had passed
+    later = [(t, p) for t, p in door.arrivals if t > limited_at]
+    early = [(round(t - limited_at, 3), p) for t, p in later if t < limited_at + RETRY_AFTER]
+    assert not early, f"requests sent to the server too early (seconds after the 429, pid): {early}"
+    assert {p for _, p in later} == {p for _, p in asked}  # and both went on after the pause
+    assert result.n_total == 16 and result.n_errors == 0
+    assert len(rows) == 16 and all(r["status"] == "success" for r in rows)
