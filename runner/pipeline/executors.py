@@ -9,8 +9,9 @@ The Dask executor sends each row-trial to the cluster as one task: the function,
 spans, ``completion()`` calls and the per-row scorers all run on a worker (the engine's own row
 code, so timeouts and retries behave as on one machine), and the finished row comes back to the
 driver, which tallies and logs it through the engine's collector exactly as in-process rows
-are. At most ``n_workers`` tasks are in flight and the next row is read only when one finishes,
-so a file of any size streams. A worker that dies mid-row has its task re-run by Dask elsewhere;
+are. At most ``n_workers`` rows run at once across the cluster (a few more may wait on the
+workers, see :class:`_BatchSizer`), and the next row is read only when one finishes, so a file
+of any size streams. A worker that dies mid-row has its task re-run by Dask elsewhere;
 only the driver logs, and once per row, so each row is stored exactly once.
 
 >>> exp.run(executor="dask")                      # doctest: +SKIP  (a LocalCluster here)
