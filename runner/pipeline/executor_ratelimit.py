@@ -32,7 +32,7 @@ from typing import Any
 
 from runner.ratelimit import add_rate_limit_listener, apply_shared_rate_limit
 
-__all__ = ["catch_up_rate_limits", "share_rate_limits"]
+__all__ = ["catch_up_rate_limits", "caught_up", "share_rate_limits"]
 
 logger = logging.getLogger("runner.pipeline.executor_ratelimit")
 
