@@ -472,7 +472,12 @@ class _Worker:
                     "is the server running, and is the base URL right?"
                 )) from None
             if response.status_code == 200:
-                return CompletionsResponseSchema.model_validate_json(response.content)
+                answer = CompletionsResponseSchema.model_validate_json(response.content)
+                if slot is not None and answer.status != "success" and response.headers.get("retry-after"):
+                    # the provider still rate-limited the server after its retries: the server
+                    # says how long it holds back, and every call here (and on the cluster) waits
+                    slot.rate_limited(response.headers["retry-after"])
+                return answer
             if response.status_code == 429 and slot is not None:
                 # every call to this provider in the process (or the cluster) waits out the Retry-After
                 slot.rate_limited(response.headers.get("retry-after"))

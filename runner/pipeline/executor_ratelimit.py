@@ -13,13 +13,18 @@ process halves how many it lets through at once, then grows back as successes co
 
 The 429'd call does not wait for the others to hear: the sending happens on a thread of its
 own, and a burst of 429s is sent once (a later one only when it pauses longer, or after a
-second). A worker that joins after a 429 was sent does not hear of it; its own first 429 will
-be shared the same way.
+second).
+
+A pause is also kept as state on the scheduler (its metadata, under ``runner-ratelimit``: for
+each limiter key, each worker's latest ``Retry-After`` instant), written before the broadcast.
+A worker process that joins the cluster later reads it before its first row
+(:func:`catch_up_rate_limits`) and waits out what is left of the pause, as the others do.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -27,22 +32,27 @@ from typing import Any
 
 from runner.ratelimit import add_rate_limit_listener, apply_shared_rate_limit
 
-__all__ = ["share_rate_limits"]
+__all__ = ["catch_up_rate_limits", "caught_up", "share_rate_limits"]
 
 logger = logging.getLogger("runner.pipeline.executor_ratelimit")
 
 #: A 429 without a longer pause is sent on at most this often per key (seconds).
 _RESEND_AFTER = 1.0
 
+#: Where the pauses are kept on the scheduler (``Client.set_metadata``).
+METADATA_KEY = "runner-ratelimit"
+
 _lock = threading.Lock()
 _shared_with: str | None = None  # the scheduler this process shares its limits with
+_caught_up: str | None = None  # the scheduler whose kept pauses this process has applied
+_client: Any = None
 
 
 def share_rate_limits() -> None:
     """On a Dask worker (inside a task): from now on, every 429 a limiter of this process hears
     slows the limiter of the same key in every worker process of the cluster. Idempotent."""
-    global _shared_with
-    from distributed import get_client
+    global _shared_with, _client
+    from distributed import get_client, get_worker
 
     try:
         client = get_client()
@@ -52,15 +62,47 @@ def share_rate_limits() -> None:
     with _lock:
         if _shared_with == address:
             return
-        _shared_with = address
-    _Sharer(client).start()
+        _shared_with, _client = address, client
+    try:
+        me = str(get_worker().address)
+    except ValueError:
+        me = f"pid-{os.getpid()}"
+    _Sharer(client, me).start()
+
+
+def caught_up() -> bool:
+    """Whether this process has applied the pauses kept on its scheduler (see :func:`catch_up_rate_limits`)."""
+    return _shared_with is None or _caught_up == _shared_with
+
+
+def catch_up_rate_limits() -> None:
+    """Once per worker process, after :func:`share_rate_limits` and before its first row: apply
+    the pauses the cluster heard before this process joined. Blocks for a scheduler round trip:
+    call it from a thread, never on the worker's event loop."""
+    global _caught_up
+    with _lock:
+        client, address = _client, _shared_with
+    if client is None or _caught_up == address:
+        return
+    try:
+        kept = client.get_metadata([METADATA_KEY], default={}) or {}
+    except Exception:  # the scheduler went away: this process still limits itself
+        logger.warning("could not read the cluster's rate-limit pauses", exc_info=True)
+        kept = {}
+    now = time.time()
+    for key, by_worker in dict(kept).items():
+        until = max((float(u) for u in dict(by_worker).values() if u is not None), default=0.0)
+        if until > now:
+            apply_shared_rate_limit(str(key), until)
+    _caught_up = address
 
 
 class _Sharer:
     """Hears this process's 429s and sends them on to every worker, from one daemon thread."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, me: str) -> None:
         self.client = client
+        self.me = me  # this worker's address: its entry in the kept pauses
         self.queue: queue.SimpleQueue[tuple[str, float | None]] = queue.SimpleQueue()
         self.sent: dict[str, tuple[float, float]] = {}  # key -> (paused until, when sent)
 
@@ -83,6 +125,8 @@ class _Sharer:
                 continue  # the same burst: the cluster has heard it
             self.sent[key] = (max(last_until, until or 0.0), now)
             try:
+                if until is not None:  # kept first, so a worker joining from now on reads it
+                    self.client.set_metadata([METADATA_KEY, key, self.me], self.sent[key][0])
                 self.client.run(apply_shared_rate_limit, key, until, on_error="ignore")
             except Exception:  # the scheduler went away: this process still limits itself
                 logger.warning("could not share a 429 on %s with the Dask cluster", key, exc_info=True)

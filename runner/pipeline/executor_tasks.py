@@ -17,6 +17,7 @@ import importlib.machinery
 import os
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,9 +27,10 @@ from runner.backends.target import Target
 from runner.errors import FunctionError, RunnerError
 from runner.pipeline.dataset import Row
 from runner.pipeline.engine import Engine, RowOutcome
+from runner.pipeline.executor_ratelimit import catch_up_rate_limits, caught_up
 from runner.pipeline.tracing import current_target
 
-__all__ = ["RowSpec", "SpecLoadError", "pickle_spec", "rows_task", "rows_task_async", "spec_of"]
+__all__ = ["RowSpec", "SpecLoadError", "pickle_spec", "rows_task", "rows_task_async", "spec_of", "stop_rows"]
 
 
 # -- what travels to the workers ------------------------------------------------------------------
@@ -234,11 +236,141 @@ async def row_task_async(blob: bytes, row: Row, trial: int) -> RowOutcome:
     return await asyncio.get_running_loop().create_task(one(), context=contextvars.copy_context())
 
 
-def rows_task(blob: bytes, batch: list[tuple[Row, int]]) -> list[RowOutcome]:
+class _Gate:
+    """At most ``limit`` rows of one run at once in this worker process.
+
+    The driver keeps the next batch of rows already queued on the workers, so a worker never
+    idles for a round trip through the driver between two tasks; the rows of the queued batch
+    wait here, not in the function, until running rows of the same run finish. The driver sets
+    each process's ``limit`` so that the limits add up to the run's ``n_workers``. Once the run
+    is stopped (the first Ctrl-C), rows that were still waiting here never start."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+        self.stopped = False
+        self._cond = threading.Condition()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def _take(self, limit: int) -> bool | None:
+        """Under the lock: ``True`` taken, ``False`` stopped, ``None`` wait."""
+        self.limit = limit  # the driver's latest figure (workers joined or left)
+        if self.stopped:
+            return False
+        if self.running < self.limit:
+            self.running += 1
+            return True
+        return None
+
+    def enter_sync(self, limit: int) -> bool:
+        with self._cond:
+            while (took := self._take(limit)) is None:
+                self._cond.wait()
+            return took
+
+    async def enter(self, limit: int) -> bool:
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._cond:
+                took = self._take(limit)
+                if took is not None:
+                    return took
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._waiters.append((loop, waiter))
+            await waiter
+
+    def leave(self) -> None:
+        with self._cond:
+            self.running -= 1
+            self._wake()
+
+    def stop(self) -> None:
+        with self._cond:
+            self.stopped = True
+            self._wake()
+
+    def _wake(self) -> None:
+        self._cond.notify_all()
+        waiters, self._waiters = self._waiters, []
+        for loop, waiter in waiters:
+            loop.call_soon_threadsafe(_resolve, waiter)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+_gates: OrderedDict[str, _Gate] = OrderedDict()
+
+
+def _gate(run: str, limit: int) -> _Gate:
+    with _engines_lock:
+        gate = _gates.get(run)
+        if gate is None:
+            gate = _gates[run] = _Gate(limit)
+            while len(_gates) > 64:  # a long-lived worker serving many runs
+                _gates.popitem(last=False)
+        return gate
+
+
+def stop_rows(run: str) -> None:
+    """Run on every worker (``Client.run``) at the run's first Ctrl-C: its rows still queued in
+    this process never start (they come back as ``None``, and the driver leaves them unread)."""
+    _gate(run, 1).stop()
+
+
+#: ``(run id, {worker address: its row limit}, the limit of a worker not named)``; ``None``: no
+#: gate (every row of the task may run at once)
+GateSpec = tuple[str, dict[str, int], int] | None
+
+
+def _limit_here(gate: tuple[str, dict[str, int], int]) -> int:
+    from distributed import get_worker
+
+    try:
+        address = get_worker().address
+    except ValueError:  # not on a worker
+        return gate[2]
+    return gate[1].get(address, gate[2])
+
+
+def rows_task(blob: bytes, batch: list[tuple[Row, int]], gate: GateSpec = None) -> list[RowOutcome | None]:
     """A Dask task: a few row-trials of a sync function, one after the other."""
-    return [row_task(blob, row, trial) for row, trial in batch]
+    _engine_for(blob)
+    catch_up_rate_limits()  # a pause the cluster heard before this worker joined
+    if gate is None:
+        return [row_task(blob, row, trial) for row, trial in batch]
+    limit = _limit_here(gate)
+    g = _gate(gate[0], limit)
+    out: list[RowOutcome | None] = []
+    for row, trial in batch:
+        if not g.enter_sync(limit):
+            out.append(None)
+            continue
+        try:
+            out.append(row_task(blob, row, trial))
+        finally:
+            g.leave()
+    return out
 
 
-async def rows_task_async(blob: bytes, batch: list[tuple[Row, int]]) -> list[RowOutcome]:
+async def rows_task_async(blob: bytes, batch: list[tuple[Row, int]], gate: GateSpec = None) -> list[RowOutcome | None]:
     """A Dask task: a few row-trials of an async function, concurrently on the worker's loop."""
-    return list(await asyncio.gather(*(row_task_async(blob, row, trial) for row, trial in batch)))
+    _engine_for(blob)
+    if not caught_up():  # a pause the cluster heard before this worker joined (once per process)
+        await asyncio.to_thread(catch_up_rate_limits)
+    if gate is None:
+        return list(await asyncio.gather(*(row_task_async(blob, row, trial) for row, trial in batch)))
+    limit = _limit_here(gate)
+    g = _gate(gate[0], limit)
+
+    async def gated(row: Row, trial: int) -> RowOutcome | None:
+        if not await g.enter(limit):
+            return None
+        try:
+            return await row_task_async(blob, row, trial)
+        finally:
+            g.leave()
+
+    return list(await asyncio.gather(*(gated(row, trial) for row, trial in batch)))

@@ -9,8 +9,9 @@ The Dask executor sends each row-trial to the cluster as one task: the function,
 spans, ``completion()`` calls and the per-row scorers all run on a worker (the engine's own row
 code, so timeouts and retries behave as on one machine), and the finished row comes back to the
 driver, which tallies and logs it through the engine's collector exactly as in-process rows
-are. At most ``n_workers`` tasks are in flight and the next row is read only when one finishes,
-so a file of any size streams. A worker that dies mid-row has its task re-run by Dask elsewhere;
+are. At most ``n_workers`` rows run at once across the cluster (a few more may wait on the
+workers, see :class:`_BatchSizer`), and the next row is read only when one finishes, so a file
+of any size streams. A worker that dies mid-row has its task re-run by Dask elsewhere;
 only the driver logs, and once per row, so each row is stored exactly once.
 
 >>> exp.run(executor="dask")                      # doctest: +SKIP  (a LocalCluster here)
@@ -19,6 +20,7 @@ only the driver logs, and once per row, so each row is stored exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -30,7 +32,7 @@ from runner.backends.target import Target
 from runner.errors import ConfigError
 from runner.pipeline.dataset import Row
 from runner.pipeline.engine import Engine, RowOutcome
-from runner.pipeline.executor_tasks import SpecLoadError, pickle_spec, rows_task, rows_task_async, spec_of
+from runner.pipeline.executor_tasks import SpecLoadError, pickle_spec, rows_task, rows_task_async, spec_of, stop_rows
 
 __all__ = ["DaskExecutor", "Executor", "InProcessExecutor", "resolve_executor"]
 
@@ -124,8 +126,9 @@ class DaskExecutor:
         self.address = address
         self.client = client
         self.n_processes = n_processes
-        #: the most row-trials, and the most Dask tasks (futures), in flight at once in the last
-        #: run: never above its ``n_workers``, however many rows the dataset has
+        #: the most row-trials, and the most Dask tasks (futures), submitted at once in the last
+        #: run: never above twice its ``n_workers`` (at most ``n_workers`` of them run, the others
+        #: wait on the workers: see _BatchSizer.queue_ahead), however many rows the dataset has
         self.peak_in_flight = 0
         self.peak_tasks = 0
 
@@ -166,7 +169,8 @@ class DaskExecutor:
         # tasks, so a million rows do not leave a million records behind in the driver
         with dask.config.set(
             {"distributed.scheduler.dashboard.tasks.task-stream-length": 1000, "distributed.admin.log-length": 1000,
-             **_SHORT_LOGS}
+             # no statistical profiler sampling every worker thread (nothing shows it: no dashboard)
+             "distributed.worker.profile.enabled": False, **_SHORT_LOGS}
         ):
             cluster = await distributed.LocalCluster(
                 n_workers=procs,
@@ -203,16 +207,23 @@ class DaskExecutor:
         tag = uuidlib.uuid4().hex[:8]
         self.peak_in_flight = self.peak_tasks = 0
         async with self._connect(engine.n_workers) as client:
-            sizer = _BatchSizer(engine.n_workers, engine.is_async, client.scheduler_info().get("workers", {}))
+            # the workers as the scheduler knows them now (a new client's cached copy is empty)
+            workers = _eligible((await client.scheduler.identity()).get("workers", {}), resources)
+            sizer = _BatchSizer(engine.n_workers, engine.is_async, workers)
             pending: dict[str, list[tuple[Row, int]]] = {}
             done = distributed.as_completed(loop=client.loop)
             in_flight = 0
             serial = 0
+            stopper = asyncio.create_task(_stop_workers_on_stop(engine, client, tag))
 
             def submit_more() -> None:
                 nonlocal in_flight, serial
-                while not engine.stopping and in_flight < engine.n_workers:
-                    size = min(sizer.size(), engine.n_workers - in_flight)
+                # rows beyond n_workers wait on the workers, behind a per-process gate whose limits
+                # add up to n_workers (see _BatchSizer.queue_ahead): no worker idles between tasks
+                extra, gate = sizer.queue_ahead(_eligible(client.scheduler_info().get("workers", {}), resources))
+                window = engine.n_workers + extra
+                while not engine.stopping and in_flight < window:
+                    size = min(sizer.size(), window - in_flight)
                     if in_flight and size < sizer.size():
                         return  # wait for a whole batch's room: fewer, fuller tasks
                     batch = []
@@ -225,7 +236,7 @@ class DaskExecutor:
                     serial += 1
                     row = batch[0][0]
                     future = client.submit(
-                        task, blob, batch,
+                        task, blob, batch, None if gate is None else (tag, *gate),
                         key=f"runner-rows-{tag}-{serial}-{row.id[:40]}-{len(batch)}",
                         pure=False,
                         resources=dict(resources) if resources else None,
@@ -249,8 +260,10 @@ class DaskExecutor:
                     in_flight -= len(batch)
                     submit_more()  # the next rows start before this batch is tallied and logged
                     engine.last_finished = time.monotonic()
-                    for outcome in outcomes:
-                        engine.running.pop((outcome.row.id, outcome.trial), None)
+                    for (row, trial), outcome in zip(batch, outcomes, strict=True):
+                        engine.running.pop((row.id, trial), None)
+                        if outcome is None:  # queued on a worker at Ctrl-C: never started
+                            continue
                         sizer.observe(outcome.log.latency)
                         await collector.add(outcome)
             except BaseException:
@@ -261,26 +274,61 @@ class DaskExecutor:
                     with contextlib.suppress(Exception):
                         await client.cancel(futures)
                 raise
+            finally:
+                stopper.cancel()
+                with contextlib.suppress(BaseException):
+                    await stopper
+
+
+async def _stop_workers_on_stop(engine: Engine, client: Any, tag: str) -> None:
+    """At the first Ctrl-C (``engine.stop()``), tell every worker: rows of this run still queued
+    there must not start."""
+    while not engine.stopping:
+        await asyncio.sleep(0.02)
+    with contextlib.suppress(Exception):
+        await client.run(stop_rows, tag, on_error="ignore")
+
+
+def _eligible(workers: Mapping[str, Any], resources: Mapping[str, float] | None) -> dict[str, Any]:
+    """The workers that may run this run's rows: all, or those that have its ``resources``."""
+    if not resources:
+        return dict(workers)
+    return {
+        a: w for a, w in workers.items()
+        if all(float((w.get("resources") or {}).get(k, 0)) >= v for k, v in resources.items())
+    }
 
 
 class _BatchSizer:
-    """How many rows one Dask task carries.
+    """How many rows one Dask task carries, and how many more than ``n_workers`` wait on the workers.
 
     A Dask task costs milliseconds of scheduling, more than a short row: rows that take
     little time travel several to a task (sync ones run one after the other on a worker
     thread, async ones concurrently on the worker's loop), sized so a task lasts about
     ``TARGET`` seconds, yet never so few tasks that a worker thread sits idle: sync rows leave
-    room for two tasks per worker thread, so each thread has the next one queued while the
-    result of the last travels back to the driver and the driver sends more (with exactly one
-    per thread, every thread idled for that round trip after each task: 2,000 rows of 10 ms
-    took 37 s where bare Dask tasks took 19 s)."""
+    room for two tasks per worker thread, async ones two tasks per worker process.
+
+    Queue-ahead (:meth:`queue_ahead`): after a task ends, its result travels to the driver and
+    the driver's next task travels back, a round trip during which the task's rows were idle
+    (2,000 rows of 50 ms, 200 at once: a third of the time). So once rows are seen to be quick,
+    two more batches per worker process (at most ``n_workers`` rows) are sent than may run, and
+    wait on the worker behind a per-process gate (:class:`runner.pipeline.executor_tasks._Gate`)
+    whose limits add up to ``n_workers``: at most ``n_workers`` rows *run* across the cluster,
+    and a queued batch starts the moment running rows finish, without the driver."""
 
     TARGET = 0.2
+    #: rows that take longer than this (mean, seconds) are not queued ahead: the round trip is
+    #: small next to them, and a row queued behind a long one would wait for it
+    QUEUE_AHEAD_BELOW = 2.0
+    #: batches queued per worker process beyond what may run
+    AHEAD = 2
 
     def __init__(self, n_workers: int, is_async: bool, workers: Mapping[str, Any]) -> None:
         slots = sum(int(w.get("nthreads", 1)) for w in workers.values()) or 1
         procs = len(workers) or 1
+        self.n_workers = n_workers
         self.is_async = is_async
+        self.workers = sorted(workers)
         # sync: two tasks per worker thread; async: about two tasks per worker process
         self.cap = max(1, n_workers // (2 * procs) if is_async else n_workers // (2 * slots))
         self.seen = 0
@@ -298,16 +346,35 @@ class _BatchSizer:
         mean = self.total / self.seen
         return max(1, min(self.cap, int(self.TARGET / mean) if mean > 0 else self.cap))
 
+    def queue_ahead(self, workers: Mapping[str, Any]) -> tuple[int, tuple[dict[str, int], int] | None]:
+        """``(rows that may be submitted beyond n_workers, the gate: each worker's row limit and the
+        limit of one not listed)``; ``(0, None)``: no gate and no queue.
+
+        ``workers``: the eligible workers now (a new client may not know them yet: then the ones
+        seen at the start)."""
+        if workers:
+            self.workers = sorted(workers)
+        procs = len(self.workers)
+        if procs == 0 or self.n_workers < procs:
+            return 0, None
+        share, more = divmod(self.n_workers, procs)
+        limits = {a: share + (1 if i < more else 0) for i, a in enumerate(self.workers)}
+        quick = self.seen >= 4 and self.total / self.seen < self.QUEUE_AHEAD_BELOW
+        ahead = min(self.n_workers, self.AHEAD * procs * self.size()) if quick else 0
+        return ahead, (limits, share)
+
 
 async def _next_done(done: Any) -> Any:
     return await done.__anext__()
 
 
-async def _outcomes_of(engine: Engine, future: Any, batch: list[tuple[Row, int]]) -> list[RowOutcome]:
+async def _outcomes_of(
+    engine: Engine, future: Any, batch: list[tuple[Row, int]]
+) -> list[RowOutcome | None]:
     """The finished rows a task returned; rows whose worker kept dying become those rows' errors."""
     distributed = _distributed()
     if future.status == "finished":
-        outcomes: list[RowOutcome] = await future
+        outcomes: list[RowOutcome | None] = await future
         return outcomes
     exc = await future.exception()
     if isinstance(exc, SpecLoadError):
@@ -316,7 +383,7 @@ async def _outcomes_of(engine: Engine, future: Any, batch: list[tuple[Row, int]]
         message = f"the Dask workers running this row died each time it was tried ({exc})"
     else:
         message = f"the Dask task running this row failed: {type(exc).__name__}: {exc}"
-    out = []
+    out: list[RowOutcome | None] = []
     for row, trial in batch:
         root = engine._root(row, trial)
         root.status = "error"

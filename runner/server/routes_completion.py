@@ -15,7 +15,10 @@ them; ``log_omit*`` and ``log_sample_rate`` honoured), so an LLM call made insid
 row adds its tokens and cost to the row's root trace.
 
 ``/completion`` answers with the ``CompletionsResponseSchema``. A provider failure is not an
-HTTP error: it is a 200 whose ``status`` is ``"error"`` (Parea's behaviour).
+HTTP error: it is a 200 whose ``status`` is ``"error"`` (Parea's behaviour). When the provider
+was still rate-limiting (429) after the server's retries, that 200 also carries a
+``Retry-After`` header: how long this server holds back calls to that provider, so a client
+(the runner's workers, on every machine of a cluster) waits as long before asking again.
 
 ``/completion/stream`` answers with server-sent events (``text/event-stream``, lines ending
 in CRLF)::
@@ -130,7 +133,23 @@ async def completion(body: CompletionsSchema, request: Request, store: StoreDep,
     logs: list[dict[str, Any]] = []
     answer = await proxy.complete(body, log_sink=logs.append, tenant=owner)
     await _store_logs(store, owner, logs)
-    return Response(orjson.dumps(answer.model_dump()), media_type="application/json")
+    return Response(orjson.dumps(answer.model_dump()), media_type="application/json",
+                    headers=_retry_after(answer))
+
+
+def _retry_after(answer: CompletionsResponseSchema) -> dict[str, str] | None:
+    """``Retry-After`` for an answer that failed on the provider's 429: what is left of this
+    process's pause for that provider (the proxy's limiter ``llm:<provider>``), in whole seconds."""
+    import math
+
+    from runner.proxy import is_rate_limited
+    from runner.ratelimit import limiter_for
+
+    if answer.status == "success" or not answer.error or not is_rate_limited(answer.error):
+        return None
+    provider = answer.error.split(" ", 1)[0]  # "<provider> returned HTTP 429: ..."
+    pause = limiter_for(f"llm:{provider}").paused_for()
+    return {"retry-after": str(math.ceil(pause))} if pause > 0 else None
 
 
 @router.post(

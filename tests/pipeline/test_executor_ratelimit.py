@@ -119,3 +119,176 @@ def test_a_429_on_one_worker_pauses_every_worker_until_retry_after(
     finally:
         store.close()
     assert len(rows) == 16 and all(r["status"] == "success" for r in rows)
+
+
+LATE_RETRY_AFTER = 50  # long enough for a worker process to start and join on a loaded machine
+
+
+class LimitsOnce:
+    """Answers the first request 429 (``Retry-After: 50``) and every later one 200 at once;
+    ``arrivals`` is ``(time.time(), pid)`` for every request."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[tuple[float, int]] = []
+        self.limited: float | None = None
+        self._lock = threading.Lock()
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/v1/chat/completions", self._handle, methods=["POST"])])
+
+    async def _handle(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        pid = int(body["messages"][-1]["content"].split()[-1])
+        with self._lock:
+            self.arrivals.append((time.time(), pid))
+            first = self.limited is None
+            if first:
+                self.limited = time.time()
+        if first:
+            error = {"error": {"message": "slow down", "type": "rate_limit_error", "param": None, "code": None}}
+            return JSONResponse(error, 429, {"retry-after": str(LATE_RETRY_AFTER)})
+        return JSONResponse(_openai_body(_answer(body, "openai")))
+
+
+def ask_when(question: str) -> dict[str, float]:
+    started = time.time()
+    return {"started": started, "pid": os.getpid(), "answer": len(ask(question))}
+
+
+def test_a_worker_that_joins_after_a_429_waits_out_the_pause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    import runner.integrations.llm
+
+    db = tmp_path / "runner.db"
+    fake = LimitsOnce()
+    box: dict[str, object] = {}
+    with serve(fake.app()) as url:
+        monkeypatch.setenv("OPENAI_BASE_URL", url + "/v1")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        with distributed.LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=":0",
+            silence_logs=40,
+        ) as c, distributed.Client(c) as client:
+            # a run whose one row gets the 429 on the first worker (and waits it out there)
+            first = Experiment(name="first", data=[{"question": "q"}], func=ask, n_workers=1, db=db)
+            t = threading.Thread(target=lambda: box.update(first=first.run(quiet=True, executor=client)))
+            t.start()
+            wait = threading.Event()
+            deadline = time.monotonic() + 120
+            while fake.limited is None and time.monotonic() < deadline:
+                wait.wait(0.05)
+            assert fake.limited is not None, "the provider never got the first request"
+            # give the cluster up to 10 s to keep the pause (it takes milliseconds; the old code never did)
+            deadline = time.monotonic() + 10
+            while not client.get_metadata(["runner-ratelimit"], default=None) and time.monotonic() < deadline:
+                wait.wait(0.05)
+            # a second worker process joins now; only it has the resource the next run's rows need (both at once)
+            late = subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", c.scheduler_address, "--nthreads", "2",
+                 "--resources", "late=2", "--host", "127.0.0.1", "--no-dashboard", "--name", "late"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+            )
+            try:
+                client.wait_for_workers(2, timeout=120)
+                data = [{"question": f"late{i}"} for i in range(2)]
+                second = Experiment(name="late", data=data, func=ask_when, resources={"late": 1}, n_workers=2, db=db)
+                result = second.run(quiet=True, executor=client)
+                t.join(120)
+            finally:
+                late.terminate()
+                late.wait(60)
+        runner.integrations.llm.close()
+
+    assert (result.n_total, result.n_errors) == (2, 0)
+    store = Store(db)
+    try:
+        outputs = [json.loads(r["output"]) for r in store.experiment_rows(result.experiment_uuid)]
+    finally:
+        store.close()
+    pause_end = fake.limited + LATE_RETRY_AFTER
+    late_pid = {int(o["pid"]) for o in outputs}
+    assert len(late_pid) == 1
+    # not vacuous: the late worker's rows began while the pause was still on
+    assert all(o["started"] < pause_end for o in outputs), "the late worker joined after the pause had ended"
+    sent = [t for t, p in fake.arrivals if p in late_pid]
+    assert len(sent) == 2
+    early = [round(t - fake.limited, 3) for t in sent if t < pause_end]
+    assert not early, f"the late worker called the provider {early} s after the 429 (Retry-After {LATE_RETRY_AFTER})"
+    first_result = box["first"]
+    assert getattr(first_result, "n_errors", None) == 0
+
+
+class RecordsCompletions:
+    """An ASGI wrapper around the real server app: records ``(time.time(), pid)`` for every
+    ``POST .../completion`` as it arrives (the pid from the prompt, as ``ask`` writes it)."""
+
+    def __init__(self, app: object) -> None:
+        self.app = app
+        self.arrivals: list[tuple[float, int]] = []
+
+    async def __call__(self, scope: dict[str, object], receive: object, send: object) -> None:
+        if scope["type"] == "http" and str(scope["path"]).endswith("/completion"):
+            at = time.time()
+            messages = []
+            more = True
+            while more:
+                message = await receive()  # type: ignore[operator]
+                messages.append(message)
+                more = bool(message.get("more_body"))
+            body = json.loads(b"".join(m.get("body", b"") for m in messages))
+            self.arrivals.append((at, int(body["llm_configuration"]["messages"][-1]["content"].split()[-1])))
+            queued = iter(messages)
+
+            async def replay() -> object:
+                return next(queued, None) or await receive()  # type: ignore[operator]
+
+            await self.app(scope, replay, send)  # type: ignore[operator]
+            return
+        await self.app(scope, receive, send)  # type: ignore[operator]
+
+
+def test_through_the_servers_completion_a_429_pauses_every_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the HTTP door: the workers call the server's /completion, the server calls the provider;
+    # the server gives up at the provider's 429 (no retries of its own here) and says Retry-After
+    import runner.integrations.llm
+    from runner.proxy import Proxy, ProxySettings, SQLiteCompletionCache
+    from runner.server import create_app
+    from tests.servers import start_app
+
+    fake = RateLimitingProvider()
+    with serve(fake.app()) as url:
+        monkeypatch.setenv("OPENAI_BASE_URL", url + "/v1")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        store = Store(tmp_path / "server.db")
+        app = create_app(store)
+        app.state.completion_proxy = Proxy(SQLiteCompletionCache(str(tmp_path / "server.db")),
+                                           settings=ProxySettings.from_env(max_retries=0))
+        door = RecordsCompletions(app)
+        with start_app(door, store=store) as server, distributed.LocalCluster(
+            n_workers=2, threads_per_worker=IN_FLIGHT, processes=True, host="127.0.0.1", dashboard_address=":0",
+            silence_logs=40,
+        ) as c, distributed.Client(c) as client:
+            data = [{"question": f"q{i}"} for i in range(16)]
+            # the row that got the 429 runs again (retries=1), after the pause like every other
+            exp = Experiment(name="limited", data=data, func=ask, n_workers=IN_FLIGHT, retries=1, retry_backoff=0.01,
+                             base_url=server.base_url)
+            result = exp.run(quiet=True, executor=client)
+            rows = server.store.experiment_rows(result.experiment_uuid) if server.store else []
+        runner.integrations.llm.close()
+
+    assert fake.limited is not None, f"the provider never saw both worker processes at once: {fake.arrivals}"
+    limited_at, _ = fake.limited
+    asked = [(t, p) for t, p in door.arrivals if t < limited_at]
+    assert len(asked) == IN_FLIGHT and len({p for _, p in asked}) == 2  # both processes had rows in flight
+    # the behaviour: after the 429, no worker process sent the server anything before Retry-After had passed
+    later = [(t, p) for t, p in door.arrivals if t > limited_at]
+    early = [(round(t - limited_at, 3), p) for t, p in later if t < limited_at + RETRY_AFTER]
+    assert not early, f"requests sent to the server too early (seconds after the 429, pid): {early}"
+    assert {p for _, p in later} == {p for _, p in asked}  # and both went on after the pause
+    assert result.n_total == 16 and result.n_errors == 0
+    assert len(rows) == 16 and all(r["status"] == "success" for r in rows)
