@@ -447,6 +447,7 @@ class CountingRows:
 
         for i in range(self.n):
             if i and i % 500 == 0:
+                gc.collect()  # count the rows something still holds, not garbage yet to be collected
                 self.alive.append(sum(1 for o in gc.get_objects() if type(o) is Row))
             yield {"x": i, "text": f"row {i} " + "y" * 40}
 
@@ -462,5 +463,7 @@ def test_a_long_dataset_streams_through_the_cluster_without_piling_up_rows(tmp_p
     # more at most queued on the workers), never more at once
     assert 0 < executor.peak_in_flight <= 16 and 0 < executor.peak_tasks <= 16
     # nor does anything else on the driver keep the rows that went by (the connections' message
-    # logs kept the last 1,000 batches each, arguments and all): the count stays flat
-    assert len(rows.alive) == 5 and max(rows.alive) < 400, rows.alive
+    # logs kept the last 1,000 batches each, arguments and all): the count stays flat. Rows finished
+    # but not yet logged are held too, more of them on a loaded machine (427 once, at load 12),
+    # so the bound is what a leak could not meet: one kept every row read, 2,500 at the last count
+    assert len(rows.alive) == 5 and max(rows.alive) < 1000, rows.alive

@@ -141,7 +141,9 @@ async def test_logs_go_out_in_batches_when_the_server_offers_them(store: Store) 
         await backend.aclose()
     assert len(stats) == 500 and len(rows) == 500
     assert {s["name"] for s in stats[0]["scores"]} == {"n", "ok"}
-    assert rec.paths("/trace_logs/batch") == 10 and rec.paths("/trace_log") == 0
+    # batches of up to 100 logs: 10 when every batch fills; on a loaded machine the sender's timer
+    # may send a part-filled one first (once seen: 11), but never one POST per log or per hand-over
+    assert 10 <= rec.paths("/trace_logs/batch") < 100 and rec.paths("/trace_log") == 0
     assert rec.paths("/api/parea/v1/") == 1  # health is asked once
     assert "children_logs" not in rows[0]
     (listed,) = store.list_experiments(experiment_uuids=[exp])
