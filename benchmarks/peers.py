@@ -194,6 +194,11 @@ def render_issue22(info: dict[str, Any], results: dict[str, dict[str, Any]], pee
             s = m[phase]
             lines.append(f"| {what} | {s['wall_s']:.3f} | {s['calls_per_s']:,.0f} | {s['p50_ms']:.1f} | "
                          f"{s['p99_ms']:.1f} | {s['added_p50_ms']:.1f} | {s['added_p99_ms']:.1f} |")
+        if "one" in m:
+            o = m["one"]
+            lines += ["", f"One call at a time (context, not the goal): straight {o['straight_p50_ms']:.1f} ms, "
+                      f"via serve {o['via_p50_ms']:.1f} ms (p50); serve adds {o['added_p50_ms']:.1f} ms p50, "
+                      f"{o['added_p99_ms']:.1f} ms p99 over the median straight call."]
     goals = _goals(results, peers)
     lines += ["", "### Goals of issue 22", ""]
     lines += [f"- **{g['verdict']}** {g['workload']}: {g['target']} — measured {g['measured']}" for g in goals]

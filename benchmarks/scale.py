@@ -12,6 +12,9 @@
   the same 1,000 requests straight to the provider through a ``runner.proxy.http_pool.ClientPool``
   of 1,000 connections (the floor; one bare ``httpx.AsyncClient`` with 1,000 requests in flight
   spends seconds of CPU in httpcore's pool bookkeeping, and so measured the client, not the path).
+  Then, as context for the goal (which is about the 1,000 at once), ``SEQUENTIAL`` calls one
+  after another, straight and via ``serve``: what the gateway adds to one call when nothing
+  queues for the CPU (added = via ``serve`` minus the median straight call).
 
 ``python benchmarks/scale.py --fake-provider 0.1`` serves the fake provider until killed (the
 W11 child starts it as a subprocess, so it does not share the child's GIL).
@@ -40,6 +43,8 @@ ROOT = HERE.parent
 BIG_SLEEP_S = 1.0
 BIG_WORKERS = 1000
 PROVIDER_DELAY_S = 0.1
+#: calls made one at a time per run, straight and via serve (the gateway's own added latency)
+SEQUENTIAL = 30
 
 
 def _percentile(xs: list[float], q: float) -> float:
@@ -152,6 +157,23 @@ def _latency_summary(lat: list[float], wall: float) -> dict[str, float]:
             "added_p50_ms": _percentile(added, 0.5) * 1e3, "added_p99_ms": _percentile(added, 0.99) * 1e3}
 
 
+async def _one_at_a_time(direct: Any, call: Any, prefix: str) -> dict[str, float]:
+    """``SEQUENTIAL`` straight calls, then as many via ``serve`` (provider answering), one at a time."""
+    straight, via = [], []
+    for _ in range(SEQUENTIAL):
+        t0 = time.perf_counter()
+        await direct()
+        straight.append(time.perf_counter() - t0)
+    for i in range(SEQUENTIAL):
+        t0 = time.perf_counter()
+        await call(f"{prefix} {i}")()
+        via.append(time.perf_counter() - t0)
+    base = statistics.median(straight)
+    added = [x - base for x in via]
+    return {"straight_p50_ms": base * 1e3, "via_p50_ms": _percentile(via, 0.5) * 1e3,
+            "added_p50_ms": _percentile(added, 0.5) * 1e3, "added_p99_ms": _percentile(added, 0.99) * 1e3}
+
+
 def run_completion_load(calls: int, runs: int) -> dict[str, Any]:
     import httpx
     from measure import peak_rss_mb
@@ -217,12 +239,13 @@ async def _completion_rounds(httpx: Any, provider: str, calls: int, runs: int) -
             miss = _latency_summary(lat, wall)
             lat, wall = await _timed_calls([call(p) for p in prompts])  # again: the server's cache answers
             hit = _latency_summary(lat, wall)
+            one = await _one_at_a_time(direct, call, f"run {k} alone")
             detail.append({"run_name": f"w11-run-{k}", "seconds": miss["wall_s"], "direct": floor, "miss": miss,
-                           "hit": hit})
+                           "hit": hit, "one": one})
     finally:
         await client.aclose()
     med = {phase: {key: statistics.median(d[phase][key] for d in detail) for key in detail[0][phase]}
-           for phase in ("direct", "miss", "hit")}
+           for phase in ("direct", "miss", "hit", "one")}
     return {"times": [d["seconds"] for d in detail], "detail": detail, "medians": med}
 
 

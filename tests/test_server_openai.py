@@ -158,5 +158,7 @@ def test_a_web_page_cannot_spend_the_gateway_on_a_keyless_server(
         otlp = httpx.post(handle.url + "/v1/traces", content=b"x", headers={"content-type": "text/plain"})
         assert otlp.status_code == 415
         assert oai.calls == before
-        assert httpx.post(url, content=body, headers={"content-type": "application/json"}).status_code == 200
+        # the first gateway call of the process imports and opens the proxy: generous on a loaded machine
+        answer = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=60)
+        assert answer.status_code == 200
         assert oai.calls == before + 1

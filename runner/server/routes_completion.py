@@ -12,7 +12,9 @@ server's environment (``OPENAI_API_KEY``, ``ANTHROPIC_BASE_URL`` ...; see
 Every completion is stored as a trace log under the caller's tenant, before the answer is sent
 (``trace_id``, ``parent_trace_id``, ``root_trace_id``, ``experiment_uuid`` as the request names
 them; ``log_omit*`` and ``log_sample_rate`` honoured), so an LLM call made inside an experiment
-row adds its tokens and cost to the row's root trace.
+row adds its tokens and cost to the row's root trace. Concurrent completions commit their logs
+together (:class:`runner.server.group_commit.GroupWriter`: one transaction per round, each
+request still answered only after its own log is committed).
 
 ``/completion`` answers with the ``CompletionsResponseSchema``. A provider failure is not an
 HTTP error: it is a 200 whose ``status`` is ``"error"`` (Parea's behaviour). When the provider
@@ -44,7 +46,7 @@ variable a 422 naming it, both before any provider call.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -65,6 +67,7 @@ from runner.proxy import (
     StoreCompletionCache,
 )
 from runner.server.deps import OwnerDep, StoreDep
+from runner.server.group_commit import GroupWriter
 from runner.server.routes_prompts import resolve_deployment
 from runner.store import Store
 from runner.store.postgres import is_postgres_url
@@ -117,11 +120,19 @@ async def _check_experiment(request: Request, store: Store, owner: str, body: Co
         await run_in_threadpool(check.check, store, owner, [{"experiment_uuid": body.experiment_uuid}])
 
 
-async def _store_logs(store: Store, owner: str, logs: list[dict[str, Any]]) -> None:
+def _writer(app: Any, store: Store) -> GroupWriter:
+    """The app's group-commit writer of completion logs (one per app and store)."""
+    writer: GroupWriter | None = getattr(app.state, "completion_log_writer", None)
+    if writer is None or writer.store is not store:
+        writer = app.state.completion_log_writer = GroupWriter(store)
+    return writer
+
+
+async def _store_logs(request: Request, store: Store, owner: str, logs: list[dict[str, Any]]) -> None:
     if logs:
-        batch = logs[:]
+        batch: list[Mapping[str, Any]] = list(logs)
         logs.clear()
-        await run_in_threadpool(store.upsert_traces, batch, owner)
+        await _writer(request.app, store).write(owner, batch)
 
 
 @router.post("/completion", response_model=CompletionsResponseSchema)
@@ -132,7 +143,7 @@ async def completion(body: CompletionsSchema, request: Request, store: StoreDep,
     body = await resolve_deployment(store, owner, body)
     logs: list[dict[str, Any]] = []
     answer = await proxy.complete(body, log_sink=logs.append, tenant=owner)
-    await _store_logs(store, owner, logs)
+    await _store_logs(request, store, owner, logs)
     return Response(orjson.dumps(answer.model_dump()), media_type="application/json",
                     headers=_retry_after(answer))
 
@@ -177,8 +188,8 @@ async def completion_stream(
             if not finished:  # the client went away: log what was said, even while cancelled
                 with anyio.CancelScope(shield=True):
                     await stream.aclose()
-                    await _store_logs(store, owner, logs)
-        await _store_logs(store, owner, logs)
+                    await _store_logs(request, store, owner, logs)
+        await _store_logs(request, store, owner, logs)
         result = stream.result.model_dump() if stream.result is not None else None
         yield b"event: result\r\ndata: " + orjson.dumps({"chunk": "", "result": result}) + b"\r\n\r\n"
 
