@@ -22,7 +22,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from runner.server.slow_clients import base_protocol, protocol
-from tests.test_server_hardening import _closed_by_server
+from tests.serve_process import closed_by_server
 
 
 async def _hello(request: Request) -> PlainTextResponse:
@@ -69,7 +69,7 @@ def test_serve_uses_the_c_parser() -> None:
 
 def test_a_silent_connection_is_closed_and_the_server_answers(limited: int) -> None:
     with socket.create_connection(("127.0.0.1", limited), timeout=10) as silent:
-        assert _closed_by_server(silent, within=20)
+        assert closed_by_server(silent, within=20)
     assert httpx.get(f"http://127.0.0.1:{limited}/", timeout=20).text == "hello"
 
 
@@ -81,7 +81,7 @@ def test_a_header_that_never_ends_is_cut_off(limited: int) -> None:
         while not closed and time.monotonic() < deadline:
             try:
                 s.sendall(b"X")
-                closed = _closed_by_server(s, within=0.2)
+                closed = closed_by_server(s, within=0.2)
             except (BrokenPipeError, ConnectionResetError):
                 closed = True
         assert closed
