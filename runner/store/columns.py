@@ -346,7 +346,7 @@ class FirstLogs(Mapping[str, Mapping[str, Any]]):
     reading a stored pairing costs one index of the row ids, not a dict per row."""
 
     def __init__(self, row_id: list[str], rowid: list[int], status: list[str], row_hash: list[str | None]) -> None:
-        self._index = dict(zip(row_id, range(len(row_id))))
+        self._index = dict(zip(row_id, range(len(row_id)), strict=True))
         self._rowid, self._status, self._row_hash = rowid, status, row_hash
 
     def __getitem__(self, key: str) -> Mapping[str, Any]:

@@ -158,10 +158,10 @@ def trend(points: Sequence[Point], *, name: str, width: int = 460, height: int =
     if timed:
         bottom = pad_t + plot_h
         for t, label in time_ticks(t0, t1):
-            x = _n(tx(t))
+            at_x = _n(tx(t))
             body.append(
-                f'<line class="time-grid" x1="{x}" x2="{x}" y1="{pad_t}" y2="{bottom}"/>'
-                f'<text class="tick time-tick" x="{x}" y="{bottom + 12}" text-anchor="middle"'
+                f'<line class="time-grid" x1="{at_x}" x2="{at_x}" y1="{pad_t}" y2="{bottom}"/>'
+                f'<text class="tick time-tick" x="{at_x}" y="{bottom + 12}" text-anchor="middle"'
                 f' data-time="{t.isoformat()}">{escape(label)}</text>'
             )
         body.append(f'<text class="axis-label" x="{pad_l - 4}" y="{height - 4}" text-anchor="end">UTC</text>')
