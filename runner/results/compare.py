@@ -18,6 +18,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, ClassVar
 
 from runner._json import json_text
@@ -361,7 +362,7 @@ def compare_runs(
     scores_a, first_a = a.means, a.first
     scores_b, first_b = b.means, b.first
     comparisons = compare_scores(scores_a, scores_b, seed=seed)
-    shared = [rid for rid in first_a if rid in first_b]
+    shared = list(filter(first_b.keys().__contains__, first_a))
     regressions, improvements = _row_changes(scores_a, scores_b, first_a, first_b, shared, top)
     ua, ub = a.usage, b.usage
     warnings = _warnings(a, b, shared, label_a, label_b)
@@ -449,10 +450,9 @@ def _aligned(per: Mapping[str, float], rows: Sequence[str]) -> tuple[Any, Any]:
     """``per``'s values on ``rows`` as an array, and which rows have one."""
     import numpy as np
 
-    nan = float("nan")
-    values = np.fromiter((per.get(rid, nan) for rid in rows), dtype=np.float64, count=len(rows))
+    values = np.fromiter(map(per.get, rows, repeat(float("nan"))), dtype=np.float64, count=len(rows))
     if np.isnan(np.fromiter(per.values(), dtype=np.float64, count=len(per))).any():  # NaN is a value here
-        return values, np.fromiter((rid in per for rid in rows), dtype=np.bool_, count=len(rows))
+        return values, np.fromiter(map(per.__contains__, rows), dtype=np.bool_, count=len(rows))
     return values, ~np.isnan(values)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, KeysView, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -356,6 +356,9 @@ class FirstLogs(Mapping[str, Mapping[str, Any]]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._index
+
+    def keys(self) -> KeysView[str]:
+        return self._index.keys()  # whose membership test is the dict's own
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._index)
