@@ -480,8 +480,8 @@ def _warnings(a: RunRows, b: RunRows, shared: Sequence[str], label_a: str, label
     hash_a, hash_b = a.hashes(), b.hashes()
     changed = [
         rid
-        for rid in shared
-        if (h_a := hash_a.get(rid)) is not None and (h_b := hash_b.get(rid)) is not None and h_a != h_b
+        for rid, h_a, h_b in zip(shared, map(hash_a.get, shared), map(hash_b.get, shared), strict=True)
+        if h_a != h_b and h_a is not None and h_b is not None
     ]
     if changed:
         out.append(
