@@ -13,10 +13,14 @@
      (each first once cold, as SQLite sorts or scans the run for them, then warm); and the runs
      page.
 4. With ``--compare``: makes a second run of the same rows and times the compare page of the two,
-   cold and warm; before it, the process's first compare (of the 10-row run with itself), which
-   imports ``scipy.stats`` for the paired tests. A finished run of 20,000 row-trials or more stores
+   cold and warm. The process's first compare (of the 10-row run with itself), which imports
+   ``scipy.stats`` for the paired tests (or waits for the server's start-up import of it to end),
+   is timed apart, before any cold view. A finished run of 20,000 row-trials or more stores
    what the pages read when it finishes (:mod:`runner.store.columns`): cold is its first view
    after the server started, and reads those documents, not the rows.
+   For the cold views it also reports the server process's CPU time (from ``/proc``; the
+   database server's is not included): on a loaded machine the wall time of a CPU-bound request
+   stretches with the load, its CPU time much less.
 5. Loads the run page ``--repeat`` times in headless Chromium (Debian's ``chromium`` through
    Playwright) and reports the median of the Navigation Timing ``loadEventEnd - startTime``
    (request to the end of the load event: HTML, CSS, JS, layout), and of ``responseEnd -
@@ -135,6 +139,16 @@ def timed_get(client: httpx.Client, path: str) -> float:
     return elapsed
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) process ``pid`` has used so far, from ``/proc`` (Linux; else
+    None). Unlike the wall time of a request it hardly moves with the machine's load."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def median_of(repeat: int, fn: Callable[[], float]) -> float:
     return statistics.median(fn() for _ in range(repeat))
 
@@ -186,13 +200,31 @@ def main(argv: list[str] | None = None) -> None:
         uuid = runs[f"rows-{args.rows}"]
         proc, url = start_serve(db)
         results: dict[str, float] = {}
+        cpu: dict[str, float] = {}
         run = f"/runs/{uuid}"
+
+        def cold(label: str, path: str) -> float:
+            """The request timed, and the server's CPU time for it kept under the same label."""
+            before = cpu_seconds(proc.pid)
+            elapsed = timed_get(client, path)
+            after = cpu_seconds(proc.pid)
+            if before is not None and after is not None:
+                cpu[label] = after - before
+            return elapsed
+
         try:
             with httpx.Client(base_url=url, timeout=300) as client:
                 results["first page view of the process (imports numpy, scipy; 10 rows)"] = timed_get(
                     client, f"/runs/{runs['rows-10']}"
                 )
-                results["run page, cold (first view after the server started)"] = timed_get(client, run)
+                # then the server's start-up import of scipy.stats is over (it waits for it): the
+                # cold views below are of a process that has loaded what the pages use
+                small = runs["rows-10"]
+                results["first compare of the process (imports scipy.stats; 10 rows)"] = timed_get(
+                    client, f"/compare?a={small}&b={small}"
+                )
+                label = "run page, cold (first view after the server started)"
+                results[label] = cold(label, run)
                 warm = {
                     "run page": run,
                     "run page, page 2": run + "?page=2",
@@ -213,11 +245,8 @@ def main(argv: list[str] | None = None) -> None:
                 if args.compare:
                     path = f"/compare?a={uuid}&b={runs[f'rows-{args.rows}-b']}"
                     timed_get(client, f"/runs/{runs[f'rows-{args.rows}-b']}")  # its own view, as from the runs page
-                    small = runs["rows-10"]
-                    results["first compare of the process (imports scipy.stats; 10 rows)"] = timed_get(
-                        client, f"/compare?a={small}&b={small}"
-                    )
-                    results["compare page, cold (first view of the pair)"] = timed_get(client, path)
+                    label = "compare page, cold (first view of the pair)"
+                    results[label] = cold(label, path)
                     results["compare page"] = median_of(args.repeat, lambda: timed_get(client, path))
             if Path(CHROMIUM).exists():
                 results.update(browser_times(url + run, args.repeat))
@@ -230,13 +259,21 @@ def main(argv: list[str] | None = None) -> None:
         if tmp is not None:
             tmp.cleanup()
 
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if args.json:
-        print(json.dumps({"rows": args.rows, "repeat": args.repeat, "seconds": results}, indent=2))
+        print(json.dumps({"rows": args.rows, "repeat": args.repeat, "seconds": results, "server_cpu_seconds": cpu,
+                          "load_average_1min": load}, indent=2))
         return
     print(f"run page of a {args.rows:,}-row run; warm figures are medians of {args.repeat} requests")
     width = max(map(len, results))
     for label, seconds in results.items():
         print(f"  {label:<{width}}  {seconds * 1000:8.1f} ms")
+    if cpu:  # the server's own CPU time (the database server's, on PostgreSQL, not included)
+        print("server process CPU time of the cold requests (10 ms resolution):")
+        for label, seconds in cpu.items():
+            print(f"  {label:<{width}}  {seconds * 1000:8.0f} ms")
+    if load is not None:
+        print(f"load average (1 min) at the end: {load:.2f}")
 
 
 if __name__ == "__main__":

@@ -229,3 +229,32 @@ def test_a_run_finished_without_stored_columns_gets_them_on_its_first_view(serve
         again.store._conn.set_trace_callback(seen.append)
         assert page_scores(web2, runs["a"]) == first
         assert _scans(seen) == []
+
+
+@pytest.mark.usefixtures("big")
+def test_a_big_run_s_per_row_columns_are_stored_in_binary_and_read_back_exactly(db: str | Path) -> None:
+    """The stored document keeps its per-row columns as raw arrays (``run_columns.arrays``; on
+    PostgreSQL a ``bytea`` read in binary), so a first view parses no JSON number per row; read
+    back by a fresh store they are exactly the columns read live from the rows."""
+    import numpy as np
+
+    runs = make_runs(db=db)
+    store = Store(db)
+    try:
+        data, arrays = store._query("SELECT data, arrays FROM run_columns WHERE experiment_uuid=?", (runs["b"],))[0]
+        assert isinstance(arrays, bytes) and len(arrays) >= len(ROWS) * (3 * 8 + 2 * 8 + 8 + 3)
+        doc = json.loads(data)
+        assert not [k for k, v in doc.items() if isinstance(v, list) and len(v) >= len(ROWS)], "per-row JSON"
+        stored = store.run_columns(runs["b"])
+        live = store.live_columns(runs["b"], store.get_experiment(runs["b"]))
+        assert stored is not None and stored.generation >= 1
+        for name in ("rowid", "error", "status_code", "latency", "total_tokens", "cost", "scorer_failed"):
+            assert np.array_equal(getattr(stored, name), getattr(live, name)), name
+        assert list(stored.scores) == list(live.scores) == ["accuracy", "similarity"]
+        for name, column in stored.scores.items():
+            assert np.array_equal(column, live.scores[name], equal_nan=True)
+        for name in ("row_id", "pair_key", "trial", "row_hash", "statuses", "summaries", "latency_stats",
+                     "error_keys", "input_tokens", "output_tokens", "cost_total", "run_seconds"):
+            assert getattr(stored, name) == getattr(live, name), name
+    finally:
+        store.close()

@@ -18,6 +18,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, ClassVar
 
 from runner._json import json_text
@@ -311,6 +312,14 @@ class RunRows:
     n_errors: int
     #: row-trials
     n_logs: int
+    #: row id -> ``metadata.row_hash`` of its first trial (None without one); None: read from ``first``
+    row_hash: Mapping[str, str | None] | None = None
+
+    def hashes(self) -> Mapping[str, str | None]:
+        """Row id -> the content hash of the row's first trial (None when it has none)."""
+        if self.row_hash is not None:
+            return self.row_hash
+        return {rid: (log.get("metadata") or {}).get("row_hash") for rid, log in self.first.items()}
 
 
 def run_rows(rows: Sequence[Mapping[str, Any]]) -> RunRows:
@@ -353,10 +362,10 @@ def compare_runs(
     scores_a, first_a = a.means, a.first
     scores_b, first_b = b.means, b.first
     comparisons = compare_scores(scores_a, scores_b, seed=seed)
-    shared = [rid for rid in first_a if rid in first_b]
-    changes = _row_changes(scores_a, scores_b, first_a, first_b, shared)
+    shared = list(filter(first_b.keys().__contains__, first_a))
+    regressions, improvements = _row_changes(scores_a, scores_b, first_a, first_b, shared, top)
     ua, ub = a.usage, b.usage
-    warnings = _warnings(first_a, first_b, shared, label_a, label_b)
+    warnings = _warnings(a, b, shared, label_a, label_b)
     return Comparison(
         label_a=label_a,
         label_b=label_b,
@@ -364,8 +373,8 @@ def compare_runs(
         n_rows_a=len(first_a),
         n_rows_b=len(first_b),
         n_shared_rows=len(shared),
-        regressions=sorted((c for c in changes if c.worst < 0), key=lambda c: c.worst)[:top],
-        improvements=sorted((c for c in changes if c.best > 0), key=lambda c: -c.best)[:top],
+        regressions=regressions,
+        improvements=improvements,
         usage={k: (ua[k], ub[k]) for k in ua},
         errors_a=(a.n_errors, a.n_logs),
         errors_b=(b.n_errors, b.n_logs),
@@ -383,48 +392,68 @@ def _row_changes(
     first_a: Mapping[str, Mapping[str, Any]],
     first_b: Mapping[str, Mapping[str, Any]],
     shared: Sequence[str],
-) -> list[RowChange]:
-    """The shared rows where some score changed, with their largest scaled drop and rise."""
+    top: int,
+) -> tuple[list[RowChange], list[RowChange]]:
+    """The ``top`` shared rows that regressed most (most negative ``worst`` first) and improved most
+    (highest ``best`` first), ties in the order of ``shared``.
+
+    Every shared row's largest scaled drop and rise is computed at once, over arrays of the
+    scores (a comparison of two 100,000-row runs would otherwise build a :class:`RowChange`
+    for each of the tens of thousands of rows that moved, to keep ten); only the rows kept are
+    then made into :class:`RowChange`."""
+    import numpy as np
+
     names = list(scores_a) + [n for n in scores_b if n not in scores_a]
-    scale = {}
+    n = len(shared)
+    worst, best = np.zeros(n), np.zeros(n)
+    values: dict[str, tuple[Any, Any, Any, Any]] = {}
     for name in names:
-        values = [
-            v
-            for per in (scores_a.get(name, {}), scores_b.get(name, {}))
-            for rid in shared
-            if (v := per.get(rid)) is not None
-        ]
-        scale[name] = (max(values) - min(values)) if values else 0.0
-    changes = []
-    for rid in shared:
+        va, has_a = _aligned(scores_a.get(name, {}), shared)
+        vb, has_b = _aligned(scores_b.get(name, {}), shared)
+        values[name] = (has_a, has_b, va, vb)
+        present = np.concatenate((va[has_a], vb[has_b]))
+        scale = float(present.max() - present.min()) if len(present) else 0.0
+        # a score the row had in one run only counts as a full change (-1 lost, +1 gained)
+        moves = np.where(has_a & ~has_b, -1.0, np.where(has_b & ~has_a, 1.0, 0.0))
+        both = has_a & has_b & (va != vb)
+        if scale > 0:
+            moves[both] = (vb[both] - va[both]) / scale
+        np.minimum(worst, moves, out=worst)
+        np.maximum(best, moves, out=best)
+
+    def change(i: int) -> RowChange:
+        rid = shared[i]
         per: dict[str, tuple[float | None, float | None]] = {}
-        moves = []
-        for name in names:
-            a, b = scores_a.get(name, {}).get(rid), scores_b.get(name, {}).get(rid)
-            if a is None and b is None:
-                continue
-            per[name] = (a, b)
-            if a is None or b is None:
-                moves.append(1.0 if a is None else -1.0)
-            elif a != b and scale[name] > 0:
-                moves.append((b - a) / scale[name])
-        if not any(moves):
-            continue
+        for name, (has_a, has_b, va, vb) in values.items():
+            if has_a[i] or has_b[i]:
+                per[name] = (float(va[i]) if has_a[i] else None, float(vb[i]) if has_b[i] else None)
         ra, rb = first_a[rid], first_b[rid]
-        changes.append(
-            RowChange(
-                row_id=rid,
-                inputs=dict(ra.get("inputs") or {}),
-                output_a=_output(ra),
-                output_b=_output(rb),
-                scores=per,
-                worst=min(0.0, *moves),
-                best=max(0.0, *moves),
-                status_a=str(ra.get("status") or "success"),
-                status_b=str(rb.get("status") or "success"),
-            )
+        return RowChange(
+            row_id=rid,
+            inputs=dict(ra.get("inputs") or {}),
+            output_a=_output(ra),
+            output_b=_output(rb),
+            scores=per,
+            worst=float(worst[i]),
+            best=float(best[i]),
+            status_a=str(ra.get("status") or "success"),
+            status_b=str(rb.get("status") or "success"),
         )
-    return changes
+
+    fell, rose = np.flatnonzero(worst < 0), np.flatnonzero(best > 0)
+    regressed = fell[np.argsort(worst[fell], kind="stable")][:top]
+    improved = rose[np.argsort(-best[rose], kind="stable")][:top]
+    return [change(int(i)) for i in regressed], [change(int(i)) for i in improved]
+
+
+def _aligned(per: Mapping[str, float], rows: Sequence[str]) -> tuple[Any, Any]:
+    """``per``'s values on ``rows`` as an array, and which rows have one."""
+    import numpy as np
+
+    values = np.fromiter(map(per.get, rows, repeat(float("nan"))), dtype=np.float64, count=len(rows))
+    if np.isnan(np.fromiter(per.values(), dtype=np.float64, count=len(per))).any():  # NaN is a value here
+        return values, np.fromiter(map(per.__contains__, rows), dtype=np.bool_, count=len(rows))
+    return values, ~np.isnan(values)
 
 
 def _output(r: Mapping[str, Any]) -> Any:
@@ -439,27 +468,20 @@ def _n_errors(rows: Sequence[Mapping[str, Any]]) -> int:
     return sum(1 for r in rows if r.get("status") == "error")
 
 
-def _warnings(
-    first_a: Mapping[str, Mapping[str, Any]],
-    first_b: Mapping[str, Mapping[str, Any]],
-    shared: Sequence[str],
-    label_a: str,
-    label_b: str,
-) -> list[str]:
+def _warnings(a: RunRows, b: RunRows, shared: Sequence[str], label_a: str, label_b: str) -> list[str]:
     """Signs that the two runs are not of the same dataset."""
     out = []
-    larger = max(len(first_a), len(first_b))
+    larger = max(len(a.first), len(b.first))
     if larger and len(shared) < larger / 2:
         out.append(
-            f"only {len(shared)} of the {len(first_a)} rows of {label_a} and {len(first_b)} rows of {label_b} "
+            f"only {len(shared)} of the {len(a.first)} rows of {label_a} and {len(b.first)} rows of {label_b} "
             "are in both runs: are they runs of the same dataset?"
         )
+    hash_a, hash_b = a.hashes(), b.hashes()
     changed = [
         rid
-        for rid in shared
-        if (h_a := (first_a[rid].get("metadata") or {}).get("row_hash")) is not None
-        and (h_b := (first_b[rid].get("metadata") or {}).get("row_hash")) is not None
-        and h_a != h_b
+        for rid, h_a, h_b in zip(shared, map(hash_a.get, shared), map(hash_b.get, shared), strict=True)
+        if h_a != h_b and h_a is not None and h_b is not None
     ]
     if changed:
         out.append(

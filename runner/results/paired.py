@@ -146,13 +146,13 @@ def paired_compare(
     """
     import numpy as np
 
-    shared = [key for key in a if key in b]
+    shared = list(filter(b.__contains__, a))  # (map and filter: C loops over 100,000 rows)
     only_a = len(a) - len(shared)
     only_b = len(b) - len(shared)
     if not shared:
         return ScoreComparison(name, None, None, None, None, None, None, None, 0, 0, 0, 0, only_a, only_b)
-    va = np.asarray([a[key] for key in shared], dtype=np.float64)
-    vb = np.asarray([b[key] for key in shared], dtype=np.float64)
+    va = np.fromiter(map(a.__getitem__, shared), dtype=np.float64, count=len(shared))
+    vb = np.fromiter(map(b.__getitem__, shared), dtype=np.float64, count=len(shared))
     if not (np.all(np.isfinite(va)) and np.all(np.isfinite(vb))):
         raise ValueError(f"paired_compare({name!r}): values must be finite numbers")
     d = vb - va

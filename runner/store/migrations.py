@@ -220,4 +220,7 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (experiment_uuid, owner)
     );
     """,
+    # issue 20 (round 4): a finished run's per-row columns in binary (runner/store/columns.py,
+    # FORMAT 2): its first view reads them without parsing a JSON number per row and column
+    "ALTER TABLE run_columns ADD COLUMN arrays BLOB;",
 ]

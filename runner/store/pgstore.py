@@ -131,6 +131,13 @@ class PgStore(Store):
         with self._pool.connection() as conn:
             return PgConnection(conn).execute(sql, params).fetchall()
 
+    def _query_blobs(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        outer: PgConnection | None = getattr(self._tx, "conn", None)
+        if outer is not None:
+            return outer.execute(sql, params, binary=True).fetchall()
+        with self._pool.connection() as conn:
+            return PgConnection(conn).execute(sql, params, binary=True).fetchall()
+
     def close(self) -> None:
         self._pool.close()
 

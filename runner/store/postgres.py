@@ -79,6 +79,13 @@ def _traces_by_owner() -> str:
     """
 
 
+# issue 20 (round 4): a run's binary columns are stored as they are (random floats compress
+# badly, and the first view of a big run would pay for decompressing them)
+PG_AFTER[next(i for i, m in enumerate(MIGRATIONS, 1) if "ADD COLUMN arrays BLOB" in m)] = (
+    "ALTER TABLE run_columns ALTER COLUMN arrays SET STORAGE EXTERNAL;"
+)
+
+
 #: PostgreSQL's own text for migration N (1-based) of the shared chain, where SQLite's DDL does
 #: not translate (SQLite's ``rowid`` and ``CREATE TRIGGER ... BEGIN ... END``)
 PG_INSTEAD: dict[int, str] = {
@@ -159,13 +166,15 @@ class PgConnection:
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
-    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> PgCursor:
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = (), *, binary: bool = False) -> PgCursor:
+        """``sql`` run; ``binary``: its results read in PostgreSQL's binary format (for ``bytea``
+        values: the text format sends them as hex)."""
         m = _INSERT.match(sql)
         returning = m is not None and m.group(1) in _SERIAL and "RETURNING" not in sql.upper()
         text, args = translate(sql + (" RETURNING id" if returning else ""), _params(params))
         with pg_errors(conn=self._conn):
             cur = self._conn.cursor(row_factory=_row_factory)
-            cur.execute(text, args)
+            cur.execute(text, args, binary=binary)
             if returning:
                 row = cur.fetchone()
                 return PgCursor(cur, int(row[0]) if row else None)

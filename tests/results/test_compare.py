@@ -343,3 +343,62 @@ def test_compare_command_over_http(tmp_path: Path) -> None:
         assert "(B) vs base (A)" in gated.stdout
         assert gated.stderr.strip().splitlines()[-1] == "gate failed: exact_match mean 0.833 < 0.9"
     assert not (tmp_path / ".runner").exists()
+
+
+def _ranked_by_definition(rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]], top: int) -> tuple[Any, Any]:
+    """The rows that regressed and improved most, computed row by row from :class:`RowChange`'s
+    definition (the oracle of the array computation in ``compare_runs``)."""
+    from runner.results.compare import run_rows
+
+    a, b = run_rows(rows_a), run_rows(rows_b)
+    shared = [rid for rid in a.first if rid in b.first]
+    names = list(a.means) + [n for n in b.means if n not in a.means]
+    scale = {}
+    for name in names:
+        values = [per[rid] for per in (a.means.get(name, {}), b.means.get(name, {})) for rid in shared if rid in per]
+        scale[name] = max(values) - min(values) if values else 0.0
+    moved = []
+    for rid in shared:
+        moves, per = [], {}
+        for name in names:
+            va, vb = a.means.get(name, {}).get(rid), b.means.get(name, {}).get(rid)
+            if va is None and vb is None:
+                continue
+            per[name] = (va, vb)
+            if va is None or vb is None:
+                moves.append(1.0 if va is None else -1.0)
+            elif va != vb and scale[name] > 0:
+                moves.append((vb - va) / scale[name])
+        if any(moves):
+            moved.append((rid, min(0.0, *moves), max(0.0, *moves), per))
+    worst = [m for m in sorted(moved, key=lambda m: m[1]) if m[1] < 0][:top]
+    best = [m for m in sorted(moved, key=lambda m: -m[2]) if m[2] > 0][:top]
+    return worst, best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_rows_ranked_over_arrays_are_those_of_the_definition(seed: int) -> None:
+    """Missing scores on either side, trials, ties of the largest change (kept in row order),
+    a score one run lacks altogether, and rows in one run only."""
+    import random
+
+    rng = random.Random(seed)
+
+    def run(n: int, names: tuple[str, ...]) -> list[dict[str, Any]]:
+        out = []
+        for i in range(n):
+            for trial in range(rng.choice((1, 1, 2))):
+                scores = {k: float(rng.choice((0, 1, 2, 0.5))) for k in names if rng.random() > 0.15}
+                out.append(row(f"r{i:03d}", scores, trial=trial, status=rng.choice(("success", "error"))))
+        rng.shuffle(out)
+        return out
+
+    rows_a, rows_b = run(120, ("em", "len")), run(130, ("em", "len", "new"))
+    worst, best = _ranked_by_definition(rows_a, rows_b, top=7)
+    cmp = compare_rows(rows_a, rows_b, top=7)
+    assert worst and best
+    assert [(c.row_id, c.worst, c.best, c.scores) for c in cmp.regressions] == [(m[0], m[1], m[2], m[3]) for m in worst]
+    assert [(c.row_id, c.worst, c.best, c.scores) for c in cmp.improvements] == [(m[0], m[1], m[2], m[3]) for m in best]
+    for c in (*cmp.regressions, *cmp.improvements):
+        first = next(r for r in rows_a if r["metadata"]["row_id"] == c.row_id and r["metadata"]["trial"] == 0)
+        assert c.inputs == first["inputs"] and c.status_a == first["status"]

@@ -1,7 +1,8 @@
 """An experiment's page: one experiment name in a project, across its runs, over time.
 
 ``GET /experiment?project=P&name=N`` charts each score as run means with their 95 % intervals,
-latency, tokens and cost per row, and each dataset-level stat, one point per run, oldest first;
+latency, tokens and cost per row, and each dataset-level stat, one point per run at the time it
+started (a time axis in UTC, see :mod:`runner.server.ui.trend`);
 a point names its run when hovered and opens it when clicked; two points (or two rows of the
 table under the charts) can be picked to compare.
 
@@ -14,6 +15,7 @@ recorded.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -41,21 +43,33 @@ def _pinned(experiment: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def _started(experiment: dict[str, Any]) -> dt.datetime | None:
+    """When the run started (naive timestamps are UTC, as everywhere in the store)."""
+    from runner.server.fill import parse_timestamp
+
+    return parse_timestamp(experiment.get("created_at"))
+
+
 def _charts(views: list[Listing]) -> list[tuple[str, str, Any]]:
-    """(kind, name, chart) for every score, the usage figures and every dataset-level stat."""
+    """(kind, name, chart) for every score, the usage figures and every dataset-level stat; each
+    point at the time its run started."""
     out: list[tuple[str, str, Any]] = []
+    at = [_started(v.experiment) for v in views]
     names: list[str] = []
     for v in views:
         names.extend(n for n in v.scores if n not in names)
     for name in names:
         points = []
-        for v in views:
+        for i, v in enumerate(views):
             mean, low, high, n = v.scores.get(name, (None, None, None, None))
             note = f"n = {n} of {v.n_total}" if n is not None else "mean pinned at finish"
-            points.append(Point(v.experiment["uuid"], v.experiment["run_name"], mean, low, high, note))
+            points.append(Point(v.experiment["uuid"], v.experiment["run_name"], mean, low, high, note, at[i]))
         out.append(("score", name, trend(points, name=name)))
     for label, key in USAGE:
-        points = [Point(v.experiment["uuid"], v.experiment["run_name"], _pinned(v.experiment).get(key)) for v in views]
+        points = [
+            Point(v.experiment["uuid"], v.experiment["run_name"], _pinned(v.experiment).get(key), at=at[i])
+            for i, v in enumerate(views)
+        ]
         if any(p.mean is not None for p in points):
             out.append(("usage", label, trend(points, name=label)))
     stats: list[str] = []
@@ -63,9 +77,10 @@ def _charts(views: list[Listing]) -> list[tuple[str, str, Any]]:
         stats.extend(d["name"] for d in v.experiment.get("dataset_level_stats") or [] if d["name"] not in stats)
     for name in stats:
         points = []
-        for v in views:
+        for i, v in enumerate(views):
             found = [d for d in v.experiment.get("dataset_level_stats") or [] if d["name"] == name]
-            points.append(Point(v.experiment["uuid"], v.experiment["run_name"], found[0]["score"] if found else None))
+            score = found[0]["score"] if found else None
+            points.append(Point(v.experiment["uuid"], v.experiment["run_name"], score, at=at[i]))
         out.append(("dataset", name, trend(points, name=name)))
     return out
 

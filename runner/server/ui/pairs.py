@@ -121,8 +121,8 @@ def _build_pair(store: Store, a: RunView, b: RunView, owner: str) -> PairView:
     points: dict[str, tuple[list[float], list[float]]] = {}
     for s in comparison.scores:
         per_a, per_b = comparison.per_row_a.get(s.name, {}), comparison.per_row_b.get(s.name, {})
-        shared = [rid for rid in per_a if rid in per_b]
-        points[s.name] = ([per_a[r] for r in shared], [per_b[r] for r in shared])
+        shared = list(filter(per_b.__contains__, per_a))  # C loops: 100,000 rows
+        points[s.name] = (list(map(per_a.__getitem__, shared)), list(map(per_b.__getitem__, shared)))
     traces_a = {rid: str(log["trace_id"]) for rid, log in log_a.items() if log is not None}
     traces_b = {rid: str(log["trace_id"]) for rid, log in log_b.items() if log is not None}
     return PairView(a, b, comparison, points, traces_a, traces_b)
