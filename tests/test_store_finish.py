@@ -42,7 +42,8 @@ def with_child(x: int) -> int:
 def _root_reads(statements: list[str], uuid: str) -> list[str]:
     """Statements that read the roots of the run ``uuid`` (its rows, not one row, nor its children)."""
     flat = [(s, s.replace(" ", "")) for s in statements]
-    return [s for s, f in flat if "FROMtraces" in f and uuid in s and "is_root=1" in f and "is_root=0" not in f]
+    return [s for s, f in flat if "FROMtraces" in f and uuid in s and "is_root=1" in f and "is_root=0" not in f
+            and "count(*)" not in f]  # counting the roots reads the index, not the rows
 
 
 def _finish_again(db: Path, uuid: str) -> tuple[list[str], Store]:
@@ -108,5 +109,34 @@ def test_root_columns_read_in_pages_are_the_columns_read_at_once(tmp_path: Path)
             assert store.root_columns(r.experiment_uuid, page=page) == whole
         assert len(whole) == 25 and len(set(whole.rowid)) == 25
         assert whole.pinned_stats() == pinned_stats(store.iter_experiment_stats(r.experiment_uuid))
+    finally:
+        store.close()
+
+
+@pytest.mark.usefixtures("big")
+def test_a_run_past_max_rows_keeps_no_document_and_streams_its_stats(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # a million-row run's document held ~1.2 KB a row in the finishing process (W5's peak: 1.5 GB)
+    monkeypatch.setattr(columns, "MAX_ROWS", 30)
+    db = tmp_path / "runner.db"
+    r = Experiment(name="huge", data=[{"x": i} for i in range(40)], func=with_child, evals=[graded], db=db).run(
+        quiet=True
+    )
+    statements, store = _finish_again(db, r.experiment_uuid)
+    try:
+        # the stats were streamed root by root, not read as columns
+        assert not [s for s in statements if "json_extract(data, '$.metadata.score_sources')" in s]
+        assert store.run_columns(r.experiment_uuid) is None  # no document: its pages read it live
+        (doc,) = store._query("SELECT data FROM run_columns WHERE experiment_uuid=?", (r.experiment_uuid,))[0]
+        assert doc == ""
+        expected, n = pinned_stats(store.iter_experiment_stats(r.experiment_uuid))
+        row = store._query("SELECT pinned_stats, num_samples FROM experiments WHERE uuid=?", (r.experiment_uuid,))[0]
+        assert orjson.loads(row[0]) == expected and row[1] == n == 40
+        # the same run, one row-trial under the bound, gets its document, with the same stats
+        monkeypatch.setattr(columns, "MAX_ROWS", 40)
+        store.finish_experiment(r.experiment_uuid, status="completed", dataset_level_stats=[], return_stats=False)
+        assert store.run_columns(r.experiment_uuid) is not None
+        row = store._query("SELECT pinned_stats FROM experiments WHERE uuid=?", (r.experiment_uuid,))[0]
+        assert orjson.loads(row[0]) == expected
     finally:
         store.close()

@@ -15,7 +15,8 @@ row ids as clusters, in the order ``python -m runner show`` uses, so the digits 
 Each write of a run's document bumps its ``generation``: what a cached page view is of
 (:meth:`ColumnQueries.columns_generation`, one indexed read). A run of fewer than :data:`MIN_ROWS`
 row-trials keeps an empty document (and its generation): its pages read it live, quickly, and
-finishing it costs no more than it did.
+finishing it costs no more than it did. So does a run of more than :data:`MAX_ROWS`, whose
+document would cost the finishing process more memory than the run itself.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from runner.results.stats import ScoreSummary
     from runner.store.pages import RootColumns
 
-__all__ = ["FORMAT", "MIN_ROWS", "ColumnQueries", "CompactRun", "FirstLogs", "compact_run"]
+__all__ = ["FORMAT", "MAX_ROWS", "MIN_ROWS", "ColumnQueries", "CompactRun", "FirstLogs", "compact_run"]
 
 #: the version of the stored document; a document of another version is rebuilt when read
 #: (2: the per-row columns in binary, in ``run_columns.arrays``)
@@ -51,6 +52,11 @@ FORMAT = 2
 #: runs page reads runs up to this size too, see :data:`runner.server.ui.runs.LIST_MAX_ROWS`),
 #: so finishing a small run costs nothing more; they keep a ``generation`` all the same
 MIN_ROWS = 20_000
+#: nor do runs of more: building the document holds the run's columns and one comparison entry per
+#: row in memory at once (about 1.2 KB a row-trial), which the process that finishes the run pays
+#: (a million-row run made the runner's peak 1.5 GB, issue 22's W5); their pages read them live,
+#: in the server, as every run's did before the documents (issue 20 measures 100,000-row runs)
+MAX_ROWS = 250_000
 
 log = logging.getLogger(__name__)
 
@@ -441,7 +447,7 @@ class ColumnQueries:
             if row is None:
                 raise NotFoundError(f"experiment {experiment_uuid} not found")
             doc, arrays, pairing = "", None, None  # no document: the pages read the run live
-            if (row[2] or 0) >= MIN_ROWS:
+            if MIN_ROWS <= (row[2] or 0) <= MAX_ROWS:
                 from runner.results.compare import run_rows
 
                 try:
@@ -477,7 +483,8 @@ class ColumnQueries:
     def run_columns(self, experiment_uuid: str, owner: str = "") -> CompactRun | None:
         """The finished run's stored :class:`CompactRun`, current: a run changed since it finished
         is re-pinned first, and a run finished before the columns were stored gets them now
-        (once). None for a run that is not finished or has fewer than :data:`MIN_ROWS` rows."""
+        (once). None for a run that is not finished, or has fewer than :data:`MIN_ROWS` or more than
+        :data:`MAX_ROWS` rows."""
         for _ in range(3):  # a write between the check and the read: once more
             rows = self._query_blobs(
                 "SELECT e.stale, e.finished_at, c.generation, c.arrays, c.data FROM experiments e"
@@ -492,7 +499,7 @@ class ColumnQueries:
             if stale:
                 self._repin(experiment_uuid, owner)
                 continue
-            if data == "":  # a small run (or one whose logs the summaries cannot read): read live
+            if data == "":  # a small or huge run (or one whose logs the summaries cannot read): read live
                 return None
             if data is not None:
                 found = CompactRun.from_stored(data, arrays, int(generation))

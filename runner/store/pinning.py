@@ -61,6 +61,14 @@ class PinQueries:
             out.append(r)
         return out
 
+    @staticmethod
+    def _count_roots(c: Any, experiment_uuid: str, owner: str) -> int:
+        """The run's root traces (row-trials), counted by the index."""
+        row = c.execute(
+            "SELECT count(*) FROM traces WHERE experiment_uuid=? AND is_root=1 AND owner=?", (experiment_uuid, owner)
+        ).fetchone()
+        return int(row[0])
+
     def _repin(
         self,
         experiment_uuid: str,
@@ -83,15 +91,21 @@ class PinQueries:
             if row is None:
                 raise NotFoundError(f"experiment {experiment_uuid} not found")
             dls = (loads(row[0]) or []) if dataset_level_stats is None else dataset_level_stats
-            # one read of the run, for its stats and its columns (issue 22: W5's finish); the list
-            # is emptied when the columns are handed on, so that they are freed once summarised
+            # a run that gets a document (runner.store.columns): one read of it, for its stats and
+            # its columns (issue 22: W5's finish); the list is emptied when the columns are handed
+            # on, so that they are freed once summarised. Any other run: its stats streamed, root
+            # by root, so a million-row run is never held in memory (issue 22's W5 peak RSS)
+            from runner.store.columns import MAX_ROWS, MIN_ROWS
+
             cols: list[RootColumns] = []
             if collect is not None:  # the caller wants every root's stats (the server's finish)
                 collect.extend(self.iter_experiment_stats(experiment_uuid, owner))
                 pinned, n_roots = pinned_stats(collect)
-            else:
+            elif columns and MIN_ROWS <= self._count_roots(c, experiment_uuid, owner) <= MAX_ROWS:
                 cols.append(self.root_columns(experiment_uuid, owner))
                 pinned, n_roots = cols[0].pinned_stats()
+            else:
+                pinned, n_roots = pinned_stats(self.iter_experiment_stats(experiment_uuid, owner))
             pinned.extend({"var1": s["name"], "operation": "custom", "value": s["score"]} for s in dls)
             c.execute(
                 "UPDATE experiments SET status=?, finished_at=coalesce(finished_at, ?), dataset_level_stats=?,"
