@@ -27,12 +27,16 @@ import datetime as _dt
 import enum
 import json
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import orjson
+
+T = TypeVar("T", str, bytes)
 
 __all__ = [
     "MAX_DEPTH", "MAX_REPR", "UNSTORABLE", "dumps_value", "error_log", "finite", "json_default", "json_text",
-    "safe_log", "sanitize", "without_nul",
+    "nul_free", "safe_log", "sanitize", "without_nul",
 ]
 
 #: ``repr()`` of an object with no JSON rendering is cut past this many characters
@@ -137,7 +141,7 @@ def without_nul(value: Any) -> Any:
     whose server refuses NUL) store the same text this way. Only called for data whose JSON holds
     a ``\\u0000`` escape, so the common case costs one substring search.
 
-    >>> without_nul({"k\x00": ["a\x00b", 1]})
+    >>> without_nul({"k\\x00": ["a\\x00b", 1]})
     {'k\ufffd': ['a\ufffdb', 1]}
     """
     if isinstance(value, str):
@@ -147,6 +151,17 @@ def without_nul(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [without_nul(v) for v in value]
     return value
+
+
+def nul_free(value: Any, encode: Callable[[Any], T]) -> tuple[T, Any]:
+    """``encode(value)`` and ``value``, both with every NUL character as U+FFFD when the encoding
+    (``str`` or ``bytes`` JSON) holds a ``\\u0000`` escape: then it is decoded, cleaned by
+    :func:`without_nul` and encoded again. Otherwise it costs one substring search."""
+    text = encode(value)
+    if (b"\\u0000" if isinstance(text, bytes) else "\\u0000") in text:
+        value = without_nul(orjson.loads(text))
+        text = encode(value)
+    return text, value
 
 
 def sanitize(value: Any, _depth: int = 0, _path: frozenset[int] = frozenset()) -> Any:

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from runner._json import json_default, without_nul
+from runner._json import json_default, nul_free
 from runner.errors import RunNameError
 
 __all__ = ["RUN_NAME_RE", "USAGE", "dumps", "dumps_logs", "loads", "now_iso", "pinned_stats", "validate_run_name"]
@@ -43,12 +43,8 @@ def dumps(value: Any) -> str:
 
 def dumps_logs(logs: Any) -> str:
     """:func:`dumps` of trace logs to store, with every NUL character in them as U+FFFD on both
-    stores alike (PostgreSQL's text cannot hold NUL: :func:`runner._json.without_nul`). The
-    common case, no ``\\u0000`` escape in the text, costs one substring search."""
-    text = dumps(logs)
-    if "\\u0000" in text:  # also a literal backslash-u0000: then without_nul changes nothing
-        text = dumps(without_nul(orjson.loads(text)))
-    return text
+    stores alike (PostgreSQL's text cannot hold NUL: :func:`runner._json.nul_free`)."""
+    return nul_free(logs, dumps)[0]
 
 
 def loads(text: str | bytes | None) -> Any:

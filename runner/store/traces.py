@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from runner._json import without_nul
+from runner._json import nul_free
 from runner.errors import NotFoundError
 from runner.scoring import merge_scores
 from runner.store.common import dumps, dumps_logs
@@ -93,10 +93,7 @@ _UPSERT_ROW = f"INSERT INTO traces({_COLUMNS}) VALUES ({', '.join('?' * 21)}) {_
 
 
 def _row_tuple(d: Mapping[str, Any], owner: str, created: str) -> tuple[Any, ...]:
-    data = dumps(d)
-    if "\\u0000" in data:  # NUL characters as U+FFFD, in the columns too (see common.dumps_logs)
-        d = without_nul(orjson.loads(data))
-        data = dumps(d)
+    data, d = nul_free(d, dumps)  # NUL characters as U+FFFD, in the columns too
     scores = d.get("scores")
     return (
         d["trace_id"], owner, d["root_trace_id"], d["parent_trace_id"], d.get("experiment_uuid"),

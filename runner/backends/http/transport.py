@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import orjson
 
-from runner._json import json_default, without_nul
+from runner._json import json_default, nul_free
 from runner.errors import BackendError, NotFoundError
 from runner.ratelimit import parse_retry_after
 from runner.retrying import Retry, RetryPolicy
@@ -61,11 +61,8 @@ def encode(body: Any) -> bytes:
 def encode_logs(body: Any) -> bytes:
     """:func:`encode` of trace logs, with every NUL character in them as U+FFFD: the server
     refuses NUL (PostgreSQL's text cannot hold it) and both stores keep it so
-    (:func:`runner._json.without_nul`). Without a ``\\u0000`` escape it costs one search."""
-    raw = encode(body)
-    if b"\\u0000" in raw:
-        raw = encode(without_nul(orjson.loads(raw)))
-    return raw
+    (:func:`runner._json.nul_free`)."""
+    return nul_free(body, encode)[0]
 
 
 def is_retryable(status_code: int) -> bool:
