@@ -152,12 +152,15 @@ def fisher_z_interval(r: float, n: int, confidence: float = 0.95, *, rank: bool 
 
 
 def t_interval(d: npt.NDArray[np.float64], confidence: float = 0.95) -> tuple[float, float]:
-    """Student t interval of the mean of ``d``; as ``scipy.stats.ttest_1samp(d, 0).confidence_interval()``."""
+    """Student t interval of the mean of ``d``; as ``scipy.stats.ttest_1samp(d, 0).confidence_interval()``.
+
+    The quantile is ``scipy.special.stdtrit``, which ``scipy.stats.t.ppf`` calls: the compare
+    page need not import ``scipy.stats``."""
     import numpy as np
-    from scipy.stats import t
+    from scipy.special import stdtrit
 
     n = len(d)
     mean = float(np.mean(d))
     se = float(np.std(d, ddof=1)) / math.sqrt(n)
-    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * se
+    half = float(stdtrit(n - 1, 0.5 + confidence / 2)) * se
     return mean - half, mean + half

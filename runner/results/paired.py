@@ -74,14 +74,21 @@ class ScoreComparison:
 
 
 def _mcnemar_exact(a: FloatArray, b: FloatArray) -> float:
+    """Exact McNemar p-value: ``scipy.stats.binomtest(worse, worse + better, 0.5).pvalue``.
+
+    At p = 1/2 the binomial is symmetric, so the two-sided p-value is twice the smaller tail,
+    computed with ``scipy.special.bdtr``: the compare page then needs only ``scipy.special``,
+    which imports in a third of the time ``scipy.stats`` takes.
+    """
     import numpy as np
-    from scipy.stats import binomtest
+    from scipy.special import bdtr
 
     worse = int(np.count_nonzero((a == 1) & (b == 0)))
     better = int(np.count_nonzero((a == 0) & (b == 1)))
-    if worse + better == 0:
+    n = worse + better
+    if n == 0 or 2 * worse == n:
         return 1.0
-    return float(binomtest(worse, worse + better, 0.5).pvalue)
+    return min(1.0, 2.0 * float(bdtr(min(worse, better), n, 0.5)))
 
 
 def _permutation_p(diffs: FloatArray, seed: int) -> float:

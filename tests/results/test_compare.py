@@ -13,6 +13,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from runner import Experiment
@@ -162,6 +163,42 @@ def test_a_known_mcnemar_table_matches_statsmodels_and_the_hand_computation() ->
     assert s.p_value == pytest.approx(expected, rel=1e-12)
     assert (s.wins, s.ties, s.losses) == (3, 27, 10)
     assert s.diff == pytest.approx((3 - 10) / 40)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 13, 40, 41, 1000, 20001])
+def test_mcnemar_equals_scipys_binomtest_on_every_split(n: int) -> None:
+    import scipy.stats
+
+    from runner.results.paired import _mcnemar_exact
+
+    for worse in sorted({0, 1, 2, n // 3, n // 2, n // 2 + 1, n - 2, n - 1, n} & set(range(n + 1))):
+        a = np.array([1.0] * worse + [0.0] * (n - worse))
+        expected = scipy.stats.binomtest(worse, n, 0.5).pvalue
+        assert _mcnemar_exact(a, 1 - a) == pytest.approx(expected, rel=1e-9, abs=1e-300), (worse, n)
+
+
+def test_a_compare_does_not_import_scipy_stats() -> None:
+    # The compare page's first view must not pay scipy.stats' import (~0.7 s): its tests use
+    # scipy.special only. A fresh process, so nothing else has imported it.
+    code = textwrap.dedent("""
+        import sys
+        from runner.results.compare import compare_rows
+        def row(i, em, sim):
+            return {"inputs": {"q": i}, "output": "o", "status": "success",
+                    "metadata": {"row_id": str(i), "trial": 0},
+                    "scores": [{"name": "em", "score": em}, {"name": "sim", "score": sim}]}
+        a = [row(i, i % 2, (i * 7 % 11) / 11) for i in range(300)]
+        b = [row(i, (i // 2) % 2, (i * 5 % 11) / 11) for i in range(300)]
+        small = compare_rows(a[:5], b[:5])
+        big = compare_rows(a, b)
+        assert all(s.p_value is not None for s in big.scores), big.to_text()
+        print(sorted({s.test for s in big.scores} | {s.test for s in small.scores if s.test}))
+        print("scipy.stats" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    tests, loaded = out.splitlines()
+    assert "mcnemar-exact" in tests and "paired-permutation" in tests
+    assert loaded == "False"
 
 
 def test_a_permutation_test_with_an_exact_answer() -> None:
