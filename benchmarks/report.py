@@ -175,7 +175,8 @@ def render(
         "",
         f"{info['nproc']} CPUs (nproc) · {info['cpu']} · {info['python']} · {info['platform']} · "
         f"runner @ {info['commit']}{' + local changes' if info['dirty'] else ''} · parea-ai {info['parea_ai']} · "
-        f"load average {load[0] if load else '?'} at start{end} · {info['date']}",
+        f"load average {load[0] if load else '?'} at start{end} · {info['date']}"
+        + (f" · our bytecode {info['bytecode']}" if info.get("bytecode") else ""),
         "",
         "| workload | what | rows | runs | median s | min–max s | rows/s | peak RSS MB | ideal/actual "
         "| stored rows · scores | ours/SDK per row |",
