@@ -183,6 +183,10 @@ def render_issue22(info: dict[str, Any], results: dict[str, dict[str, Any]], pee
         lines += ["", f"W10 (the issue's W8): {r['rows']:,} × sleep(1.0), 1,000 workers: median {_fmt(_median(r))} s, "
                   f"ideal {r['ideal_s']:.0f} s, bare `asyncio.gather` of the same sleeps {_fmt(r['floor_s'])} s, "
                   f"runner CPU {r['cpu_ms_per_row']:.3f} ms per row, peak RSS {r['peak_rss_mb']:.0f} MB"]
+        if r.get("split_s"):  # medians: run() to the first row's start, first start to last end, then to return
+            sp = r["split_s"]
+            lines[-1] += (f"; split: {sp['before_first_row_s'] * 1000:.0f} ms before the first row, rows "
+                          f"{sp['rows_span_s']:.3f} s, {sp['after_last_row_s'] * 1000:.0f} ms after the last row")
     if "W11" in results and results["W11"].get("medians"):
         m = results["W11"]["medians"]
         lines += ["", f"W11 (the issue's W9): {results['W11']['rows']:,} concurrent `acompletion()` calls via "

@@ -54,8 +54,16 @@ def _percentile(xs: list[float], q: float) -> float:
 
 
 # -- W10 ----------------------------------------------------------------------------------------------
+#: when each W10 row started and ended (perf_counter), to split a run into the time before its
+#: first row, its rows' span and the time after its last row (two list appends a row)
+_STARTS: list[float] = []
+_ENDS: list[float] = []
+
+
 async def big_sleep(x: str) -> str:
+    _STARTS.append(time.perf_counter())
     await asyncio.sleep(BIG_SLEEP_S)
+    _ENDS.append(time.perf_counter())
     return x
 
 
@@ -91,10 +99,15 @@ def run_big_async(rows: int, runs: int) -> dict[str, Any]:
         for k in range(1, runs + 1):
             label = f"w10-run-{k}"
             exp = experiment(rows, label)
+            _STARTS.clear()
+            _ENDS.clear()
             cpu, started = time.process_time(), time.perf_counter()
             result = exp.run(run_name=label, quiet=True)
-            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+            ended = time.perf_counter()
+            elapsed, cpu = ended - started, time.process_time() - cpu
             detail.append({"run_name": label, "seconds": elapsed, "cpu_s": cpu,
+                           "before_first_row_s": min(_STARTS) - started, "rows_span_s": max(_ENDS) - min(_STARTS),
+                           "after_last_row_s": ended - max(_ENDS),
                            "uuid": result.experiment_uuid, "n_total": result.n_total, "n_errors": result.n_errors,
                            "n_scored": 0, "db": str(tmp / f"{label}.db")})
         peak = peak_rss_mb()
@@ -106,6 +119,8 @@ def run_big_async(rows: int, runs: int) -> dict[str, Any]:
             "expected_scores": 0, "detail": detail,
             "ideal_s": math.ceil(rows / BIG_WORKERS) * BIG_SLEEP_S,
             "cpu_ms_per_row": statistics.median(d["cpu_s"] for d in detail) / rows * 1e3,
+            "split_s": {k: statistics.median(d[k] for d in detail)
+                        for k in ("before_first_row_s", "rows_span_s", "after_last_row_s")},
             "floor_s": floor}
 
 

@@ -121,11 +121,14 @@ def _permutation_p(diffs: FloatArray, seed: int) -> float:
     table = padded.reshape(groups, 8) @ bits.T
     block = 64
     offsets = (np.arange(block) * 256)[:, None]
-    rng = np.random.default_rng(seed)
+    # The random bytes are the bit generator's raw words seen as bytes: for 10,000 flips these
+    # are the bytes rng.integers(0, 256, dtype=np.uint8) gives, at a third of its cost.
+    bits_source = np.random.default_rng(seed).bit_generator
     flipped = np.zeros(N_PERMUTATIONS)
     for g0 in range(0, groups, block):
         g1 = min(groups, g0 + block)
-        flips = rng.integers(0, 256, size=(g1 - g0, N_PERMUTATIONS), dtype=np.uint8)
+        n = (g1 - g0) * N_PERMUTATIONS
+        flips = bits_source.random_raw(-(-n // 8)).view(np.uint8)[:n].reshape(g1 - g0, N_PERMUTATIONS)
         flipped += np.take(table[g0:g1].ravel(), flips + offsets[: g1 - g0]).sum(axis=0)
     hits = int(np.count_nonzero(np.abs(float(d.sum()) - 2 * flipped) >= threshold))
     return (1 + hits) / (1 + N_PERMUTATIONS)

@@ -424,6 +424,25 @@ def test_permutation_test_exact_on_random_data(rng: np.random.Generator) -> None
         assert paired_compare("s", a, b).p_value == pytest.approx(brute_force_sign_flip_p(vb - va))
 
 
+@pytest.mark.parametrize("m", [17, 100, 1001])
+def test_the_monte_carlo_permutation_test_is_its_sign_flips_summed_directly(m: int, rng: np.random.Generator) -> None:
+    # The table of 8-row sums is only a faster way to add up the flipped rows: row 8g+j of flip
+    # k is flipped when bit j of byte (g, k) is set, the bytes being the seed's raw random words.
+    from runner.results.paired import N_PERMUTATIONS, _permutation_p
+
+    d = np.round(rng.normal(0.05, 0.3, size=m), 3)
+    d = d[d != 0]
+    n = len(d)
+    groups = -(-n // 8)
+    words = np.random.default_rng(7).bit_generator.random_raw(-(-groups * N_PERMUTATIONS // 8))
+    flips = words.view(np.uint8)[: groups * N_PERMUTATIONS].reshape(groups, N_PERMUTATIONS)
+    flipped_rows = np.unpackbits(flips[:, None, :], axis=1, bitorder="little").reshape(groups * 8, -1)[:n]
+    totals = d @ (1 - 2 * flipped_rows.astype(np.float64))
+    threshold = abs(d.sum()) - 1e-9 * np.abs(d).sum()
+    expected = (1 + np.count_nonzero(np.abs(totals) >= threshold)) / (1 + N_PERMUTATIONS)
+    assert _permutation_p(d, 7) == expected
+
+
 def test_permutation_test_monte_carlo_agrees_with_scipy(rng: np.random.Generator) -> None:
     va = rng.random(60)
     vb = np.clip(va + rng.normal(0.03, 0.12, size=60), 0, 1)
