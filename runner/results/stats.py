@@ -137,10 +137,13 @@ def _bootstrap_ratio(
     draw = min(k, MAX_RESAMPLE_SIZE)
     theta = np.empty(n_resamples)
     rows_per_chunk = max(1, _CHUNK // draw)
+    # one value per cluster (a paired compare's differences): a resample's count is ``draw``,
+    # exactly, so the counts need not be gathered and summed
+    unit = bool(np.all(counts == 1))
     for start in range(0, n_resamples, rows_per_chunk):
         stop = min(n_resamples, start + rows_per_chunk)
         idx = rng.integers(0, k, size=(stop - start, draw))
-        theta[start:stop] = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+        theta[start:stop] = sums[idx].sum(axis=1) / (draw if unit else counts[idx].sum(axis=1))
 
     alpha = (1 - confidence) / 2
     levels = np.array([alpha, 1 - alpha])
