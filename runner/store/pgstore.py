@@ -154,7 +154,7 @@ class PgStore(Store):
             return super().get_or_create_project(name, owner)
 
     def _write_prepared(self, prepared: list[dict[str, Any]], owner: str, delete_first: str | None = None) -> None:
-        from runner.store.common import dumps_logs, now_iso
+        from runner.store.common import dumps, now_iso
 
         created = now_iso()
         for attempt in range(5):
@@ -163,7 +163,7 @@ class PgStore(Store):
                     if delete_first is not None:
                         c.execute("DELETE FROM traces WHERE trace_id=? AND owner=?", (delete_first, owner))
                     for batch in _rounds(prepared):
-                        c.execute(_PG_UPSERT_BATCH, {"owner": owner, "created": created, "logs": dumps_logs(batch)})
+                        c.execute(_PG_UPSERT_BATCH, {"owner": owner, "created": created, "logs": dumps(batch)})
                 return
             except BackendError as exc:  # two writers upserting the same traces in other orders
                 if "deadlock" not in str(exc) or attempt == 4 or getattr(self._tx, "conn", None) is not None:
