@@ -114,7 +114,8 @@ def test_names_metadata_and_datasets_read_back_alike_through_every_door_on_both_
     door, db, base_url = way
     store = Store(db)
     try:
-        store.create_dataset("set\x00", ["q"], [{"inputs": {"q\x00": "a\x00" + CUT}, "target": "t\x00", "tags": ["g\x00"]}])
+        row = {"inputs": {"q\x00": "a\x00" + CUT}, "target": "t\x00", "tags": ["g\x00"]}
+        store.create_dataset("set\x00", ["q"], [row])
     finally:
         store.close()
     kwargs: dict[str, Any] = {"db": db} if door == "embedded" else {"base_url": base_url}
@@ -135,7 +136,8 @@ def test_names_metadata_and_datasets_read_back_alike_through_every_door_on_both_
         assert dataset is not None and dataset["name"] == f"set{FFFD}"
         assert api.get(f"/collection/set{FFFD}").json()["id"] == dataset["id"]
         (case,) = dataset["test_cases"].values()
-        assert (case["inputs"], case["target"], case["tags"]) == ({f"q{FFFD}": f"a{FFFD}cut {FFFD}"}, f"t{FFFD}", [f"g{FFFD}"])
+        assert case["inputs"] == {f"q{FFFD}": f"a{FFFD}cut {FFFD}"}
+        assert (case["target"], case["tags"]) == (f"t{FFFD}", [f"g{FFFD}"])
         ui = api.get(base_url.removesuffix(API_PREFIX) + "/")  # the web UI's list of runs
         assert ui.status_code == 200 and html.escape(name) in ui.text
         page = api.get(base_url.removesuffix(API_PREFIX) + f"/runs/{result.experiment_uuid}")
@@ -165,7 +167,7 @@ def test_the_store_keeps_every_text_alike_on_both_stores(db: str | Path) -> None
         assert finished["dataset_level_errors"] == {f"d{FFFD}": f"boom{FFFD}"}
         assert finished["scorer_errors"] == {"s": f"cut {FFFD}"}
 
-        store.upsert_traces([{"trace_id": "t", "experiment_uuid": exp["uuid"], "start_timestamp": "2024-01-01T00:00:00Z"}])
+        store.upsert_traces([log("t", experiment_uuid=exp["uuid"])])
         store.record_feedback("t", 0.5, "nice\x00" + CUT, "better\x00")
         assert store.get_trace_tree("t")["target"] == f"better{FFFD}"
         (fb,) = store.feedback_for(["t"])["t"]
@@ -214,7 +216,8 @@ def test_a_nul_in_a_path_or_query_is_looked_up_alike_on_both_stores(db: str | Pa
         }
         for request, (status, text) in answers.items():
             method, url = request.split(" ")
-            response = web.request(method, url, json={"version": 1} if "deploy" in url else {} if method == "POST" else None)
+            body = {"version": 1} if "deploy" in url else {} if method == "POST" else None
+            response = web.request(method, url, json=body)
             assert (response.status_code, text in response.text) == (status, True), (request, response.text[:300])
 
 
