@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -22,8 +22,8 @@ from runner._json import json_default, nul_free, without_nul
 from runner.errors import RunNameError
 
 __all__ = [
-    "RUN_NAME_RE", "USAGE", "dumps", "dumps_clean", "loads", "now_iso", "pinned_stats", "text_params",
-    "validate_run_name",
+    "RUN_NAME_RE", "USAGE", "dumps", "dumps_clean", "loads", "now_iso", "pinned_stats", "score_means",
+    "text_params", "validate_run_name",
 ]
 
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
@@ -100,23 +100,35 @@ USAGE = (
 
 
 
-def pinned_stats(stats: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], int]:
-    """Means of every score, latency, tokens and cost over root-trace stats (Parea's pinned stats),
-    in one pass; also how many roots there were."""
+def score_means(scores: Iterable[Iterable[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """The pinned mean of each score name over rows' ``[{name, score}]`` lists, names in the
+    order first seen (what :func:`pinned_stats` and ``RootColumns.pinned_stats`` pin)."""
     score_sums: dict[str, list[float]] = {}  # name -> [sum, count]
-    usage = [0.0] * len(USAGE)
-    n = 0
-    for s in stats:
-        n += 1
-        for sc in s.get("scores") or ():
+    for row in scores:
+        for sc in row:
             acc = score_sums.get(sc["name"])
             if acc is None:
                 acc = score_sums[sc["name"]] = [0.0, 0.0]
             acc[0] += float(sc["score"])
             acc[1] += 1
-        for i, (_, key) in enumerate(USAGE):
-            usage[i] += float(s.get(key) or 0)
-    out = [{"var1": k, "operation": "mean", "value": v[0] / v[1]} for k, v in score_sums.items()]
+    return [{"var1": k, "operation": "mean", "value": v[0] / v[1]} for k, v in score_sums.items()]
+
+
+def pinned_stats(stats: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """Means of every score, latency, tokens and cost over root-trace stats (Parea's pinned stats),
+    in one pass; also how many roots there were."""
+    usage = [0.0] * len(USAGE)
+    n = 0
+
+    def scores() -> Iterator[Iterable[Mapping[str, Any]]]:
+        nonlocal n
+        for s in stats:
+            n += 1
+            for i, (_, key) in enumerate(USAGE):
+                usage[i] += float(s.get(key) or 0)
+            yield s.get("scores") or ()
+
+    out = score_means(scores())
     if n:
         out.extend({"var1": label, "operation": "mean", "value": usage[i] / n} for i, (label, _) in enumerate(USAGE))
     return out, n
