@@ -247,3 +247,22 @@ def test_a_json_body_holding_a_nul_is_a_422_naming_the_field_on_both_stores(db: 
             (error,) = response.json()["detail"]
             assert error["loc"] == ["body", *loc] and "NUL" in error["msg"], (path, error)
         assert api.post("/experiments", json={}).json()[0]["name"] == "exp"  # nothing half-written
+
+
+def test_otlp_spans_and_project_names_holding_a_nul_are_stored_alike_on_both_stores(db: str | Path) -> None:
+    """Protobuf text may hold a NUL (it is valid UTF-8): stored as U+FFFD on both stores, where
+    PostgreSQL's store answered the exporter 500 (the project could not be created)."""
+    from opentelemetry.sdk.trace.export import SpanExportResult
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tests.test_server_otlp import OWNER, exporter, provider
+
+    spans = InMemorySpanExporter()
+    tp = provider(spans, **{"runner.project": "team\x00"})
+    with tp.get_tracer("tests").start_as_current_span("agent\x00", attributes={"input.value": "in\x00"}):
+        pass
+    with start_server(db, api_keys=["k"]) as server:
+        assert exporter(server).export(spans.get_finished_spans()) is SpanExportResult.SUCCESS
+        assert server.store is not None
+        assert [p["name"] for p in server.store.list_projects(OWNER)] == [f"team{FFFD}"]
+        assert f"agent{FFFD}" in server.store.log_names(OWNER)
