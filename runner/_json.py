@@ -135,17 +135,20 @@ def _fix_str(s: str) -> str:
 
 
 def without_nul(value: Any) -> Any:
-    """``value`` (plain JSON data) with every NUL character, in strings and keys, as U+FFFD.
+    """``value`` (plain JSON data, or one text) with every NUL character and lone UTF-16
+    surrogate, in strings and keys, as U+FFFD: text both stores keep alike.
 
-    PostgreSQL's text cannot hold NUL, SQLite's can: both stores (and the runner's HTTP client,
-    whose server refuses NUL) store the same text this way. Only called for data whose JSON holds
-    a ``\\u0000`` escape, so the common case costs one substring search.
+    PostgreSQL's text cannot hold NUL, SQLite's can, and neither can encode a lone surrogate:
+    both stores (and the runner's HTTP client, whose server refuses both) store the same text
+    this way. Called for data whose JSON holds a ``\\u0000`` escape or would not encode, and for
+    each text bound to a statement that holds a NUL (:func:`runner.store.common.text_params`).
+    Containers other than dicts, lists and tuples are left as they are.
 
     >>> without_nul({"k\\x00": ["a\\x00b", 1]})
     {'k\ufffd': ['a\ufffdb', 1]}
     """
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+        return _fix_str(value)
     if isinstance(value, Mapping):
         return {without_nul(k): without_nul(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -154,10 +157,17 @@ def without_nul(value: Any) -> Any:
 
 
 def nul_free(value: Any, encode: Callable[[Any], T]) -> tuple[T, Any]:
-    """``encode(value)`` and ``value``, both with every NUL character as U+FFFD when the encoding
-    (``str`` or ``bytes`` JSON) holds a ``\\u0000`` escape: then it is decoded, cleaned by
-    :func:`without_nul` and encoded again. Otherwise it costs one substring search."""
-    text = encode(value)
+    """``encode(value)`` and ``value``, both with every NUL character and lone surrogate as
+    U+FFFD (:func:`without_nul`) when the encoding (``str`` or ``bytes`` JSON) holds a
+    ``\\u0000`` escape, or when orjson refused a lone surrogate: then the value is cleaned and
+    encoded again. Otherwise it costs one substring search."""
+    try:
+        text = encode(value)
+    except TypeError as exc:  # orjson: "str is not valid UTF-8: surrogates not allowed"
+        if "surrogates" not in str(exc):
+            raise
+        value = without_nul(value)
+        return encode(value), value
     if (b"\\u0000" if isinstance(text, bytes) else "\\u0000") in text:
         value = without_nul(orjson.loads(text))
         text = encode(value)

@@ -9,7 +9,9 @@ later, so they are refused, with a 422 naming the field, before any route sees t
 * **lone UTF-16 surrogates** (``"\\ud800"``: valid JSON escapes, not text): SQLite cannot encode
   them, so any write holding one failed with a 500;
 * **NUL characters** (``"\\u0000"``): PostgreSQL's text cannot hold them, so they are refused on
-  both stores alike (a runner's row holding one is stored as that row's error, with the reason).
+  both stores alike. (The runner's own client sends both as U+FFFD, which is how both stores keep
+  such text from every other door: :mod:`runner.store.common`. Text that reaches the store other
+  than in a JSON body, a path or a query parameter say, is stored and looked up so too.)
 
 orjson refuses the first two (and is the fastest strict parser at hand), so a body orjson reads
 without a ``\\u0000`` escape is fine; only a body it refuses is read again, by Python's lenient

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from runner.scoring import merge_scores
-from runner.store.common import USAGE
+from runner.store.common import USAGE, score_means
 
 __all__ = ["TEXT_FIELDS", "PageQueries", "RootColumns"]
 
@@ -72,15 +72,7 @@ class RootColumns:
     def pinned_stats(self) -> tuple[list[dict[str, Any]], int]:
         """:func:`runner.store.common.pinned_stats` of these rows (the same values, in the same
         order), from the columns: a run read once for its columns is not read again for its stats."""
-        score_sums: dict[str, list[float]] = {}  # name -> [sum, count]
-        for row in self.scores:
-            for sc in row:
-                acc = score_sums.get(sc["name"])
-                if acc is None:
-                    acc = score_sums[sc["name"]] = [0.0, 0.0]
-                acc[0] += float(sc["score"])
-                acc[1] += 1
-        out = [{"var1": k, "operation": "mean", "value": v[0] / v[1]} for k, v in score_sums.items()]
+        out = score_means(self.scores)
         n = len(self.trace_id)
         if n:
             columns: tuple[Sequence[float], ...] = (

@@ -154,7 +154,7 @@ class PgStore(Store):
             return super().get_or_create_project(name, owner)
 
     def _write_prepared(self, prepared: list[dict[str, Any]], owner: str, delete_first: str | None = None) -> None:
-        from runner.store.common import dumps_logs, now_iso
+        from runner.store.common import dumps, now_iso
 
         created = now_iso()
         rounds = _rounds(prepared)
@@ -166,14 +166,14 @@ class PgStore(Store):
                 if alone:
                     with self._pool.connection() as conn:
                         PgConnection(conn).execute(
-                            _PG_UPSERT_BATCH, {"owner": owner, "created": created, "logs": dumps_logs(rounds[0])}
+                            _PG_UPSERT_BATCH, {"owner": owner, "created": created, "logs": dumps(rounds[0])}
                         )
                     return
                 with self.transaction() as c:
                     if delete_first is not None:
                         c.execute("DELETE FROM traces WHERE trace_id=? AND owner=?", (delete_first, owner))
                     for batch in rounds:
-                        c.execute(_PG_UPSERT_BATCH, {"owner": owner, "created": created, "logs": dumps_logs(batch)})
+                        c.execute(_PG_UPSERT_BATCH, {"owner": owner, "created": created, "logs": dumps(batch)})
                 return
             except BackendError as exc:  # two writers upserting the same traces in other orders
                 if "deadlock" not in str(exc) or attempt == 4 or getattr(self._tx, "conn", None) is not None:

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from runner.errors import BackendError
+from runner.store.common import text_params
 from runner.store.migrations import MIGRATIONS
 from runner.store.pgsql import COMPAT_FUNCTIONS, serial_tables, translate, translate_ddl
 
@@ -168,7 +169,14 @@ class PgConnection:
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = (), *, binary: bool = False) -> PgCursor:
         """``sql`` run; ``binary``: its results read in PostgreSQL's binary format (for ``bytea``
-        values: the text format sends them as hex)."""
+        values: the text format sends them as hex). Texts are bound as on SQLite
+        (:func:`runner.store.common.text_params`): PostgreSQL's text cannot hold NUL."""
+        try:
+            return self._execute(sql, text_params(params), binary)
+        except UnicodeEncodeError:  # a lone surrogate: psycopg refused it before sending anything
+            return self._execute(sql, text_params(params, surrogates=True), binary)
+
+    def _execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any], binary: bool) -> PgCursor:
         m = _INSERT.match(sql)
         returning = m is not None and m.group(1) in _SERIAL and "RETURNING" not in sql.upper()
         text, args = translate(sql + (" RETURNING id" if returning else ""), _params(params))

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from runner._json import nul_free
 from runner.errors import ConfigError, NotFoundError
 
 __all__ = ["DEPLOYMENT_ID_RE", "PROMPT_NAME_RE", "SPEC_KEYS", "PromptQueries", "new_deployment_id", "parse_ref"]
@@ -49,8 +50,14 @@ def new_deployment_id() -> str:
     return "p-" + secrets.token_urlsafe(16)[:21]
 
 
-def _dumps(value: Any) -> str:
+def _sorted_json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _dumps(value: Any) -> str:
+    """A spec's text, keys sorted (equal specs are equal text), NUL characters and lone surrogates
+    as U+FFFD as in every JSON column (:func:`runner.store.common.dumps`)."""
+    return nul_free(value, _sorted_json)[0]
 
 
 class PromptQueries:

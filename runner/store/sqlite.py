@@ -25,7 +25,7 @@ from typing import Any
 
 from runner.errors import BackendError, ConflictError, NotFoundError, RunNameError
 from runner.store.columns import ColumnQueries
-from runner.store.common import RUN_NAME_RE, dumps, loads, now_iso, pinned_stats, validate_run_name
+from runner.store.common import RUN_NAME_RE, dumps, loads, now_iso, pinned_stats, text_params, validate_run_name
 from runner.store.datasets import DatasetQueries
 from runner.store.logs import LogQueries
 from runner.store.migrations import MIGRATIONS
@@ -40,6 +40,19 @@ __all__ = ["DIALECTS", "RUN_NAME_RE", "Store", "now_iso", "pinned_stats", "valid
 #: the other stores a location can name: "postgresql" -> PgStore, registered by
 #: :mod:`runner.store.pgstore` (which :mod:`runner.store` imports), so this module never imports it
 DIALECTS: dict[str, type[Store]] = {}
+
+
+class _Connection(sqlite3.Connection):
+    """sqlite3's connection, binding text as PostgreSQL's store does (:func:`common.text_params`):
+    a NUL character or a lone surrogate is U+FFFD, in what is written and in what is looked up
+    (``executemany`` binds its rows as they are: see there)."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, text_params(parameters))
+        except UnicodeEncodeError:  # a lone surrogate, refused before anything ran
+            return super().execute(sql, text_params(parameters, surrogates=True))
+
 
 def enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
     """Switch ``conn``'s file to WAL, waiting out other processes opening it at the same moment.
@@ -105,7 +118,7 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries, PinQueries
                 raise BackendError(f"cannot create the folder for store {self.path}: {exc.strerror}") from None
         try:
             self._conn = sqlite3.connect(
-                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False, factory=_Connection
             )
             if new_file:
                 # a new file holds nothing a crash could lose: its switch to WAL need not wait
@@ -239,12 +252,12 @@ class Store(TraceQueries, DatasetQueries, PageQueries, PromptQueries, PinQueries
             row = c.execute("SELECT * FROM projects WHERE owner=? AND name=?", (owner, name)).fetchone()
             if row is not None:  # created by another process meanwhile
                 return self.get_or_create_project(name, owner)
-            project = {"uuid": str(_uuid.uuid4()), "owner": owner, "name": name, "created_at": now_iso()}
+            uid = str(_uuid.uuid4())
             c.execute(
-                "INSERT INTO projects(uuid, owner, name, created_at) VALUES (?,?,?,?)",
-                (project["uuid"], owner, name, project["created_at"]),
+                "INSERT INTO projects(uuid, owner, name, created_at) VALUES (?,?,?,?)", (uid, owner, name, now_iso())
             )
-        return project, True
+        # read back: the name as stored (a NUL character is U+FFFD: common.text_params)
+        return self.get_project(uid, owner), True
 
     def project_uuid(self, name: str, owner: str = "") -> str:
         key = (owner, name)

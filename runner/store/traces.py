@@ -21,10 +21,9 @@ from typing import Any
 
 import orjson
 
-from runner._json import nul_free
 from runner.errors import NotFoundError
 from runner.scoring import merge_scores
-from runner.store.common import dumps, dumps_logs
+from runner.store.common import dumps, dumps_clean
 from runner.store.tree_links import MAX_SPANS, fetch, link
 
 __all__ = ["TraceQueries"]
@@ -93,7 +92,7 @@ _UPSERT_ROW = f"INSERT INTO traces({_COLUMNS}) VALUES ({', '.join('?' * 21)}) {_
 
 
 def _row_tuple(d: Mapping[str, Any], owner: str, created: str) -> tuple[Any, ...]:
-    data, d = nul_free(d, dumps)  # NUL characters as U+FFFD, in the columns too
+    data, d = dumps_clean(d)  # NUL characters as U+FFFD, in the columns too (executemany binds as is)
     scores = d.get("scores")
     return (
         d["trace_id"], owner, d["root_trace_id"], d["parent_trace_id"], d.get("experiment_uuid"),
@@ -157,7 +156,7 @@ class TraceQueries:
     def _write_prepared(self, prepared: list[dict[str, Any]], owner: str, delete_first: str | None = None) -> None:
         from runner.store.common import now_iso
 
-        params = {"owner": owner, "created": now_iso(), "logs": dumps_logs(prepared)}
+        params = {"owner": owner, "created": now_iso(), "logs": dumps(prepared)}
         with self.transaction() as c:
             if delete_first is not None:
                 c.execute("DELETE FROM traces WHERE trace_id=? AND owner=?", (delete_first, owner))

@@ -57,7 +57,6 @@ from runner.backends.http.transport import (
     ServerUnavailable,
     detail_of,
     encode,
-    encode_logs,
     error_for,
     finite_scores,
     headers_for,
@@ -283,9 +282,9 @@ class HttpBackend:
         for i, log in enumerate(logs):  # one refused log must not keep the others from being sent
             try:
                 try:
-                    body = encode_logs(log)
+                    body = encode(log)
                 except TypeError:
-                    body = encode_logs(safe_log(log))
+                    body = encode(safe_log(log))
                 try:
                     await self._request("POST", "/trace_log", raw=body, retries=retries)
                 except BackendError as exc:
@@ -302,10 +301,10 @@ class HttpBackend:
 
     async def _send_batch(self, logs: list[dict[str, Any]], retries: int | None) -> list[dict[str, Any]]:
         try:
-            body = encode_logs({"logs": logs})
-        except TypeError:  # something JSON cannot carry (a lone surrogate, a huge int): repair it
+            body = encode({"logs": logs})
+        except TypeError:  # something JSON cannot carry (a huge int, a cycle): repair it
             logs = [safe_log(log) for log in logs]
-            body = encode_logs({"logs": logs})
+            body = encode({"logs": logs})
         if len(body) > MAX_BATCH_BYTES and len(logs) > 1:  # huge outputs: split, keep requests sane
             return await self._send_halves(logs, retries)
         try:

@@ -24,7 +24,6 @@ __all__ = [
     "ServerUnavailable",
     "detail_of",
     "encode",
-    "encode_logs",
     "error_for",
     "finite_scores",
     "headers_for",
@@ -54,15 +53,15 @@ def headers_for(api_key: str | None) -> dict[str, str]:
     return headers
 
 
-def encode(body: Any) -> bytes:
+def _encode(body: Any) -> bytes:
     return orjson.dumps(body, default=json_default, option=_JSON_OPTIONS)
 
 
-def encode_logs(body: Any) -> bytes:
-    """:func:`encode` of trace logs, with every NUL character in them as U+FFFD: the server
-    refuses NUL (PostgreSQL's text cannot hold it) and both stores keep it so
-    (:func:`runner._json.nul_free`)."""
-    return nul_free(body, encode)[0]
+def encode(body: Any) -> bytes:
+    """A request body's JSON, with every NUL character and lone surrogate in it as U+FFFD: the
+    server refuses both (422), and both stores keep such text so (:func:`runner._json.nul_free`),
+    so a run's names, metadata and logs read back alike through every door."""
+    return nul_free(body, _encode)[0]
 
 
 def is_retryable(status_code: int) -> bool:
