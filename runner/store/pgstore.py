@@ -157,23 +157,21 @@ class PgStore(Store):
         from runner.store.common import dumps, now_iso
 
         created = now_iso()
-        rounds = _rounds(prepared)
+        statements = [{"owner": owner, "created": created, "logs": dumps(batch)} for batch in _rounds(prepared)]
         # One statement is a transaction of its own on the pool's autocommit connections: no
         # BEGIN and COMMIT round trips (half of a one-log POST's trips to the database)
-        alone = delete_first is None and len(rounds) == 1 and getattr(self._tx, "conn", None) is None
+        alone = delete_first is None and len(statements) == 1 and getattr(self._tx, "conn", None) is None
         for attempt in range(5):
             try:
                 if alone:
                     with self._pool.connection() as conn:
-                        PgConnection(conn).execute(
-                            _PG_UPSERT_BATCH, {"owner": owner, "created": created, "logs": dumps(rounds[0])}
-                        )
+                        PgConnection(conn).execute(_PG_UPSERT_BATCH, statements[0])
                     return
                 with self.transaction() as c:
                     if delete_first is not None:
                         c.execute("DELETE FROM traces WHERE trace_id=? AND owner=?", (delete_first, owner))
-                    for batch in rounds:
-                        c.execute(_PG_UPSERT_BATCH, {"owner": owner, "created": created, "logs": dumps(batch)})
+                    for params in statements:
+                        c.execute(_PG_UPSERT_BATCH, params)
                 return
             except BackendError as exc:  # two writers upserting the same traces in other orders
                 if "deadlock" not in str(exc) or attempt == 4 or getattr(self._tx, "conn", None) is not None:

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ from starlette.routing import Route  # noqa: E402
 
 from runner import Experiment  # noqa: E402
 from runner.store import Store  # noqa: E402
+from tests.dask_workers import extra_worker  # noqa: E402
 from tests.proxy_fakes import _answer, _openai_body, serve  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)
@@ -33,24 +35,38 @@ HOLD = 2.0  # the other requests in flight at the 429 are answered this long aft
 IN_FLIGHT = 4  # the experiment's n_workers: how many rows (each one request) are in flight at most
 
 
-class RateLimitingProvider:
-    """Holds the first requests until every row in flight has sent one, from both worker
-    processes; answers the last of them 429 (``Retry-After: 5``) and the others 200, ``HOLD``
-    seconds later; every later request gets a 200 at once. ``arrivals`` is ``(time.time(), pid)``
-    for every request."""
+class _Provider:
+    """A fake OpenAI chat endpoint; ``arrivals`` is ``(time.time(), pid)`` for every request (the
+    pid is the last word of the last message: see :func:`ask`). Subclasses answer in ``_handle``."""
 
     def __init__(self) -> None:
         self.arrivals: list[tuple[float, int]] = []
-        self.limited: tuple[float, int] | None = None  # when the 429 was sent, and to which pid
         self._lock = threading.Lock()
-        self._both: asyncio.Event | None = None
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/v1/chat/completions", self._handle, methods=["POST"])])
 
     async def _handle(self, request: Request) -> Response:
+        raise NotImplementedError
+
+    async def _arrived(self, request: Request) -> tuple[dict[str, Any], int]:
+        """The request's body and the pid that sent it (recorded under the lock by the caller)."""
         body = json.loads(await request.body())
-        pid = int(body["messages"][-1]["content"].split()[-1])
+        return body, int(body["messages"][-1]["content"].split()[-1])
+
+
+class RateLimitingProvider(_Provider):
+    """Holds the first requests until every row in flight has sent one, from both worker
+    processes; answers the last of them 429 (``Retry-After: 5``) and the others 200, ``HOLD``
+    seconds later; every later request gets a 200 at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limited: tuple[float, int] | None = None  # when the 429 was sent, and to which pid
+        self._both: asyncio.Event | None = None
+
+    async def _handle(self, request: Request) -> Response:
+        body, pid = await self._arrived(request)
         with self._lock:
             self.arrivals.append((time.time(), pid))
             first_phase = self.limited is None
@@ -124,21 +140,15 @@ def test_a_429_on_one_worker_pauses_every_worker_until_retry_after(
 LATE_RETRY_AFTER = 50  # long enough for a worker process to start and join on a loaded machine
 
 
-class LimitsOnce:
-    """Answers the first request 429 (``Retry-After: 50``) and every later one 200 at once;
-    ``arrivals`` is ``(time.time(), pid)`` for every request."""
+class LimitsOnce(_Provider):
+    """Answers the first request 429 (``Retry-After: 50``) and every later one 200 at once."""
 
     def __init__(self) -> None:
-        self.arrivals: list[tuple[float, int]] = []
+        super().__init__()
         self.limited: float | None = None
-        self._lock = threading.Lock()
-
-    def app(self) -> Starlette:
-        return Starlette(routes=[Route("/v1/chat/completions", self._handle, methods=["POST"])])
 
     async def _handle(self, request: Request) -> Response:
-        body = json.loads(await request.body())
-        pid = int(body["messages"][-1]["content"].split()[-1])
+        body, pid = await self._arrived(request)
         with self._lock:
             self.arrivals.append((time.time(), pid))
             first = self.limited is None
@@ -156,9 +166,6 @@ def ask_when(question: str) -> dict[str, float]:
 
 
 def test_a_worker_that_joins_after_a_429_waits_out_the_pause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import subprocess
-    import sys
-
     import runner.integrations.llm
 
     db = tmp_path / "runner.db"
@@ -185,21 +192,12 @@ def test_a_worker_that_joins_after_a_429_waits_out_the_pause(tmp_path: Path, mon
             while not client.get_metadata(["runner-ratelimit"], default=None) and time.monotonic() < deadline:
                 wait.wait(0.05)
             # a second worker process joins now; only it has the resource the next run's rows need (both at once)
-            late = subprocess.Popen(
-                [sys.executable, "-m", "distributed.cli.dask_worker", c.scheduler_address, "--nthreads", "2",
-                 "--resources", "late=2", "--host", "127.0.0.1", "--no-dashboard", "--name", "late"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-            )
-            try:
+            with extra_worker(c.scheduler_address, "late=2", "late"):
                 client.wait_for_workers(2, timeout=120)
                 data = [{"question": f"late{i}"} for i in range(2)]
                 second = Experiment(name="late", data=data, func=ask_when, resources={"late": 1}, n_workers=2, db=db)
                 result = second.run(quiet=True, executor=client)
                 t.join(120)
-            finally:
-                late.terminate()
-                late.wait(60)
         runner.integrations.llm.close()
 
     assert (result.n_total, result.n_errors) == (2, 0)

@@ -22,6 +22,7 @@ from runner import Experiment, trace  # noqa: E402
 from runner.errors import ConfigError, FunctionError  # noqa: E402
 from runner.pipeline.executors import DaskExecutor, InProcessExecutor, resolve_executor  # noqa: E402
 from runner.store import Store  # noqa: E402
+from tests.dask_workers import extra_worker  # noqa: E402
 from tests.doors import Door  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)
@@ -296,33 +297,20 @@ def where(x: int) -> int:
 
 def test_resources_send_rows_only_to_workers_that_have_them(tmp_path: Path) -> None:
     # a scheduler with one plain worker process, and one more worker process that has a GPU
-    import subprocess
-    import sys
-
     with distributed.LocalCluster(
         n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=":0",
         silence_logs=40,
-    ) as c, distributed.Client(c) as client:
-        gpu = subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_worker", c.scheduler_address, "--nthreads", "2",
-             "--resources", "GPU=1", "--host", "127.0.0.1", "--no-dashboard", "--name", "gpu"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-        )
-        try:
-            client.wait_for_workers(2, timeout=120)
-            pids = client.run(os.getpid)
-            info = client.scheduler_info()["workers"]
-            gpu_pid = {pids[a] for a, w in info.items() if w.get("resources", {}).get("GPU")}
-            assert len(gpu_pid) == 1 and len(pids) == 2
-            data = [{"x": i} for i in range(24)]
-            exp = Experiment(name="gpu", data=data, func=where, resources={"GPU": 1}, n_workers=4, db=tmp_path / "g.db")
-            r = exp.run(quiet=True, executor=client)
-            plain = Experiment(name="any", data=data, func=where, n_workers=4, db=tmp_path / "g.db")
-            r_any = plain.run(quiet=True, executor=client)
-        finally:
-            gpu.terminate()
-            gpu.wait(60)
+    ) as c, distributed.Client(c) as client, extra_worker(c.scheduler_address, "GPU=1", "gpu"):
+        client.wait_for_workers(2, timeout=120)
+        pids = client.run(os.getpid)
+        info = client.scheduler_info()["workers"]
+        gpu_pid = {pids[a] for a, w in info.items() if w.get("resources", {}).get("GPU")}
+        assert len(gpu_pid) == 1 and len(pids) == 2
+        data = [{"x": i} for i in range(24)]
+        exp = Experiment(name="gpu", data=data, func=where, resources={"GPU": 1}, n_workers=4, db=tmp_path / "g.db")
+        r = exp.run(quiet=True, executor=client)
+        plain = Experiment(name="any", data=data, func=where, n_workers=4, db=tmp_path / "g.db")
+        r_any = plain.run(quiet=True, executor=client)
     store = Store(tmp_path / "g.db")
     try:
         ran_on = {int(row["output"]) for row in store.experiment_rows(r.experiment_uuid)}
