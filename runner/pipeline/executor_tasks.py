@@ -15,9 +15,10 @@ import contextvars
 import hashlib
 import importlib.machinery
 import os
+import pickle
 import sys
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,9 +29,13 @@ from runner.errors import FunctionError, RunnerError
 from runner.pipeline.dataset import Row
 from runner.pipeline.engine import Engine, RowOutcome
 from runner.pipeline.executor_ratelimit import catch_up_rate_limits, caught_up
+from runner.pipeline.heap import heap_frozen
 from runner.pipeline.tracing import current_target
 
-__all__ = ["RowSpec", "SpecLoadError", "pickle_spec", "rows_task", "rows_task_async", "spec_of", "stop_rows"]
+__all__ = [
+    "RowSpec", "SpecLoadError", "pickle_spec", "rows_task", "rows_task_async", "spec_of", "stop_rows",
+    "unpack_outcomes",
+]
 
 
 # -- what travels to the workers ------------------------------------------------------------------
@@ -162,8 +167,23 @@ _engines_lock = threading.Lock()
 _side: dict[str, asyncio.AbstractEventLoop] = {}
 
 
+#: the last blob seen and its engine: a task's rows all carry the same bytes object, and hashing
+#: it for every row cost more than some rows' own work
+_last: tuple[bytes, tuple[Engine, RowSpec]] | None = None
+
+
 def _engine_for(blob: bytes) -> tuple[Engine, RowSpec]:
     """The worker process's engine for this experiment (unpickled once per process)."""
+    global _last
+    last = _last
+    if last is not None and last[0] is blob:
+        return last[1]
+    got = _engine_by_hash(blob)
+    _last = (blob, got)
+    return got
+
+
+def _engine_by_hash(blob: bytes) -> tuple[Engine, RowSpec]:
     key = hashlib.blake2b(blob, digest_size=16).hexdigest()
     with _engines_lock:
         got = _engines.get(key)
@@ -243,62 +263,126 @@ class _Gate:
     idles for a round trip through the driver between two tasks; the rows of the queued batch
     wait here, not in the function, until running rows of the same run finish. The driver sets
     each process's ``limit`` so that the limits add up to the run's ``n_workers``. Once the run
-    is stopped (the first Ctrl-C), rows that were still waiting here never start."""
+    is stopped (the first Ctrl-C), rows that were still waiting here never start.
+
+    Waiting rows are let in first come, first served, one per freed slot: a finishing row hands
+    its slot to the next waiter, so no row wakes unless it may run (waking every waiter at each
+    finish cost a short row more CPU than its own work)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.running = 0
         self.stopped = False
-        self._cond = threading.Condition()
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._lock = threading.RLock()
+        self._waiters: deque[_AsyncWaiter | _SyncWaiter] = deque()
 
     def _take(self, limit: int) -> bool | None:
-        """Under the lock: ``True`` taken, ``False`` stopped, ``None`` wait."""
+        """Under the lock: ``True`` taken, ``False`` stopped, ``None`` wait (behind the waiters)."""
         self.limit = limit  # the driver's latest figure (workers joined or left)
         if self.stopped:
             return False
-        if self.running < self.limit:
+        self._let_in()  # a raised limit lets waiters in first
+        if self.running < self.limit and not self._waiters:
             self.running += 1
             return True
         return None
 
+    def _let_in(self) -> None:
+        """Under the lock: hand the free slots to the waiters, oldest first."""
+        while self._waiters and self.running < self.limit:
+            waiter = self._waiters.popleft()
+            if waiter.gone():
+                continue
+            self.running += 1
+            waiter.settle(True)
+
     def enter_sync(self, limit: int) -> bool:
-        with self._cond:
-            while (took := self._take(limit)) is None:
-                self._cond.wait()
-            return took
+        with self._lock:
+            took = self._take(limit)
+            if took is not None:
+                return took
+            waiter = _SyncWaiter()
+            self._waiters.append(waiter)
+        waiter.event.wait()
+        return waiter.allowed
 
     async def enter(self, limit: int) -> bool:
         loop = asyncio.get_running_loop()
-        while True:
-            with self._cond:
-                took = self._take(limit)
-                if took is not None:
-                    return took
-                waiter: asyncio.Future[None] = loop.create_future()
-                self._waiters.append((loop, waiter))
-            await waiter
+        with self._lock:
+            took = self._take(limit)
+            if took is not None:
+                return took
+            waiter = _AsyncWaiter(self, loop)
+            self._waiters.append(waiter)
+        try:
+            return await waiter.future
+        except asyncio.CancelledError:
+            with self._lock:
+                future = waiter.future
+                if future.done() and not future.cancelled():
+                    if future.result():  # let in, but it will not run: the slot goes on
+                        self.leave()
+                else:
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(waiter)
+            raise
 
     def leave(self) -> None:
-        with self._cond:
+        with self._lock:
             self.running -= 1
-            self._wake()
+            if not self.stopped:
+                self._let_in()
 
     def stop(self) -> None:
-        with self._cond:
+        with self._lock:
             self.stopped = True
-            self._wake()
-
-    def _wake(self) -> None:
-        self._cond.notify_all()
-        waiters, self._waiters = self._waiters, []
-        for loop, waiter in waiters:
-            loop.call_soon_threadsafe(_resolve, waiter)
+            waiters, self._waiters = self._waiters, deque()
+            for waiter in waiters:
+                if not waiter.gone():
+                    waiter.settle(False)
 
 
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+class _SyncWaiter:
+    """A worker thread waiting at a :class:`_Gate`."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.allowed = False
+
+    def gone(self) -> bool:
+        return False
+
+    def settle(self, allowed: bool) -> None:
+        self.allowed = allowed
+        self.event.set()
+
+
+class _AsyncWaiter:
+    """A row on an event loop waiting at a :class:`_Gate`; settled on its own loop."""
+
+    def __init__(self, gate: _Gate, loop: asyncio.AbstractEventLoop) -> None:
+        self.gate = gate
+        self.loop = loop
+        self.future: asyncio.Future[bool] = loop.create_future()
+
+    def gone(self) -> bool:
+        """Cancelled while waiting (its task was): it takes no slot."""
+        return self.future.done()
+
+    def settle(self, allowed: bool) -> None:
+        if asyncio._get_running_loop() is self.loop:
+            self.future.set_result(allowed)  # the usual case: a row of the same loop finished
+        else:
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+                self.loop.call_soon_threadsafe(_settle_later, self.gate, self.future, allowed)
+
+
+def _settle_later(gate: _Gate, future: asyncio.Future[bool], allowed: bool) -> None:
+    if future.done():  # cancelled on the way: the slot it was given goes on
+        if allowed:
+            gate.leave()
+        return
+    future.set_result(allowed)
 
 
 _gates: OrderedDict[str, _Gate] = OrderedDict()
@@ -335,8 +419,34 @@ def _limit_here(gate: tuple[str, dict[str, int], int]) -> int:
     return gate[1].get(address, gate[2])
 
 
-def rows_task(blob: bytes, batch: list[tuple[Row, int]], gate: GateSpec = None) -> list[RowOutcome | None]:
-    """A Dask task: a few row-trials of a sync function, one after the other."""
+def _pack(outcomes: list[RowOutcome | None]) -> bytes:
+    """A task's finished rows as one pickle.
+
+    Returned as a list, Dask serializes every element on its own when the result is fetched (a
+    frame, a header and a compression check each): for short rows that cost the worker more CPU
+    than running them, and the driver one unpickling per row."""
+    try:
+        return pickle.dumps(outcomes, protocol=5)
+    except Exception:  # an output plain pickle refuses (a lambda in a span's metadata...)
+        import cloudpickle
+
+        return bytes(cloudpickle.dumps(outcomes, protocol=5))
+
+
+def unpack_outcomes(data: bytes) -> list[RowOutcome | None]:
+    """The driver's side of :func:`_pack` (Dask's own results are unpickled the same way)."""
+    outcomes: list[RowOutcome | None] = pickle.loads(data)  # the cluster's own workers
+    return outcomes
+
+
+def rows_task(blob: bytes, batch: list[tuple[Row, int]], gate: GateSpec = None) -> bytes:
+    """A Dask task: a few row-trials of a sync function, one after the other; their outcomes
+    (a finished row, or ``None`` for one that never started) as :func:`unpack_outcomes` bytes."""
+    with heap_frozen():
+        return _pack(_rows(blob, batch, gate))
+
+
+def _rows(blob: bytes, batch: list[tuple[Row, int]], gate: GateSpec) -> list[RowOutcome | None]:
     _engine_for(blob)
     catch_up_rate_limits()  # a pause the cluster heard before this worker joined
     if gate is None:
@@ -355,8 +465,14 @@ def rows_task(blob: bytes, batch: list[tuple[Row, int]], gate: GateSpec = None) 
     return out
 
 
-async def rows_task_async(blob: bytes, batch: list[tuple[Row, int]], gate: GateSpec = None) -> list[RowOutcome | None]:
-    """A Dask task: a few row-trials of an async function, concurrently on the worker's loop."""
+async def rows_task_async(blob: bytes, batch: list[tuple[Row, int]], gate: GateSpec = None) -> bytes:
+    """A Dask task: a few row-trials of an async function, concurrently on the worker's loop;
+    their outcomes as :func:`unpack_outcomes` bytes."""
+    with heap_frozen():
+        return _pack(await _rows_async(blob, batch, gate))
+
+
+async def _rows_async(blob: bytes, batch: list[tuple[Row, int]], gate: GateSpec) -> list[RowOutcome | None]:
     _engine_for(blob)
     if not caught_up():  # a pause the cluster heard before this worker joined (once per process)
         await asyncio.to_thread(catch_up_rate_limits)

@@ -32,7 +32,15 @@ from runner.backends.target import Target
 from runner.errors import ConfigError
 from runner.pipeline.dataset import Row
 from runner.pipeline.engine import Engine, RowOutcome
-from runner.pipeline.executor_tasks import SpecLoadError, pickle_spec, rows_task, rows_task_async, spec_of, stop_rows
+from runner.pipeline.executor_tasks import (
+    SpecLoadError,
+    pickle_spec,
+    rows_task,
+    rows_task_async,
+    spec_of,
+    stop_rows,
+    unpack_outcomes,
+)
 
 __all__ = ["DaskExecutor", "Executor", "InProcessExecutor", "resolve_executor"]
 
@@ -211,6 +219,11 @@ class DaskExecutor:
             workers = _eligible((await client.scheduler.identity()).get("workers", {}), resources)
             sizer = _BatchSizer(engine.n_workers, engine.is_async, workers)
             pending: dict[str, list[tuple[Row, int]]] = {}
+            # async rows: each task goes to the worker with the fewest rows sent and not back yet,
+            # for its gate's share (Dask's own choice left one worker with three tasks, of which it
+            # executes two, while the other had one and idle room at its gate)
+            placed: dict[str, int] = {}
+            placed_at: dict[str, str] = {}
             done = distributed.as_completed(loop=client.loop)
             in_flight = 0
             serial = 0
@@ -235,13 +248,19 @@ class DaskExecutor:
                         return
                     serial += 1
                     row = batch[0][0]
+                    where = _least_loaded(gate[0], placed) if gate is not None and engine.is_async else None
                     future = client.submit(
                         task, blob, batch, None if gate is None else (tag, *gate),
                         key=f"runner-rows-{tag}-{serial}-{row.id[:40]}-{len(batch)}",
                         pure=False,
                         resources=dict(resources) if resources else None,
+                        workers=None if where is None else [where],
+                        allow_other_workers=where is not None,  # that worker gone: any other
                     )
                     pending[future.key] = batch
+                    if where is not None:
+                        placed[where] = placed.get(where, 0) + len(batch)
+                        placed_at[future.key] = where
                     in_flight += len(batch)
                     self.peak_in_flight = max(self.peak_in_flight, in_flight)
                     self.peak_tasks = max(self.peak_tasks, len(pending))
@@ -255,16 +274,21 @@ class DaskExecutor:
                 while pending:
                     future = await _next_done(done)
                     batch = pending.pop(future.key)
+                    at = placed_at.pop(future.key, None)
+                    if at is not None:
+                        placed[at] -= len(batch)
                     outcomes = await _outcomes_of(engine, future, batch)
                     future.release()
                     in_flight -= len(batch)
+                    for outcome in outcomes:  # before submitting: the first batch back turns queue-ahead on
+                        if outcome is not None:
+                            sizer.observe(outcome.log.latency)
                     submit_more()  # the next rows start before this batch is tallied and logged
                     engine.last_finished = time.monotonic()
                     for (row, trial), outcome in zip(batch, outcomes, strict=True):
                         engine.running.pop((row.id, trial), None)
                         if outcome is None:  # queued on a worker at Ctrl-C: never started
                             continue
-                        sizer.observe(outcome.log.latency)
                         await collector.add(outcome)
             except BaseException:
                 # cancelled (second Ctrl-C) or failed: nothing queued keeps running for this run
@@ -278,6 +302,13 @@ class DaskExecutor:
                 stopper.cancel()
                 with contextlib.suppress(BaseException):
                     await stopper
+
+
+def _least_loaded(limits: Mapping[str, int], placed: Mapping[str, int]) -> str | None:
+    """The worker whose rows in flight are the smallest part of its gate limit."""
+    if not limits:
+        return None
+    return min(sorted(limits), key=lambda a: placed.get(a, 0) / max(limits[a], 1))
 
 
 async def _stop_workers_on_stop(engine: Engine, client: Any, tag: str) -> None:
@@ -329,8 +360,15 @@ class _BatchSizer:
         self.n_workers = n_workers
         self.is_async = is_async
         self.workers = sorted(workers)
-        # sync: two tasks per worker thread; async: about two tasks per worker process
-        self.cap = max(1, n_workers // (2 * procs) if is_async else n_workers // (2 * slots))
+        if is_async:
+            # a task carries a process's whole share of the rows that may run. A Dask worker
+            # executes one task per thread at a time, and a task ends when its last row does: with
+            # smaller tasks, the next one waited in Dask's queue for a whole task to end. Now the
+            # next task (queued ahead, executing on the worker's second thread) has its rows wait at
+            # the gate, which lets them in one by one as the running rows finish.
+            self.cap = max(1, n_workers // procs if n_workers >= procs else n_workers // (2 * procs))
+        else:
+            self.cap = max(1, n_workers // (2 * slots))  # two tasks per worker thread
         self.seen = 0
         self.total = 0.0
 
@@ -374,8 +412,7 @@ async def _outcomes_of(
     """The finished rows a task returned; rows whose worker kept dying become those rows' errors."""
     distributed = _distributed()
     if future.status == "finished":
-        outcomes: list[RowOutcome | None] = await future
-        return outcomes
+        return unpack_outcomes(await future)
     exc = await future.exception()
     if isinstance(exc, SpecLoadError):
         raise exc

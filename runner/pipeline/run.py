@@ -27,6 +27,7 @@ from runner.options import RunOptions
 from runner.pipeline.checks import warn_missing_target
 from runner.pipeline.dataset import Row, RowSource, check_columns, check_unique_ids
 from runner.pipeline.engine import Engine, is_async_callable
+from runner.pipeline.heap import heap_frozen
 from runner.pipeline.plan import RunPlan
 from runner.pipeline.resume import open_shared_run, records, resume
 from runner.pipeline.shards import shard_items
@@ -137,7 +138,8 @@ class Run:
         status = "completed"
         failure: BaseException | None = None
         try:
-            await self.executor.run(self.engine, items, resources=plan.resources, target=plan.target)
+            with heap_frozen():
+                await self.executor.run(self.engine, items, resources=plan.resources, target=plan.target)
         except asyncio.CancelledError:
             status = "failed"
             failure = KeyboardInterrupt()

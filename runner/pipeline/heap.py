@@ -1,0 +1,44 @@
+"""Rows run without the garbage collector's full passes over the heap that was there before.
+
+A driver holds a big heap (the dataset, pandas and scipy, a Dask scheduler), and so does a
+Dask worker (distributed and its state): a full collection walked all of it. Measured on 2,000
+rows of 50 ms on a 2-core machine, that stopped the driver for 50-65 ms once every run or two,
+and a worker for 40-50 ms, with the rows' results and the next rows waiting. While rows run
+(:func:`heap_frozen`, around the run on the driver and around every task on a worker), what
+existed before is frozen (:func:`gc.freeze`) and only what the rows make is collected. A
+process that froze its heap itself (before forking, say) is left as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import threading
+from collections.abc import Iterator
+
+__all__ = ["heap_frozen"]
+
+_frozen_runs = 0
+_frozen_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def heap_frozen() -> Iterator[None]:
+    """While rows run, the objects that existed before are left out of the garbage collector's
+    passes (:func:`gc.freeze`); they are put back when the last block of the process ends.
+    Objects made inside are collected as always. Nests, and is safe from any thread."""
+    global _frozen_runs
+    with _frozen_lock:
+        mine = _frozen_runs > 0 or gc.get_freeze_count() == 0
+        if mine:
+            if _frozen_runs == 0:
+                gc.freeze()
+            _frozen_runs += 1
+    try:
+        yield
+    finally:
+        if mine:
+            with _frozen_lock:
+                _frozen_runs -= 1
+                if _frozen_runs == 0:
+                    gc.unfreeze()
