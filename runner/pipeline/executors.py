@@ -159,6 +159,7 @@ class DaskExecutor:
             try:
                 with dask.config.set(_SHORT_LOGS):
                     client = await distributed.Client(address, asynchronous=True, timeout="30s")
+                _send_promptly(client)
             except OSError as exc:
                 raise ConfigError(
                     f"cannot reach the Dask scheduler at {address}: {exc}; start one with `dask scheduler` "
@@ -193,6 +194,7 @@ class DaskExecutor:
         try:
             with dask.config.set(_SHORT_LOGS):
                 client = await distributed.Client(cluster, asynchronous=True)
+            _send_promptly(client)
             try:
                 yield client
             finally:
@@ -277,13 +279,14 @@ class DaskExecutor:
                     at = placed_at.pop(future.key, None)
                     if at is not None:
                         placed[at] -= len(batch)
-                    outcomes = await _outcomes_of(engine, future, batch)
-                    future.release()
                     in_flight -= len(batch)
-                    for outcome in outcomes:  # before submitting: the first batch back turns queue-ahead on
+                    submit_more()  # the next rows leave before this batch's results are fetched
+                    outcomes = await _outcomes_of(engine, future, batch)
+                    for outcome in outcomes:
                         if outcome is not None:
                             sizer.observe(outcome.log.latency)
-                    submit_more()  # the next rows start before this batch is tallied and logged
+                    submit_more()  # the first results back turn queue-ahead on: more may leave now
+                    future.release()  # after the submissions: Dask batches a client's messages
                     engine.last_finished = time.monotonic()
                     for (row, trial), outcome in zip(batch, outcomes, strict=True):
                         engine.running.pop((row.id, trial), None)
@@ -302,6 +305,16 @@ class DaskExecutor:
                 stopper.cancel()
                 with contextlib.suppress(BaseException):
                     await stopper
+
+
+def _send_promptly(client: Any) -> None:
+    """A Dask client sends its messages to the scheduler at most once every 10 ms (a fixed
+    figure in ``distributed``): a task submitted just after another message (the previous task's
+    release) waited up to that long, at every task. The clients the executor opens itself send
+    within a millisecond. A ``distributed`` whose client is built otherwise is left as it is."""
+    comm = getattr(client, "scheduler_comm", None)
+    if comm is not None and isinstance(getattr(comm, "interval", None), float):
+        comm.interval = 0.001
 
 
 def _least_loaded(limits: Mapping[str, int], placed: Mapping[str, int]) -> str | None:
