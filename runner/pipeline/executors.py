@@ -350,7 +350,10 @@ class _BatchSizer:
     little time travel several to a task (sync ones run one after the other on a worker
     thread, async ones concurrently on the worker's loop), sized so a task lasts about
     ``TARGET`` seconds, yet never so few tasks that a worker thread sits idle: sync rows leave
-    room for two tasks per worker thread, async ones two tasks per worker process.
+    room for two tasks per worker thread. An async task carries a worker process's whole share
+    of ``n_workers`` (and goes to the worker with the fewest rows out, for its share): a Dask
+    worker executes one task per thread, so a second task, queued ahead, executes beside the
+    first and its rows wait at the gate, to start one by one as the first task's rows end.
 
     Queue-ahead (:meth:`queue_ahead`): after a task ends, its result travels to the driver and
     the driver's next task travels back, a round trip during which the task's rows were idle
@@ -419,17 +422,32 @@ async def _next_done(done: Any) -> Any:
     return await done.__anext__()
 
 
+#: how many times one task's finished result may be lost with its worker before its rows
+#: become errors (each time, Dask runs the task again elsewhere)
+_LOST_RESULTS = 5
+
+
 async def _outcomes_of(
     engine: Engine, future: Any, batch: list[tuple[Row, int]]
 ) -> list[RowOutcome | None]:
     """The finished rows a task returned; rows whose worker kept dying become those rows' errors."""
     distributed = _distributed()
-    if future.status == "finished":
-        return unpack_outcomes(await future)
+    for _ in range(_LOST_RESULTS):
+        if future.status == "finished":
+            return unpack_outcomes(await future)
+        if future.status in ("error", "cancelled"):
+            break
+        # "lost": the worker holding the finished result died before the driver fetched it.
+        # Dask runs the task again (the driver still holds its future): wait for that.
+        await distributed.wait(future)
     exc = await future.exception()
     if isinstance(exc, SpecLoadError):
         raise exc
-    if isinstance(exc, distributed.KilledWorker):
+    if exc is None:  # lost every time: see above
+        message = (
+            f"the Dask workers holding this row's finished result died before it was fetched, {_LOST_RESULTS} times"
+        )
+    elif isinstance(exc, distributed.KilledWorker):
         message = f"the Dask workers running this row died each time it was tried ({exc})"
     else:
         message = f"the Dask task running this row failed: {type(exc).__name__}: {exc}"

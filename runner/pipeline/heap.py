@@ -7,6 +7,10 @@ and a worker for 40-50 ms, with the rows' results and the next rows waiting. Whi
 (:func:`heap_frozen`, around the run on the driver and around every task on a worker), what
 existed before is frozen (:func:`gc.freeze`) and only what the rows make is collected. A
 process that froze its heap itself (before forking, say) is left as it is.
+
+The cost: a cycle of objects made before the run that becomes garbage during it is freed when
+the run ends, not before (what the rows make is collected as always, so a long run's memory
+stays flat; see ``benchmarks/cluster.py --only memory``).
 """
 
 from __future__ import annotations
