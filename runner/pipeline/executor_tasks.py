@@ -373,8 +373,11 @@ class _AsyncWaiter:
         if asyncio._get_running_loop() is self.loop:
             self.future.set_result(allowed)  # the usual case: a row of the same loop finished
         else:
-            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+            try:
                 self.loop.call_soon_threadsafe(_settle_later, self.gate, self.future, allowed)
+            except RuntimeError:  # that loop is closed: nobody waits there any more
+                if allowed:
+                    self.gate.leave()  # under the gate's (reentrant) lock: the slot goes on
 
 
 def _settle_later(gate: _Gate, future: asyncio.Future[bool], allowed: bool) -> None:

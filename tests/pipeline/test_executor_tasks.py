@@ -207,3 +207,14 @@ def test_the_heap_is_frozen_while_rows_run_and_given_back_after_the_last_block()
         assert gc.get_freeze_count() == theirs
     finally:
         gc.unfreeze()
+
+
+def test_a_slot_handed_to_a_row_whose_loop_has_closed_goes_on() -> None:
+    gate = _Gate(1)
+    assert gate.enter_sync(1)
+    loop = asyncio.new_event_loop()
+    gate._waiters.append(_AsyncWaiter(gate, loop))  # a row waiting on a worker loop since closed
+    loop.close()
+    gate.leave()
+    assert gate.running == 0 and not gate._waiters
+    assert gate.enter_sync(1)  # the slot is free for the next row
