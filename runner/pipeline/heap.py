@@ -23,7 +23,9 @@ from collections.abc import Iterator
 __all__ = ["heap_frozen"]
 
 _frozen_runs = 0
-_frozen_lock = threading.Lock()
+#: reentrant: a block can end inside a garbage collection on a thread that holds the lock (a
+#: coroutine that was never finished is closed by the collector, and its ``with`` ends there)
+_frozen_lock = threading.RLock()
 
 
 @contextlib.contextmanager
