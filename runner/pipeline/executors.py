@@ -220,12 +220,11 @@ class DaskExecutor:
             # the workers as the scheduler knows them now (a new client's cached copy is empty)
             workers = _eligible((await client.scheduler.identity()).get("workers", {}), resources)
             sizer = _BatchSizer(engine.n_workers, engine.is_async, workers)
-            pending: dict[str, list[tuple[Row, int]]] = {}
+            # each task's rows, and the worker it was sent to (None: Dask's choice)
+            pending: dict[str, tuple[list[tuple[Row, int]], str | None]] = {}
             # async rows: each task goes to the worker with the fewest rows sent and not back yet,
-            # for its gate's share (Dask's own choice left one worker with three tasks, of which it
-            # executes two, while the other had one and idle room at its gate)
+            # for its gate's share, so that every worker has one share running and one queued
             placed: dict[str, int] = {}
-            placed_at: dict[str, str] = {}
             done = distributed.as_completed(loop=client.loop)
             in_flight = 0
             serial = 0
@@ -259,10 +258,9 @@ class DaskExecutor:
                         workers=None if where is None else [where],
                         allow_other_workers=where is not None,  # that worker gone: any other
                     )
-                    pending[future.key] = batch
+                    pending[future.key] = (batch, where)
                     if where is not None:
                         placed[where] = placed.get(where, 0) + len(batch)
-                        placed_at[future.key] = where
                     in_flight += len(batch)
                     self.peak_in_flight = max(self.peak_in_flight, in_flight)
                     self.peak_tasks = max(self.peak_tasks, len(pending))
@@ -275,8 +273,7 @@ class DaskExecutor:
                 submit_more()
                 while pending:
                     future = await _next_done(done)
-                    batch = pending.pop(future.key)
-                    at = placed_at.pop(future.key, None)
+                    batch, at = pending.pop(future.key)
                     if at is not None:
                         placed[at] -= len(batch)
                     in_flight -= len(batch)
@@ -382,7 +379,7 @@ class _BatchSizer:
             # smaller tasks, the next one waited in Dask's queue for a whole task to end. Now the
             # next task (queued ahead, executing on the worker's second thread) has its rows wait at
             # the gate, which lets them in one by one as the running rows finish.
-            self.cap = max(1, n_workers // procs if n_workers >= procs else n_workers // (2 * procs))
+            self.cap = max(1, n_workers // procs)
         else:
             self.cap = max(1, n_workers // (2 * slots))  # two tasks per worker thread
         self.seen = 0

@@ -85,11 +85,17 @@ async def test_a_cancelled_waiter_takes_no_slot_and_one_cancelled_after_being_le
     assert gate.running == 0
 
 
-async def test_stopping_turns_every_waiting_row_away_and_later_ones_too() -> None:
+async def _full_gate_with_three_waiting() -> tuple[_Gate, list[asyncio.Task[bool]]]:
+    """A gate of limit 1 with its one row running and three rows waiting, oldest first."""
     gate = _Gate(1)
     assert await gate.enter(1)
     waiters = [asyncio.create_task(gate.enter(1)) for _ in range(3)]
     await asyncio.sleep(0)
+    return gate, waiters
+
+
+async def test_stopping_turns_every_waiting_row_away_and_later_ones_too() -> None:
+    gate, waiters = await _full_gate_with_three_waiting()
     gate.stop()
     assert await asyncio.gather(*waiters) == [False, False, False]
     assert await gate.enter(1) is False
@@ -98,10 +104,7 @@ async def test_stopping_turns_every_waiting_row_away_and_later_ones_too() -> Non
 
 
 async def test_a_higher_limit_from_the_driver_lets_waiters_in_before_the_newcomer() -> None:
-    gate = _Gate(1)
-    assert await gate.enter(1)
-    waiters = [asyncio.create_task(gate.enter(1)) for _ in range(3)]
-    await asyncio.sleep(0)
+    gate, waiters = await _full_gate_with_three_waiting()
     newcomer = asyncio.create_task(gate.enter(3))  # a task sent after a worker joined elsewhere
     await asyncio.sleep(0)
     await asyncio.sleep(0)
