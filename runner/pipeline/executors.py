@@ -354,15 +354,16 @@ class _BatchSizer:
 
     Queue-ahead (:meth:`queue_ahead`): after a task ends, its result travels to the driver and
     the driver's next task travels back, a round trip during which the task's rows were idle
-    (2,000 rows of 50 ms, 200 at once: a third of the time). So once rows are seen to be quick,
-    two more batches per worker process (at most ``n_workers`` rows) are sent than may run, and
+    (2,000 rows of 50 ms, 200 at once: a third of the time). So, for async rows from the first
+    task on and for sync rows once they are seen to be quick, two more batches per worker
+    process (at most ``n_workers`` rows) are sent than may run, and
     wait on the worker behind a per-process gate (:class:`runner.pipeline.executor_tasks._Gate`)
     whose limits add up to ``n_workers``: at most ``n_workers`` rows *run* across the cluster,
     and a queued batch starts the moment running rows finish, without the driver."""
 
     TARGET = 0.2
-    #: rows that take longer than this (mean, seconds) are not queued ahead: the round trip is
-    #: small next to them, and a row queued behind a long one would wait for it
+    #: sync rows that take longer than this (mean, seconds) are not queued ahead: the round trip
+    #: is small next to them, and a row queued behind a long one would wait for it
     QUEUE_AHEAD_BELOW = 2.0
     #: batches queued per worker process beyond what may run
     AHEAD = 2
@@ -410,7 +411,11 @@ class _BatchSizer:
             return 0, None
         share, more = divmod(self.n_workers, procs)
         limits = {a: share + (1 if i < more else 0) for i, a in enumerate(self.workers)}
-        quick = self.seen >= 4 and self.total / self.seen < self.QUEUE_AHEAD_BELOW
+        # async rows queue ahead from the first task, however long they take: their queued rows
+        # wait at the gate and start one by one as running rows end. Without a queued task, a
+        # task's freed slots stayed idle until its slowest row ended (rows of 2-6 s: a third
+        # longer than in-process). Sync rows wait to be seen quick (see QUEUE_AHEAD_BELOW).
+        quick = self.is_async or (self.seen >= 4 and self.total / self.seen < self.QUEUE_AHEAD_BELOW)
         ahead = min(self.n_workers, self.AHEAD * procs * self.size()) if quick else 0
         return ahead, (limits, share)
 

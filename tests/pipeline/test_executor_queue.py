@@ -103,3 +103,35 @@ def test_at_most_n_workers_rows_run_at_once_across_the_cluster(tmp_path: Path) -
         running += step
         peak = max(peak, running)
     assert 0 < peak <= n_workers, f"{peak} rows ran at once (n_workers={n_workers})"
+
+
+async def waits_for_others(x: int, d: str) -> int:
+    """Rows 0 and 2 (one in each of the first two tasks) wait until 4 other rows have finished,
+    or 60 s; every other row finishes at once. Returns how many others had finished."""
+    if x in (0, 2):
+        deadline = time.monotonic() + 60
+        while len(list(Path(d).glob("done-*"))) < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return len(list(Path(d).glob("done-*")))
+    Path(d, f"done-{x}").write_text("")
+    return -1
+
+
+def test_a_tasks_freed_slots_run_queued_rows_before_its_slowest_row_ends(tmp_path: Path) -> None:
+    # An async task carries a process's share of n_workers (2 rows here) and ends with its
+    # slowest row. Without a task queued behind it on the worker, the slot its quick row freed
+    # stayed idle until then: with rows 0 and 2 waiting, only rows 1 and 3 could finish, and a
+    # run of long rows went wave by wave. Queued from the first task on (however long rows
+    # take), the next rows start in the freed slots at once.
+    exp = Experiment(name="w", data=[{"x": i, "d": str(tmp_path)} for i in range(12)], func=waits_for_others,
+                     n_workers=N_WORKERS, db=tmp_path / "w.db")
+    with _cluster(2) as cluster, distributed.Client(cluster) as client:
+        result = exp.run(quiet=True, executor=client)
+    assert (result.n_total, result.n_errors) == (12, 0)
+    store = Store(tmp_path / "w.db")
+    try:
+        seen = {json.loads(r["inputs"])["x"] if isinstance(r["inputs"], str) else r["inputs"]["x"]:
+                int(r["output"]) for r in store.experiment_rows(result.experiment_uuid)}
+    finally:
+        store.close()
+    assert seen[0] >= 4 and seen[2] >= 4, f"the waiting rows saw only {seen[0]} and {seen[2]} rows finish"
