@@ -8,15 +8,20 @@
   subtracts a one-row ``executor="dask"`` run; ``speedup_standing`` is a cluster of the same
   shape started beforehand, and ``speedup_bare_dask`` the same work as bare Dask tasks on it.
 * ``io``: an I/O-bound async row (``asyncio.sleep(0.05)``), ``--rows`` rows, 200 in flight:
-  efficiency against the ideal ``rows / 200 * 0.05`` s, in-process and on a standing cluster of
-  the shape ``executor="dask"`` starts (medians of 3 runs taking turns, after a warm-up), and
-  ``executor="dask"`` once with its cluster's start (seconds, which dwarf a 0.5 s ideal).
+  efficiency against the ideal ``rows / 200 * 0.05`` s (medians of 5 runs taking turns, after
+  a warm-up): in-process against ``dask://`` to a cluster of the shape ``executor="dask"``
+  starts (2 workers, 2 threads each) whose scheduler and workers are processes of their own;
+  then in-process against a standing LocalCluster of that shape whose scheduler runs in the
+  driver's process (as ``executor="dask"``'s does); and ``executor="dask"`` once with its
+  cluster's start (seconds, which dwarf a 0.5 s ideal).
+* ``slow``: 200 async rows of 2 to 6 s each (seeded by the row), 50 in flight: in-process
+  against ``dask://`` (the cluster of ``io``), one run each, and the ideal (the rows' seconds / 50).
 * ``memory``: the driver's peak RSS running a JSONL file of ``--memory-rows`` rows through
   the Dask executor (each size in its own driver process, so peaks do not mix).
 
 Usage::
 
-    python benchmarks/cluster.py [--rows 2000] [--only cpu,io,memory] [--memory-rows 20000,100000]
+    python benchmarks/cluster.py [--rows 2000] [--only cpu,io,slow,memory] [--memory-rows 20000,100000]
                                  [--memory-scheduler driver|external]
 """
 
@@ -58,6 +63,18 @@ def spin_many(span: tuple[int, int, int]) -> list[int]:
 async def nap(x: int) -> int:
     await asyncio.sleep(0.05)
     return x
+
+
+async def long_nap(x: int) -> int:
+    await asyncio.sleep(_long(x))
+    return x
+
+
+def _long(x: int) -> float:
+    """Row ``x``'s seconds for ``long_nap``: 2 to 6, seeded by the row (the same in every run)."""
+    import random
+
+    return random.Random(x).uniform(2.0, 6.0)
 
 
 def noop(x: int, text: str) -> int:
@@ -141,45 +158,86 @@ def cpu(rows: int, db: Path) -> dict[str, Any]:
     }
 
 
-def io(rows: int, db: Path, repeats: int = 3) -> dict[str, Any]:
+def io(rows: int, db: Path, tmp: Path, repeats: int = 5) -> dict[str, Any]:
     import distributed
 
     data = [{"x": i} for i in range(rows)]
     exp = Experiment(name="io", data=data, func=nap, n_workers=200, db=db)
     double = Experiment(name="io2", data=data + [{"x": rows + i} for i in range(rows)], func=nap, n_workers=200, db=db)
     ideal = rows / 200 * 0.05
-    local: list[float] = []
-    local2: list[float] = []
-    dask: list[float] = []
-    dask2: list[float] = []
-    # the shape executor="dask" starts (2 processes, 2 threads each), standing; each figure is the
-    # median of `repeats` runs, in-process and Dask taking turns, after one warm-up run each
+    times: dict[str, list[float]] = {"local": [], "external": [], "driver": []}
+    doubles: dict[str, list[float]] = {"local": [], "external": [], "driver": []}
+    # each figure is the median of `repeats` runs after one warm-up run, in-process and Dask
+    # taking turns, in two phases:
+    # * external: `dask://` to a scheduler and 2 workers (2 threads each) in processes of their
+    #   own, as a cluster is run; no Dask client or scheduler in the driver between its runs;
+    # * driver: a standing LocalCluster of the same shape, given as a distributed.Client: its
+    #   scheduler and the client's loop run in the driver's process (as in executor="dask"),
+    #   beside the in-process runs too
+    with external_cluster(tmp) as address:
+        for options in ({}, {"executor": address}):
+            timed(exp, **options)
+        for _ in range(repeats):
+            for setup, options in (("local", {}), ("external", {"executor": address})):
+                t, r = timed(exp, **options)
+                assert r.n_total == rows and r.n_errors == 0
+                times[setup].append(t)
+                doubles[setup].append(timed(double, **options)[0])
+    local_beside, local_beside_doubles = times["local"], doubles["local"]
+    times["local"], doubles["local"] = [], []
     with _standing(2) as cluster, distributed.Client(cluster) as client:
-        timed(exp)
         timed(exp, executor=client)
         for _ in range(repeats):
-            t, r1 = timed(exp)
-            local.append(t)
-            t, r2 = timed(exp, executor=client)
-            dask.append(t)
-            assert r1.n_total == r2.n_total == rows and r1.n_errors == r2.n_errors == 0
-            local2.append(timed(double)[0])
-            dask2.append(timed(double, executor=client)[0])
+            for setup, options in (("local", {}), ("driver", {"executor": client})):
+                t, r = timed(exp, **options)
+                assert r.n_total == rows and r.n_errors == 0
+                times[setup].append(t)
+                doubles[setup].append(timed(double, **options)[0])
     t_cold, r3 = timed(exp, executor="dask")  # the cluster's start and stop included
     assert r3.n_total == rows and r3.n_errors == 0
-    t_local, t_dask = _median(local), _median(dask)
+    med = {k: _median(v) for k, v in times.items()}
     return {
         "rows": rows,
         "ideal_s": ideal,
-        "in_process_s": [round(x, 2) for x in local],
-        "dask_s": [round(x, 2) for x in dask],
-        "in_process_efficiency": round(ideal / t_local, 3),
-        "dask_efficiency": round(ideal / t_dask, 3),
+        "in_process_beside_external_s": [round(x, 3) for x in local_beside],
+        "dask_external_s": [round(x, 3) for x in times["external"]],
+        "in_process_beside_driver_cluster_s": [round(x, 3) for x in times["local"]],
+        "dask_driver_cluster_s": [round(x, 3) for x in times["driver"]],
+        "in_process_efficiency": round(ideal / _median(local_beside), 3),
+        "dask_external_efficiency": round(ideal / med["external"], 3),
+        "in_process_beside_driver_cluster_efficiency": round(ideal / med["local"], 3),
+        "dask_driver_cluster_efficiency": round(ideal / med["driver"], 3),
         # the run's fixed costs (opening the store, connecting, /finished) apart: what `rows` more
         # rows cost, from a run of twice as many, against the same ideal
-        "in_process_marginal_efficiency": round(ideal / max(_median(local2) - t_local, 1e-9), 3),
-        "dask_marginal_efficiency": round(ideal / max(_median(dask2) - t_dask, 1e-9), 3),
+        "in_process_marginal_efficiency": round(
+            ideal / max(_median(local_beside_doubles) - _median(local_beside), 1e-9), 3),
+        "dask_external_marginal_efficiency": round(
+            ideal / max(_median(doubles["external"]) - med["external"], 1e-9), 3),
+        "dask_driver_cluster_marginal_efficiency": round(
+            ideal / max(_median(doubles["driver"]) - med["driver"], 1e-9), 3),
         "dask_with_cluster_start_s": round(t_cold, 2),
+    }
+
+
+def slow(rows: int, tmp: Path) -> dict[str, Any]:
+    """Long async rows of uneven length (2-6 s, as calls to a model take): in-process against
+    `dask://` to a cluster of its own processes, one run each."""
+    data = [{"x": i} for i in range(rows)]
+    exp = Experiment(name="slow", data=data, func=long_nap, n_workers=50, db=tmp / "slow.db")
+    ideal = sum(_long(i) for i in range(rows)) / 50
+    with external_cluster(tmp) as address:
+        timed(Experiment(name="warm", data=data[:4], func=nap, n_workers=4, db=tmp / "slow.db"), executor=address)
+        t_local, r1 = timed(exp)
+        t_dask, r2 = timed(exp, executor=address)
+    assert r1.n_total == r2.n_total == rows and r1.n_errors == r2.n_errors == 0
+    return {
+        "rows": rows,
+        "n_workers": 50,
+        "row_s": "2-6",
+        "ideal_s": round(ideal, 2),
+        "in_process_s": round(t_local, 2),
+        "dask_external_s": round(t_dask, 2),
+        "dask_to_in_process": round(t_dask / t_local, 3),
     }
 
 
@@ -262,7 +320,7 @@ def external_cluster(tmp: Path) -> Iterator[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=2000)
-    p.add_argument("--only", default="cpu,io,memory")
+    p.add_argument("--only", default="cpu,io,slow,memory")
     p.add_argument("--memory-rows", default="20000,100000")
     p.add_argument(
         "--memory-scheduler", choices=["driver", "external", "in-process"], default="driver",
@@ -284,7 +342,9 @@ def main() -> None:
         if "cpu" in parts:
             print("cpu   ", json.dumps(cpu(args.rows, tmp / "cpu.db")), flush=True)
         if "io" in parts:
-            print("io    ", json.dumps(io(args.rows, tmp / "io.db")), flush=True)
+            print("io    ", json.dumps(io(args.rows, tmp / "io.db", tmp)), flush=True)
+        if "slow" in parts:
+            print("slow  ", json.dumps(slow(200, tmp)), flush=True)
         if "memory" in parts:
             sizes = [int(s) for s in args.memory_rows.split(",")]
             if args.memory_scheduler == "driver":
