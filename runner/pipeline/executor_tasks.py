@@ -33,8 +33,8 @@ from runner.pipeline.heap import heap_frozen
 from runner.pipeline.tracing import current_target
 
 __all__ = [
-    "RowSpec", "SpecLoadError", "pickle_spec", "rows_task", "rows_task_async", "spec_of", "stop_rows",
-    "unpack_outcomes",
+    "RowSpec", "SpecLoadError", "pack_rows", "pickle_spec", "rows_task", "rows_task_async", "spec_of",
+    "stop_rows", "unpack_outcomes",
 ]
 
 
@@ -422,18 +422,22 @@ def _limit_here(gate: tuple[str, dict[str, int], int]) -> int:
     return gate[1].get(address, gate[2])
 
 
+def _pickled(value: Any) -> bytes:
+    try:
+        return pickle.dumps(value, protocol=5)
+    except Exception:  # a value plain pickle refuses (a lambda in a span's metadata...)
+        import cloudpickle
+
+        return bytes(cloudpickle.dumps(value, protocol=5))
+
+
 def _pack(outcomes: list[RowOutcome | None]) -> bytes:
     """A task's finished rows as one pickle.
 
     Returned as a list, Dask serializes every element on its own when the result is fetched (a
     frame, a header and a compression check each): for short rows that cost the worker more CPU
     than running them, and the driver one unpickling per row."""
-    try:
-        return pickle.dumps(outcomes, protocol=5)
-    except Exception:  # an output plain pickle refuses (a lambda in a span's metadata...)
-        import cloudpickle
-
-        return bytes(cloudpickle.dumps(outcomes, protocol=5))
+    return _pickled(outcomes)
 
 
 def unpack_outcomes(data: bytes) -> list[RowOutcome | None]:
@@ -442,11 +446,27 @@ def unpack_outcomes(data: bytes) -> list[RowOutcome | None]:
     return outcomes
 
 
-def rows_task(blob: bytes, batch: list[tuple[Row, int]], gate: GateSpec = None) -> bytes:
-    """A Dask task: a few row-trials of a sync function, one after the other; their outcomes
-    (a finished row, or ``None`` for one that never started) as :func:`unpack_outcomes` bytes."""
+def pack_rows(batch: list[tuple[Row, int]]) -> bytes:
+    """A task's rows as one pickle, for :func:`rows_task` and :func:`rows_task_async`.
+
+    Given as a list, the rows were unpickled by the scheduler when the task arrived and pickled
+    again to send it on to a worker: two passes over every row, on the scheduler's loop (in the
+    driver's process, for a LocalCluster), before a task could start. Bytes pass through as they
+    are."""
+    return _pickled(batch)
+
+
+def _unpack_rows(rows: bytes) -> list[tuple[Row, int]]:
+    batch: list[tuple[Row, int]] = pickle.loads(rows)  # from this run's driver
+    return batch
+
+
+def rows_task(blob: bytes, rows: bytes, gate: GateSpec = None) -> bytes:
+    """A Dask task: a few row-trials (:func:`pack_rows`) of a sync function, one after the other;
+    their outcomes (a finished row, or ``None`` for one that never started) as
+    :func:`unpack_outcomes` bytes."""
     with heap_frozen():
-        return _pack(_rows(blob, batch, gate))
+        return _pack(_rows(blob, _unpack_rows(rows), gate))
 
 
 def _rows(blob: bytes, batch: list[tuple[Row, int]], gate: GateSpec) -> list[RowOutcome | None]:
@@ -468,11 +488,11 @@ def _rows(blob: bytes, batch: list[tuple[Row, int]], gate: GateSpec) -> list[Row
     return out
 
 
-async def rows_task_async(blob: bytes, batch: list[tuple[Row, int]], gate: GateSpec = None) -> bytes:
-    """A Dask task: a few row-trials of an async function, concurrently on the worker's loop;
-    their outcomes as :func:`unpack_outcomes` bytes."""
+async def rows_task_async(blob: bytes, rows: bytes, gate: GateSpec = None) -> bytes:
+    """A Dask task: a few row-trials (:func:`pack_rows`) of an async function, concurrently on the
+    worker's loop; their outcomes as :func:`unpack_outcomes` bytes."""
     with heap_frozen():
-        return _pack(await _rows_async(blob, batch, gate))
+        return _pack(await _rows_async(blob, _unpack_rows(rows), gate))
 
 
 async def _rows_async(blob: bytes, batch: list[tuple[Row, int]], gate: GateSpec) -> list[RowOutcome | None]:

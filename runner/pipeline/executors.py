@@ -34,6 +34,7 @@ from runner.pipeline.dataset import Row
 from runner.pipeline.engine import Engine, RowOutcome
 from runner.pipeline.executor_tasks import (
     SpecLoadError,
+    pack_rows,
     pickle_spec,
     rows_task,
     rows_task_async,
@@ -251,7 +252,7 @@ class DaskExecutor:
                     row = batch[0][0]
                     where = _least_loaded(gate[0], placed) if gate is not None and engine.is_async else None
                     future = client.submit(
-                        task, blob, batch, None if gate is None else (tag, *gate),
+                        task, blob, pack_rows(batch), None if gate is None else (tag, *gate),
                         key=f"runner-rows-{tag}-{serial}-{row.id[:40]}-{len(batch)}",
                         pure=False,
                         resources=dict(resources) if resources else None,

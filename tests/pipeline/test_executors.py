@@ -455,3 +455,41 @@ def test_a_long_dataset_streams_through_the_cluster_without_piling_up_rows(tmp_p
     # but not yet logged are held too, more of them on a loaded machine (427 once, at load 12),
     # so the bound is what a leak could not meet: one kept every row read, 2,500 at the last count
     assert len(rows.alive) == 5 and max(rows.alive) < 1000, rows.alive
+
+
+USER_MODULE = '''
+class Ticket:
+    def __init__(self, n):
+        self.n = n
+
+
+def read_ticket(ticket):
+    return ticket.n * 2
+'''
+
+
+def test_rows_pass_the_scheduler_unread_so_it_needs_none_of_the_users_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A row whose values are of the user's own class: the driver and the workers can import it,
+    # the scheduler (a process of its own, as a cluster's usually is) cannot. Given as a list,
+    # the scheduler unpickled every row of a task, and the task failed there.
+    from tests.dask_workers import extra_worker, scheduler_process
+
+    code = tmp_path / "usercode"
+    code.mkdir()
+    (code / "tickets_of_the_user.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(code))
+    import tickets_of_the_user as user  # type: ignore[import-not-found]
+
+    data = [{"ticket": user.Ticket(i)} for i in range(6)]
+    exp = Experiment(name="tickets", data=data, func=user.read_ticket, n_workers=4, db=tmp_path / "t.db")
+    with (
+        scheduler_process(tmp_path) as address,
+        extra_worker(address, "any=1", "w", pythonpath=(code,)),
+        distributed.Client(address, timeout="60s") as client,
+    ):
+        client.wait_for_workers(1, timeout=120)
+        result = exp.run(quiet=True, executor=client)
+    assert (result.n_total, result.n_errors) == (6, 0), [r.get("error") for r in result.rows()][:1]
+    assert sorted(int(r["output"]) for r in result.rows()) == [0, 2, 4, 6, 8, 10]
