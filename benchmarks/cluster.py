@@ -298,7 +298,9 @@ def external_cluster(tmp: Path) -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     address = f"127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent)}
+    here = Path(__file__).resolve().parent
+    # the scheduler and workers import the runner of this checkout, as the driver does
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), str(here.parent)])}
     procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
                                "--port", str(port), "--no-dashboard"], stderr=subprocess.DEVNULL, env=env, cwd=tmp)]
     try:
