@@ -248,11 +248,14 @@ class DaskExecutor:
                             break
                     if not batch:
                         return
+                    packed, batch = _packed(batch, refused, engine)
+                    if not batch:
+                        continue  # every row of it refused: read the next ones
                     serial += 1
                     row = batch[0][0]
                     where = _least_loaded(gate[0], placed) if gate is not None and engine.is_async else None
                     future = client.submit(
-                        task, blob, pack_rows(batch), None if gate is None else (tag, *gate),
+                        task, blob, packed, None if gate is None else (tag, *gate),
                         key=f"runner-rows-{tag}-{serial}-{row.id[:40]}-{len(batch)}",
                         pure=False,
                         resources=dict(resources) if resources else None,
@@ -270,8 +273,16 @@ class DaskExecutor:
                         engine.running[(r.id, t)] = now
                     done.add(future)
 
+            # rows that could not be sent (see _packed): stored as errors from here
+            refused: list[RowOutcome] = []
+
+            async def add_refused() -> None:
+                while refused:
+                    await collector.add(refused.pop(0))
+
             try:
                 submit_more()
+                await add_refused()
                 while pending:
                     future = await _next_done(done)
                     batch, at = pending.pop(future.key)
@@ -285,6 +296,7 @@ class DaskExecutor:
                             sizer.observe(outcome.log.latency)
                     submit_more()  # the first results back turn queue-ahead on: more may leave now
                     future.release()  # after the submissions: Dask batches a client's messages
+                    await add_refused()
                     engine.last_finished = time.monotonic()
                     for (row, trial), outcome in zip(batch, outcomes, strict=True):
                         engine.running.pop((row.id, trial), None)
@@ -454,7 +466,12 @@ async def _outcomes_of(
         message = f"the Dask workers running this row died each time it was tried ({exc})"
     else:
         message = f"the Dask task running this row failed: {type(exc).__name__}: {exc}"
-    out: list[RowOutcome | None] = []
+    return list(_error_outcomes(engine, batch, message))
+
+
+def _error_outcomes(engine: Engine, batch: list[tuple[Row, int]], message: str) -> list[RowOutcome]:
+    """Each row-trial of ``batch`` finished as an error with ``message``, on the driver."""
+    out: list[RowOutcome] = []
     for row, trial in batch:
         root = engine._root(row, trial)
         root.status = "error"
@@ -462,3 +479,28 @@ async def _outcomes_of(
         root.finish()
         out.append(engine._outcome(row, trial, root, [], []))
     return out
+
+
+def _packed(
+    batch: list[tuple[Row, int]], refused: list[RowOutcome], engine: Engine
+) -> tuple[bytes, list[tuple[Row, int]]]:
+    """``batch`` as :func:`pack_rows` bytes, and the rows in it. A row that cannot be pickled
+    (a lock or an open file among its values) stays out, and its error goes to ``refused``:
+    that row's error, not the run's."""
+    try:
+        return pack_rows(batch), batch
+    except Exception:
+        pass
+    kept: list[tuple[Row, int]] = []
+    for item in batch:
+        try:
+            pack_rows([item])
+        except Exception as exc:
+            refused.extend(_error_outcomes(engine, [item], (
+                f"this row cannot be sent to the Dask workers: {type(exc).__name__}: {exc}. A row's values "
+                "travel with pickle: keep locks, open files, sockets and clients out of the dataset "
+                "(or run it in this process: executor='local')"
+            )))
+        else:
+            kept.append(item)
+    return (pack_rows(kept) if kept else b""), kept

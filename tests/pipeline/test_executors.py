@@ -168,6 +168,24 @@ def test_a_function_that_cannot_travel_fails_before_any_row_runs(address: str, t
         store.close()
 
 
+def shown(x: Any) -> str:
+    return type(x).__name__
+
+
+def test_a_row_that_cannot_travel_is_that_rows_error_and_the_others_run(address: str, tmp_path: Path) -> None:
+    # a lock among a row's values (a dataset made in Python): pickle refuses it, so that row
+    # cannot reach a worker. Before, the whole run failed with pickle's TypeError.
+    data: list[dict[str, Any]] = [{"x": 1}, {"x": threading.Lock()}, {"x": "three"}, {"x": 4.0}]
+    result = Experiment(name="t", data=data, func=shown, n_workers=2, db=tmp_path / "t.db").run(
+        quiet=True, executor=address
+    )
+    assert (result.n_total, result.n_errors) == (4, 1)
+    rows = sorted(result.rows(), key=lambda r: r["metadata"]["row_index"])
+    assert [r["output"] for i, r in enumerate(rows) if i != 1] == ["int", "str", "float"]
+    assert rows[1]["status"] == "error"
+    assert "cannot be sent to the Dask workers" in rows[1]["error"] and "lock" in rows[1]["error"]
+
+
 def flaky(x: int, d: str) -> int:
     """Fails on even rows until a marker file exists in ``d`` (the 'fixed' code of a resumed run)."""
     if x % 2 == 0 and not (Path(d) / "fixed").exists():
