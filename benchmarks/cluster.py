@@ -174,25 +174,23 @@ def io(rows: int, db: Path, tmp: Path, repeats: int = 5) -> dict[str, Any]:
     # * driver: a standing LocalCluster of the same shape, given as a distributed.Client: its
     #   scheduler and the client's loop run in the driver's process (as in executor="dask"),
     #   beside the in-process runs too
-    with external_cluster(tmp) as address:
-        for options in ({}, {"executor": address}):
-            timed(exp, **options)
+    def turns(setups: tuple[tuple[str, dict[str, Any]], ...]) -> None:
         for _ in range(repeats):
-            for setup, options in (("local", {}), ("external", {"executor": address})):
+            for setup, options in setups:
                 t, r = timed(exp, **options)
                 assert r.n_total == rows and r.n_errors == 0
                 times[setup].append(t)
                 doubles[setup].append(timed(double, **options)[0])
+
+    with external_cluster(tmp) as address:
+        for options in ({}, {"executor": address}):
+            timed(exp, **options)
+        turns((("local", {}), ("external", {"executor": address})))
     local_beside, local_beside_doubles = times["local"], doubles["local"]
     times["local"], doubles["local"] = [], []
     with _standing(2) as cluster, distributed.Client(cluster) as client:
         timed(exp, executor=client)
-        for _ in range(repeats):
-            for setup, options in (("local", {}), ("driver", {"executor": client})):
-                t, r = timed(exp, **options)
-                assert r.n_total == rows and r.n_errors == 0
-                times[setup].append(t)
-                doubles[setup].append(timed(double, **options)[0])
+        turns((("local", {}), ("driver", {"executor": client})))
     t_cold, r3 = timed(exp, executor="dask")  # the cluster's start and stop included
     assert r3.n_total == rows and r3.n_errors == 0
     med = {k: _median(v) for k, v in times.items()}
