@@ -230,6 +230,13 @@ class DaskExecutor:
             in_flight = 0
             serial = 0
             stopper = asyncio.create_task(_stop_workers_on_stop(engine, client, tag))
+            # rows that could not be sent (see _packed): stored as errors from here
+            refused: list[RowOutcome] = []
+
+            async def add_refused() -> None:
+                for outcome in refused:
+                    await collector.add(outcome)
+                refused.clear()
 
             def submit_more() -> None:
                 nonlocal in_flight, serial
@@ -272,13 +279,6 @@ class DaskExecutor:
                     for r, t in batch:
                         engine.running[(r.id, t)] = now
                     done.add(future)
-
-            # rows that could not be sent (see _packed): stored as errors from here
-            refused: list[RowOutcome] = []
-
-            async def add_refused() -> None:
-                while refused:
-                    await collector.add(refused.pop(0))
 
             try:
                 submit_more()
